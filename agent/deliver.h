@@ -1,0 +1,59 @@
+/*
+ * deliver.h - the RapidRetry loop over one group of recipients on one
+ * connection (DESIGN §6), and the single place where a recipient's
+ * outcome is reported: log line, journal, status.
+ */
+#ifndef RR_DELIVER_H
+#define RR_DELIVER_H
+
+#include <glib.h>
+#include "address.h"
+#include "conf.h"
+#include "journal.h"
+#include "rcpt.h"
+#include "spool.h"
+#include "target.h"
+
+/* What a run learned about one server (key: "addr:port"). */
+typedef struct {
+    guint rcpt_limit;     /* RCPTs per transaction, 0 = unknown */
+    gboolean one_domain;  /* one recipient domain per transaction */
+} ServerLimits;
+
+typedef struct {
+    const AgentConf *conf;
+    const char *queue_id;
+    const char *sender;       /* as given, "" = null sender */
+    Address *sender_addr;
+    Spool *spool;
+    Journal *journal;
+    gint64 start;             /* g_get_monotonic_time() at start */
+    gint64 deadline;          /* monotonic, microseconds */
+    GMutex lock;              /* guards limits, journal, rcpt reports */
+    GHashTable *limits;       /* char* key -> ServerLimits* */
+    guint rapid_rounds;       /* counters for the exit line */
+    guint transactions;
+} Delivery;
+
+typedef struct {
+    GPtrArray *rcpts;   /* Rcpt*, not owned */
+    GPtrArray *targets; /* Target*, owned, in the order to try */
+    char *name;         /* for logs */
+} Group;
+
+Group *group_new(const char *name);
+void group_free(Group *g);
+
+/* deliver_group - deliver every pending recipient of G; on return each
+ * one is reported (sent, bounced or deferred) */
+void deliver_group(Delivery *d, Group *g);
+
+/* deliver_report - the one exit of a recipient: sets its status once,
+ * logs the Postfix line, journals final outcomes. REASON is the log
+ * text; DIAGNOSTIC the server's reply (NULL when ours). A second report
+ * of the same recipient is a bug and is ignored with a warning. */
+void deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
+                    const char *relay, const char *reason,
+                    const char *diagnostic);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * journal.h - SQLite record of what is final per (queue id, recipient,
+ * message digest), so that a retried invocation of the same batch never
+ * delivers or bounces a recipient twice (DESIGN §7).
+ */
+#ifndef RR_JOURNAL_H
+#define RR_JOURNAL_H
+
+#include <glib.h>
+
+typedef struct Journal Journal;
+
+typedef enum {
+    JOURNAL_NONE,      /* nothing final recorded */
+    JOURNAL_DELIVERED,
+    JOURNAL_BOUNCED,
+} JournalState;
+
+typedef struct {
+    const char *recipient;
+    JournalState state;
+    const char *relay;
+    const char *dsn;
+    const char *reply;
+} JournalEntry;
+
+/* journal_open - open or create PATH (WAL, busy timeout, synchronous
+ * FULL) and prove it can be written; entries older than EXPIRE seconds
+ * are removed. Any failure is an error: the caller defers the batch. */
+Journal *journal_open(const char *path, guint expire, GError **error);
+void journal_close(Journal *j);
+
+/* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST */
+JournalState journal_lookup(Journal *j, const char *queue_id,
+                            const char *digest, const char *recipient,
+                            GError **error);
+
+/* journal_record - record N final outcomes in one durable transaction;
+ * FALSE + error when it did not reach the disk. Thread-safe. */
+gboolean journal_record(Journal *j, const char *queue_id, const char *digest,
+                        const JournalEntry *entries, gsize n,
+                        GError **error);
+
+#endif

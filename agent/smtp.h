@@ -1,0 +1,116 @@
+/*
+ * smtp.h - ESMTP client session: connect, greeting, EHLO (HELO fallback),
+ * one transaction at a time with PIPELINING when offered, RSET, QUIT.
+ *
+ * The engine sends commands and collects replies; it never decides what a
+ * reply means (that is reply.c and deliver.c). Every read and write is
+ * bounded by the per-state timeout and by the caller's absolute deadline.
+ * Blocking I/O with poll(); one session per thread.
+ */
+#ifndef RR_SMTP_H
+#define RR_SMTP_H
+
+#include <glib.h>
+#include "reply.h"
+#include "spool.h"
+#include "target.h"
+
+typedef struct {
+    guint connect, helo, mail, rcpt, data_init, data_xfer, data_done, rset,
+        quit; /* seconds, Postfix's smtp_*_timeout defaults: 30 300 300
+                 300 120 180 600 20 300 */
+} SmtpTimeouts;
+
+/* One line of the conversation, for -v logging and transcripts.
+ * DIR is '>' (sent) or '<' (received); LINE has no CR LF. */
+typedef void (*SmtpTranscriptFn)(gpointer ctx, char dir, const char *line);
+
+typedef struct {
+    const char *helo_name;
+    SmtpTimeouts timeouts;
+    SmtpTranscriptFn transcript; /* NULL = none */
+    gpointer transcript_ctx;
+    /* STARTTLS and AUTH settings come here (TLS issue) */
+} SmtpOptions;
+
+typedef struct {
+    gboolean esmtp; /* EHLO worked (else HELO) */
+    gboolean pipelining, eightbitmime, smtputf8, starttls, dsn, chunking,
+        enhancedstatuscodes;
+    gboolean size;     /* SIZE announced */
+    guint64 size_max;  /* SIZE n, 0 = no limit announced */
+    guint rcptmax;     /* LIMITS RCPTMAX=n (RFC 9422), 0 = none */
+    guint rcptdomainmax; /* LIMITS RCPTDOMAINMAX=n, 0 = none */
+    guint mailmax;     /* LIMITS MAILMAX=n, 0 = none */
+} SmtpExt;
+
+typedef enum {
+    SMTP_OK,        /* session usable for another transaction */
+    SMTP_CONNECT,   /* could not connect (refused, unreachable, timeout) */
+    SMTP_REJECTED,  /* greeting or EHLO/HELO answered 4xx/5xx (incl. 421) */
+    SMTP_LOST,      /* dropped, timed out, or 421 during a transaction */
+    SMTP_PROTOCOL,  /* reply that does not parse: do not reuse */
+    SMTP_DEADLINE,  /* the caller's deadline passed */
+} SmtpStatus;
+
+typedef struct SmtpSession SmtpSession;
+
+typedef struct {
+    SmtpStatus status;
+    Reply *reply; /* the server's reply when there was one, else NULL */
+    char *text;   /* Postfix-style reason, e.g. "connect to h[a]:25:
+                     Connection refused", "host h[a] refused to talk to me:
+                     554 ...", "conversation with h[a] timed out while
+                     receiving the initial server greeting" */
+} SmtpFailure;
+
+void smtp_failure_clear(SmtpFailure *f);
+
+/* smtp_session_open - connect to T, read the greeting, EHLO (HELO when
+ * EHLO is refused with 5xx). NULL + *FAIL filled on failure. */
+SmtpSession *smtp_session_open(const Target *t, const SmtpOptions *opt,
+                               gint64 deadline, SmtpFailure *fail);
+const SmtpExt *smtp_session_ext(const SmtpSession *s);
+const Target *smtp_session_target(const SmtpSession *s);
+/* smtp_session_relay - "host[addr]:port" */
+const char *smtp_session_relay(const SmtpSession *s);
+/* smtp_session_usable - no error so far, may carry another transaction */
+gboolean smtp_session_usable(const SmtpSession *s);
+/* smtp_session_close - QUIT when usable (reply not waited for beyond the
+ * quit timeout), then close and free */
+void smtp_session_close(SmtpSession *s);
+
+typedef struct {
+    const char *mail_from;      /* path without <>, "" = null sender */
+    const char *mail_params;    /* " SIZE=123 BODY=8BITMIME SMTPUTF8" or "" */
+    const char *const *rcpts;   /* paths as sent, e.g. "<a@b>" */
+    guint n_rcpts;
+    Spool *spool;
+} SmtpTxRequest;
+
+typedef struct {
+    Reply *mail;    /* NULL when no reply was read */
+    Reply **rcpt;   /* n_rcpts entries, NULL where no reply was read */
+    Reply *data;    /* reply to DATA (354 or refusal), NULL if none */
+    Reply *dot;     /* reply to the end of data, NULL if none */
+    guint n_accepted; /* RCPTs answered 2xx */
+    gboolean data_sent; /* the message body went out (end-of-data sent) */
+    SmtpStatus status;  /* SMTP_OK when the session can go on */
+    char *failure;  /* reason when status != SMTP_OK: "lost connection
+                       with h[a] while sending RCPT TO", "conversation
+                       with h[a] timed out while sending message body" */
+} SmtpTxResult;
+
+/* smtp_transaction - one MAIL, N RCPTs, DATA and the message when at
+ * least one RCPT got 2xx. With PIPELINING, MAIL, all RCPTs and DATA go
+ * out in one write (RFC 2920) and replies are read in order; without,
+ * one command at a time (all RCPTs are still sent, whatever their
+ * replies). When no RCPT was accepted: RSET (after reading the pipelined
+ * DATA's refusal). When MAIL is refused, no RCPT reply is read (non-
+ * pipelined: none sent) and RSET follows. A 421 reply anywhere ends the
+ * session (status SMTP_LOST) and is stored as that command's reply. */
+void smtp_transaction(SmtpSession *s, const SmtpTxRequest *req,
+                      gint64 deadline, SmtpTxResult *res);
+void smtp_tx_result_clear(SmtpTxResult *res);
+
+#endif

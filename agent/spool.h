@@ -1,0 +1,44 @@
+/*
+ * spool.h - the message: read from stdin once into an unlinked temporary
+ * file, then streamed per transaction in DATA form (CRLF line ends,
+ * dot-stuffing, the final ".") without holding it in memory (DESIGN §3).
+ */
+#ifndef RR_SPOOL_H
+#define RR_SPOOL_H
+
+#include <glib.h>
+
+typedef struct Spool Spool;
+
+/* A sink receives the DATA stream in pieces; FALSE + error stops it. */
+typedef gboolean (*SpoolSink)(gpointer ctx, const char *buf, gsize len,
+                              GError **error);
+
+/* spool_new - copy FD to EOF into an unlinked file under DIR (NULL =
+ * $TMPDIR or /tmp). Input lines may end in LF or CRLF; a lone CR stays.
+ * Counts the size in DATA form, notes 8-bit bytes, computes a SHA-256
+ * digest of the input. Memory use does not depend on the message size. */
+Spool *spool_new(int fd, const char *dir, GError **error);
+void spool_free(Spool *sp);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Spool, spool_free)
+
+/* spool_size - octets with CRLF line ends, before dot-stuffing: the value
+ * for SIZE= (RFC 1870) */
+guint64 spool_size(const Spool *sp);
+/* spool_has_8bit - any byte >= 0x80: send BODY=8BITMIME when offered */
+gboolean spool_has_8bit(const Spool *sp);
+/* spool_digest - hex SHA-256 of the input; part of the journal key */
+const char *spool_digest(const Spool *sp);
+/* spool_is_empty - the input had no bytes at all */
+gboolean spool_is_empty(const Spool *sp);
+
+/* spool_send - stream the message to SINK: CRLF line ends, a "." added
+ * before each line that starts with ".", a CRLF added when the message
+ * does not end with one, then ".\r\n" */
+gboolean spool_send(Spool *sp, SpoolSink sink, gpointer ctx, GError **error);
+
+/* spool_headers - the header section (up to the first empty line, LF
+ * line ends), capped at MAX bytes; for DSNs */
+GString *spool_headers(Spool *sp, gsize max, GError **error);
+
+#endif

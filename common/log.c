@@ -1,0 +1,135 @@
+/*
+ * log.c - syslog logging, GLib's handlers captured, hostile text made
+ * printable. Nothing reaches stderr unless asked for (DESIGN.md §3).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "log.h"
+
+static gboolean log_to_stderr;
+static gboolean log_is_verbose;
+
+/* log_vline - one line to syslog, and to stderr when asked */
+static void
+log_vline(int prio, const char *fmt, va_list ap)
+{
+    char *line = g_strdup_vprintf(fmt, ap);
+
+    syslog(prio, "%s", line);
+    if (log_to_stderr) {
+        fprintf(stderr, "%s\n", line);
+        fflush(stderr);
+    }
+    g_free(line);
+}
+
+/* log_glib - GLib's log handler: every g_warning() etc. goes to syslog */
+static void
+log_glib(const gchar *domain, GLogLevelFlags level, const gchar *message,
+         gpointer unused)
+{
+    int prio = LOG_INFO;
+
+    (void)unused;
+    if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+        prio = LOG_ERR;
+    else if (level & G_LOG_LEVEL_WARNING)
+        prio = LOG_WARNING;
+    else if (level & G_LOG_LEVEL_DEBUG) {
+        if (!log_is_verbose)
+            return;
+        prio = LOG_DEBUG;
+    }
+    syslog(prio, "%s%s%s", domain ? domain : "", domain ? ": " : "",
+           message);
+    if (log_to_stderr)
+        fprintf(stderr, "%s\n", message);
+}
+
+/* log_glib_writer - structured logging goes the same way */
+static GLogWriterOutput
+log_glib_writer(GLogLevelFlags level, const GLogField *fields, gsize n,
+                gpointer unused)
+{
+    const char *message = NULL, *domain = NULL;
+
+    for (gsize i = 0; i < n; i++) {
+        if (g_strcmp0(fields[i].key, "MESSAGE") == 0)
+            message = fields[i].value;
+        else if (g_strcmp0(fields[i].key, "GLIB_DOMAIN") == 0)
+            domain = fields[i].value;
+    }
+    log_glib(domain, level, message ? message : "(no message)", unused);
+    return G_LOG_WRITER_HANDLED;
+}
+
+void
+log_init(const char *ident, gboolean to_stderr)
+{
+    log_to_stderr = to_stderr;
+    openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    g_log_set_default_handler(log_glib, NULL);
+    g_log_set_writer_func(log_glib_writer, NULL, NULL);
+}
+
+void
+log_set_verbose(gboolean verbose)
+{
+    log_is_verbose = verbose;
+}
+
+gboolean
+log_verbose(void)
+{
+    return log_is_verbose;
+}
+
+#define LOG_FN(name, prio)                                                     \
+    void name(const char *fmt, ...)                                            \
+    {                                                                          \
+        va_list ap;                                                            \
+        va_start(ap, fmt);                                                     \
+        log_vline(prio, fmt, ap);                                              \
+        va_end(ap);                                                            \
+    }
+
+LOG_FN(log_info, LOG_INFO)
+LOG_FN(log_warning, LOG_WARNING)
+LOG_FN(log_error, LOG_ERR)
+
+void
+log_debug(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!log_is_verbose)
+        return;
+    va_start(ap, fmt);
+    log_vline(LOG_DEBUG, fmt, ap);
+    va_end(ap);
+}
+
+char *
+log_printable(const char *text, gssize len, gsize cap)
+{
+    GString *out;
+    gsize n;
+
+    if (text == NULL)
+        return g_strdup("");
+    n = len < 0 ? strlen(text) : (gsize)len;
+    out = g_string_sized_new(MIN(n, cap) + 4);
+    for (gsize i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+
+        if (out->len >= cap) {
+            g_string_append(out, "...");
+            break;
+        }
+        g_string_append_c(out, (c >= 0x20 && c < 0x7f) ? (char)c : '_');
+    }
+    return g_string_free(out, FALSE);
+}
