@@ -76,16 +76,35 @@ out:
     return v;
 }
 
-/* journal_migrate - bring the schema up to date in one write transaction;
- * with EXPIRE, drop old rows in the same transaction. Even with nothing to
- * change, this commits a write: proof the database can be written now. */
+/* journal_expire - delete entries older than EXPIRE seconds */
+static gboolean
+journal_expire(Journal *j, guint expire, GError **error)
+{
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    sqlite3_stmt *st = NULL;
+    gboolean ok = FALSE;
+
+    if (sqlite3_prepare_v2(j->db, "DELETE FROM journal WHERE time < ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, now - (gint64)expire);
+    ok = sqlite3_step(st) == SQLITE_DONE;
+out:
+    if (!ok)
+        journal_set_error(j, error, "cannot expire entries");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* journal_migrate - bring the schema up to date and expire old entries
+ * in one write transaction. Even with nothing to change, this commits a
+ * write: proof that the database can be written now. */
 static gboolean
 journal_migrate(Journal *j, guint expire, GError **error)
 {
     int want = (int)G_N_ELEMENTS(journal_schema);
-    sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
-    char *sql;
+    char *sql = NULL;
     int v;
 
     if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
@@ -104,25 +123,12 @@ journal_migrate(Journal *j, guint expire, GError **error)
             goto out;
     /* rewriting the version is the write that proves we can write */
     sql = g_strdup_printf("PRAGMA user_version = %d", want);
-    ok = journal_exec(j, sql, "cannot write", error);
-    g_free(sql);
-    if (!ok)
+    if (!journal_exec(j, sql, "cannot write", error)
+        || !journal_expire(j, expire, error))
         goto out;
-    ok = FALSE;
-    if (sqlite3_prepare_v2(j->db, "DELETE FROM journal WHERE time < ?", -1,
-                           &st, NULL) != SQLITE_OK) {
-        journal_set_error(j, error, "cannot expire entries");
-        goto out;
-    }
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)(g_get_real_time() / G_USEC_PER_SEC)
-                                  - (sqlite3_int64)expire);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        journal_set_error(j, error, "cannot expire entries");
-        goto out;
-    }
     ok = journal_exec(j, "COMMIT", "cannot commit", error);
 out:
-    sqlite3_finalize(st);
+    g_free(sql);
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     return ok;
@@ -151,6 +157,12 @@ journal_open(const char *path, guint expire, GError **error)
         goto out;
     }
     sqlite3_extended_result_codes(j->db, 1);
+    /* SQLite falls back to read-only without a word: say it here */
+    if (sqlite3_db_readonly(j->db, "main") == 1) {
+        g_set_error(error, journal_error_quark(), SQLITE_READONLY,
+                    "journal %s: cannot open: file is read-only", path);
+        goto out;
+    }
     /* the busy handler also covers the PRAGMA that switches to WAL */
     sqlite3_busy_timeout(j->db, JOURNAL_BUSY_MS);
     if (!journal_exec(j, "PRAGMA journal_mode = WAL", "cannot set WAL mode",

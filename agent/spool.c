@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -94,16 +95,25 @@ spool_write_all(int fd, const char *buf, gsize len, GError **error)
     return TRUE;
 }
 
-/* spool_read - one read(2) with EINTR retried; -1 = error with errno */
+/* spool_read - one read(2), retried on EINTR, and on EAGAIN after
+ * waiting for input (stdin may be non-blocking); -1 = error with errno */
 static ssize_t
 spool_read(int fd, char *buf, gsize len)
 {
-    ssize_t n;
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
 
-    do
-        n = read(fd, buf, len);
-    while (n < 0 && errno == EINTR);
-    return n;
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        /* POLLHUP wakes us too: the next read sees EOF */
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            return -1;
+    }
 }
 
 /* spool_pread - one pread(2) at OFF with EINTR retried */

@@ -4,6 +4,7 @@
  * concurrent writers on one file (WAL).
  */
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -275,35 +276,29 @@ test_open_errors(void)
     tmpdir_remove(dir);
 }
 
-/* file permissions: only meaningful when not root */
+/* permission_checks - a read-only database file and an unwritable
+ * directory are errors; needs a user that file permissions bind */
 static void
-test_open_permissions(void)
+permission_checks(void)
 {
-    char *dir;
-    char *path;
-    char *sub;
-    char *inner;
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    char *sub = g_build_filename(dir, "ro", NULL);
+    char *inner = g_build_filename(sub, "journal.db", NULL);
     GError *error = NULL;
-
-    if (geteuid() == 0) {
-        g_test_skip("root ignores file permissions");
-        return;
-    }
-    dir = tmpdir_new();
-    path = g_build_filename(dir, "journal.db", NULL);
-    sub = g_build_filename(dir, "ro", NULL);
-    inner = g_build_filename(sub, "journal.db", NULL);
 
     journal_close(open_ok(path, 3600));
     g_assert_cmpint(chmod(path, 0444), ==, 0);
     g_assert_null(journal_open(path, 3600, &error));
     g_assert_nonnull(error);
+    g_test_message("error: %s", error->message);
     g_assert_nonnull(strstr(error->message, path));
     g_clear_error(&error);
 
     g_assert_cmpint(g_mkdir(sub, 0500), ==, 0);
     g_assert_null(journal_open(inner, 3600, &error));
     g_assert_nonnull(error);
+    g_test_message("error: %s", error->message);
     g_assert_nonnull(strstr(error->message, inner));
     g_clear_error(&error);
     chmod(sub, 0700);
@@ -314,6 +309,29 @@ test_open_permissions(void)
     tmpdir_remove(dir);
 }
 
+/* as root, run the checks in a child that has become "nobody" */
+static void
+test_open_permissions(void)
+{
+    if (geteuid() != 0) {
+        permission_checks();
+        return;
+    }
+    if (g_test_subprocess()) {
+        if (setgroups(0, NULL) != 0 || setgid(65534) != 0
+            || setuid(65534) != 0 || geteuid() == 0) {
+            /* e.g. a user namespace without 65534: nothing to test */
+            g_test_message("skipped: cannot drop privileges: %s",
+                           g_strerror(errno));
+            return;
+        }
+        permission_checks();
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDOUT);
+    g_test_trap_assert_passed();
+}
+
 /* Two threads, each with its own handle on the same file (as two agent
  * processes would be), plus a third sharing one handle: every record
  * succeeds and every entry is found afterwards. */
@@ -321,7 +339,8 @@ test_open_permissions(void)
 #define PER_RUN 5
 
 typedef struct {
-    Journal *j;
+    Journal *j;       /* shared handle, or NULL: open PATH itself */
+    const char *path;
     const char *qid;
     gboolean ok;
 } Writer;
@@ -330,12 +349,23 @@ static gpointer
 writer_run(gpointer data)
 {
     Writer *w = data;
+    GError *error = NULL;
+    Journal *own = NULL;
 
     w->ok = TRUE;
+    if (w->j == NULL) {
+        /* its own handle, opened at the same time as the others */
+        own = journal_open(w->path, 3600, &error);
+        if (own == NULL) {
+            g_test_message("%s: %s", w->qid, error->message);
+            g_clear_error(&error);
+            w->ok = FALSE;
+        }
+        w->j = own;
+    }
     for (int r = 0; r < RUNS && w->ok; r++) {
         JournalEntry e[PER_RUN];
         char *names[PER_RUN];
-        GError *error = NULL;
 
         for (int k = 0; k < PER_RUN; k++) {
             names[k] = g_strdup_printf("r%d-%d@example.org", r, k);
@@ -351,6 +381,10 @@ writer_run(gpointer data)
         for (int k = 0; k < PER_RUN; k++)
             g_free(names[k]);
     }
+    if (own != NULL) {
+        journal_close(own);
+        w->j = NULL;
+    }
     return NULL;
 }
 
@@ -361,8 +395,8 @@ test_concurrent(void)
     char *path = g_build_filename(dir, "journal.db", NULL);
     Journal *j1 = open_ok(path, 3600);
     Journal *j2 = open_ok(path, 3600);
-    Writer w[] = { { j1, "QA", FALSE }, { j2, "QB", FALSE },
-                   { j1, "QC", FALSE } };
+    Writer w[] = { { j1, path, "QA", FALSE }, { j2, path, "QB", FALSE },
+                   { j1, path, "QC", FALSE } };
     GThread *t[G_N_ELEMENTS(w)];
 
     for (gsize i = 0; i < G_N_ELEMENTS(w); i++)
@@ -386,6 +420,68 @@ test_concurrent(void)
     tmpdir_remove(dir);
 }
 
+/* lookup and record report errors (here: the table vanished) */
+static void
+test_use_errors(void)
+{
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    JournalEntry e = { "a@example.org", JOURNAL_DELIVERED, NULL, NULL, NULL };
+    GError *error = NULL;
+    Journal *j = open_ok(path, 3600);
+
+    raw_exec(path, "DROP TABLE journal");
+    g_assert_cmpint(journal_lookup(j, "Q1", DIGEST_A, e.recipient, &error),
+                    ==, JOURNAL_NONE);
+    g_assert_nonnull(error);
+    g_assert_nonnull(strstr(error->message, "no such table"));
+    g_clear_error(&error);
+    g_assert_false(journal_record(j, "Q1", DIGEST_A, &e, 1, &error));
+    g_assert_nonnull(error);
+    g_assert_nonnull(strstr(error->message, path));
+    g_clear_error(&error);
+    /* the failed transaction was rolled back: the handle still works */
+    raw_exec(path, "CREATE TABLE journal (queue_id, digest, recipient,"
+                   " state, time, relay, dsn, reply,"
+                   " PRIMARY KEY (queue_id, digest, recipient))");
+    g_assert_true(journal_record(j, "Q1", DIGEST_A, &e, 1, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, e.recipient), ==,
+                    JOURNAL_DELIVERED);
+    journal_close(j);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
+/* several handles created at once on a file that does not exist yet:
+ * schema creation and the switch to WAL must not trip over each other */
+static void
+test_concurrent_open(void)
+{
+    static const char *const qids[] = { "Q0", "Q1", "Q2", "Q3" };
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    Writer w[G_N_ELEMENTS(qids)];
+    GThread *t[G_N_ELEMENTS(qids)];
+    Journal *j;
+
+    for (gsize i = 0; i < G_N_ELEMENTS(w); i++) {
+        w[i] = (Writer){ NULL, path, qids[i], FALSE };
+        t[i] = g_thread_new("opener", writer_run, &w[i]);
+    }
+    for (gsize i = 0; i < G_N_ELEMENTS(w); i++)
+        g_thread_join(t[i]);
+    for (gsize i = 0; i < G_N_ELEMENTS(w); i++)
+        g_assert_true(w[i].ok);
+    j = open_ok(path, 3600);
+    for (gsize i = 0; i < G_N_ELEMENTS(w); i++)
+        g_assert_cmpint(lookup(j, qids[i], DIGEST_A, "r0-0@example.org"), ==,
+                        JOURNAL_DELIVERED);
+    journal_close(j);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -396,6 +492,8 @@ main(int argc, char **argv)
     g_test_add_func("/journal/schema", test_schema);
     g_test_add_func("/journal/open/errors", test_open_errors);
     g_test_add_func("/journal/open/permissions", test_open_permissions);
-    g_test_add_func("/journal/concurrent", test_concurrent);
+    g_test_add_func("/journal/use-errors", test_use_errors);
+    g_test_add_func("/journal/concurrent/record", test_concurrent);
+    g_test_add_func("/journal/concurrent/open", test_concurrent_open);
     return g_test_run();
 }
