@@ -44,8 +44,8 @@ struct Router {
 };
 
 typedef struct {
-    Router *r;
     RouteResult *res;       /* in the cache */
+    gboolean relay;         /* a configured relay host */
 } Pending;
 
 /* route_error_quark - GError domain of this module */
@@ -490,6 +490,10 @@ route_done(DnsStatus status, GPtrArray *targets, const char *text,
     Pending *p = data;
     RouteResult *res = p->res;
 
+    /* A relay that does not resolve is our configuration's problem, not
+     * the recipient's: defer, never bounce. */
+    if (p->relay && status == DNS_NOTFOUND)
+        status = DNS_TEMPFAIL;
     res->status = status;
     g_strlcpy(res->dsn, dns_status_dsn(status), sizeof res->dsn);
     g_free(res->text);
@@ -519,8 +523,8 @@ route_start(Router *r, const Route *rt, const char *domain,
     Dns *dns;
     char *qname;
 
-    p->r = r;
     p->res = res;
+    p->relay = rt->kind == ROUTE_RELAY;
     if (rt->kind == ROUTE_RELAY && !rt->mx) {
         dns = router_dns(r, NULL, TRUE);
         if (dns == NULL)

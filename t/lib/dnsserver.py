@@ -73,6 +73,7 @@ def _zone():
          # a zone= view: the real MX and the hosting provider's one
          "customer MX 10 mx-shared.test.",
          "customer.test.hosted MX 10 mx-hosted.test.",
+         "sub.customer.test.hosted MX 10 mx-hosted.test.",
          "shared-a.test.hosted MX 10 mx-hosted.test.",
          "mx-hosted A 127.0.0.6",
          ]
