@@ -702,20 +702,23 @@ dns_run(Dns *const *dns, guint n, gint64 deadline)
         for (guint i = 0; i < n; i++) {
             ares_socket_t socks[ARES_GETSOCK_MAXNUM];
             struct timeval max, tv, *t;
-            int bits;
+            guint bits;
 
             if (dns[i]->pending > 0 && now >= deadline)
                 dns_expire(dns[i]);
             if (dns[i]->pending == 0)
                 continue;
             busy = TRUE;
-            bits = ares_getsock(dns[i]->ch, socks, ARES_GETSOCK_MAXNUM);
-            for (int s = 0; s < ARES_GETSOCK_MAXNUM; s++) {
+            /* the bit masks of ares_getsock, without its macros' signed
+             * shift into bit 31 */
+            bits = (guint) ares_getsock(dns[i]->ch, socks,
+                                        ARES_GETSOCK_MAXNUM);
+            for (guint s = 0; s < ARES_GETSOCK_MAXNUM; s++) {
                 struct pollfd p = { .fd = socks[s], .events = 0 };
 
-                if (ARES_GETSOCK_READABLE(bits, s))
+                if (bits & (1u << s))
                     p.events |= POLLIN;
-                if (ARES_GETSOCK_WRITABLE(bits, s))
+                if (bits & (1u << (s + ARES_GETSOCK_MAXNUM)))
                     p.events |= POLLOUT;
                 if (p.events == 0)
                     continue;

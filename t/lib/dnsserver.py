@@ -2,7 +2,8 @@
 
 Unbound(): Debian's unbound in the foreground on 127.0.0.1 and a port
 chosen at run time, authoritative for the test zone below (auth-zone
-"test."), with a stub zone "broken." pointing at a dead port (SERVFAIL).
+"test."), with a stub zone "broken." whose only server is a loopback address unbound
+may not query (do-not-query-localhost): an unreachable server, SERVFAIL.
 FakeDns(): a tiny UDP/TCP responder in a thread for exact bad answers:
 "garbage" (random bytes), "badanswer" (right id and question, broken
 answer section), "servfail", "refused", "drop" (never answers).
@@ -137,7 +138,7 @@ class Unbound:
 
     def _start(self, end):
         self.port = free_port()
-        dead = free_port()        # nobody listens: the "broken." zone
+        dead = free_port()        # nobody listens; unbound may not ask
         conf = os.path.join(self.dir, "unbound.conf")
         with open(conf, "w") as f:
             f.write(f"""server:
