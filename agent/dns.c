@@ -484,12 +484,15 @@ mx_assemble(MxQuery *q)
             Target *t = g_ptr_array_index(r->targets, j);
             char *k = g_strdup_printf("[%s]:%u", t->addr, t->port);
 
-            if (q->opt.address_limit > 0 && out->len >= q->opt.address_limit)
-                g_free(k);
-            else if (!g_hash_table_add(seen, k))
-                ;
-            else
+            gboolean full = q->opt.address_limit > 0 &&
+                            out->len >= q->opt.address_limit;
+
+            if (!full && !g_hash_table_contains(seen, k)) {
+                g_hash_table_add(seen, k);
                 g_ptr_array_add(out, target_copy(t));
+            } else {
+                g_free(k);
+            }
         }
     }
     g_hash_table_unref(seen);

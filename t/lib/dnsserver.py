@@ -2,8 +2,9 @@
 
 Unbound(): Debian's unbound in the foreground on 127.0.0.1 and a port
 chosen at run time, authoritative for the test zone below (auth-zone
-"test."), with a stub zone "broken." whose only server is a loopback address unbound
-may not query (do-not-query-localhost): an unreachable server, SERVFAIL.
+"test."), with a stub zone "broken." whose only server is a loopback
+address unbound may not query (do-not-query-localhost): an unreachable
+server, so SERVFAIL.
 FakeDns(): a tiny UDP/TCP responder in a thread for exact bad answers:
 "garbage" (random bytes), "badanswer" (right id and question, broken
 answer section), "servfail", "refused", "drop" (never answers).
