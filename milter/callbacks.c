@@ -94,13 +94,15 @@ callbacks_log_stats(const char *when)
              g_atomic_int_get(&stats.failopen));
 }
 
-/* qid - the queue id for log lines; Postfix's word when there is none */
-static const char *
+/* qid - the queue id for log lines, made printable; Postfix's word when
+ * there is none yet (at the first RCPT); the caller frees it */
+static char *
 qid(SMFICTX *ctx)
 {
     const char *i = smfi_getsymval(ctx, "i");
 
-    return i != NULL && *i != '\0' ? i : "NOQUEUE";
+    return i != NULL && *i != '\0' ? log_printable(i, -1, 64)
+                                    : g_strdup("NOQUEUE");
 }
 
 /* msg_free - end of a message's state */
@@ -224,8 +226,8 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
     const Policy *p;
 
     if (msg == NULL) {
-        warn_once(WARN_NO_MSG, "RCPT %s without message state",
-                  conn == NULL ? "and" : "but not");
+        warn_once(WARN_NO_MSG, "RCPT without %s state",
+                  conn == NULL ? "connection" : "message");
         return SMFIS_CONTINUE;
     }
     p = conn->conf->policy;
@@ -248,17 +250,17 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
     }
     if (smfi_setreply(ctx, POLICY_REPLY_CODE, POLICY_REPLY_DSN,
                       p->reply_text) != MI_SUCCESS) {
-        warn_once(WARN_SETREPLY, "%s: smfi_setreply failed for %s", qid(ctx),
-                  rcpt);
+        warn_once(WARN_SETREPLY, "smfi_setreply failed");
         return SMFIS_CONTINUE;
     }
     msg->deferred++;
     g_atomic_int_inc(&stats.deferred);
     if (log_verbose()) {
         g_autofree char *r = log_printable(rcpt, -1, 256);
+        g_autofree char *q = qid(ctx);
+        g_autofree char *c = log_printable(msg->txn.class, -1, 256);
 
-        log_debug("%s: to=%s deferred: not in class %s", qid(ctx), r,
-                  msg->txn.class);
+        log_debug("%s: to=%s deferred: not in class %s", q, r, c);
     }
     return SMFIS_TEMPFAIL;
 }
@@ -271,11 +273,14 @@ msg_end(SMFICTX *ctx, Conn *conn, const char *how)
 
     if (msg == NULL)
         return;
-    if (msg->deferred > 0 || log_verbose())
+    if (msg->deferred > 0 || log_verbose()) {
+        g_autofree char *q = qid(ctx);
+
         log_info("%s: %s from %s: accepted=%u deferred=%u exempted=%u%s%s",
-                 qid(ctx), how, conn->client, msg->accepted, msg->deferred,
+                 q, how, conn->client, msg->accepted, msg->deferred,
                  msg->exempted, msg->exempt ? " exempt=" : "",
                  msg->exempt ? msg->exempt : "");
+    }
     msg_free(msg);
     conn->msg = NULL;
 }
