@@ -242,9 +242,10 @@ milter_thread(void *unused)
     return NULL;
 }
 
-/* reload - load CONF anew; a bad one is refused and the old one stays */
+/* reload - load CONF anew; a bad one is refused and the old one stays;
+ * *STATS_INTERVAL follows the new one */
 static void
-reload(const char *conf)
+reload(const char *conf, guint *stats_interval)
 {
     g_autoptr(GError) error = NULL;
     MilterConf *mc = milterconf_load(conf, &error);
@@ -254,6 +255,7 @@ reload(const char *conf)
                   error->message);
         return;
     }
+    *stats_interval = mc->stats_interval;
     callbacks_set_conf(mc);
     log_info("configuration reloaded from %s (mode %s)", conf,
              policy_mode_name(mc->policy->mode));
@@ -296,7 +298,8 @@ serve(const Options *o, guint stats_interval)
         }
         sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGHUP || sig == SIGUSR1) {
-            reload(o->conf);
+            reload(o->conf, &stats_interval);
+            next_stats = 0;
         } else if (sig == SIGTERM || sig == SIGINT) {
             log_info("stopping on signal %d", sig);
             smfi_stop(); /* libmilter's poll() ends within 5 s */
