@@ -315,6 +315,7 @@ serve(const Options *o, guint stats_interval)
     return status;
 }
 
+/* main - config, socket, privileges, then serve until SIGTERM */
 int
 main(int argc, char **argv)
 {
