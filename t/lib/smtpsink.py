@@ -99,6 +99,7 @@ class SmtpSink:
         self._transcript = []
         self._messages = []
         self.violations = []
+        self.pipelined = 0      # commands that arrived behind another one
         self.nconn = 0
         self.ntxn = 0
         self.record = open(record, "a") if record else None
@@ -154,6 +155,17 @@ class SmtpSink:
         a = addr.lower()
         return len([e for e in self.commands("RCPT")
                     if _addr(e["line"]).lower() == a])
+
+    def transactions(self):
+        """transactions - [(conn, [rcpt addresses sent])] per MAIL."""
+        res = []
+        for e in self.commands():
+            v = e["line"][:4].upper()
+            if v == "MAIL":
+                res.append((e["conn"], []))
+            elif v == "RCPT" and res and res[-1][0] == e["conn"]:
+                res[-1][1].append(_addr(e["line"]).lower())
+        return res
 
     def replies(self, conn=None):
         return [e for e in self.transcript() if e["dir"] == "s"
@@ -342,6 +354,9 @@ class Session:
         s._rec(self.n, "c", line)
         verb = line.split(" ", 1)[0].split(":", 1)[0].upper()
         arg = line[len(verb):]
+        if self.buf:
+            with s.lock:
+                s.pipelined += 1
         if "PIPELINING" not in self.announced and self.buf and \
                 verb not in ("QUIT",):
             s.violations.append((self.n, "pipelined without PIPELINING",
