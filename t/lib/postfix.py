@@ -119,15 +119,7 @@ class Postfix:
         return self
 
     def _port_open(self):
-        import socket
-        s = socket.socket()
-        try:
-            s.connect(("127.0.0.1", self.port))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return rrtest.port_listening(self.port)
 
     def master_pid(self):
         """master_pid - the master's PID from its pid file, or None."""
