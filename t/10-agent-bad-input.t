@@ -5,6 +5,7 @@
 # stdout line, nothing on stderr, and nothing lost (defer, not bounce).
 import os
 import sys
+sys.dont_write_bytecode = True
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))

@@ -5,6 +5,7 @@
 import os
 import socket
 import sys
+sys.dont_write_bytecode = True
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),

@@ -6,6 +6,7 @@
 # own smtp client, for contrast (its numbers go to diag lines).
 import os
 import sys
+sys.dont_write_bytecode = True
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+sys.dont_write_bytecode = True
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
