@@ -6,6 +6,7 @@
 #define RR_CONF_H
 
 #include <glib.h>
+#include "config.h"
 #include "reply.h"
 #include "smtp.h"
 
@@ -20,6 +21,7 @@ typedef struct {
     guint max_reconnects; /* connections per group and run */
     guint connections;    /* groups delivered in parallel */
     gboolean verbose;
+    char *log_file;       /* "" = syslog */
     /* [smtp] */
     char *helo_name;      /* "" = the host name */
     guint rcpt_limit;     /* RCPTs per transaction before learning, 0 = no cap */
@@ -33,10 +35,14 @@ typedef struct {
     GPtrArray *rapid_patterns; /* char*, as written */
     /* compiled */
     ReplyRules rules;
-    GPtrArray *routes;    /* [routes] ConfigEntry copies, for route.c */
+    GPtrArray *routes;    /* [routes] ConfigEntry*, in file order */
+    ConfigFile *file;     /* owns the entries above */
 } AgentConf;
 
+/* agent_conf_load - read and check PATH; errors name FILE:LINE */
 AgentConf *agent_conf_load(const char *path, GError **error);
+/* agent_conf_spec - the schema, for documentation checks */
+const ConfSpec *agent_conf_spec(gsize *n);
 void agent_conf_free(AgentConf *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(AgentConf, agent_conf_free)
 

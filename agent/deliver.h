@@ -11,6 +11,7 @@
 #include "conf.h"
 #include "journal.h"
 #include "rcpt.h"
+#include "smtp.h"
 #include "spool.h"
 #include "target.h"
 
@@ -24,7 +25,9 @@ typedef struct {
     const AgentConf *conf;
     const char *queue_id;
     const char *sender;       /* as given, "" = null sender */
-    Address *sender_addr;
+    Address *sender_addr;     /* NULL for the null sender */
+    char *sender_path;        /* as sent in MAIL FROM, without <> */
+    SmtpTranscriptFn transcript; /* -v: log the conversation */
     Spool *spool;
     Journal *journal;
     gint64 start;             /* g_get_monotonic_time() at start */

@@ -1,13 +1,329 @@
 /*
- * main.c - rapidretry-agent: the pipe(8) contract (DESIGN.md §3).
- * Placeholder until the delivery core lands.
+ * main.c - rapidretry-agent: the contract with Postfix's pipe(8)
+ * (DESIGN.md §3): envelope from argv, message from stdin, one status
+ * line on stdout, exit 0 / 75 + 4.x.x / 69 + 5.x.x. Never stderr.
  */
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "deliver.h"
+#include "log.h"
+#include "group.h"
+
+#define AGENT_USAGE                                                         \
+    "usage: rapidretry-agent -c CONF -i QUEUEID [-n NEXTHOP] -f SENDER "    \
+    "[-v] -- RECIPIENT..."
+#define AGENT_GRACE 30 /* seconds past the deadline before the watchdog */
+
+typedef struct {
+    const char *conf_path, *queue_id, *nexthop, *sender;
+    gboolean verbose;
+    char **rcpts;
+    int n_rcpts;
+} Args;
+
+/* agent_exit - report the batch to pipe(8): one line, status at byte 0 */
+static void G_GNUC_NORETURN
+agent_exit(const char *dsn, const char *text)
+{
+    int code = dsn[0] == '2' ? EX_OK
+               : dsn[0] == '5' ? EX_UNAVAILABLE
+                               : EX_TEMPFAIL;
+    g_autofree char *line = log_printable(text, -1, 3900);
+
+    printf("%s %s\n", dsn, line); /* stdout only, never stderr */
+    exit(fflush(stdout) == 0 ? code : EX_TEMPFAIL);
+}
+
+/* agent_watchdog - last resort if something blocks past the deadline:
+ * defer rather than let pipe(8) kill us and bounce the batch */
+static void
+agent_watchdog(int sig)
+{
+    static const char msg[] = "4.4.2 rapidretry-agent: watchdog: delivery "
+                              "deadline exceeded, batch deferred\n";
+    ssize_t n;
+
+    (void)sig;
+    n = write(STDOUT_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    _exit(EX_TEMPFAIL);
+}
+
+/* args_parse - the pipe(8) argv; usage errors defer (4.3.5) */
+static void
+args_parse(int argc, char **argv, Args *a)
+{
+    int ch;
+
+    opterr = 0; /* getopt must not print */
+    while ((ch = getopt(argc, argv, "+c:i:n:f:v")) != -1) {
+        switch (ch) {
+        case 'c':
+            a->conf_path = optarg;
+            break;
+        case 'i':
+            a->queue_id = optarg;
+            break;
+        case 'n':
+            a->nexthop = optarg;
+            break;
+        case 'f':
+            a->sender = optarg;
+            break;
+        case 'v':
+            a->verbose = TRUE;
+            break;
+        default:
+            agent_exit("4.3.5", "rapidretry-agent: bad option; "
+                                AGENT_USAGE);
+        }
+    }
+    if (a->conf_path == NULL || a->queue_id == NULL || a->sender == NULL)
+        agent_exit("4.3.5", "rapidretry-agent: missing option; "
+                            AGENT_USAGE);
+    if (a->queue_id[0] == '\0' ||
+        strspn(a->queue_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr"
+                            "stuvwxyz0123456789") != strlen(a->queue_id))
+        agent_exit("4.3.5", "rapidretry-agent: malformed queue id");
+    if (optind >= argc)
+        agent_exit("4.3.5", "rapidretry-agent: no recipients; "
+                            AGENT_USAGE);
+    a->rcpts = argv + optind;
+    a->n_rcpts = argc - optind;
+}
+
+/* agent_transcript - -v: the SMTP conversation to the log */
+static void
+agent_transcript(gpointer ctx, char dir, const char *line)
+{
+    Delivery *d = ctx;
+    g_autofree char *safe = log_printable(line, -1, 512);
+
+    log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
+}
+
+/* setup_recipients - parse argv recipients; malformed ones bounce, ones
+ * final in an earlier run are skipped (journal) */
+static GPtrArray *
+setup_recipients(Delivery *d, const Args *a)
+{
+    GPtrArray *rcpts = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)rcpt_free);
+
+    for (int i = 0; i < a->n_rcpts; i++) {
+        Rcpt *r = rcpt_new(a->rcpts[i], i);
+        GError *err = NULL;
+        JournalState js;
+
+        g_ptr_array_add(rcpts, r);
+        r->addr = address_parse(r->arg, FALSE, &err);
+        if (r->addr == NULL) {
+            deliver_report(d, r, RCPT_BOUNCED, "5.1.3", NULL,
+                           err->message, NULL);
+            g_error_free(err);
+            continue;
+        }
+        js = journal_lookup(d->journal, d->queue_id, spool_digest(d->spool),
+                            r->arg, &err);
+        if (err != NULL) {
+            g_autofree char *why = g_strdup_printf(
+                "cannot read journal: %s", err->message);
+
+            deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
+            g_error_free(err);
+        } else if (js != JOURNAL_NONE) {
+            r->done = TRUE;
+            r->status = RCPT_EARLIER;
+            log_info("%s: to=<%s>, skipped: %s in an earlier delivery "
+                     "attempt", d->queue_id, r->arg,
+                     js == JOURNAL_DELIVERED ? "delivered" : "bounced");
+        }
+    }
+    return rcpts;
+}
+
+/* deliver_thread - GThreadPool worker: one group */
+static void
+deliver_thread(gpointer data, gpointer user)
+{
+    deliver_group(user, data);
+}
+
+/* deliver_all - route the pending recipients into groups and deliver
+ * them, up to conf->connections groups at a time */
+static void
+deliver_all(Delivery *d, GPtrArray *rcpts, const char *nexthop)
+{
+    g_autoptr(GPtrArray) groups =
+        g_ptr_array_new_with_free_func((GDestroyNotify)group_free);
+    GThreadPool *pool;
+
+    group_build(d, rcpts, nexthop, groups);
+    if (groups->len == 0)
+        return;
+    if (groups->len == 1) {
+        deliver_group(d, g_ptr_array_index(groups, 0));
+        return;
+    }
+    pool = g_thread_pool_new(deliver_thread, d, d->conf->connections, FALSE,
+                             NULL);
+    for (guint i = 0; i < groups->len; i++)
+        g_thread_pool_push(pool, g_ptr_array_index(groups, i), NULL);
+    g_thread_pool_free(pool, FALSE, TRUE);
+}
+
+/* agent_finish - the batch's one status from the recipients' outcomes
+ * (DESIGN §7); every recipient must be final here */
+static void G_GNUC_NORETURN
+agent_finish(Delivery *d, GPtrArray *rcpts)
+{
+    guint n[RCPT_EARLIER + 1] = {0};
+    Rcpt *first_deferred = NULL, *first_bounced = NULL;
+    char dsn[16];
+
+    for (guint i = 0; i < rcpts->len; i++) {
+        Rcpt *r = g_ptr_array_index(rcpts, i);
+
+        if (!r->done) { /* our bug: never lose it */
+            log_error("%s: <%s> has no outcome; deferring: bug",
+                      d->queue_id, r->arg);
+            deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL,
+                           "internal error: no delivery outcome", NULL);
+        }
+        n[r->status]++;
+        if (r->status == RCPT_DEFERRED && first_deferred == NULL)
+            first_deferred = r;
+        if (r->status == RCPT_BOUNCED && first_bounced == NULL)
+            first_bounced = r;
+    }
+    g_assert(n[RCPT_SENT] + n[RCPT_BOUNCED] + n[RCPT_DEFERRED] +
+                 n[RCPT_EARLIER] == rcpts->len);
+    log_info("%s: batch done: %u sent, %u bounced, %u deferred, %u "
+             "earlier; %u transactions, %u rapid retries",
+             d->queue_id, n[RCPT_SENT], n[RCPT_BOUNCED], n[RCPT_DEFERRED],
+             n[RCPT_EARLIER], d->transactions, d->rapid_rounds);
+    if (first_deferred != NULL) {
+        g_strlcpy(dsn, first_deferred->dsn, sizeof dsn);
+        dsn[0] = '4';
+        agent_exit(dsn, first_deferred->reason);
+    }
+    if (first_bounced != NULL && n[RCPT_BOUNCED] == rcpts->len)
+        agent_exit(first_bounced->dsn, first_bounced->reason);
+    if (first_bounced != NULL) {
+        /* some bounced, others delivered: pipe(8) has one status for
+         * all. Until the agent sends its own DSNs, defer: the bounced
+         * ones are not journaled, so a retry reports them again */
+        g_autofree char *why = g_strdup_printf(
+            "%u of %u recipients failed permanently: %s", n[RCPT_BOUNCED],
+            rcpts->len, first_bounced->reason);
+
+        g_strlcpy(dsn, first_bounced->dsn, sizeof dsn);
+        dsn[0] = '4';
+        agent_exit(dsn, why);
+    }
+    {
+        g_autofree char *ok = g_strdup_printf(
+            "delivered %u recipients (%u earlier) in %u transactions, "
+            "%u rapid retries", n[RCPT_SENT], n[RCPT_EARLIER],
+            d->transactions, d->rapid_rounds);
+
+        agent_exit("2.0.0", ok);
+    }
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    printf("4.3.5 rapidretry-agent: not built yet\n");
-    return 75;
+    Args a = {0};
+    Delivery d = {0};
+    g_autoptr(AgentConf) conf = NULL;
+    g_autoptr(GPtrArray) rcpts = NULL;
+    GError *err = NULL;
+    int null_fd;
+
+    /* pipe(8) reads stderr as our status: nothing may ever reach it */
+    null_fd = open("/dev/null", O_WRONLY);
+    if (null_fd >= 0 && null_fd != STDERR_FILENO) {
+        dup2(null_fd, STDERR_FILENO);
+        close(null_fd);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    log_init("rapidretry/agent", FALSE);
+    args_parse(argc, argv, &a);
+
+    conf = agent_conf_load(a.conf_path, &err);
+    if (conf == NULL) {
+        g_autofree char *why = g_strdup_printf(
+            "rapidretry-agent: configuration error: %s", err->message);
+
+        log_error("%s: %s", a.queue_id, why);
+        agent_exit("4.3.5", why);
+    }
+    if (conf->log_file[0] != '\0' && !log_open_file(conf->log_file, &err)) {
+        g_autofree char *why = g_strdup_printf(
+            "rapidretry-agent: configuration error: %s", err->message);
+
+        log_error("%s: %s", a.queue_id, why);
+        agent_exit("4.3.5", why);
+    }
+    log_set_verbose(conf->verbose || a.verbose);
+
+    d.conf = conf;
+    d.queue_id = a.queue_id;
+    d.sender = a.sender;
+    d.start = g_get_monotonic_time();
+    d.deadline = d.start + (gint64)conf->deadline * G_USEC_PER_SEC;
+    d.limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                     g_free);
+    d.transcript = agent_transcript;
+    g_mutex_init(&d.lock);
+    signal(SIGALRM, agent_watchdog);
+    alarm(conf->deadline + AGENT_GRACE);
+
+    if (a.sender[0] != '\0') {
+        d.sender_addr = address_parse(a.sender, FALSE, &err);
+        if (d.sender_addr == NULL) {
+            g_autofree char *why = g_strdup_printf(
+                "rapidretry-agent: sender <%s>: %s", a.sender, err->message);
+
+            log_error("%s: %s", a.queue_id, why);
+            agent_exit("4.1.7", why);
+        }
+        d.sender_path = address_path(d.sender_addr);
+        memmove(d.sender_path, d.sender_path + 1, strlen(d.sender_path));
+        d.sender_path[strlen(d.sender_path) - 1] = '\0';
+    } else
+        d.sender_path = g_strdup("");
+
+    d.spool = spool_new(STDIN_FILENO,
+                        conf->spool_dir[0] ? conf->spool_dir : NULL, &err);
+    if (d.spool == NULL) {
+        log_error("%s: %s", a.queue_id, err->message);
+        agent_exit("4.3.0", err->message);
+    }
+    if (spool_is_empty(d.spool)) {
+        log_error("%s: empty message on standard input; check the pipe(8) "
+                  "command in master.cf", a.queue_id);
+        agent_exit("4.3.0", "rapidretry-agent: empty message on standard "
+                            "input");
+    }
+    d.journal = journal_open(conf->journal, conf->journal_expire, &err);
+    if (d.journal == NULL) {
+        g_autofree char *why = g_strdup_printf(
+            "rapidretry-agent: journal unusable, not delivering (a retry "
+            "could duplicate): %s", err->message);
+
+        log_error("%s: %s", a.queue_id, why);
+        agent_exit("4.3.0", why);
+    }
+    rcpts = setup_recipients(&d, &a);
+    deliver_all(&d, rcpts, a.nexthop);
+    agent_finish(&d, rcpts);
 }

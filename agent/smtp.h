@@ -91,11 +91,14 @@ typedef struct {
 typedef struct {
     Reply *mail;    /* NULL when no reply was read */
     Reply **rcpt;   /* n_rcpts entries, NULL where no reply was read */
+    guint n_rcpts;  /* entries in rcpt (= the request's n_rcpts) */
     Reply *data;    /* reply to DATA (354 or refusal), NULL if none */
     Reply *dot;     /* reply to the end of data, NULL if none */
     guint n_accepted; /* RCPTs answered 2xx */
     gboolean data_sent; /* the message body went out (end-of-data sent) */
-    SmtpStatus status;  /* SMTP_OK when the session can go on */
+    SmtpStatus status;  /* SMTP_OK unless the session failed during the
+                           transaction (a failed RSET only makes the
+                           session unusable: check smtp_session_usable) */
     char *failure;  /* reason when status != SMTP_OK: "lost connection
                        with h[a] while sending RCPT TO", "conversation
                        with h[a] timed out while sending message body" */
@@ -103,12 +106,16 @@ typedef struct {
 
 /* smtp_transaction - one MAIL, N RCPTs, DATA and the message when at
  * least one RCPT got 2xx. With PIPELINING, MAIL, all RCPTs and DATA go
- * out in one write (RFC 2920) and replies are read in order; without,
- * one command at a time (all RCPTs are still sent, whatever their
- * replies). When no RCPT was accepted: RSET (after reading the pipelined
- * DATA's refusal). When MAIL is refused, no RCPT reply is read (non-
- * pipelined: none sent) and RSET follows. A 421 reply anywhere ends the
- * session (status SMTP_LOST) and is stored as that command's reply. */
+ * out in one write (RFC 2920) and every reply is read in order and
+ * stored, whatever it says (a refused MAIL still has its RCPT and DATA
+ * replies read). Without, one command at a time: no RCPT after a refused
+ * MAIL, all RCPTs otherwise (whatever their replies), DATA only when a
+ * RCPT got 2xx. The message follows a 354 when a RCPT was accepted (a
+ * 354 with none accepted gets only "."). RSET follows when no RCPT was
+ * accepted or the data was not sent. A 421 reply anywhere ends the
+ * session (status SMTP_LOST) and is stored as that command's reply. The
+ * engine only looks at "2xx?", "354?" and "421?": meaning is the
+ * caller's. *RES is overwritten: clear it with smtp_tx_result_clear. */
 void smtp_transaction(SmtpSession *s, const SmtpTxRequest *req,
                       gint64 deadline, SmtpTxResult *res);
 void smtp_tx_result_clear(SmtpTxResult *res);

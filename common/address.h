@@ -28,6 +28,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(Address, address_free)
  * not a dot-atom (RFC 5321 §4.1.2); "<>" for the null sender */
 char *address_path(const Address *a);
 
+typedef enum {
+    ADDRESS_ERROR_MALFORMED, /* "malformed address: ..." */
+} AddressError;
+
 GQuark address_error_quark(void);
 #define ADDRESS_ERROR address_error_quark()
 

@@ -2,15 +2,35 @@
  * log.c - syslog logging, GLib's handlers captured, hostile text made
  * printable. Nothing reaches stderr unless asked for (DESIGN.md §3).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "log.h"
 
 static gboolean log_to_stderr;
+static int log_fd = -1;
+static char *log_ident;
 static gboolean log_is_verbose;
+
+/* log_file_line - one line in syslog's file format, written at once with
+ * O_APPEND so that concurrent agents do not interleave */
+static void
+log_file_line(const char *text)
+{
+    g_autoptr(GDateTime) now = g_date_time_new_now_local();
+    g_autofree char *stamp = g_date_time_format(now, "%b %e %H:%M:%S");
+    g_autofree char *line = g_strdup_printf("%s %s %s[%d]: %s\n", stamp,
+                                            g_get_host_name(), log_ident,
+                                            (int)getpid(), text);
+    ssize_t n = write(log_fd, line, strlen(line));
+
+    (void)n; /* nowhere left to report a failed log write */
+}
 
 /* log_vline - one line to syslog, and to stderr when asked */
 static void
@@ -18,7 +38,10 @@ log_vline(int prio, const char *fmt, va_list ap)
 {
     char *line = g_strdup_vprintf(fmt, ap);
 
-    syslog(prio, "%s", line);
+    if (log_fd >= 0)
+        log_file_line(line);
+    else
+        syslog(prio, "%s", line);
     if (log_to_stderr) {
         fprintf(stderr, "%s\n", line);
         fflush(stderr);
@@ -43,8 +66,11 @@ log_glib(const gchar *domain, GLogLevelFlags level, const gchar *message,
             return;
         prio = LOG_DEBUG;
     }
-    syslog(prio, "%s%s%s", domain ? domain : "", domain ? ": " : "",
-           message);
+    if (log_fd >= 0)
+        log_file_line(message);
+    else
+        syslog(prio, "%s%s%s", domain ? domain : "", domain ? ": " : "",
+               message);
     if (log_to_stderr)
         fprintf(stderr, "%s\n", message);
 }
@@ -70,9 +96,27 @@ void
 log_init(const char *ident, gboolean to_stderr)
 {
     log_to_stderr = to_stderr;
+    g_free(log_ident);
+    log_ident = g_strdup(ident);
     openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
     g_log_set_default_handler(log_glib, NULL);
     g_log_set_writer_func(log_glib_writer, NULL, NULL);
+}
+
+gboolean
+log_open_file(const char *path, GError **error)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+    if (fd < 0) {
+        g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno),
+                    "cannot open log file %s: %s", path, g_strerror(errno));
+        return FALSE;
+    }
+    if (log_fd >= 0)
+        close(log_fd);
+    log_fd = fd;
+    return TRUE;
 }
 
 void

@@ -14,6 +14,10 @@
 /* log_init - open syslog as IDENT (LOG_MAIL) and capture GLib's handlers;
  * with TO_STDERR (tests, milter -f) lines also go to stderr */
 void log_init(const char *ident, gboolean to_stderr);
+/* log_open_file - also append every line to PATH in syslog's format
+ * ("Mon DD HH:MM:SS host ident[pid]: text") and stop using syslog; for
+ * hosts without a syslog daemon (Postfix's maillog_file does the same) */
+gboolean log_open_file(const char *path, GError **error);
 void log_set_verbose(gboolean verbose);
 gboolean log_verbose(void);
 

@@ -33,8 +33,8 @@ typedef struct {
     char enhanced[16]; /* "4.5.3", or "" when the reply has none */
     int retry;         /* retry=N hint in the text, -1 when absent */
     char *text;        /* text of all lines after the codes, joined with
-                          " "; the enhanced code is removed from the first
-                          line only when it is the same on every line */
+                          " "; the enhanced code is removed from every
+                          line that starts with it */
     char *raw;         /* the whole reply as received, lines joined with
                           "\n", without CR LF; for transcripts */
 } Reply;
@@ -82,6 +82,11 @@ const char *reply_dsn(const Reply *reply, char *buf);
  * enhanced code, e.g. "450 4.7.1 /too many recipients this hour/i" */
 ReplyPattern *reply_pattern_parse(const char *spec, GError **error);
 void reply_pattern_free(ReplyPattern *p);
+
+typedef enum {
+    REPLY_ERROR_MALFORMED, /* not a reply: protocol error */
+    REPLY_ERROR_PATTERN,   /* bad reply_pattern_parse spec */
+} ReplyError;
 
 GQuark reply_error_quark(void);
 #define REPLY_ERROR reply_error_quark()

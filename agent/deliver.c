@@ -1,0 +1,679 @@
+/*
+ * deliver.c - the RapidRetry loop over one group of recipients on one
+ * connection (DESIGN.md §6), and deliver_report(), the one place where a
+ * recipient's outcome is decided, logged and journaled.
+ */
+#include <string.h>
+
+#include "deliver.h"
+#include "log.h"
+#include "smtp.h"
+
+#define DELIVER_TEXT_CAP 400 /* server text in log lines and statuses */
+
+/* One connection's worth of state inside deliver_group(). */
+typedef struct {
+    Delivery *d;
+    Group *g;
+    GPtrArray *pending;   /* Rcpt*, in argv order */
+    SmtpSession *session;
+    guint target;         /* index of the next target to try */
+    guint connections;
+    guint rounds;
+    guint session_tx;     /* transactions on the current session */
+    gboolean progressed;  /* the current session finished someone */
+    char *last_dsn;       /* why the last connection failed */
+    char *last_reason;
+    gboolean last_permanent;
+} Run;
+
+Group *
+group_new(const char *name)
+{
+    Group *g = g_new0(Group, 1);
+
+    g->rcpts = g_ptr_array_new();
+    g->targets = g_ptr_array_new_with_free_func((GDestroyNotify)target_free);
+    g->name = g_strdup(name);
+    return g;
+}
+
+void
+group_free(Group *g)
+{
+    if (g == NULL)
+        return;
+    g_ptr_array_unref(g->rcpts);
+    g_ptr_array_unref(g->targets);
+    g_free(g->name);
+    g_free(g);
+}
+
+/* reply_oneline - the server's reply as one printable, capped line */
+static char *
+reply_oneline(const Reply *r)
+{
+    g_autofree char *flat = g_strdup(r->raw);
+
+    g_strdelimit(flat, "\n", ' ');
+    return log_printable(flat, -1, DELIVER_TEXT_CAP);
+}
+
+void
+deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
+               const char *relay, const char *reason, const char *diagnostic)
+{
+    double delay;
+
+    g_mutex_lock(&d->lock);
+    if (r->done) {
+        g_mutex_unlock(&d->lock);
+        log_warning("%s: <%s> reported twice (%s after %s); ignored: bug",
+                    d->queue_id, r->arg, rcpt_status_name(st),
+                    rcpt_status_name(r->status));
+        return;
+    }
+    r->done = TRUE;
+    r->status = st;
+    g_strlcpy(r->dsn, dsn, sizeof r->dsn);
+    r->relay = g_strdup(relay != NULL ? relay : "none");
+    r->reason = log_printable(reason, -1, DELIVER_TEXT_CAP + 200);
+    r->diagnostic = g_strdup(diagnostic);
+    if (st == RCPT_SENT && d->journal != NULL) {
+        JournalEntry e = {r->arg, JOURNAL_DELIVERED, r->relay, r->dsn,
+                          r->reason};
+        GError *err = NULL;
+
+        if (!journal_record(d->journal, d->queue_id,
+                            spool_digest(d->spool), &e, 1, &err)) {
+            log_error("%s: to=<%s>: delivered, but the journal write "
+                      "failed (%s): a retry of this batch may deliver it "
+                      "again", d->queue_id, r->arg, err->message);
+            g_error_free(err);
+        }
+    }
+    g_mutex_unlock(&d->lock);
+    delay = (g_get_monotonic_time() - d->start) / 1e6;
+    log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
+             d->queue_id, r->arg, r->relay, delay, r->dsn,
+             rcpt_status_name(st), r->reason);
+}
+
+/* report_reply - report R with the server's reply REPLY to COMMAND */
+static void
+report_reply(Run *run, Rcpt *r, RcptStatus st, const Reply *reply,
+             const char *command)
+{
+    char dsn[16];
+    g_autofree char *line = reply_oneline(reply);
+    g_autofree char *reason = NULL;
+    const char *relay = smtp_session_relay(run->session);
+
+    reply_dsn(reply, dsn);
+    if (st == RCPT_SENT)
+        reason = g_strdup(line);
+    else
+        reason = g_strdup_printf("host %s said: %s (in reply to %s command)",
+                                 relay, line, command);
+    deliver_report(run->d, r, st, dsn, relay, reason, line);
+}
+
+/* report_all - report every pending recipient alike and empty the list */
+static void
+report_all(Run *run, RcptStatus st, const char *dsn, const char *relay,
+           const char *reason, const char *diagnostic)
+{
+    for (guint i = 0; i < run->pending->len; i++)
+        deliver_report(run->d, g_ptr_array_index(run->pending, i), st, dsn,
+                       relay, reason, diagnostic);
+    g_ptr_array_set_size(run->pending, 0);
+}
+
+/* server_key - learned limits are per server address */
+static char *
+server_key(const Target *t)
+{
+    return g_strdup_printf("%s:%u", t->addr, t->port);
+}
+
+/* limits_get - what this run learned about the session's server */
+static ServerLimits
+limits_get(Run *run)
+{
+    ServerLimits out = {0, FALSE};
+    g_autofree char *key =
+        server_key(smtp_session_target(run->session));
+    ServerLimits *l;
+
+    g_mutex_lock(&run->d->lock);
+    l = g_hash_table_lookup(run->d->limits, key);
+    if (l != NULL)
+        out = *l;
+    g_mutex_unlock(&run->d->lock);
+    return out;
+}
+
+/* limits_learn - remember a count limit K (0 = none) and/or one domain */
+static void
+limits_learn(Run *run, guint k, gboolean one_domain)
+{
+    char *key = server_key(smtp_session_target(run->session));
+    ServerLimits *l;
+
+    g_mutex_lock(&run->d->lock);
+    l = g_hash_table_lookup(run->d->limits, key);
+    if (l == NULL) {
+        l = g_new0(ServerLimits, 1);
+        g_hash_table_insert(run->d->limits, key, l);
+    } else
+        g_free(key);
+    if (k > 0 && (l->rcpt_limit == 0 || k < l->rcpt_limit))
+        l->rcpt_limit = k;
+    if (one_domain)
+        l->one_domain = TRUE;
+    g_mutex_unlock(&run->d->lock);
+    log_info("%s: %s: learned %s%u%s", run->d->queue_id,
+             smtp_session_relay(run->session),
+             k > 0 ? "limit " : "", k > 0 ? k : 0,
+             one_domain ? " one domain per transaction" : " recipients "
+                                                          "per transaction");
+}
+
+/* round_pick - the recipients for the next transaction: at most CAP
+ * (0 = any), from at most MAX_DOMAINS domains (0 = any), in argv order */
+static GPtrArray *
+round_pick(Run *run, guint cap, guint max_domains)
+{
+    GPtrArray *pick = g_ptr_array_new();
+    g_autoptr(GPtrArray) domains = g_ptr_array_new();
+
+    for (guint i = 0; i < run->pending->len; i++) {
+        Rcpt *r = g_ptr_array_index(run->pending, i);
+        const char *dom = r->addr->domain_lc;
+        gboolean known = FALSE;
+
+        if (cap > 0 && pick->len >= cap)
+            break;
+        for (guint j = 0; j < domains->len; j++)
+            known |= g_ascii_strcasecmp(g_ptr_array_index(domains, j),
+                                        dom) == 0;
+        if (!known) {
+            if (max_domains > 0 && domains->len >= max_domains)
+                continue;
+            g_ptr_array_add(domains, (gpointer)dom);
+        }
+        g_ptr_array_add(pick, r);
+    }
+    return pick;
+}
+
+/* min_limit - the smaller of two limits where 0 means none */
+static guint
+min_limit(guint a, guint b)
+{
+    if (a == 0)
+        return b;
+    if (b == 0)
+        return a;
+    return MIN(a, b);
+}
+
+/* connection_failed - remember why, for the recipients left at the end */
+static void
+connection_failed(Run *run, const SmtpFailure *f)
+{
+    char dsn[16] = "4.4.1";
+
+    g_free(run->last_reason);
+    g_free(run->last_dsn);
+    run->last_permanent = FALSE;
+    if (f->reply != NULL) {
+        reply_dsn(f->reply, dsn);
+        run->last_permanent = f->reply->code >= 500;
+    } else if (f->status == SMTP_DEADLINE)
+        g_strlcpy(dsn, "4.4.2", sizeof dsn);
+    else if (f->status == SMTP_PROTOCOL)
+        g_strlcpy(dsn, "4.5.0", sizeof dsn);
+    else if (f->status == SMTP_LOST)
+        g_strlcpy(dsn, "4.4.2", sizeof dsn);
+    run->last_dsn = g_strdup(dsn);
+    run->last_reason = g_strdup(f->text != NULL ? f->text : "unknown error");
+    log_info("%s: %s", run->d->queue_id, run->last_reason);
+}
+
+/* session_end - drop the current session; the next round reconnects to
+ * the same server when it made progress, else to the next one */
+static void
+session_end(Run *run)
+{
+    if (run->session == NULL)
+        return;
+    if (!run->progressed)
+        run->target++;
+    smtp_session_close(run->session);
+    run->session = NULL;
+}
+
+/* session_open - connect to the next target that answers; FALSE when
+ * none is left (the pending recipients are then reported) */
+static gboolean
+session_open(Run *run)
+{
+    Delivery *d = run->d;
+    const AgentConf *c = d->conf;
+    SmtpOptions opt = {c->helo_name, c->timeouts, NULL, NULL};
+
+    if (log_verbose()) {
+        opt.transcript = d->transcript;
+        opt.transcript_ctx = d;
+    }
+    while (run->session == NULL) {
+        SmtpFailure f = {0};
+        guint n_targets = run->g->targets->len;
+
+        if (g_get_monotonic_time() >= d->deadline) {
+            report_all(run, RCPT_DEFERRED, "4.4.2", NULL,
+                       "delivery deadline reached before the "
+                       "message could be delivered", NULL);
+            return FALSE;
+        }
+        if (n_targets == 0 || run->connections > n_targets +
+                                                     c->max_reconnects) {
+            report_all(run, run->last_permanent ? RCPT_BOUNCED
+                                                : RCPT_DEFERRED,
+                       run->last_dsn ? run->last_dsn : "4.4.1", NULL,
+                       run->last_reason ? run->last_reason
+                                        : "no server to deliver to",
+                       NULL);
+            return FALSE;
+        }
+        if (run->target >= n_targets) {
+            if (run->last_reason != NULL && !run->progressed) {
+                /* every address failed once: no second round of the
+                 * same failures (Postfix defers here too) */
+                run->connections = n_targets + c->max_reconnects + 1;
+                continue;
+            }
+            run->target = 0;
+        }
+        run->connections++;
+        run->progressed = FALSE;
+        run->session_tx = 0;
+        run->session =
+            smtp_session_open(g_ptr_array_index(run->g->targets,
+                                                run->target),
+                              &opt, d->deadline, &f);
+        if (run->session == NULL) {
+            connection_failed(run, &f);
+            run->target++;
+        }
+        smtp_failure_clear(&f);
+    }
+    return TRUE;
+}
+
+/* check_session_fit - recipients this server can never take: SMTPUTF8
+ * not offered, message over its SIZE limit (DESIGN §6, issue: 5.6.7,
+ * 5.3.4). Reported here; the rest stay pending. */
+static void
+check_session_fit(Run *run)
+{
+    const SmtpExt *ext = smtp_session_ext(run->session);
+    const char *relay = smtp_session_relay(run->session);
+    guint64 size = spool_size(run->d->spool);
+
+    if (ext->size_max > 0 && size > ext->size_max) {
+        g_autofree char *why = g_strdup_printf(
+            "message size %" G_GUINT64_FORMAT " exceeds size limit %"
+            G_GUINT64_FORMAT " of server %s", size, ext->size_max, relay);
+
+        report_all(run, RCPT_BOUNCED, "5.3.4", relay, why, NULL);
+        return;
+    }
+    if (ext->smtputf8)
+        return;
+    for (guint i = 0; i < run->pending->len;) {
+        Rcpt *r = g_ptr_array_index(run->pending, i);
+
+        if (r->addr->utf8 ||
+            (run->d->sender_addr && run->d->sender_addr->utf8)) {
+            g_autofree char *why = g_strdup_printf(
+                "SMTPUTF8 is required, but was not offered by host %s",
+                relay);
+
+            deliver_report(run->d, r, RCPT_BOUNCED, "5.6.7", relay, why,
+                           NULL);
+            g_ptr_array_remove_index(run->pending, i);
+        } else
+            i++;
+    }
+}
+
+/* mail_params - SIZE, BODY and SMTPUTF8 for the MAIL command */
+static char *
+mail_params(Run *run, GPtrArray *pick)
+{
+    const SmtpExt *ext = smtp_session_ext(run->session);
+    GString *p = g_string_new("");
+    gboolean utf8 = run->d->sender_addr && run->d->sender_addr->utf8;
+
+    if (ext->size)
+        g_string_append_printf(p, " SIZE=%" G_GUINT64_FORMAT,
+                               spool_size(run->d->spool));
+    if (ext->eightbitmime && spool_has_8bit(run->d->spool))
+        g_string_append(p, " BODY=8BITMIME");
+    for (guint i = 0; i < pick->len; i++)
+        utf8 |= ((Rcpt *)g_ptr_array_index(pick, i))->addr->utf8;
+    if (utf8 && ext->smtputf8)
+        g_string_append(p, " SMTPUTF8");
+    return g_string_free(p, FALSE);
+}
+
+/* is_domain_reply - a rapid reply that says "one domain at a time" */
+static gboolean
+is_domain_reply(const Reply *r)
+{
+    g_autofree char *low = g_ascii_strdown(r->text, -1);
+
+    return strstr(low, "domain") != NULL;
+}
+
+/* learn - what the rapid replies of a round teach (DESIGN §6): a count
+ * limit when they form a suffix, one domain per transaction when they
+ * are exactly the other domains, nothing when they interleave */
+static void
+learn(Run *run, GPtrArray *pick, const ReplyClass *cls, const Reply *first)
+{
+    guint k = 0, n = pick->len;
+    gboolean suffix = TRUE, other_domains = TRUE, any_other = FALSE;
+    const char *dom = NULL;
+
+    while (k < n && cls[k] != REPLY_RAPID)
+        k++;
+    for (guint i = k; i < n; i++)
+        suffix &= cls[i] == REPLY_RAPID;
+    for (guint i = 0; i < n; i++) {
+        Rcpt *r = g_ptr_array_index(pick, i);
+
+        if (cls[i] == REPLY_OK && dom == NULL)
+            dom = r->addr->domain_lc;
+    }
+    for (guint i = 0; dom != NULL && i < n; i++) {
+        Rcpt *r = g_ptr_array_index(pick, i);
+        gboolean other = g_ascii_strcasecmp(r->addr->domain_lc, dom) != 0;
+
+        any_other |= other;
+        if (other != (cls[i] == REPLY_RAPID))
+            other_domains = FALSE;
+    }
+    if (dom != NULL && ((any_other && other_domains) ||
+                        (is_domain_reply(first) && !suffix)))
+        limits_learn(run, 0, TRUE);
+    else if (suffix && k > 0)
+        limits_learn(run, k, FALSE);
+}
+
+/* finish_message - the end-of-data outcome for the ACCEPTED recipients */
+static void
+finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
+{
+    const Reply *r = tx->dot != NULL ? tx->dot : tx->data;
+    ReplyStage stage = tx->dot != NULL ? REPLY_STAGE_DOT : REPLY_STAGE_DATA;
+    const char *cmd = tx->dot != NULL ? "end of DATA" : "DATA";
+
+    if (r == NULL || r->code == 421 || (tx->dot == NULL && r->code == 354)) {
+        if (tx->data_sent) {
+            /* the body went out but no final reply came back: the
+             * server may have taken it, so no immediate second copy
+             * (RFC 5321 §4.1.1.4); Postfix's queue retries later */
+            for (guint i = 0; i < accepted->len; i++)
+                deliver_report(run->d, g_ptr_array_index(accepted, i),
+                               RCPT_DEFERRED, "4.4.2",
+                               smtp_session_relay(run->session),
+                               tx->failure ? tx->failure
+                                           : "lost connection after end "
+                                             "of data",
+                               NULL);
+            return;
+        }
+        for (guint i = 0; i < accepted->len; i++) /* not sent: again */
+            g_ptr_array_add(run->pending, g_ptr_array_index(accepted, i));
+        return;
+    }
+    switch (reply_classify(r, stage, &run->d->conf->rules)) {
+    case REPLY_OK:
+        if (tx->dot == NULL) /* 354 handled above */
+            break;
+        for (guint i = 0; i < accepted->len; i++)
+            report_reply(run, g_ptr_array_index(accepted, i), RCPT_SENT, r,
+                         cmd);
+        run->progressed = TRUE;
+        return;
+    case REPLY_BOUNCE:
+        for (guint i = 0; i < accepted->len; i++)
+            report_reply(run, g_ptr_array_index(accepted, i), RCPT_BOUNCED,
+                         r, cmd);
+        run->progressed = TRUE;
+        return;
+    default:
+        break;
+    }
+    for (guint i = 0; i < accepted->len; i++)
+        report_reply(run, g_ptr_array_index(accepted, i), RCPT_DEFERRED, r,
+                     cmd);
+}
+
+/* mail_refused - MAIL FROM was refused: it speaks for the whole message */
+static void
+mail_refused(Run *run, GPtrArray *pick, const Reply *r)
+{
+    ReplyClass c = reply_classify(r, REPLY_STAGE_MAIL, &run->d->conf->rules);
+
+    if (r->code == 421 || (c == REPLY_DEFER && run->session_tx > 1)) {
+        /* closing, or a per-connection message limit: reconnect */
+        for (guint i = 0; i < pick->len; i++)
+            g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
+        session_end(run);
+        return;
+    }
+    for (guint i = 0; i < pick->len; i++)
+        g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
+    for (guint i = 0; i < run->pending->len; i++)
+        report_reply(run, g_ptr_array_index(run->pending, i),
+                     c == REPLY_BOUNCE ? RCPT_BOUNCED : RCPT_DEFERRED, r,
+                     "MAIL FROM");
+    g_ptr_array_set_size(run->pending, 0);
+}
+
+/* sort_pending - keep argv order after recipients came back */
+static gint
+rcpt_cmp(gconstpointer a, gconstpointer b)
+{
+    const Rcpt *x = *(Rcpt *const *)a, *y = *(Rcpt *const *)b;
+
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* round_replies - each recipient takes the class of its own reply; the
+ * rapid ones go back to pending (or are deferred when the round cannot
+ * make progress). Returns the accepted ones. */
+static GPtrArray *
+round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
+{
+    GPtrArray *accepted = g_ptr_array_new();
+    g_autofree ReplyClass *cls = g_new0(ReplyClass, pick->len);
+    g_autoptr(GPtrArray) rapid = g_ptr_array_new();
+    const Reply *first_rapid = NULL;
+    gboolean progress = FALSE;
+
+    for (guint i = 0; i < pick->len; i++) {
+        Rcpt *r = g_ptr_array_index(pick, i);
+        const Reply *rep = tx->rcpt[i];
+
+        if (rep == NULL || rep->code == 421) { /* not answered: again */
+            cls[i] = REPLY_DEFER;
+            g_ptr_array_add(run->pending, r);
+            continue;
+        }
+        cls[i] = reply_classify(rep, REPLY_STAGE_RCPT,
+                                &run->d->conf->rules);
+        switch (cls[i]) {
+        case REPLY_OK:
+            g_ptr_array_add(accepted, r);
+            progress = TRUE;
+            break;
+        case REPLY_RAPID:
+            if (i == 0) /* alone in a transaction and still refused */
+                report_reply(run, r, RCPT_DEFERRED, rep, "RCPT TO");
+            else {
+                g_ptr_array_add(rapid, r);
+                if (first_rapid == NULL)
+                    first_rapid = rep;
+            }
+            break;
+        case REPLY_BOUNCE:
+            report_reply(run, r, RCPT_BOUNCED, rep, "RCPT TO");
+            progress = TRUE;
+            break;
+        case REPLY_DEFER:
+            report_reply(run, r, RCPT_DEFERRED, rep, "RCPT TO");
+            progress = TRUE;
+            break;
+        }
+    }
+    if (rapid->len > 0 && !progress) {
+        /* no recipient finished and none accepted: retrying the same
+         * set cannot help (livelock guard) */
+        for (guint i = 0; i < rapid->len; i++) {
+            Rcpt *r = g_ptr_array_index(rapid, i);
+
+            for (guint j = 0; j < pick->len; j++)
+                if (g_ptr_array_index(pick, j) == r)
+                    report_reply(run, r, RCPT_DEFERRED, tx->rcpt[j],
+                                 "RCPT TO");
+        }
+    } else if (rapid->len > 0) {
+        g_autofree char *line = reply_oneline(first_rapid);
+
+        learn(run, pick, cls, first_rapid);
+        log_info("%s: rapid retry: %u recipients, new transaction after "
+                 "\"%s\"", run->d->queue_id, rapid->len, line);
+        g_mutex_lock(&run->d->lock);
+        run->d->rapid_rounds++;
+        g_mutex_unlock(&run->d->lock);
+        for (guint i = 0; i < rapid->len; i++)
+            g_ptr_array_add(run->pending, g_ptr_array_index(rapid, i));
+    }
+    if (progress)
+        run->progressed = TRUE;
+    return accepted;
+}
+
+/* one_round - one transaction with the next recipients */
+static void
+one_round(Run *run)
+{
+    const SmtpExt *ext = smtp_session_ext(run->session);
+    ServerLimits learned = limits_get(run);
+    guint cap = min_limit(min_limit(ext->rcptmax, learned.rcpt_limit),
+                          run->d->conf->rcpt_limit);
+    guint max_domains = learned.one_domain ? 1 : ext->rcptdomainmax;
+    g_autoptr(GPtrArray) pick = round_pick(run, cap, max_domains);
+    g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GPtrArray) accepted = NULL;
+    g_autofree char *params = mail_params(run, pick);
+    SmtpTxRequest req = {0};
+    SmtpTxResult tx = {0};
+
+    for (guint i = 0; i < pick->len; i++) {
+        g_ptr_array_remove(run->pending, g_ptr_array_index(pick, i));
+        g_ptr_array_add(paths,
+                        address_path(((Rcpt *)g_ptr_array_index(pick, i))
+                                         ->addr));
+    }
+    req.mail_from = run->d->sender_path;
+    req.mail_params = params;
+    req.rcpts = (const char *const *)paths->pdata;
+    req.n_rcpts = paths->len;
+    req.spool = run->d->spool;
+    run->rounds++;
+    run->session_tx++;
+    g_mutex_lock(&run->d->lock);
+    run->d->transactions++;
+    g_mutex_unlock(&run->d->lock);
+    smtp_transaction(run->session, &req, run->d->deadline, &tx);
+
+    if (tx.mail == NULL) { /* nothing answered: all back, reconnect */
+        g_ptr_array_extend(run->pending, pick, NULL, NULL);
+    } else if (tx.mail->code < 200 || tx.mail->code > 299) {
+        mail_refused(run, pick, tx.mail);
+    } else {
+        accepted = round_replies(run, pick, &tx);
+        if (accepted->len > 0)
+            finish_message(run, accepted, &tx);
+    }
+    g_ptr_array_sort(run->pending, rcpt_cmp);
+    if (run->session != NULL && tx.status != SMTP_OK) {
+        SmtpFailure f = {tx.status, NULL, tx.failure};
+
+        connection_failed(run, &f);
+        session_end(run);
+    }
+    smtp_tx_result_clear(&tx);
+}
+
+/* mailmax_reached - LIMITS MAILMAX: transactions per connection */
+static gboolean
+mailmax_reached(Run *run)
+{
+    const SmtpExt *ext = smtp_session_ext(run->session);
+
+    return ext->mailmax > 0 && run->session_tx >= ext->mailmax;
+}
+
+void
+deliver_group(Delivery *d, Group *g)
+{
+    Run run = {d, g, g_ptr_array_new(), NULL, 0, 0, 0, 0, FALSE, NULL,
+               NULL, FALSE};
+
+    for (guint i = 0; i < g->rcpts->len; i++) {
+        Rcpt *r = g_ptr_array_index(g->rcpts, i);
+
+        if (!r->done)
+            g_ptr_array_add(run.pending, r);
+    }
+    while (run.pending->len > 0) {
+        if (run.session == NULL && !session_open(&run))
+            break;
+        if (run.session_tx == 0)
+            check_session_fit(&run);
+        if (run.pending->len == 0)
+            break;
+        if (run.rounds >= d->conf->max_rounds) {
+            report_all(&run, RCPT_DEFERRED, "4.4.5",
+                       smtp_session_relay(run.session),
+                       "too many transactions for one delivery; the "
+                       "rest is retried later", NULL);
+            break;
+        }
+        if (g_get_monotonic_time() >= d->deadline) {
+            report_all(&run, RCPT_DEFERRED, "4.4.2",
+                       smtp_session_relay(run.session),
+                       "delivery deadline reached; the rest is retried "
+                       "later", NULL);
+            break;
+        }
+        if (mailmax_reached(&run)) {
+            run.progressed = TRUE; /* same server again */
+            session_end(&run);
+            continue;
+        }
+        one_round(&run);
+    }
+    if (run.session != NULL)
+        smtp_session_close(run.session);
+    g_ptr_array_unref(run.pending);
+    g_free(run.last_dsn);
+    g_free(run.last_reason);
+}

@@ -1,0 +1,140 @@
+/*
+ * group.c - recipients grouped by destination (DESIGN §5): a static relay
+ * puts everybody in one group; per-domain routing puts recipients whose
+ * domains resolve to the same ordered server list into one group, so
+ * they share one connection and its transactions (RFC 5321 §4.5.4.1).
+ */
+#include <string.h>
+
+#include "group.h"
+#include "log.h"
+#include "route.h"
+
+/* report_result - a destination that cannot be used: its DSN decides */
+static void
+report_result(Delivery *d, Rcpt *r, const RouteResult *res)
+{
+    RcptStatus st = res->dsn[0] == '5' ? RCPT_BOUNCED : RCPT_DEFERRED;
+
+    deliver_report(d, r, st, res->dsn, NULL, res->text, NULL);
+}
+
+/* group_for - the group with KEY, made from RES when new */
+static Group *
+group_for(GHashTable *by_key, GPtrArray *groups, const RouteResult *res)
+{
+    Group *g = g_hash_table_lookup(by_key, res->group_key);
+
+    if (g != NULL)
+        return g;
+    g = group_new(res->group_key);
+    for (guint i = 0; i < res->targets->len; i++)
+        g_ptr_array_add(g->targets,
+                        target_copy(g_ptr_array_index(res->targets, i)));
+    g_hash_table_insert(by_key, g->name, g);
+    g_ptr_array_add(groups, g);
+    return g;
+}
+
+/* static_group - every pending recipient to one fixed nexthop SPEC */
+static void
+static_group(Delivery *d, Router *router, GPtrArray *rcpts, const char *spec,
+             GPtrArray *groups)
+{
+    GError *err = NULL;
+    RouteResult *res = router_static(router, spec, d->deadline, &err);
+    g_autoptr(GHashTable) by_key = g_hash_table_new(g_str_hash, g_str_equal);
+
+    if (res == NULL) {
+        g_autofree char *why = g_strdup_printf("bad relay \"%s\": %s", spec,
+                                               err->message);
+
+        log_error("%s: %s", d->queue_id, why);
+        g_error_free(err);
+        for (guint i = 0; i < rcpts->len; i++)
+            if (!((Rcpt *)g_ptr_array_index(rcpts, i))->done)
+                deliver_report(d, g_ptr_array_index(rcpts, i),
+                               RCPT_DEFERRED, "4.3.5", NULL, why, NULL);
+        return;
+    }
+    for (guint i = 0; i < rcpts->len; i++) {
+        Rcpt *r = g_ptr_array_index(rcpts, i);
+
+        if (r->done)
+            continue;
+        if (res->status != DNS_OK) {
+            /* a relay that does not resolve is our configuration's
+             * problem, never the recipient's: defer */
+            RouteResult soft = *res;
+
+            soft.dsn[0] = '4';
+            report_result(d, r, &soft);
+        } else
+            g_ptr_array_add(group_for(by_key, groups, res)->rcpts, r);
+    }
+    route_result_free(res);
+}
+
+/* domain_groups - route each pending recipient by its own domain */
+static void
+domain_groups(Delivery *d, Router *router, GPtrArray *rcpts,
+              GPtrArray *groups)
+{
+    g_autoptr(GPtrArray) pending = g_ptr_array_new();
+    g_autoptr(GPtrArray) domains = g_ptr_array_new();
+    g_autoptr(GPtrArray) results =
+        g_ptr_array_new_with_free_func((GDestroyNotify)route_result_free);
+    g_autoptr(GHashTable) by_key = g_hash_table_new(g_str_hash, g_str_equal);
+
+    for (guint i = 0; i < rcpts->len; i++) {
+        Rcpt *r = g_ptr_array_index(rcpts, i);
+
+        if (r->done)
+            continue;
+        g_ptr_array_add(pending, r);
+        g_ptr_array_add(domains, r->addr->domain_lc);
+    }
+    if (pending->len == 0)
+        return;
+    router_resolve(router, (const char *const *)domains->pdata, domains->len,
+                   d->deadline, results);
+    for (guint i = 0; i < pending->len; i++) {
+        Rcpt *r = g_ptr_array_index(pending, i);
+        const RouteResult *res = g_ptr_array_index(results, i);
+
+        if (res->status != DNS_OK || res->group_key == NULL)
+            report_result(d, r, res);
+        else
+            g_ptr_array_add(group_for(by_key, groups, res)->rcpts, r);
+    }
+}
+
+void
+group_build(Delivery *d, GPtrArray *rcpts, const char *nexthop,
+            GPtrArray *groups)
+{
+    const AgentConf *c = d->conf;
+    GError *err = NULL;
+    g_autoptr(Router) router =
+        router_new(c->file->path, c->routes, c->dns_servers, c->dns_timeout,
+                   c->prefer_ipv6, c->mx_address_limit, &err);
+
+    if (router == NULL) {
+        g_autofree char *why =
+            g_strdup_printf("configuration error: %s", err->message);
+
+        log_error("%s: %s", d->queue_id, why);
+        g_error_free(err);
+        for (guint i = 0; i < rcpts->len; i++)
+            if (!((Rcpt *)g_ptr_array_index(rcpts, i))->done)
+                deliver_report(d, g_ptr_array_index(rcpts, i),
+                               RCPT_DEFERRED, "4.3.5", NULL, why, NULL);
+        return;
+    }
+    if (nexthop != NULL && nexthop[0] == '[')
+        static_group(d, router, rcpts, nexthop, groups);
+    else if (c->relay[0] != '\0')
+        static_group(d, router, rcpts, c->relay, groups);
+    else
+        domain_groups(d, router, rcpts, groups);
+}

@@ -1,0 +1,286 @@
+/*
+ * journal.c - SQLite record of the final outcome per (queue id, message
+ * digest, recipient), so a retried batch never delivers or bounces a
+ * recipient twice (DESIGN §7). A journal that cannot be written is an error.
+ */
+#include "journal.h"
+
+#include <sqlite3.h>
+
+#define JOURNAL_BUSY_MS 10000
+
+struct Journal {
+    sqlite3 *db;
+    char *path;
+    GMutex lock; /* one transaction at a time on this handle */
+};
+
+/* journal_error_quark - the error domain of this module */
+static GQuark
+journal_error_quark(void)
+{
+    return g_quark_from_static_string("journal-error-quark");
+}
+
+/* journal_set_error - a GError naming the path, WHAT failed and SQLite's
+ * own message */
+static void
+journal_set_error(Journal *j, GError **error, const char *what)
+{
+    g_set_error(error, journal_error_quark(), sqlite3_extended_errcode(j->db),
+                "journal %s: %s: %s", j->path, what, sqlite3_errmsg(j->db));
+}
+
+/* journal_exec - run SQL that returns no rows */
+static gboolean
+journal_exec(Journal *j, const char *sql, const char *what, GError **error)
+{
+    if (sqlite3_exec(j->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        journal_set_error(j, error, what);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/*
+ * Schema migrations, indexed by PRAGMA user_version: step N brings a
+ * database at version N to N + 1. Later tables (delivery log, learned
+ * limits) are new steps appended here; existing steps never change.
+ */
+static const char *const journal_schema[] = {
+    /* 0 -> 1: the journal of final outcomes */
+    "CREATE TABLE IF NOT EXISTS journal ("
+    " queue_id TEXT NOT NULL, digest TEXT NOT NULL, recipient TEXT NOT NULL,"
+    " state INTEGER NOT NULL, time INTEGER NOT NULL,"
+    " relay TEXT, dsn TEXT, reply TEXT,"
+    " PRIMARY KEY (queue_id, digest, recipient));"
+    "CREATE INDEX IF NOT EXISTS journal_time ON journal (time);",
+};
+
+/* journal_version - PRAGMA user_version, or -1 + error */
+static int
+journal_version(Journal *j, GError **error)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+
+    if (sqlite3_prepare_v2(j->db, "PRAGMA user_version", -1, &st, NULL)
+            != SQLITE_OK
+        || sqlite3_step(st) != SQLITE_ROW) {
+        journal_set_error(j, error, "cannot read schema version");
+        goto out;
+    }
+    v = sqlite3_column_int(st, 0);
+out:
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* journal_expire - delete entries older than EXPIRE seconds */
+static gboolean
+journal_expire(Journal *j, guint expire, GError **error)
+{
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    sqlite3_stmt *st = NULL;
+    gboolean ok = FALSE;
+
+    if (sqlite3_prepare_v2(j->db, "DELETE FROM journal WHERE time < ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, now - (gint64)expire);
+    ok = sqlite3_step(st) == SQLITE_DONE;
+out:
+    if (!ok)
+        journal_set_error(j, error, "cannot expire entries");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* journal_migrate - bring the schema up to date and expire old entries
+ * in one write transaction. Even with nothing to change, this commits a
+ * write: proof that the database can be written now. */
+static gboolean
+journal_migrate(Journal *j, guint expire, GError **error)
+{
+    int want = (int)G_N_ELEMENTS(journal_schema);
+    gboolean ok = FALSE;
+    char *sql = NULL;
+    int v;
+
+    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+        return FALSE;
+    v = journal_version(j, error);
+    if (v < 0)
+        goto out;
+    if (v > want) {
+        g_set_error(error, journal_error_quark(), 0,
+                    "journal %s: schema version %d is newer than this "
+                    "program knows (%d)", j->path, v, want);
+        goto out;
+    }
+    for (int i = v; i < want; i++)
+        if (!journal_exec(j, journal_schema[i], "cannot create schema", error))
+            goto out;
+    /* rewriting the version is the write that proves we can write */
+    sql = g_strdup_printf("PRAGMA user_version = %d", want);
+    if (!journal_exec(j, sql, "cannot write", error)
+        || !journal_expire(j, expire, error))
+        goto out;
+    ok = journal_exec(j, "COMMIT", "cannot commit", error);
+out:
+    g_free(sql);
+    if (!ok)
+        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    return ok;
+}
+
+Journal *
+journal_open(const char *path, guint expire, GError **error)
+{
+    Journal *j = g_new0(Journal, 1);
+    gboolean ok = FALSE;
+    int rc;
+
+    g_mutex_init(&j->lock);
+    j->path = g_strdup(path);
+    rc = sqlite3_open_v2(path, &j->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                             | SQLITE_OPEN_FULLMUTEX,
+                         NULL);
+    if (rc != SQLITE_OK) {
+        if (j->db != NULL)
+            journal_set_error(j, error, "cannot open");
+        else
+            g_set_error(error, journal_error_quark(), rc,
+                        "journal %s: cannot open: %s", path,
+                        sqlite3_errstr(rc));
+        goto out;
+    }
+    sqlite3_extended_result_codes(j->db, 1);
+    /* SQLite falls back to read-only without a word: say it here */
+    if (sqlite3_db_readonly(j->db, "main") == 1) {
+        g_set_error(error, journal_error_quark(), SQLITE_READONLY,
+                    "journal %s: cannot open: file is read-only", path);
+        goto out;
+    }
+    /* the busy handler also covers the PRAGMA that switches to WAL */
+    sqlite3_busy_timeout(j->db, JOURNAL_BUSY_MS);
+    if (!journal_exec(j, "PRAGMA journal_mode = WAL", "cannot set WAL mode",
+                      error)
+        || !journal_exec(j, "PRAGMA synchronous = FULL",
+                         "cannot set synchronous", error)
+        || !journal_migrate(j, expire, error))
+        goto out;
+    ok = TRUE;
+out:
+    if (!ok) {
+        journal_close(j);
+        j = NULL;
+    }
+    return j;
+}
+
+void
+journal_close(Journal *j)
+{
+    if (j == NULL)
+        return;
+    sqlite3_close_v2(j->db); /* NULL is a harmless no-op */
+    g_mutex_clear(&j->lock);
+    g_free(j->path);
+    g_free(j);
+}
+
+JournalState
+journal_lookup(Journal *j, const char *queue_id, const char *digest,
+               const char *recipient, GError **error)
+{
+    static const char sql[] = "SELECT state FROM journal"
+                              " WHERE queue_id = ? AND digest = ?"
+                              " AND recipient = ?";
+    JournalState state = JOURNAL_NONE;
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    g_mutex_lock(&j->lock);
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        journal_set_error(j, error, "cannot look up");
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, recipient, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        int v = sqlite3_column_int(st, 0);
+
+        if (v == JOURNAL_DELIVERED || v == JOURNAL_BOUNCED)
+            state = (JournalState)v;
+    } else if (rc != SQLITE_DONE) {
+        journal_set_error(j, error, "cannot look up");
+    }
+out:
+    sqlite3_finalize(st);
+    g_mutex_unlock(&j->lock);
+    return state;
+}
+
+/* journal_insert - bind and run the INSERT for one entry */
+static gboolean
+journal_insert(Journal *j, sqlite3_stmt *st, const char *queue_id,
+               const char *digest, const JournalEntry *e, gint64 now,
+               GError **error)
+{
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, e->recipient, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, (int)e->state);
+    sqlite3_bind_int64(st, 5, now);
+    sqlite3_bind_text(st, 6, e->relay, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, e->dsn, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, e->reply, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        journal_set_error(j, error, "cannot record");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean
+journal_record(Journal *j, const char *queue_id, const char *digest,
+               const JournalEntry *entries, gsize n, GError **error)
+{
+    static const char sql[] =
+        "INSERT OR REPLACE INTO journal"
+        " (queue_id, digest, recipient, state, time, relay, dsn, reply)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    sqlite3_stmt *st = NULL;
+    gboolean ok = FALSE;
+    gboolean begun = FALSE;
+
+    if (n == 0)
+        return TRUE;
+    g_mutex_lock(&j->lock);
+    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+        goto out;
+    begun = TRUE;
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        journal_set_error(j, error, "cannot record");
+        goto out;
+    }
+    for (gsize i = 0; i < n; i++)
+        if (!journal_insert(j, st, queue_id, digest, &entries[i], now, error))
+            goto out;
+    sqlite3_finalize(st);
+    st = NULL;
+    /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
+    ok = journal_exec(j, "COMMIT", "cannot commit", error);
+out:
+    sqlite3_finalize(st);
+    if (!ok && begun)
+        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    g_mutex_unlock(&j->lock);
+    return ok;
+}

@@ -1,0 +1,604 @@
+/*
+ * reply.c - parse SMTP replies (RFC 5321 §4.2, RFC 3463 enhanced codes)
+ * and put each into one class: ok, rapid, defer or bounce (DESIGN.md §4).
+ * The hard cases at RCPT are decided by one rule table, walked in order.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reply.h"
+
+G_DEFINE_QUARK(rapidretry-reply-error-quark, reply_error)
+
+/* reply_line_scan - check one received line: "DDD", "DDD text", "DDD-text" */
+gboolean
+reply_line_scan(const char *line, int *code, gboolean *last)
+{
+    if (line == NULL || line[0] < '1' || line[0] > '5' ||
+        !g_ascii_isdigit(line[1]) || !g_ascii_isdigit(line[2]))
+        return FALSE;
+    if (line[3] != '\0' && line[3] != ' ' && line[3] != '-')
+        return FALSE;
+    if (code != NULL)
+        *code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    if (last != NULL)
+        *last = line[3] != '-';
+    return TRUE;
+}
+
+/* scan_digits - 1 to 3 digits at S; returns how many, 0 when none */
+static gsize
+scan_digits(const char *s)
+{
+    gsize n = 0;
+
+    while (n < 4 && g_ascii_isdigit(s[n]))
+        n++;
+    return n >= 1 && n <= 3 ? n : 0;
+}
+
+/*
+ * enhanced_scan - an RFC 3463 status code "C.SSS.DDD" (class 2, 4 or 5)
+ * at the start of S, followed by a space or the end; copies it to OUT
+ * (16 bytes) and returns its length, or 0 when there is none.
+ */
+static gsize
+enhanced_scan(const char *s, char *out)
+{
+    gsize n, len = 2;
+
+    if ((s[0] != '2' && s[0] != '4' && s[0] != '5') || s[1] != '.')
+        return 0;
+    if ((n = scan_digits(s + len)) == 0)
+        return 0;
+    len += n;
+    if (s[len++] != '.')
+        return 0;
+    if ((n = scan_digits(s + len)) == 0)
+        return 0;
+    len += n;
+    if (s[len] != '\0' && s[len] != ' ')
+        return 0;
+    if (out != NULL) {
+        memcpy(out, s, len);
+        out[len] = '\0';
+    }
+    return len;
+}
+
+/*
+ * retry_scan - the "retry=N" hint anywhere in TEXT, as a token of its own
+ * (case-insensitive); -1 when absent. Used by servers that want the next
+ * transaction at once ("retry=0").
+ */
+static int
+retry_scan(const char *text)
+{
+    static const char key[] = "retry=";
+    const gsize klen = sizeof(key) - 1;
+
+    for (const char *p = text; *p != '\0'; p++) {
+        const char *d = p + klen;
+        long long v = 0;
+
+        if (g_ascii_strncasecmp(p, key, klen) != 0)
+            continue;
+        if (p > text && (g_ascii_isalnum(p[-1]) || p[-1] == '_'))
+            continue;
+        if (!g_ascii_isdigit(*d))
+            continue;
+        while (g_ascii_isdigit(*d)) {
+            if (v < 1000000000)
+                v = v * 10 + (*d - '0');
+            d++;
+        }
+        if (g_ascii_isalnum(*d) || *d == '_')
+            continue;
+        return v > 1000000000 ? 1000000000 : (int)v;
+    }
+    return -1;
+}
+
+/* append_text - add one line's text to T, trimmed, one space between */
+static void
+append_text(GString *t, const char *s)
+{
+    gsize len;
+
+    while (g_ascii_isspace(*s))
+        s++;
+    len = strlen(s);
+    while (len > 0 && g_ascii_isspace(s[len - 1]))
+        len--;
+    if (len == 0)
+        return;
+    if (t->len > 0)
+        g_string_append_c(t, ' ');
+    g_string_append_len(t, s, len);
+}
+
+/* line_text - where the text starts in a scanned reply line */
+static const char *
+line_text(const char *line)
+{
+    return line[3] == '\0' ? line + 3 : line + 4;
+}
+
+/* reply_parse - build a Reply from its lines, all checked here again */
+Reply *
+reply_parse(const char *const *lines, gsize n, GError **error)
+{
+    Reply *reply = NULL;
+    GString *text = NULL, *raw = NULL;
+    int code = 0;
+    char enhanced[16] = "";
+
+    if (n == 0) {
+        g_set_error(error, REPLY_ERROR, REPLY_ERROR_MALFORMED,
+                    "malformed reply: no lines");
+        goto out;
+    }
+    for (gsize i = 0; i < n; i++) {
+        int c;
+        gboolean last;
+
+        if (!reply_line_scan(lines[i], &c, &last)) {
+            g_set_error(error, REPLY_ERROR, REPLY_ERROR_MALFORMED,
+                        "malformed reply: line %zu has no 3-digit code",
+                        i + 1);
+            goto out;
+        }
+        if (i > 0 && c != code) {
+            g_set_error(error, REPLY_ERROR, REPLY_ERROR_MALFORMED,
+                        "malformed reply: code %d on line %zu after %d", c,
+                        i + 1, code);
+            goto out;
+        }
+        if (last != (i + 1 == n)) {
+            g_set_error(error, REPLY_ERROR, REPLY_ERROR_MALFORMED,
+                        last ? "malformed reply: line %zu ends it but more "
+                               "lines follow"
+                             : "malformed reply: line %zu continues but is "
+                               "the last",
+                        i + 1);
+            goto out;
+        }
+        code = c;
+    }
+
+    enhanced_scan(line_text(lines[0]), enhanced);
+    text = g_string_new(NULL);
+    raw = g_string_new(NULL);
+    for (gsize i = 0; i < n; i++) {
+        const char *t = line_text(lines[i]);
+        char here[16];
+
+        /* Gmail repeats the enhanced code on every line: drop it there */
+        if (enhanced[0] != '\0' && enhanced_scan(t, here) > 0 &&
+            strcmp(here, enhanced) == 0)
+            t += strlen(here);
+        append_text(text, t);
+        if (i > 0)
+            g_string_append_c(raw, '\n');
+        g_string_append(raw, lines[i]);
+    }
+
+    reply = g_new0(Reply, 1);
+    reply->code = code;
+    g_strlcpy(reply->enhanced, enhanced, sizeof(reply->enhanced));
+    reply->text = g_string_free(text, FALSE);
+    reply->raw = g_string_free(raw, FALSE);
+    reply->retry = retry_scan(reply->text);
+    text = raw = NULL;
+out:
+    if (text != NULL)
+        g_string_free(text, TRUE);
+    if (raw != NULL)
+        g_string_free(raw, TRUE);
+    return reply;
+}
+
+/* reply_parse_text - split TEXT at "\n" (a CR before it is dropped) */
+Reply *
+reply_parse_text(const char *text, GError **error)
+{
+    char **lines;
+    gsize n;
+    Reply *reply;
+
+    lines = g_strsplit(text != NULL ? text : "", "\n", -1);
+    n = g_strv_length(lines);
+    if (n > 0 && lines[n - 1][0] == '\0')
+        n--; /* a final "\n" ends the last line */
+    for (gsize i = 0; i < n; i++) {
+        gsize len = strlen(lines[i]);
+
+        if (len > 0 && lines[i][len - 1] == '\r')
+            lines[i][len - 1] = '\0';
+    }
+    reply = reply_parse((const char *const *)lines, n, error);
+    g_strfreev(lines);
+    return reply;
+}
+
+/* reply_new_local - a reply of our own, e.g. "451 4.4.2 timeout" */
+Reply *
+reply_new_local(int code, const char *enhanced, const char *text)
+{
+    Reply *reply = g_new0(Reply, 1);
+
+    g_assert(code >= 100 && code <= 599);
+    reply->code = code;
+    if (enhanced != NULL)
+        g_strlcpy(reply->enhanced, enhanced, sizeof(reply->enhanced));
+    reply->text = g_strdup(text != NULL ? text : "");
+    reply->retry = retry_scan(reply->text);
+    reply->raw = g_strdup_printf("%d%s%s%s%s", code,
+                                 reply->enhanced[0] ? " " : "",
+                                 reply->enhanced, reply->text[0] ? " " : "",
+                                 reply->text);
+    return reply;
+}
+
+/* reply_copy - a deep copy; NULL stays NULL */
+Reply *
+reply_copy(const Reply *reply)
+{
+    Reply *copy;
+
+    if (reply == NULL)
+        return NULL;
+    copy = g_new(Reply, 1);
+    *copy = *reply;
+    copy->text = g_strdup(reply->text);
+    copy->raw = g_strdup(reply->raw);
+    return copy;
+}
+
+/* reply_free - release a Reply; NULL is fine */
+void
+reply_free(Reply *reply)
+{
+    if (reply == NULL)
+        return;
+    g_free(reply->text);
+    g_free(reply->raw);
+    g_free(reply);
+}
+
+/*
+ * The rules for 4xx/5xx replies at RCPT, first match wins; what no rule
+ * takes is defer (4xx) or bounce (5xx). The basic code says temporary or
+ * permanent; the enhanced code, when there is one, says why, and it
+ * decides over the basic code (DESIGN.md §4). Text is weak evidence: it
+ * counts only for known phrasings where the enhanced code is absent or
+ * says nothing (4.3.0).
+ */
+typedef struct {
+    int code;             /* 452 exactly, or 4 / 5 for any 4xx / 5xx */
+    const char *enhanced; /* NULL any; "" none; ".5.3" subject[.detail],
+                             any class */
+    const char *phrases;  /* NULL any text; else lower-case phrases with
+                             "|" between, one of which must occur */
+    gboolean retry0;      /* only when the text carries retry=0 */
+    ReplyClass class;
+} ReplyRule;
+
+#define DOMAIN_PHRASES                                                         \
+    "multiple destination domains|too many different domains|"                 \
+    "too many domains|one domain per transaction|"                             \
+    "one destination domain per"
+
+static const ReplyRule rcpt_rules[] = {
+    /* the server closes the connection: the caller reconnects */
+    {421, NULL, NULL, FALSE, REPLY_DEFER},
+    /* RFC 3463 x.5.3 "too many recipients" */
+    {4, ".5.3", NULL, FALSE, REPLY_RAPID},
+    /* RFC 5321 §4.5.3.1.10: a 552 for too many recipients is a 452 */
+    {552, ".5.3", NULL, FALSE, REPLY_RAPID},
+    {552, "", "too many recipients", FALSE, REPLY_RAPID},
+    /* mailbox (greylisting, quota, rate), storage, routing, policy:
+       a new transaction would get the same answer, retry=0 or not */
+    {4, ".2", NULL, FALSE, REPLY_DEFER},
+    {4, ".3.1", NULL, FALSE, REPLY_DEFER},
+    {4, ".4", NULL, FALSE, REPLY_DEFER},
+    {4, ".7", NULL, FALSE, REPLY_DEFER},
+    /* a bare 452 is too many recipients (RFC 5321 §4.5.3.1.10), unless
+       it says it is the older "insufficient system storage" */
+    {452, "", "storage|space shortage|disk|quota", FALSE, REPLY_DEFER},
+    {452, "", NULL, FALSE, REPLY_RAPID},
+    /* one destination domain per transaction */
+    {450, ".3.0", DOMAIN_PHRASES, FALSE, REPLY_RAPID},
+    {451, ".3.0", DOMAIN_PHRASES, FALSE, REPLY_RAPID},
+    {450, "", DOMAIN_PHRASES, FALSE, REPLY_RAPID},
+    {451, "", DOMAIN_PHRASES, FALSE, REPLY_RAPID},
+    /* the server asks for the next transaction now */
+    {4, NULL, NULL, TRUE, REPLY_RAPID},
+};
+
+/* code_matches - RULE_CODE is a full code or a class digit */
+static gboolean
+code_matches(int code, int rule_code)
+{
+    return rule_code < 10 ? code / 100 == rule_code : code == rule_code;
+}
+
+/* enhanced_matches - "" wants none, ".S[.D]" compares all but the class */
+static gboolean
+enhanced_matches(const char *enhanced, const char *want)
+{
+    gsize len;
+
+    if (want == NULL)
+        return TRUE;
+    if (want[0] == '\0' || enhanced[0] == '\0')
+        return want[0] == '\0' && enhanced[0] == '\0';
+    len = strlen(want);
+    return strncmp(enhanced + 1, want, len) == 0 &&
+           (enhanced[1 + len] == '\0' || enhanced[1 + len] == '.');
+}
+
+/* phrases_match - one of the "|"-separated PHRASES occurs in LC */
+static gboolean
+phrases_match(const char *lc, const char *phrases)
+{
+    const char *p = phrases;
+
+    if (phrases == NULL)
+        return TRUE;
+    while (*p != '\0') {
+        const char *bar = strchr(p, '|');
+        gsize len = bar != NULL ? (gsize)(bar - p) : strlen(p);
+
+        if (len > 0 && memmem(lc, strlen(lc), p, len) != NULL)
+            return TRUE;
+        p += len;
+        if (*p == '|')
+            p++;
+    }
+    return FALSE;
+}
+
+/* pattern_matches - an administrator's pattern against REPLY */
+static gboolean
+pattern_matches(const ReplyPattern *p, const Reply *reply)
+{
+    gboolean ok;
+    char *valid = NULL;
+    const char *text = reply->text != NULL ? reply->text : "";
+
+    if (p->code != 0 && p->code != reply->code)
+        return FALSE;
+    if (p->enhanced != NULL) {
+        gsize len = strlen(p->enhanced);
+
+        if (strncmp(reply->enhanced, p->enhanced, len) != 0 ||
+            (reply->enhanced[len] != '\0' && reply->enhanced[len] != '.'))
+            return FALSE;
+    }
+    if (p->regex == NULL)
+        return TRUE;
+    /* GRegex wants UTF-8; server text is whatever the server sent */
+    if (!g_utf8_validate(text, -1, NULL))
+        text = valid = g_utf8_make_valid(text, -1);
+    ok = g_regex_match(p->regex, text, 0, NULL);
+    g_free(valid);
+    return ok;
+}
+
+/* classify_rcpt - a 4xx or 5xx reply to RCPT */
+static ReplyClass
+classify_rcpt(const Reply *reply, const ReplyRules *rules)
+{
+    ReplyClass class = reply->code / 100 == 4 ? REPLY_DEFER : REPLY_BOUNCE;
+    char *lc = g_ascii_strdown(reply->text != NULL ? reply->text : "", -1);
+
+    /* 421 closes the connection: no pattern can make it rapid */
+    if (reply->code != 421 && rules != NULL && rules->patterns != NULL) {
+        for (guint i = 0; i < rules->patterns->len; i++) {
+            if (pattern_matches(rules->patterns->pdata[i], reply)) {
+                class = REPLY_RAPID;
+                goto out;
+            }
+        }
+    }
+    for (gsize i = 0; i < G_N_ELEMENTS(rcpt_rules); i++) {
+        const ReplyRule *r = &rcpt_rules[i];
+
+        if (code_matches(reply->code, r->code) &&
+            enhanced_matches(reply->enhanced, r->enhanced) &&
+            phrases_match(lc, r->phrases) && (!r->retry0 || reply->retry == 0)) {
+            class = r->class;
+            goto out;
+        }
+    }
+out:
+    g_free(lc);
+    return class;
+}
+
+/* reply_classify - the one place that decides what a reply means */
+ReplyClass
+reply_classify(const Reply *reply, ReplyStage stage, const ReplyRules *rules)
+{
+    switch (reply->code / 100) {
+    case 2:
+        return REPLY_OK;
+    case 3:
+        /* 354 is expected after DATA only; elsewhere the dialogue broke */
+        return stage == REPLY_STAGE_DATA && reply->code == 354 ? REPLY_OK
+                                                               : REPLY_DEFER;
+    case 4:
+    case 5:
+        if (stage == REPLY_STAGE_RCPT)
+            return classify_rcpt(reply, rules);
+        return reply->code / 100 == 4 ? REPLY_DEFER : REPLY_BOUNCE;
+    default:
+        return REPLY_DEFER;
+    }
+}
+
+/* reply_class_name - for logs and tests */
+const char *
+reply_class_name(ReplyClass c)
+{
+    switch (c) {
+    case REPLY_OK:
+        return "ok";
+    case REPLY_RAPID:
+        return "rapid";
+    case REPLY_DEFER:
+        return "defer";
+    case REPLY_BOUNCE:
+        return "bounce";
+    }
+    return "unknown";
+}
+
+/* reply_dsn - the reply's own enhanced code when its class fits, else
+ * X.0.0 (RFC 3463); codes that are neither 2xx nor 5xx report 4.0.0 */
+const char *
+reply_dsn(const Reply *reply, char *buf)
+{
+    char c = (char)('0' + reply->code / 100);
+
+    if (reply->enhanced[0] != '\0' && reply->enhanced[0] == c) {
+        g_strlcpy(buf, reply->enhanced, 16);
+        return buf;
+    }
+    if (c != '2' && c != '5')
+        c = '4';
+    g_snprintf(buf, 16, "%c.0.0", c);
+    return buf;
+}
+
+/* pattern_enhanced_ok - "C", "C.S" or "C.S.D" with class 2, 4 or 5 */
+static gboolean
+pattern_enhanced_ok(const char *s)
+{
+    gsize n;
+
+    if (s[0] != '2' && s[0] != '4' && s[0] != '5')
+        return FALSE;
+    s++;
+    for (int part = 0; part < 2 && *s == '.'; part++) {
+        if ((n = scan_digits(s + 1)) == 0)
+            return FALSE;
+        s += 1 + n;
+    }
+    return *s == '\0';
+}
+
+/* next_token - the next run of non-blanks at *S, or NULL at the end */
+static char *
+next_token(const char **s)
+{
+    const char *p = *s, *start;
+
+    while (g_ascii_isspace(*p))
+        p++;
+    if (*p == '\0')
+        return NULL;
+    start = p;
+    while (*p != '\0' && !g_ascii_isspace(*p))
+        p++;
+    *s = p;
+    return g_strndup(start, (gsize)(p - start));
+}
+
+/* reply_pattern_parse - "CODE ENHANCED /regex/[i]", "*" for any */
+ReplyPattern *
+reply_pattern_parse(const char *spec, GError **error)
+{
+    ReplyPattern *p = NULL;
+    char **tok = NULL;
+    const char *rest, *end;
+    char *body = NULL;
+    GRegexCompileFlags flags = 0;
+    GRegex *regex = NULL;
+    GError *local = NULL;
+    int code = 0;
+
+    rest = spec != NULL ? spec : "";
+    tok = g_new0(char *, 3);
+    tok[0] = next_token(&rest);
+    tok[1] = next_token(&rest);
+    if (tok[1] == NULL) {
+        g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,
+                    "rapid pattern \"%s\": want CODE ENHANCED /regex/",
+                    spec != NULL ? spec : "");
+        goto out;
+    }
+    if (strcmp(tok[0], "*") != 0) {
+        if (strlen(tok[0]) != 3 || (tok[0][0] != '4' && tok[0][0] != '5') ||
+            !g_ascii_isdigit(tok[0][1]) || !g_ascii_isdigit(tok[0][2])) {
+            g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,
+                        "rapid pattern \"%s\": code \"%s\" is not \"*\" or "
+                        "a 4xx/5xx code",
+                        spec, tok[0]);
+            goto out;
+        }
+        code = atoi(tok[0]);
+    }
+    if (strcmp(tok[1], "*") != 0 && !pattern_enhanced_ok(tok[1])) {
+        g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,
+                    "rapid pattern \"%s\": enhanced code \"%s\" is not \"*\" "
+                    "or like 4.5.3",
+                    spec, tok[1]);
+        goto out;
+    }
+    while (g_ascii_isspace(*rest))
+        rest++;
+    end = strrchr(rest, '/');
+    if (rest[0] != '/' || end == rest) {
+        g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,
+                    "rapid pattern \"%s\": the text must be /regex/ or "
+                    "/regex/i",
+                    spec);
+        goto out;
+    }
+    for (const char *f = end + 1; *f != '\0'; f++) {
+        if (*f == 'i')
+            flags |= G_REGEX_CASELESS;
+        else if (!g_ascii_isspace(*f)) {
+            g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,
+                        "rapid pattern \"%s\": unknown regex flag '%c' "
+                        "(only i)",
+                        spec, *f);
+            goto out;
+        }
+    }
+    body = g_strndup(rest + 1, (gsize)(end - rest - 1));
+    regex = g_regex_new(body, flags, 0, &local);
+    if (regex == NULL) {
+        g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,
+                    "rapid pattern \"%s\": bad regex: %s", spec,
+                    local->message);
+        goto out;
+    }
+    p = g_new0(ReplyPattern, 1);
+    p->code = code;
+    p->enhanced = strcmp(tok[1], "*") != 0 ? g_strdup(tok[1]) : NULL;
+    p->regex = regex;
+    regex = NULL;
+out:
+    g_clear_error(&local);
+    if (regex != NULL)
+        g_regex_unref(regex);
+    g_free(body);
+    g_strfreev(tok);
+    return p;
+}
+
+/* reply_pattern_free - release a pattern; NULL is fine */
+void
+reply_pattern_free(ReplyPattern *p)
+{
+    if (p == NULL)
+        return;
+    g_free(p->enhanced);
+    if (p->regex != NULL)
+        g_regex_unref(p->regex);
+    g_free(p);
+}

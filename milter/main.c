@@ -1,0 +1,360 @@
+/*
+ * main.c - rapidretry-milter: options, config, listening socket,
+ * privileges, daemon mode; libmilter runs in a thread of its own while the
+ * main thread handles signals (SIGHUP/SIGUSR1 reload, SIGTERM stop) and
+ * logs the counters (DESIGN.md §8).
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+
+#include "callbacks.h"
+#include "log.h"
+#include "milterconf.h"
+
+#ifndef RR_VERSION
+#define RR_VERSION "0.1"
+#endif
+#define DEFAULT_CONF "/etc/rapidretry/rapidretry.conf"
+
+typedef struct {
+    const char *socket;
+    const char *conf;
+    const char *user;
+    const char *pidfile;
+    gboolean foreground, check, verbose;
+} Options;
+
+static pthread_t main_thread;
+static gboolean log_stderr; /* log lines reach stderr already */
+
+/* usage - the option summary, to stderr, and exit */
+static void G_GNUC_NORETURN
+usage(void)
+{
+    fprintf(stderr,
+            "usage: rapidretry-milter -p SOCKET [-c CONF] [-u USER[:GROUP]] "
+            "[-f] [-P PIDFILE] [-v]\n"
+            "       rapidretry-milter -n [-c CONF]    check the config\n"
+            "       rapidretry-milter -V              version\n"
+            "SOCKET: unix:/path or inet:PORT@ADDRESS (inet6:PORT@ADDRESS)\n");
+    exit(EX_USAGE);
+}
+
+/* die - a start-up error: stderr (we are not under pipe(8)) and syslog */
+static void G_GNUC_NORETURN G_GNUC_PRINTF(2, 3)
+die(int status, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *line = NULL;
+
+    va_start(ap, fmt);
+    line = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    log_error("%s", line);
+    if (!log_stderr)
+        fprintf(stderr, "rapidretry-milter: %s\n", line);
+    exit(status);
+}
+
+/* parse_options - argv -> Options */
+static void
+parse_options(int argc, char **argv, Options *o)
+{
+    int c;
+
+    o->conf = DEFAULT_CONF;
+    while ((c = getopt(argc, argv, "p:c:u:fP:nvV")) != -1) {
+        switch (c) {
+        case 'p': o->socket = optarg; break;
+        case 'c': o->conf = optarg; break;
+        case 'u': o->user = optarg; break;
+        case 'f': o->foreground = TRUE; break;
+        case 'P': o->pidfile = optarg; break;
+        case 'n': o->check = TRUE; break;
+        case 'v': o->verbose = TRUE; break;
+        case 'V':
+            printf("rapidretry-milter %s\n", RR_VERSION);
+            exit(EX_OK);
+        default:
+            usage();
+        }
+    }
+    if (optind != argc || (!o->check && o->socket == NULL))
+        usage();
+}
+
+/* unix_path - the path of a unix:/local: socket spec, or NULL */
+static const char *
+unix_path(const char *spec)
+{
+    if (g_str_has_prefix(spec, "unix:"))
+        return spec + 5;
+    if (g_str_has_prefix(spec, "local:"))
+        return spec + 6;
+    if (spec[0] == '/')
+        return spec;
+    return NULL;
+}
+
+/* check_socket_spec - libmilter's "proto:address" forms we support */
+static gboolean
+check_socket_spec(const char *spec)
+{
+    const char *path = unix_path(spec);
+    const char *rest, *at;
+
+    if (path != NULL)
+        return path[0] == '/' &&
+               strlen(path) < sizeof(((struct sockaddr_un *)0)->sun_path);
+    if (g_str_has_prefix(spec, "inet:"))
+        rest = spec + 5;
+    else if (g_str_has_prefix(spec, "inet6:"))
+        rest = spec + 6;
+    else
+        return FALSE;
+    at = strchr(rest, '@');
+    if (at == rest)
+        return FALSE;
+    for (const char *c = rest; c < (at ? at : rest + strlen(rest)); c++)
+        if (!g_ascii_isdigit(*c))
+            return FALSE;
+    if (atoi(rest) < 1 || atoi(rest) > 65535)
+        return FALSE;
+    return at == NULL || at[1] != '\0';
+}
+
+/* unix_socket_live - does a server answer on PATH? (then it is in use and
+ * not ours to remove) */
+static gboolean
+unix_socket_live(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    gboolean live;
+
+    if (fd < 0)
+        return FALSE;
+    g_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
+    live = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+    close(fd);
+    return live;
+}
+
+/* lookup_user - "user[:group]" -> uid, gid */
+static void
+lookup_user(const char *spec, uid_t *uid, gid_t *gid, char **name)
+{
+    g_auto(GStrv) f = g_strsplit(spec, ":", 2);
+    struct passwd *pw = getpwnam(f[0]);
+
+    if (pw == NULL)
+        die(EX_NOUSER, "unknown user \"%s\"", f[0]);
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    *name = g_strdup(pw->pw_name);
+    if (f[1] != NULL) {
+        struct group *gr = getgrnam(f[1]);
+
+        if (gr == NULL)
+            die(EX_NOUSER, "unknown group \"%s\"", f[1]);
+        *gid = gr->gr_gid;
+    }
+}
+
+/* drop_privileges - become UID/GID for good */
+static void
+drop_privileges(uid_t uid, gid_t gid, const char *name)
+{
+    if (initgroups(name, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+        die(EX_OSERR, "cannot become %s: %s", name, g_strerror(errno));
+    if (uid != 0 && setuid(0) == 0)
+        die(EX_OSERR, "could regain root after dropping privileges");
+}
+
+/* open_socket - register with libmilter and listen on SPEC; a unix
+ * socket gets the run-time user's ownership so smtpd can reach it */
+static void
+open_socket(const char *spec, const char *user)
+{
+    const char *path = unix_path(spec);
+
+    if (!check_socket_spec(spec))
+        die(EX_USAGE, "bad socket \"%s\" (unix:/path or inet:PORT@ADDRESS)",
+            spec);
+    if (path != NULL && access(path, F_OK) == 0 && unix_socket_live(path))
+        die(EX_UNAVAILABLE, "socket %s is in use by another process", path);
+    if (!callbacks_register("rapidretry-milter"))
+        die(EX_SOFTWARE, "smfi_register failed");
+    if (smfi_setconn((char *)spec) != MI_SUCCESS)
+        die(EX_USAGE, "bad socket \"%s\"", spec);
+    /* rmsocket: a stale socket file (nobody listening) is replaced */
+    if (smfi_opensocket(true) != MI_SUCCESS)
+        die(EX_UNAVAILABLE, "cannot listen on %s", spec);
+    if (path != NULL && user != NULL) {
+        uid_t uid;
+        gid_t gid;
+        g_autofree char *name = NULL;
+
+        lookup_user(user, &uid, &gid, &name);
+        if (chown(path, uid, gid) != 0 || chmod(path, 0660) != 0)
+            die(EX_OSERR, "cannot hand %s to %s: %s", path, user,
+                g_strerror(errno));
+    }
+}
+
+/* write_pidfile - PATH holds our pid */
+static void
+write_pidfile(const char *path)
+{
+    g_autofree char *text = g_strdup_printf("%ld\n", (long)getpid());
+    g_autoptr(GError) error = NULL;
+
+    if (!g_file_set_contents(path, text, -1, &error))
+        die(EX_CANTCREAT, "%s", error->message);
+}
+
+/* milter_thread - libmilter's main loop; tells the main thread when it
+ * ends on its own (libmilter stops on a signal it caught itself) */
+static void *
+milter_thread(void *unused)
+{
+    int r;
+
+    (void)unused;
+    r = smfi_main();
+    if (r != MI_SUCCESS)
+        log_error("libmilter main loop failed");
+    pthread_kill(main_thread, SIGUSR2);
+    return NULL;
+}
+
+/* reload - load CONF anew; a bad one is refused and the old one stays;
+ * *STATS_INTERVAL follows the new one */
+static void
+reload(const char *conf, guint *stats_interval)
+{
+    g_autoptr(GError) error = NULL;
+    MilterConf *mc = milterconf_load(conf, &error);
+
+    if (mc == NULL) {
+        log_error("reload refused, keeping the old configuration: %s",
+                  error->message);
+        return;
+    }
+    *stats_interval = mc->stats_interval;
+    callbacks_set_conf(mc);
+    log_info("configuration reloaded from %s (mode %s)", conf,
+             policy_mode_name(mc->policy->mode));
+}
+
+/* serve - run libmilter and handle signals until the end */
+static int
+serve(const Options *o, guint stats_interval)
+{
+    sigset_t set;
+    pthread_t tid;
+    gint64 next_stats = 0;
+    int status = EX_OK;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by all threads */
+    main_thread = pthread_self();
+    if (pthread_create(&tid, NULL, milter_thread, NULL) != 0)
+        die(EX_OSERR, "cannot start the milter thread");
+    log_info("started: version %s, socket %s, config %s", RR_VERSION,
+             o->socket, o->conf);
+    for (;;) {
+        struct timespec ts = {.tv_sec = 3600};
+        gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
+        int sig;
+
+        if (stats_interval > 0) {
+            if (next_stats == 0)
+                next_stats = now + stats_interval;
+            if (now >= next_stats) {
+                callbacks_log_stats("interval");
+                next_stats = now + stats_interval;
+            }
+            ts.tv_sec = next_stats - now;
+        }
+        sig = sigtimedwait(&set, NULL, &ts);
+        if (sig == SIGHUP || sig == SIGUSR1) {
+            reload(o->conf, &stats_interval);
+            next_stats = 0;
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            log_info("stopping on signal %d", sig);
+            smfi_stop(); /* libmilter's poll() ends within 5 s */
+            break;
+        } else if (sig == SIGUSR2) {
+            log_info("libmilter stopped");
+            status = EX_SOFTWARE;
+            break;
+        }
+    }
+    pthread_join(tid, NULL);
+    callbacks_log_stats("exit");
+    return status;
+}
+
+/* main - config, socket, privileges, then serve until SIGTERM */
+int
+main(int argc, char **argv)
+{
+    Options o = {0};
+    g_autoptr(GError) error = NULL;
+    MilterConf *mc;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    g_autofree char *user_name = NULL;
+    int status;
+
+    parse_options(argc, argv, &o);
+    log_stderr = o.foreground || o.check;
+    log_init("rapidretry/milter", log_stderr);
+    log_set_verbose(o.verbose);
+    mc = milterconf_load(o.conf, &error);
+    if (mc == NULL) {
+        fprintf(stderr, "rapidretry-milter: %s\n", error->message);
+        return EX_CONFIG;
+    }
+    if (o.check) {
+        printf("%s: OK (mode %s)\n", o.conf,
+               policy_mode_name(mc->policy->mode));
+        milterconf_unref(mc);
+        return EX_OK;
+    }
+    if (o.user != NULL)
+        lookup_user(o.user, &uid, &gid, &user_name);
+    open_socket(o.socket, o.user);
+    if (!o.foreground && daemon(0, 0) != 0)
+        die(EX_OSERR, "cannot become a daemon: %s", g_strerror(errno));
+    if (o.pidfile != NULL)
+        write_pidfile(o.pidfile);
+    if (o.user != NULL)
+        drop_privileges(uid, gid, user_name);
+    callbacks_set_conf(mc);
+    status = serve(&o, mc->stats_interval);
+    callbacks_set_conf(NULL);
+    if (o.pidfile != NULL)
+        unlink(o.pidfile); /* fails quietly after dropping privileges */
+    return status;
+}
