@@ -172,11 +172,12 @@ limits_learn(Run *run, guint k, gboolean one_domain)
     if (one_domain)
         l->one_domain = TRUE;
     g_mutex_unlock(&run->d->lock);
-    log_info("%s: %s: learned %s%u%s", run->d->queue_id,
-             smtp_session_relay(run->session),
-             k > 0 ? "limit " : "", k > 0 ? k : 0,
-             one_domain ? " one domain per transaction" : " recipients "
-                                                          "per transaction");
+    if (k > 0)
+        log_info("%s: %s: learned limit %u recipients per transaction",
+                 run->d->queue_id, smtp_session_relay(run->session), k);
+    if (one_domain)
+        log_info("%s: %s: learned one domain per transaction",
+                 run->d->queue_id, smtp_session_relay(run->session));
 }
 
 /* round_pick - the recipients for the next transaction: at most CAP
@@ -382,9 +383,10 @@ is_domain_reply(const Reply *r)
  * limit when they form a suffix, one domain per transaction when they
  * are exactly the other domains, nothing when they interleave */
 static void
-learn(Run *run, GPtrArray *pick, const ReplyClass *cls, const Reply *first)
+learn(Run *run, GPtrArray *pick, guint n, const ReplyClass *cls,
+      const Reply *first)
 {
-    guint k = 0, n = pick->len;
+    guint k = 0;
     gboolean suffix = TRUE, other_domains = TRUE, any_other = FALSE;
     const char *dom = NULL;
 
@@ -505,6 +507,7 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
     g_autoptr(GPtrArray) rapid = g_ptr_array_new();
     const Reply *first_rapid = NULL;
     gboolean progress = FALSE;
+    guint answered = pick->len;
 
     for (guint i = 0; i < pick->len; i++) {
         Rcpt *r = g_ptr_array_index(pick, i);
@@ -541,6 +544,11 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
             break;
         }
     }
+    /* replies come in order: the ones a 421 or a lost connection left
+     * unanswered are a suffix and teach nothing about the limit */
+    while (answered > 0 && (tx->rcpt[answered - 1] == NULL ||
+                            tx->rcpt[answered - 1]->code == 421))
+        answered--;
     if (rapid->len > 0 && !progress) {
         /* no recipient finished and none accepted: retrying the same
          * set cannot help (livelock guard) */
@@ -555,7 +563,7 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
     } else if (rapid->len > 0) {
         g_autofree char *line = reply_oneline(first_rapid);
 
-        learn(run, pick, cls, first_rapid);
+        learn(run, pick, answered, cls, first_rapid);
         log_info("%s: rapid retry: %u recipients, new transaction after "
                  "\"%s\"", run->d->queue_id, rapid->len, line);
         g_mutex_lock(&run->d->lock);
