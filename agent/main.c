@@ -347,15 +347,21 @@ agent_finish(Delivery *d, GPtrArray *rcpts)
         agent_exit("4.3.0", why);
     }
     {
-        g_autofree char *ok = g_strdup_printf(
-            "delivered %u recipients (%u earlier) in %u transactions, "
-            "%u rapid retries%s", n[RCPT_SENT], n[RCPT_EARLIER],
-            d->transactions, d->rapid_rounds,
-            n[RCPT_BOUNCED] == 0 ? ""
-            : d->sender[0] != '\0' ? "; failed ones reported to the "
-                                     "sender in a DSN"
-                                   : "; failed ones not reported (null "
-                                     "sender)");
+        /* pipe(8) logs the first 100 characters: the DSN part first */
+        g_autofree char *ok =
+            n[RCPT_BOUNCED] == 0
+                ? g_strdup_printf("delivered %u recipients (%u earlier) in "
+                                  "%u transactions, %u rapid retries",
+                                  n[RCPT_SENT], n[RCPT_EARLIER],
+                                  d->transactions, d->rapid_rounds)
+                : g_strdup_printf("delivered %u (%u earlier), %u failed: %s; "
+                                  "%u transactions, %u rapid retries",
+                                  n[RCPT_SENT], n[RCPT_EARLIER],
+                                  n[RCPT_BOUNCED],
+                                  d->sender[0] != '\0'
+                                      ? "DSN sent to the sender"
+                                      : "no DSN (null sender)",
+                                  d->transactions, d->rapid_rounds);
 
         agent_exit("2.0.0", ok);
     }
