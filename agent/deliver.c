@@ -178,6 +178,7 @@ static void
 limits_learn(Run *run, guint k, gboolean one_domain)
 {
     char *key = server_key(smtp_session_target(run->session));
+    char *spare = key; /* freed at the end unless the table took it */
     ServerLimits *l;
 
     g_mutex_lock(&run->d->lock);
@@ -185,8 +186,8 @@ limits_learn(Run *run, guint k, gboolean one_domain)
     if (l == NULL) {
         l = g_new0(ServerLimits, 1);
         g_hash_table_insert(run->d->limits, key, l);
-    } else
-        g_free(key);
+        spare = NULL;
+    }
     if (k > 0 && (l->rcpt_limit == 0 || k < l->rcpt_limit))
         l->rcpt_limit = k;
     if (one_domain)
@@ -194,6 +195,7 @@ limits_learn(Run *run, guint k, gboolean one_domain)
     if (run->d->dblog != NULL) /* stored for later runs at the end */
         dblog_limits_put(run->d->dblog, key, l->rcpt_limit, l->one_domain);
     g_mutex_unlock(&run->d->lock);
+    g_free(spare);
     log_info("%s: %s: learned %s%u%s", run->d->queue_id,
              smtp_session_relay(run->session),
              k > 0 ? "limit " : "", k > 0 ? k : 0,
