@@ -362,8 +362,10 @@ dsn_submit(const char *command, const char *to, const GString *msg,
         goto out;
     /* its stdout and stderr both come back to us: never to our stderr */
     if (!g_spawn_async_with_fds(NULL, (char **)argv->pdata, NULL,
-                                G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &pid,
-                                in[0], out[1], out[1], &err))
+                                G_SPAWN_DO_NOT_REAP_CHILD
+                                    | G_SPAWN_SEARCH_PATH,
+                                NULL, NULL, &pid, in[0], out[1], out[1],
+                                &err))
         goto out;
     close(in[0]);
     close(out[1]);
