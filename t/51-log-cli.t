@@ -35,7 +35,10 @@ DB = agent.journal[:-3] + "-log.db"
 
 def cli(*args, user=None):
     if user:
-        r = rrtest.run_as_user([CLI] + list(args), b"", {"PATH": "/bin"})
+        env = {"PATH": "/bin"}
+        if rrtest.ASAN:
+            env.update(rrtest.asan_options())
+        r = rrtest.run_as_user([CLI] + list(args), b"", env)
         return r.rc, r.out, r.err
     p = subprocess.run([CLI] + list(args), capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
