@@ -34,6 +34,12 @@ def _edit(fn):
         dirs = fn(dirs)
         if dirs:
             rest.append("%s = %s" % (KEY, ", ".join(dirs)))
+        if not [l for l in rest if l.strip()]:
+            # nothing left: no file, as before (without it, postdrop
+            # refuses every unprivileged submission)
+            if os.path.exists(MAIN):
+                os.unlink(MAIN)
+            return
         tmp = MAIN + ".rrtest.%d" % os.getpid()
         rrtest.write_file(tmp, "\n".join(rest) + "\n")
         os.rename(tmp, MAIN)
