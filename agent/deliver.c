@@ -658,6 +658,9 @@ one_round(Run *run)
 
         connection_failed(run, &f);
         session_end(run);
+    } else if (run->session != NULL && !smtp_session_usable(run->session)) {
+        run->progressed = TRUE; /* e.g. RSET failed: reconnect, same server */
+        session_end(run);
     }
     smtp_tx_result_clear(&tx);
 }
@@ -672,10 +675,19 @@ mailmax_reached(Run *run)
 }
 
 void
-deliver_group(Delivery *d, Group *g)
+deliver_group(Delivery *d, Group *g, SmtpSession **keep)
 {
     Run run = {d, g, g_ptr_array_new(), NULL, 0, 0, 0, 0, FALSE, NULL,
                NULL, FALSE};
+
+    if (keep != NULL && *keep != NULL) {
+        /* the connection the previous group of this lane left open: same
+         * first server, no second connect, EHLO or TLS handshake */
+        run.session = *keep;
+        run.connections = 1;
+        run.progressed = TRUE;
+        *keep = NULL;
+    }
 
     for (guint i = 0; i < g->rcpts->len; i++) {
         Rcpt *r = g_ptr_array_index(g->rcpts, i);
@@ -711,7 +723,10 @@ deliver_group(Delivery *d, Group *g)
         }
         one_round(&run);
     }
-    if (run.session != NULL)
+    if (run.session != NULL && keep != NULL &&
+        smtp_session_usable(run.session) && run.target == 0)
+        *keep = run.session;
+    else if (run.session != NULL)
         smtp_session_close(run.session);
     g_ptr_array_unref(run.pending);
     g_free(run.last_dsn);

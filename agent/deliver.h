@@ -51,8 +51,11 @@ Group *group_new(const char *name);
 void group_free(Group *g);
 
 /* deliver_group - deliver every pending recipient of G; on return each
- * one is reported (sent, bounced or deferred) */
-void deliver_group(Delivery *d, Group *g);
+ * one is reported (sent, bounced or deferred). KEEP (may be NULL): in, an
+ * open session to G's first server to use; out, the session left open
+ * when it is still usable and went to that first server, for the next
+ * group of the same lane (the caller closes it at the end) */
+void deliver_group(Delivery *d, Group *g, SmtpSession **keep);
 
 /* deliver_report - the one exit of a recipient: sets its status once,
  * logs the Postfix line, journals final outcomes. REASON is the log

@@ -150,33 +150,70 @@ setup_recipients(Delivery *d, const Args *a)
     return rcpts;
 }
 
-/* deliver_thread - GThreadPool worker: one group */
+/* deliver_lane - GThreadPool worker: the groups of one lane in turn, on
+ * one connection while it stays usable */
 static void
-deliver_thread(gpointer data, gpointer user)
+deliver_lane(gpointer data, gpointer user)
 {
-    deliver_group(user, data);
+    GPtrArray *lane = data;
+    SmtpSession *keep = NULL;
+
+    for (guint i = 0; i < lane->len; i++)
+        deliver_group(user, g_ptr_array_index(lane, i), &keep);
+    if (keep != NULL)
+        smtp_session_close(keep);
 }
 
-/* deliver_all - route the pending recipients into groups and deliver
- * them, up to conf->connections groups at a time */
+/* lane_key - groups whose first server is the same share a lane: never
+ * two connections to one server address in a run */
+static char *
+lane_key(const Group *g)
+{
+    const Target *t;
+
+    if (g->targets->len == 0)
+        return g_strdup(g->name);
+    t = g_ptr_array_index(g->targets, 0);
+    return g_strdup_printf("%s:%u", t->addr, t->port);
+}
+
+/* deliver_all - route the pending recipients into groups, the groups into
+ * lanes, and deliver up to conf->connections lanes at a time */
 static void
 deliver_all(Delivery *d, GPtrArray *rcpts, const char *nexthop)
 {
     g_autoptr(GPtrArray) groups =
         g_ptr_array_new_with_free_func((GDestroyNotify)group_free);
+    g_autoptr(GPtrArray) lanes =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref);
+    g_autoptr(GHashTable) by_key =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     GThreadPool *pool;
 
     group_build(d, rcpts, nexthop, groups);
-    if (groups->len == 0)
-        return;
-    if (groups->len == 1) {
-        deliver_group(d, g_ptr_array_index(groups, 0));
+    for (guint i = 0; i < groups->len; i++) {
+        Group *g = g_ptr_array_index(groups, i);
+        char *key = lane_key(g);
+        GPtrArray *lane = g_hash_table_lookup(by_key, key);
+
+        if (lane == NULL) {
+            lane = g_ptr_array_new();
+            g_ptr_array_add(lanes, lane);
+            g_hash_table_insert(by_key, key, lane);
+        } else
+            g_free(key);
+        g_ptr_array_add(lane, g);
+    }
+    if (lanes->len == 1) {
+        deliver_lane(g_ptr_array_index(lanes, 0), d);
         return;
     }
-    pool = g_thread_pool_new(deliver_thread, d, d->conf->connections, FALSE,
+    if (lanes->len == 0)
+        return;
+    pool = g_thread_pool_new(deliver_lane, d, d->conf->connections, FALSE,
                              NULL);
-    for (guint i = 0; i < groups->len; i++)
-        g_thread_pool_push(pool, g_ptr_array_index(groups, i), NULL);
+    for (guint i = 0; i < lanes->len; i++)
+        g_thread_pool_push(pool, g_ptr_array_index(lanes, i), NULL);
     g_thread_pool_free(pool, FALSE, TRUE);
 }
 

@@ -8,10 +8,12 @@
 
 #include "address.h"
 
-G_DEFINE_QUARK(rapidretry-address-error-quark, address_error)
+G_DEFINE_QUARK(rapidretry_address_error, address_error)
+
+static void bad(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 /* bad - set the one kind of error this module has */
-static void G_GNUC_PRINTF(2, 3)
+static void
 bad(GError **error, const char *fmt, ...)
 {
     va_list ap;

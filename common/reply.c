@@ -9,7 +9,7 @@
 
 #include "reply.h"
 
-G_DEFINE_QUARK(rapidretry-reply-error-quark, reply_error)
+G_DEFINE_QUARK(rapidretry_reply_error, reply_error)
 
 /* reply_line_scan - check one received line: "DDD", "DDD text", "DDD-text" */
 gboolean
@@ -145,8 +145,7 @@ reply_parse(const char *const *lines, gsize n, GError **error)
 
         if (!reply_line_scan(lines[i], &c, &last)) {
             g_set_error(error, REPLY_ERROR, REPLY_ERROR_MALFORMED,
-                        "malformed reply: line %zu has no 3-digit code",
-                        i + 1);
+                        "malformed reply: line %zu has no 3-digit code", i + 1);
             goto out;
         }
         if (i > 0 && c != code) {
@@ -235,9 +234,8 @@ reply_new_local(int code, const char *enhanced, const char *text)
     reply->text = g_strdup(text != NULL ? text : "");
     reply->retry = retry_scan(reply->text);
     reply->raw = g_strdup_printf("%d%s%s%s%s", code,
-                                 reply->enhanced[0] ? " " : "",
-                                 reply->enhanced, reply->text[0] ? " " : "",
-                                 reply->text);
+                                 reply->enhanced[0] ? " " : "", reply->enhanced,
+                                 reply->text[0] ? " " : "", reply->text);
     return reply;
 }
 
@@ -408,7 +406,8 @@ classify_rcpt(const Reply *reply, const ReplyRules *rules)
 
         if (code_matches(reply->code, r->code) &&
             enhanced_matches(reply->enhanced, r->enhanced) &&
-            phrases_match(lc, r->phrases) && (!r->retry0 || reply->retry == 0)) {
+            phrases_match(lc, r->phrases) &&
+            (!r->retry0 || reply->retry == 0)) {
             class = r->class;
             goto out;
         }

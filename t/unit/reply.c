@@ -50,8 +50,7 @@ static const ClassCase class_cases[] = {
     {"exim/too-many", "452 Too many recipients", REPLY_RAPID, REPLY_DEFER},
     {"exim/temp-local", "451 Temporary local problem - please try later",
      REPLY_DEFER, REPLY_DEFER},
-    {"exim/unrouteable", "550 Unrouteable address", REPLY_BOUNCE,
-     REPLY_BOUNCE},
+    {"exim/unrouteable", "550 Unrouteable address", REPLY_BOUNCE, REPLY_BOUNCE},
     {"exim/multi-line",
      "451-Could not complete sender verify callout\n"
      "451-Could not complete recipient verify\n451 multi-line defer",
@@ -118,21 +117,20 @@ static const ClassCase class_cases[] = {
     {"other/multi-domain-bare",
      "451 Too many different domains in one transaction", REPLY_RAPID, R},
     {"other/multi-domain-450",
-     "450 4.3.0 too many domains, please send one per transaction",
-     REPLY_RAPID, R},
+     "450 4.3.0 too many domains, please send one per transaction", REPLY_RAPID,
+     R},
     {"other/domains-4.7.1", "451 4.7.1 Multiple destination domains",
      REPLY_DEFER, R},
     {"other/retry0-bare", "450 retry=0", REPLY_RAPID, REPLY_DEFER},
     {"other/retry0-case", "451 4.3.2 try again, RETRY=0 please", REPLY_RAPID,
      R},
     {"other/retry1", "451 4.3.2 try again; retry=1", REPLY_DEFER, R},
-    {"other/retry0-4.4", "451 4.4.1 No answer from host; retry=0",
-     REPLY_DEFER, R},
+    {"other/retry0-4.4", "451 4.4.1 No answer from host; retry=0", REPLY_DEFER,
+     R},
     {"other/retry0-4.3.1", "452 4.3.1 storage; retry=0", REPLY_DEFER, R},
     /* 552 */
     {"552/5.5.3", "552 5.5.3 Too many recipients", REPLY_RAPID, REPLY_BOUNCE},
-    {"552/bare-too-many", "552 Too many recipients", REPLY_RAPID,
-     REPLY_BOUNCE},
+    {"552/bare-too-many", "552 Too many recipients", REPLY_RAPID, REPLY_BOUNCE},
     {"552/mailbox-full", "552 5.2.2 Mailbox full", REPLY_BOUNCE, REPLY_BOUNCE},
     {"552/bare-size", "552 Message size exceeds fixed maximum", REPLY_BOUNCE,
      REPLY_BOUNCE},
@@ -160,13 +158,13 @@ test_classify(gconstpointer data)
 
     g_assert_no_error(error);
     g_assert_nonnull(reply);
-    g_assert_cmpstr(reply_class_name(
-                        reply_classify(reply, REPLY_STAGE_RCPT, NULL)),
-                    ==, reply_class_name(c->rcpt));
+    g_assert_cmpstr(
+        reply_class_name(reply_classify(reply, REPLY_STAGE_RCPT, NULL)), ==,
+        reply_class_name(c->rcpt));
     if (c->other != R)
-        g_assert_cmpstr(reply_class_name(
-                            reply_classify(reply, REPLY_STAGE_MAIL, NULL)),
-                        ==, reply_class_name(c->other));
+        g_assert_cmpstr(
+            reply_class_name(reply_classify(reply, REPLY_STAGE_MAIL, NULL)), ==,
+            reply_class_name(c->other));
 }
 
 typedef struct {
@@ -203,8 +201,7 @@ test_stages(void)
 
         g_assert_nonnull(reply);
         g_test_message("%s at stage %d", c->text, c->stage);
-        g_assert_cmpstr(reply_class_name(reply_classify(reply, c->stage,
-                                                        NULL)),
+        g_assert_cmpstr(reply_class_name(reply_classify(reply, c->stage, NULL)),
                         ==, reply_class_name(c->want));
     }
 }
@@ -301,11 +298,11 @@ static const char *const bad_replies[] = {
     "050 zero",
     " 250 ok",
     "250_ok",
-    "452-4.5.3 a\n451 4.5.3 b",  /* mixed codes */
-    "250-a\n250-b",              /* never ends */
-    "250 a\n250 b",              /* ends twice */
-    "250-a\nhello\n250 b",       /* garbage inside */
-    "250-a\n\n250 b",            /* empty line inside */
+    "452-4.5.3 a\n451 4.5.3 b", /* mixed codes */
+    "250-a\n250-b",             /* never ends */
+    "250 a\n250 b",             /* ends twice */
+    "250-a\nhello\n250 b",      /* garbage inside */
+    "250-a\n\n250 b",           /* empty line inside */
 };
 
 /* test_garbage - malformed replies are errors, never a Reply */
@@ -333,11 +330,11 @@ test_line_scan(void)
         int code;
         gboolean last;
     } cases[] = {
-        {"250 ok", TRUE, 250, TRUE},   {"250-ok", TRUE, 250, FALSE},
-        {"250", TRUE, 250, TRUE},      {"599 x", TRUE, 599, TRUE},
-        {"100-x", TRUE, 100, FALSE},   {"25", FALSE, 0, FALSE},
-        {"2500", FALSE, 0, FALSE},     {"abc", FALSE, 0, FALSE},
-        {"", FALSE, 0, FALSE},         {"250\tok", FALSE, 0, FALSE},
+        {"250 ok", TRUE, 250, TRUE}, {"250-ok", TRUE, 250, FALSE},
+        {"250", TRUE, 250, TRUE},    {"599 x", TRUE, 599, TRUE},
+        {"100-x", TRUE, 100, FALSE}, {"25", FALSE, 0, FALSE},
+        {"2500", FALSE, 0, FALSE},   {"abc", FALSE, 0, FALSE},
+        {"", FALSE, 0, FALSE},       {"250\tok", FALSE, 0, FALSE},
         {"600 x", FALSE, 0, FALSE},
     };
 
@@ -403,8 +400,7 @@ test_local(void)
     g_assert_cmpstr(a->raw, ==, "451 4.4.2 timeout; retry=0");
     g_assert_cmpint(a->retry, ==, 0);
     /* 4.4.x stays defer even with retry=0 */
-    g_assert_cmpint(reply_classify(a, REPLY_STAGE_RCPT, NULL), ==,
-                    REPLY_DEFER);
+    g_assert_cmpint(reply_classify(a, REPLY_STAGE_RCPT, NULL), ==, REPLY_DEFER);
     g_assert_cmpstr(b->enhanced, ==, "");
     g_assert_cmpstr(b->text, ==, "");
     g_assert_cmpstr(b->raw, ==, "421");
@@ -447,8 +443,8 @@ test_patterns(void)
          REPLY_DEFER, REPLY_DEFER},
         {"450 4.7.2 too many recipients this hour", REPLY_STAGE_RCPT,
          REPLY_DEFER, REPLY_DEFER},
-        {"452 slow down, new transaction please", REPLY_STAGE_RCPT,
-         REPLY_RAPID, REPLY_RAPID},
+        {"452 slow down, new transaction please", REPLY_STAGE_RCPT, REPLY_RAPID,
+         REPLY_RAPID},
         {"554 5.7.1 slow down, new transaction please", REPLY_STAGE_RCPT,
          REPLY_BOUNCE, REPLY_RAPID},
         /* not case-insensitive without /i */
@@ -467,15 +463,15 @@ test_patterns(void)
         {"451 different class", REPLY_STAGE_MAIL, REPLY_DEFER, REPLY_DEFER},
         {"250 slow down, new transaction please", REPLY_STAGE_RCPT, REPLY_OK,
          REPLY_OK},
-        {"421 slow down, new transaction please", REPLY_STAGE_RCPT,
-         REPLY_DEFER, REPLY_DEFER},
+        {"421 slow down, new transaction please", REPLY_STAGE_RCPT, REPLY_DEFER,
+         REPLY_DEFER},
         /* invalid UTF-8 in server text does not upset GRegex */
         {"451 \xff\xfe different class", REPLY_STAGE_RCPT, REPLY_DEFER,
          REPLY_RAPID},
     };
     ReplyRules none = {NULL};
-    ReplyRules rules = {g_ptr_array_new_with_free_func(
-        (GDestroyNotify)reply_pattern_free)};
+    ReplyRules rules = {
+        g_ptr_array_new_with_free_func((GDestroyNotify)reply_pattern_free)};
 
     for (gsize i = 0; i < G_N_ELEMENTS(specs); i++) {
         g_autoptr(GError) error = NULL;
