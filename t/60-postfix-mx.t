@@ -16,10 +16,8 @@
 #     first-attempt numbers as diag lines, for the note.
 import os
 import re
-import socket
 import sys
 sys.dont_write_bytecode = True
-import threading
 import time
 from collections import Counter
 
@@ -28,8 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 import dnsserver
-from postfix import Receiver, Sender
-from smtpsink import SmtpSink, Session
+from mxtest import AddrReceiver, AddrSink, common_port
+from postfix import Sender
 
 rrtest.require_root()
 rrtest.agent_binary()
@@ -56,67 +54,6 @@ ZONE = (["%s MX 10 mx-a.test." % d[:-5] for d in A_DOMAINS]
            "mx-down A " + ADDR_DOWN])
 
 
-def common_port(addrs):
-    """common_port - a TCP port free on every loopback address in ADDRS."""
-    for _ in range(50):
-        socks = []
-        try:
-            s = socket.socket()
-            s.bind((addrs[0], 0))
-            socks.append(s)
-            port = s.getsockname()[1]
-            for a in addrs[1:]:
-                t = socket.socket()
-                socks.append(t)
-                t.bind((a, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    rrtest.bail("no port free on %s" % ", ".join(addrs))
-
-
-class AddrReceiver(Receiver):
-    """AddrReceiver - a receiver Postfix whose smtpd listens on ADDR:PORT
-    (the address in master.cf's service name, TESTING.md)."""
-
-    def __init__(self, name, addr, port, **kw):
-        super().__init__(name, **kw)
-        self.addr, self.port = addr, port
-
-    def write_config(self):
-        super().write_config()
-        path = os.path.join(self.etc, "master.cf")
-        text = rrtest.read_file(path).replace(
-            "127.0.0.1:%d inet" % self.port,
-            "%s:%d inet" % (self.addr, self.port))
-        rrtest.write_file(path, text)
-
-
-class AddrSink(SmtpSink):
-    """AddrSink - the scripted server on ADDR:PORT."""
-
-    def __init__(self, addr, port, script):
-        super().__init__(script)
-        self.addr, self.want_port = addr, port
-
-    def start(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.addr, self.want_port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self.threads.append(t)
-        return self.port
-
-
-assert Session  # the sink's sessions run in its threads
-
 # --- set-up ------------------------------------------------------------------
 dns = dnsserver.Unbound(records=ZONE)
 rrtest.at_cleanup(dns.stop)
@@ -130,10 +67,8 @@ recv_a = AddrReceiver("recva", ADDR_A, PORT, domains=A_DOMAINS,
 sink_b = AddrSink(ADDR_B, PORT, {"hostname": "mx-b.test",
                                  "one_domain": True})
 sink_b.start()
-rrtest.at_cleanup(sink_b.stop)
 sink_c = AddrSink(ADDR_C, PORT, {"hostname": "mx-c.test"})
 sink_c.start()
-rrtest.at_cleanup(sink_c.stop)
 
 ROUTE = "lookup-mx:query=127.0.0.1:%d;port=%d" % (dns.port, PORT)
 agent = rrtest.Agent(name="snd-agent", relay="", deadline="40s",
