@@ -193,7 +193,7 @@ if not good:
     diag("\n".join(alog2))
     diag(sink_c.dump())
 
-# --- 3. the same message through Postfix's own smtp client --------------------
+# --- 3. the same message through Postfix's own smtp client -------------------
 # With MX lookups Postfix queues per recipient domain (nexthop = domain) and
 # never puts two domains in one transaction. Without DNS for Postfix, each
 # domain gets its own transport (one queue per transport and nexthop) to

@@ -126,7 +126,7 @@ for mode, f in sorted(fakes.items()):
     ok(f.queries > 0, "the %s server was asked (%d queries)"
        % (mode, f.queries))
 
-# --- answers -------------------------------------------------------------------
+# --- answers -----------------------------------------------------------
 res, log = run(R1)
 check("MX pointing to a CNAME", res, 0, r"^2\.0\.0 ", log, R1,
       {r: (r"2\.0\.0", "sent") for r in R1})
@@ -182,4 +182,32 @@ is_(sorted(last["rcpts"]), ["m1@cname.test", "m2@noaddr2.test",
     "mixed batch: two MX domains and a relay route that end at the same "
     "server share one transaction")
 is_(good.connections() - conns, 1, "mixed batch: one connection")
+
+# --- the example config's [routes], uncommented, is valid -------------------
+example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                       "etc", "rapidretry.conf.example")
+text, section, routes = [], None, 0
+for line in rrtest.read_file(example).splitlines():
+    if line.startswith("["):
+        section = line
+    elif section == "[routes]" and re.match(r"#[*.\w][^ ]* = ", line):
+        line = line[1:]
+        routes += 1
+    elif line.startswith("journal = "):
+        line = "journal = " + agent.journal
+    elif line.startswith("#log_file = "):
+        line = "log_file = " + agent.log_file
+    text.append(line)
+ex = rrtest.write_file(os.path.join(agent.dir, "example.conf"),
+                       "\n".join(text) + "\n", owner=rrtest.TEST_USER)
+ok(routes >= 5, "the example has %d [routes] lines" % routes)
+n = len(good.messages())
+res = agent.run(["u1@client-a.example"], conf=ex, queue_id="6BEEEE01",
+                nexthop="[127.0.0.4]:%d" % PORT)
+is_((res.rc, res.out[:6]), (0, "2.0.0 "),
+    "the example config with its routes uncommented is valid "
+    "(delivered through a static nexthop)")
+is_(len(good.messages()), n + 1, "example config: one message delivered")
+if res.rc != 0:
+    diag(repr(res))
 done()
