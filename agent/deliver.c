@@ -618,6 +618,9 @@ one_round(Run *run)
 
         connection_failed(run, &f);
         session_end(run);
+    } else if (run->session != NULL && !smtp_session_usable(run->session)) {
+        run->progressed = TRUE; /* e.g. RSET failed: reconnect, same server */
+        session_end(run);
     }
     smtp_tx_result_clear(&tx);
 }
