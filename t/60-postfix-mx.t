@@ -80,6 +80,13 @@ diag("unbound on 127.0.0.1:%d; MX A %s:%d (Postfix, limit 4), MX B %s:%d "
      % (dns.port, ADDR_A, PORT, ADDR_B, PORT, ADDR_C, PORT, ADDR_DOWN, PORT))
 
 
+def todo_ok(cond, name, why):
+    """todo_ok - a TAP TODO test point (a known bug, not a failure)."""
+    rrtest._count += 1
+    print("%s %d - %s # TODO %s" % ("ok" if cond else "not ok",
+                                    rrtest._count, name, why), flush=True)
+
+
 def qid_lines(lines, qid):
     """qid_lines - the agent log lines of one queue id."""
     return [l for l in lines if re.search(r"\]: %s: " % qid, l)]
@@ -135,6 +142,12 @@ good &= is_(bdoms, [["b1.test"], ["b2.test"]],
 good &= ok(any(re.search(r"learned .*one domain per transaction", l)
                for l in alog), "B: the agent logged that it learned "
            "one domain per transaction")
+# TODO for the lead: deliver.c limits_learn() formats "learned %s%u%s"
+# with k = 0 when only one domain per transaction was learned, which
+# logs "learned 0 one domain per transaction"
+todo_ok(not any(re.search(r"learned 0 ", l) for l in alog),
+        "B: the learned line has no stray count",
+        "deliver.c limits_learn logs 'learned 0 one domain ...'")
 for r in N_RCPTS:
     good &= is_(ast.get(r, ("", ""))[:2], ("5.1.10", "bounced"),
                 "null MX: %s bounced 5.1.10 in the agent's log" % r)
