@@ -4,6 +4,12 @@
 #   make check        install missing Debian packages, build, run `prove -r t`
 #   make check-asan   the same suite with -fsanitize=address,undefined
 #   make deps         only install the Debian packages (root, Debian 12)
+#   make demo         set up, build, show RapidRetry against throw-away Postfix
+#   make bench        set up, build, measure (bench/results/*.csv, *.json)
+#   make install      PREFIX=/usr/local DESTDIR= (binaries, man pages, unit,
+#                     /etc/rapidretry/rapidretry.conf when none exists)
+#   make uninstall    remove what install put there (an edited config stays)
+#   make install-user the "rapidretry" system user and /var/lib/rapidretry
 
 PKGS     = glib-2.0 libcares openssl sqlite3
 CC      ?= cc
@@ -93,5 +99,92 @@ format:
 clean:
 	rm -rf build agent/rapidretry-agent agent/rapidretry-log milter/rapidretry-milter
 
-.PHONY: all check check-asan deps format clean
+# --- install ------------------------------------------------------------------
+PREFIX     ?= /usr/local
+LIBEXECDIR ?= $(PREFIX)/libexec/rapidretry
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/rapidretry
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+CONFDIR    ?= /etc/rapidretry
+STATEDIR   ?= /var/lib/rapidretry
+RR_USER    ?= rapidretry
+INSTALL    ?= install
+MAN1 = $(wildcard man/*.1)
+MAN5 = $(wildcard man/*.5)
+MAN8 = $(wildcard man/*.8)
+DOCS = README.md LICENSE master.cf.example main.cf.example
+UNIT = milter/rapidretry-milter.service
+# Installed files hold the install paths, not /usr/local.
+FIXPATHS = sed -e 's|/usr/local/libexec/rapidretry|$(LIBEXECDIR)|g' \
+	       -e 's|/usr/local/sbin|$(SBINDIR)|g' \
+	       -e 's|/usr/local/share/doc/rapidretry|$(DOCDIR)|g'
+
+install: all
+	$(INSTALL) -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SBINDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(CONFDIR)
+	$(INSTALL) -m 755 $(B)/agent/rapidretry-agent $(DESTDIR)$(LIBEXECDIR)/
+	for p in $(B)/milter/rapidretry-milter $(B)/agent/rapidretry-log; do \
+	    if [ -x $$p ]; then $(INSTALL) -m 755 $$p $(DESTDIR)$(SBINDIR)/; fi; \
+	done
+	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	$(INSTALL) -m 644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	for f in $(DOCS); do \
+	    $(FIXPATHS) $$f > $(DESTDIR)$(DOCDIR)/$$f && \
+	    chmod 644 $(DESTDIR)$(DOCDIR)/$$f; done
+	$(FIXPATHS) $(UNIT) > $(DESTDIR)$(UNITDIR)/rapidretry-milter.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/rapidretry-milter.service
+	@# never overwrite a configuration: the new example goes beside it
+	if [ -e $(DESTDIR)$(CONFDIR)/rapidretry.conf ]; then \
+	    $(INSTALL) -m 644 etc/rapidretry.conf.example \
+	        $(DESTDIR)$(CONFDIR)/rapidretry.conf.example; \
+	    echo "kept $(DESTDIR)$(CONFDIR)/rapidretry.conf;" \
+	        "the new example is rapidretry.conf.example"; \
+	else \
+	    $(INSTALL) -m 644 etc/rapidretry.conf.example \
+	        $(DESTDIR)$(CONFDIR)/rapidretry.conf; \
+	fi
+	@echo "installed. Next: make install-user, then master.cf/main.cf" \
+	    "as in $(DOCDIR)/master.cf.example and main.cf.example"
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBEXECDIR)/rapidretry-agent \
+	    $(DESTDIR)$(SBINDIR)/rapidretry-milter \
+	    $(DESTDIR)$(SBINDIR)/rapidretry-log \
+	    $(DESTDIR)$(UNITDIR)/rapidretry-milter.service \
+	    $(DESTDIR)$(CONFDIR)/rapidretry.conf.example
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
+	    $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) \
+	    $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
+	    $(addprefix $(DESTDIR)$(DOCDIR)/,$(DOCS))
+	@# the configuration goes only when nobody changed it
+	if cmp -s etc/rapidretry.conf.example \
+	    $(DESTDIR)$(CONFDIR)/rapidretry.conf; then \
+	    rm -f $(DESTDIR)$(CONFDIR)/rapidretry.conf; \
+	elif [ -e $(DESTDIR)$(CONFDIR)/rapidretry.conf ]; then \
+	    echo "kept the edited $(DESTDIR)$(CONFDIR)/rapidretry.conf"; fi
+	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DOCDIR) \
+	    $(DESTDIR)$(CONFDIR) 2>/dev/null
+
+install-user:
+	getent passwd $(RR_USER) >/dev/null || \
+	    useradd --system --user-group --no-create-home \
+	        --home-dir $(STATEDIR) --shell /usr/sbin/nologin \
+	        --comment "rapidretry delivery agent" $(RR_USER)
+	$(INSTALL) -d -o $(RR_USER) -g $(RR_USER) -m 750 $(DESTDIR)$(STATEDIR)
+
+# --- demo and bench: all set-up first, as `make check` does ----------------
+demo: deps
+	$(MAKE) all
+	RR_BUILD=$(CURDIR)/$(B) python3 demo/demo.py
+
+bench: deps
+	$(MAKE) all
+	RR_BUILD=$(CURDIR)/$(B) python3 bench/bench.py
+
+.PHONY: all check check-asan deps format clean install uninstall \
+	install-user demo bench
 .SECONDARY:
