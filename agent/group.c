@@ -10,6 +10,18 @@
 #include "log.h"
 #include "route.h"
 
+/* defer_config - a configuration error: every pending recipient waits in
+ * Postfix's queue until it is fixed (4.3.5), nothing bounces */
+static void
+defer_config(Delivery *d, GPtrArray *rcpts, const char *why)
+{
+    log_error("%s: %s", d->queue_id, why);
+    for (guint i = 0; i < rcpts->len; i++)
+        if (!((Rcpt *)g_ptr_array_index(rcpts, i))->done)
+            deliver_report(d, g_ptr_array_index(rcpts, i), RCPT_DEFERRED,
+                           "4.3.5", NULL, why, NULL);
+}
+
 /* report_result - a destination that cannot be used: its DSN decides */
 static void
 report_result(Delivery *d, Rcpt *r, const RouteResult *res)
@@ -49,12 +61,8 @@ static_group(Delivery *d, Router *router, GPtrArray *rcpts, const char *spec,
         g_autofree char *why = g_strdup_printf("bad relay \"%s\": %s", spec,
                                                err->message);
 
-        log_error("%s: %s", d->queue_id, why);
         g_error_free(err);
-        for (guint i = 0; i < rcpts->len; i++)
-            if (!((Rcpt *)g_ptr_array_index(rcpts, i))->done)
-                deliver_report(d, g_ptr_array_index(rcpts, i),
-                               RCPT_DEFERRED, "4.3.5", NULL, why, NULL);
+        defer_config(d, rcpts, why);
         return;
     }
     for (guint i = 0; i < rcpts->len; i++) {
@@ -123,12 +131,8 @@ group_build(Delivery *d, GPtrArray *rcpts, const char *nexthop,
         g_autofree char *why =
             g_strdup_printf("configuration error: %s", err->message);
 
-        log_error("%s: %s", d->queue_id, why);
         g_error_free(err);
-        for (guint i = 0; i < rcpts->len; i++)
-            if (!((Rcpt *)g_ptr_array_index(rcpts, i))->done)
-                deliver_report(d, g_ptr_array_index(rcpts, i),
-                               RCPT_DEFERRED, "4.3.5", NULL, why, NULL);
+        defer_config(d, rcpts, why);
         return;
     }
     if (nexthop != NULL && nexthop[0] == '[')
