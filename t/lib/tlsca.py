@@ -68,10 +68,12 @@ def smtpd_tls(cert, key, level="may"):
             "smtpd_tls_session_cache_database": ""}
 
 
-def smtpd_sasl(instance_name, realm, user, password):
+def smtpd_sasl(instance_name, realm, user, password, mechs="PLAIN LOGIN"):
     """smtpd_sasl - a sasldb with USER@REALM and the main.cf settings that
-    make smtpd offer AUTH PLAIN LOGIN (Cyrus SASL, sasldb)."""
-    d = rrtest.subdir(instance_name + "-sasl")
+    make smtpd offer MECHS (Cyrus SASL, sasldb). Call before the
+    instance is made: the files go into its config directory."""
+    # Debian's smtpd reads $config_directory/sasl/smtpd.conf
+    d = rrtest.subdir(instance_name + "/etc/sasl")
     db = os.path.join(d, "sasldb2")
     p = subprocess.run(["saslpasswd2", "-p", "-f", db, "-c", "-u", realm,
                         user], input=password, capture_output=True,
@@ -82,7 +84,7 @@ def smtpd_sasl(instance_name, realm, user, password):
     os.chmod(db, 0o600)
     rrtest.write_file(os.path.join(d, "smtpd.conf"),
                       "pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
-                      "mech_list: PLAIN LOGIN\nsasldb_path: %s\n" % db)
+                      "mech_list: %s\nsasldb_path: %s\n" % (mechs, db))
     return {"smtpd_sasl_auth_enable": "yes",
             "smtpd_sasl_type": "cyrus",
             "smtpd_sasl_path": "smtpd",
