@@ -313,7 +313,7 @@ agent_conf_smtp_options(const AgentConf *c, const Target *t,
     const char *d = domains != NULL ? domains[0] : NULL;
 
     /* a server entry decides; else the strictest domain entry */
-    for (guint i = 0; best == NULL && domains != NULL && domains[i] != NULL;
+    for (guint i = 0; !relay && domains != NULL && domains[i] != NULL;
          i++) {
         const TlsPolicy *p = tls_policy_find(c->tls_policies, NULL, 0,
                                              domains[i]);
