@@ -33,6 +33,23 @@ static const ConfSpec agent_spec[] = {
      "log the SMTP conversation"},
     {"agent", "log_file", CONF_STRING, "", A(log_file),
      "log to this file instead of syslog"},
+    {"agent", "limits_expire", CONF_TIME, "1d", A(limits_expire),
+     "how long a learned per-server recipient limit is used"},
+    {"dsn", "sendmail", CONF_STRING, "/usr/sbin/sendmail -i",
+     A(dsn_sendmail),
+     "command that submits DSNs; -f <> -- SENDER is appended"},
+    {"dsn", "full_message", CONF_BOOL, "no", A(dsn_full_message),
+     "return the whole message in DSNs, not only its headers"},
+    {"dsn", "reporting_mta", CONF_STRING, "", A(dsn_reporting_mta),
+     "Reporting-MTA name in DSNs, empty = the helo name"},
+    {"log", "database", CONF_STRING, "", A(log_database),
+     "delivery log SQLite file, empty = beside the journal, none = off"},
+    {"log", "transcript", CONF_STRING, "no", A(log_transcript),
+     "store SMTP conversations: no, yes or on-failure"},
+    {"log", "retention", CONF_TIME, "30d", A(log_retention),
+     "delivery log rows older than this are removed"},
+    {"log", "max_size", CONF_SIZE, "1G", A(log_max_size),
+     "delivery log size cap; oldest rows go first, 0 = no cap"},
     {"smtp", "helo_name", CONF_STRING, "", A(helo_name),
      "name sent with EHLO/HELO"},
     {"smtp", "rcpt_limit", CONF_UINT, "0", A(rcpt_limit),
@@ -163,6 +180,49 @@ conf_tls(AgentConf *c, const ConfigFile *cf, GError **error)
     return TRUE;
 }
 
+/* agent_conf_check_log - [log] transcript mode; the log database path
+ * ("" = beside the journal: "x.db" -> "x-log.db"); [dsn] sendmail */
+static gboolean
+agent_conf_check_log(AgentConf *c, const ConfigFile *cf, GError **error)
+{
+    static const char *const modes[] = {"no", "yes", "on-failure"};
+    gboolean found = FALSE;
+
+    for (guint i = 0; i < G_N_ELEMENTS(modes); i++)
+        if (g_ascii_strcasecmp(c->log_transcript, modes[i]) == 0) {
+            c->transcript_mode = (AgentTranscript)i;
+            found = TRUE;
+        }
+    if (!found) {
+        g_set_error(error, CONFIG_ERROR, 0, "%s: [log] transcript = %s: "
+                    "expected no, yes or on-failure", cf->path,
+                    c->log_transcript);
+        return FALSE;
+    }
+    if (c->log_database[0] == '\0') {
+        gsize n = strlen(c->journal);
+
+        g_free(c->log_database);
+        if (n > 3 && strcmp(c->journal + n - 3, ".db") == 0)
+            c->log_database = g_strdup_printf("%.*s-log.db", (int)(n - 3),
+                                              c->journal);
+        else
+            c->log_database = g_strconcat(c->journal, "-log", NULL);
+    }
+    if (strcmp(c->log_database, c->journal) == 0) {
+        g_set_error(error, CONFIG_ERROR, 0, "%s: [log] database must not "
+                    "be the journal file", cf->path);
+        return FALSE;
+    }
+    if (c->dsn_sendmail[0] == '\0'
+        || !g_shell_parse_argv(c->dsn_sendmail, NULL, NULL, NULL)) {
+        g_set_error(error, CONFIG_ERROR, 0, "%s: [dsn] sendmail: not a "
+                    "command line: \"%s\"", cf->path, c->dsn_sendmail);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 /* conf_sasl - [sasl]: a malformed password file is a configuration error;
  * an unsafe one (mode, owner) defers every destination with 4.7.0 */
 static gboolean
@@ -226,6 +286,8 @@ agent_conf_check(AgentConf *c, const ConfigFile *cf, GError **error)
                     "(without it a retry could deliver twice)", cf->path);
         return FALSE;
     }
+    if (!agent_conf_check_log(c, cf, error))
+        return FALSE;
     if (c->max_rounds == 0 || c->connections == 0) {
         g_set_error(error, CONFIG_ERROR, 0, "%s: max_rounds and connections "
                     "must be at least 1", cf->path);

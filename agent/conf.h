@@ -12,6 +12,13 @@
 #include "smtp.h"
 #include "tls.h"
 
+/* [log] transcript: which SMTP conversations the delivery log keeps */
+typedef enum {
+    AGENT_TRANSCRIPT_NO,
+    AGENT_TRANSCRIPT_YES,
+    AGENT_TRANSCRIPT_ON_FAILURE, /* connections where not all were sent */
+} AgentTranscript;
+
 typedef struct {
     /* [agent] */
     char *relay;          /* "[host]:port", "" = route per domain */
@@ -24,6 +31,17 @@ typedef struct {
     guint connections;    /* groups delivered in parallel */
     gboolean verbose;
     char *log_file;       /* "" = syslog */
+    guint limits_expire;  /* seconds learned server limits are used */
+    /* [dsn] */
+    char *dsn_sendmail;   /* command line; "-f <> -- SENDER" is appended */
+    gboolean dsn_full_message; /* whole message in the DSN, not headers */
+    char *dsn_reporting_mta; /* "" = helo_name */
+    /* [log] */
+    char *log_database;   /* delivery log; "" = beside the journal, "none" */
+    char *log_transcript; /* "no", "yes", "on-failure" (checked) */
+    AgentTranscript transcript_mode; /* from log_transcript */
+    guint log_retention;  /* seconds rows are kept */
+    guint64 log_max_size; /* bytes of live data, 0 = no cap */
     /* [smtp] */
     char *helo_name;      /* "" = the host name */
     guint rcpt_limit;     /* RCPTs per transaction before learning, 0 = no cap */

@@ -79,6 +79,7 @@ deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
     r->relay = g_strdup(relay != NULL ? relay : "none");
     r->reason = log_printable(reason, -1, DELIVER_TEXT_CAP + 200);
     r->diagnostic = g_strdup(diagnostic);
+    /* bounced ones are journaled by agent_finish(), after the DSN */
     if (st == RCPT_SENT && d->journal != NULL) {
         JournalEntry e = {r->arg, JOURNAL_DELIVERED, r->relay, r->dsn,
                           r->reason};
@@ -94,6 +95,12 @@ deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
     }
     g_mutex_unlock(&d->lock);
     delay = (g_get_monotonic_time() - d->start) / 1e6;
+    if (d->dblog != NULL) {
+        DbLogAttempt a = {r->arg, relay, r->dsn, rcpt_status_name(st),
+                          r->reason, delay};
+
+        dblog_attempt(d->dblog, &a);
+    }
     log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
              d->queue_id, r->arg, r->relay, delay, r->dsn,
              rcpt_status_name(st), r->reason);
@@ -136,20 +143,33 @@ server_key(const Target *t)
     return g_strdup_printf("%s:%u", t->addr, t->port);
 }
 
-/* limits_get - what this run learned about the session's server */
+/* limits_get - what this run, or an earlier one within limits_expire
+ * (the delivery log database), learned about the session's server */
 static ServerLimits
 limits_get(Run *run)
 {
     ServerLimits out = {0, FALSE};
-    g_autofree char *key =
-        server_key(smtp_session_target(run->session));
+    char *key = server_key(smtp_session_target(run->session));
     ServerLimits *l;
 
     g_mutex_lock(&run->d->lock);
     l = g_hash_table_lookup(run->d->limits, key);
-    if (l != NULL)
-        out = *l;
+    if (l == NULL) { /* first look: once per server and run */
+        l = g_new0(ServerLimits, 1);
+        if (run->d->dblog != NULL
+            && dblog_limits_get(run->d->dblog, key,
+                                run->d->conf->limits_expire,
+                                &l->rcpt_limit, &l->one_domain))
+            log_info("%s: %s: using limit %u%s learned earlier",
+                     run->d->queue_id, smtp_session_relay(run->session),
+                     l->rcpt_limit, l->one_domain ? ", one domain per "
+                                                    "transaction" : "");
+        g_hash_table_insert(run->d->limits, key, l);
+        key = NULL;
+    }
+    out = *l;
     g_mutex_unlock(&run->d->lock);
+    g_free(key);
     return out;
 }
 
@@ -158,6 +178,7 @@ static void
 limits_learn(Run *run, guint k, gboolean one_domain)
 {
     char *key = server_key(smtp_session_target(run->session));
+    char *spare = key; /* freed at the end unless the table took it */
     ServerLimits *l;
 
     g_mutex_lock(&run->d->lock);
@@ -165,18 +186,22 @@ limits_learn(Run *run, guint k, gboolean one_domain)
     if (l == NULL) {
         l = g_new0(ServerLimits, 1);
         g_hash_table_insert(run->d->limits, key, l);
-    } else
-        g_free(key);
+        spare = NULL;
+    }
     if (k > 0 && (l->rcpt_limit == 0 || k < l->rcpt_limit))
         l->rcpt_limit = k;
     if (one_domain)
         l->one_domain = TRUE;
+    if (run->d->dblog != NULL) /* stored for later runs at the end */
+        dblog_limits_put(run->d->dblog, key, l->rcpt_limit, l->one_domain);
     g_mutex_unlock(&run->d->lock);
-    log_info("%s: %s: learned %s%u%s", run->d->queue_id,
-             smtp_session_relay(run->session),
-             k > 0 ? "limit " : "", k > 0 ? k : 0,
-             one_domain ? " one domain per transaction" : " recipients "
-                                                          "per transaction");
+    g_free(spare);
+    if (k > 0)
+        log_info("%s: %s: learned limit %u recipients per transaction",
+                 run->d->queue_id, smtp_session_relay(run->session), k);
+    if (one_domain)
+        log_info("%s: %s: learned one domain per transaction",
+                 run->d->queue_id, smtp_session_relay(run->session));
 }
 
 /* round_pick - the recipients for the next transaction: at most CAP
@@ -298,6 +323,24 @@ session_tls_auth_failed(Run *run, const SmtpFailure *f)
     }
 }
 
+/* session_transcript - per connection: the delivery log's transcript
+ * (AUTH masked), which also feeds the -v log */
+static void
+session_transcript(Run *run, SmtpOptions *opt)
+{
+    Delivery *d = run->d;
+    SmtpTranscriptFn chain = log_verbose() ? d->transcript : NULL;
+
+    opt->transcript = chain;
+    opt->transcript_ctx = d;
+    if (d->dblog != NULL) {
+        DbLogConn *lc = dblog_conn_begin(d->dblog, chain, d);
+
+        opt->transcript = lc != NULL ? dblog_transcript : NULL;
+        opt->transcript_ctx = lc;
+    }
+}
+
 /* session_open - connect to the next target that answers; FALSE when
  * none is left (the pending recipients are then reported) */
 static gboolean
@@ -312,10 +355,6 @@ session_open(Run *run)
         log_warning("%s: %s; deferring", d->queue_id, c->sasl_refused);
         report_all(run, RCPT_DEFERRED, "4.7.0", NULL, c->sasl_refused, NULL);
         return FALSE;
-    }
-    if (log_verbose()) {
-        opt.transcript = d->transcript;
-        opt.transcript_ctx = d;
     }
     while (run->session == NULL) {
         SmtpFailure f = {0};
@@ -349,6 +388,7 @@ session_open(Run *run)
         run->connections++;
         run->progressed = FALSE;
         run->session_tx = 0;
+        session_transcript(run, &opt);
         {
             const Target *t = g_ptr_array_index(run->g->targets,
                                                 run->target);
@@ -446,9 +486,10 @@ is_domain_reply(const Reply *r)
  * limit when they form a suffix, one domain per transaction when they
  * are exactly the other domains, nothing when they interleave */
 static void
-learn(Run *run, GPtrArray *pick, const ReplyClass *cls, const Reply *first)
+learn(Run *run, GPtrArray *pick, guint n, const ReplyClass *cls,
+      const Reply *first)
 {
-    guint k = 0, n = pick->len;
+    guint k = 0;
     gboolean suffix = TRUE, other_domains = TRUE, any_other = FALSE;
     const char *dom = NULL;
 
@@ -569,6 +610,7 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
     g_autoptr(GPtrArray) rapid = g_ptr_array_new();
     const Reply *first_rapid = NULL;
     gboolean progress = FALSE;
+    guint answered = pick->len;
 
     for (guint i = 0; i < pick->len; i++) {
         Rcpt *r = g_ptr_array_index(pick, i);
@@ -605,6 +647,11 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
             break;
         }
     }
+    /* replies come in order: the ones a 421 or a lost connection left
+     * unanswered are a suffix and teach nothing about the limit */
+    while (answered > 0 && (tx->rcpt[answered - 1] == NULL ||
+                            tx->rcpt[answered - 1]->code == 421))
+        answered--;
     if (rapid->len > 0 && !progress) {
         /* no recipient finished and none accepted: retrying the same
          * set cannot help (livelock guard) */
@@ -619,7 +666,7 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
     } else if (rapid->len > 0) {
         g_autofree char *line = reply_oneline(first_rapid);
 
-        learn(run, pick, cls, first_rapid);
+        learn(run, pick, answered, cls, first_rapid);
         log_info("%s: rapid retry: %u recipients, new transaction after "
                  "\"%s\"", run->d->queue_id, rapid->len, line);
         g_mutex_lock(&run->d->lock);
@@ -664,6 +711,7 @@ one_round(Run *run)
     run->session_tx++;
     g_mutex_lock(&run->d->lock);
     run->d->transactions++;
+    dblog_set_transaction(run->d->transactions); /* for its log rows */
     g_mutex_unlock(&run->d->lock);
     smtp_transaction(run->session, &req, run->d->deadline, &tx);
 
@@ -681,6 +729,9 @@ one_round(Run *run)
         SmtpFailure f = {tx.status, NULL, tx.failure};
 
         connection_failed(run, &f);
+        session_end(run);
+    } else if (run->session != NULL && !smtp_session_usable(run->session)) {
+        run->progressed = TRUE; /* e.g. RSET failed: reconnect, same server */
         session_end(run);
     }
     smtp_tx_result_clear(&tx);

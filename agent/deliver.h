@@ -9,6 +9,7 @@
 #include <glib.h>
 #include "address.h"
 #include "conf.h"
+#include "dblog.h"
 #include "journal.h"
 #include "rcpt.h"
 #include "smtp.h"
@@ -30,6 +31,8 @@ typedef struct {
     SmtpTranscriptFn transcript; /* -v: log the conversation */
     Spool *spool;
     Journal *journal;
+    DbLog *dblog;             /* delivery log and stored limits; never
+                                 NULL once set up (may be unusable) */
     gint64 start;             /* g_get_monotonic_time() at start */
     gint64 deadline;          /* monotonic, microseconds */
     GMutex lock;              /* guards limits, journal, rcpt reports */

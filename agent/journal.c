@@ -55,6 +55,9 @@ static const char *const journal_schema[] = {
     " relay TEXT, dsn TEXT, reply TEXT,"
     " PRIMARY KEY (queue_id, digest, recipient));"
     "CREATE INDEX IF NOT EXISTS journal_time ON journal (time);",
+    /* 1 -> 2: bounced ones record whether our DSN was sent (DESIGN §7);
+     * the delivery log lives in its own database (dblog.c) */
+    "ALTER TABLE journal ADD COLUMN dsn_sent INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* journal_version - PRAGMA user_version, or -1 + error */
@@ -229,7 +232,7 @@ out:
 static gboolean
 journal_insert(Journal *j, sqlite3_stmt *st, const char *queue_id,
                const char *digest, const JournalEntry *e, gint64 now,
-               GError **error)
+               gboolean dsn_sent, GError **error)
 {
     sqlite3_reset(st);
     sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
@@ -240,6 +243,7 @@ journal_insert(Journal *j, sqlite3_stmt *st, const char *queue_id,
     sqlite3_bind_text(st, 6, e->relay, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 7, e->dsn, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 8, e->reply, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 9, dsn_sent ? 1 : 0);
     if (sqlite3_step(st) != SQLITE_DONE) {
         journal_set_error(j, error, "cannot record");
         return FALSE;
@@ -251,10 +255,18 @@ gboolean
 journal_record(Journal *j, const char *queue_id, const char *digest,
                const JournalEntry *entries, gsize n, GError **error)
 {
+    return journal_record_dsn(j, queue_id, digest, entries, n, FALSE, error);
+}
+
+gboolean
+journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
+                   const JournalEntry *entries, gsize n, gboolean dsn_sent,
+                   GError **error)
+{
     static const char sql[] =
         "INSERT OR REPLACE INTO journal"
-        " (queue_id, digest, recipient, state, time, relay, dsn, reply)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+        " (queue_id, digest, recipient, state, time, relay, dsn, reply,"
+        " dsn_sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
@@ -271,7 +283,8 @@ journal_record(Journal *j, const char *queue_id, const char *digest,
         goto out;
     }
     for (gsize i = 0; i < n; i++)
-        if (!journal_insert(j, st, queue_id, digest, &entries[i], now, error))
+        if (!journal_insert(j, st, queue_id, digest, &entries[i], now,
+                            dsn_sent, error))
             goto out;
     sqlite3_finalize(st);
     st = NULL;

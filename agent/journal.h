@@ -41,4 +41,10 @@ gboolean journal_record(Journal *j, const char *queue_id, const char *digest,
                         const JournalEntry *entries, gsize n,
                         GError **error);
 
+/* journal_record_dsn - journal_record, also noting per entry whether our
+ * own DSN told the sender (DSN_SENT), so a rerun never sends a second */
+gboolean journal_record_dsn(Journal *j, const char *queue_id,
+                            const char *digest, const JournalEntry *entries,
+                            gsize n, gboolean dsn_sent, GError **error);
+
 #endif

@@ -13,6 +13,7 @@
 
 #include "conf.h"
 #include "deliver.h"
+#include "dsn.h"
 #include "log.h"
 #include "group.h"
 
@@ -216,6 +217,114 @@ deliver_all(Delivery *d, GPtrArray *rcpts, const char *nexthop)
     g_thread_pool_free(pool, FALSE, TRUE);
 }
 
+/* journal_bounced - the bounced ones of this run as final; DSN_SENT
+ * says whether our own DSN told the sender. FALSE when not durable. */
+static gboolean
+journal_bounced(Delivery *d, GPtrArray *bounced, gboolean dsn_sent)
+{
+    g_autofree JournalEntry *e = g_new0(JournalEntry, bounced->len);
+    GError *err = NULL;
+
+    for (guint i = 0; i < bounced->len; i++) {
+        Rcpt *r = g_ptr_array_index(bounced, i);
+
+        e[i] = (JournalEntry){r->arg, JOURNAL_BOUNCED, r->relay, r->dsn,
+                              r->reason};
+    }
+    if (journal_record_dsn(d->journal, d->queue_id, spool_digest(d->spool),
+                           e, bounced->len, dsn_sent, &err))
+        return TRUE;
+    log_error("%s: %u bounced recipients: the journal write failed (%s)%s",
+              d->queue_id, bounced->len, err->message,
+              dsn_sent ? ": a retry of this batch may send a second DSN"
+                       : "");
+    g_error_free(err);
+    return FALSE;
+}
+
+/* note_all - the same delivery log note on every recipient in RCPTS */
+static void
+note_all(Delivery *d, GPtrArray *rcpts, const char *note)
+{
+    for (guint i = 0; i < rcpts->len; i++)
+        dblog_note(d->dblog, ((Rcpt *)g_ptr_array_index(rcpts, i))->arg,
+                   note);
+}
+
+/* send_dsn - our own DSN to the sender for the BOUNCED ones (DESIGN §7);
+ * FALSE + *WHY when it could not be submitted */
+static gboolean
+send_dsn(Delivery *d, GPtrArray *bounced, char **why)
+{
+    const AgentConf *c = d->conf;
+    g_autofree DsnRecipient *dr = g_new0(DsnRecipient, bounced->len);
+    DsnInfo info = {d->queue_id, d->sender,
+                    c->dsn_reporting_mta[0] ? c->dsn_reporting_mta
+                                            : c->helo_name,
+                    g_get_real_time() / G_USEC_PER_SEC,
+                    c->dsn_full_message};
+    g_autoptr(GString) msg = NULL;
+    GError *err = NULL;
+
+    for (guint i = 0; i < bounced->len; i++) {
+        Rcpt *r = g_ptr_array_index(bounced, i);
+
+        dr[i] = (DsnRecipient){r->arg, r->dsn, r->relay, r->diagnostic,
+                               r->reason};
+    }
+    msg = dsn_compose(&info, dr, bounced->len, d->spool, &err);
+    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg, &err)) {
+        *why = g_strdup(err->message);
+        g_error_free(err);
+        return FALSE;
+    }
+    log_info("%s: sender non-delivery notification sent to <%s> for %u "
+             "recipients", d->queue_id, d->sender, bounced->len);
+    return TRUE;
+}
+
+/* finish_bounces - some recipients bounced but pipe(8) cannot bounce
+ * only them: tell the sender ourselves, then journal them final. FALSE
+ * when the DSN did not go out: nothing is journaled and the caller
+ * defers, so the next run tries again. */
+static gboolean
+finish_bounces(Delivery *d, GPtrArray *bounced, char **why)
+{
+    if (d->sender[0] == '\0') {
+        /* never bounce a bounce (RFC 3461 §6.2, RFC 5321 §4.5.5) */
+        log_info("%s: no non-delivery notification for %u bounced "
+                 "recipients: null sender", d->queue_id, bounced->len);
+        note_all(d, bounced, "no DSN: null sender");
+        journal_bounced(d, bounced, FALSE);
+        return TRUE;
+    }
+    if (!send_dsn(d, bounced, why)) {
+        log_error("%s: %s; the bounced recipients are tried again later",
+                  d->queue_id, *why);
+        note_all(d, bounced, "DSN not sent; tried again");
+        return FALSE;
+    }
+    note_all(d, bounced, "DSN sent");
+    /* a failed write is logged; the DSN is out, so exit 0 stays right
+     * when nothing is deferred */
+    journal_bounced(d, bounced, TRUE);
+    return TRUE;
+}
+
+/* finish_log - write the delivery log; its failure never changes the
+ * outcome */
+static void
+finish_log(Delivery *d)
+{
+    GError *err = NULL;
+
+    if (!dblog_flush(d->dblog, &err)) {
+        log_warning("%s: %s; delivery not affected", d->queue_id,
+                    err->message);
+        g_error_free(err);
+    }
+}
+
 /* agent_finish - the batch's one status from the recipients' outcomes
  * (DESIGN §7); every recipient must be final here */
 static void G_GNUC_NORETURN
@@ -223,6 +332,9 @@ agent_finish(Delivery *d, GPtrArray *rcpts)
 {
     guint n[RCPT_EARLIER + 1] = {0};
     Rcpt *first_deferred = NULL, *first_bounced = NULL;
+    g_autoptr(GPtrArray) bounced = g_ptr_array_new();
+    g_autofree char *dsn_why = NULL;
+    gboolean dsn_ok = TRUE;
     char dsn[16];
 
     for (guint i = 0; i < rcpts->len; i++) {
@@ -237,8 +349,11 @@ agent_finish(Delivery *d, GPtrArray *rcpts)
         n[r->status]++;
         if (r->status == RCPT_DEFERRED && first_deferred == NULL)
             first_deferred = r;
-        if (r->status == RCPT_BOUNCED && first_bounced == NULL)
-            first_bounced = r;
+        if (r->status == RCPT_BOUNCED) {
+            g_ptr_array_add(bounced, r);
+            if (first_bounced == NULL)
+                first_bounced = r;
+        }
     }
     g_assert(n[RCPT_SENT] + n[RCPT_BOUNCED] + n[RCPT_DEFERRED] +
                  n[RCPT_EARLIER] == rcpts->len);
@@ -246,30 +361,44 @@ agent_finish(Delivery *d, GPtrArray *rcpts)
              "earlier; %u transactions, %u rapid retries",
              d->queue_id, n[RCPT_SENT], n[RCPT_BOUNCED], n[RCPT_DEFERRED],
              n[RCPT_EARLIER], d->transactions, d->rapid_rounds);
+    if (n[RCPT_BOUNCED] == rcpts->len) {
+        /* every recipient bounced now: Postfix writes the bounce */
+        note_all(d, bounced, "bounce by Postfix");
+        journal_bounced(d, bounced, FALSE);
+    } else if (n[RCPT_BOUNCED] > 0)
+        dsn_ok = finish_bounces(d, bounced, &dsn_why);
+    finish_log(d);
     if (first_deferred != NULL) {
         g_strlcpy(dsn, first_deferred->dsn, sizeof dsn);
         dsn[0] = '4';
         agent_exit(dsn, first_deferred->reason);
     }
-    if (first_bounced != NULL && n[RCPT_BOUNCED] == rcpts->len)
+    if (n[RCPT_BOUNCED] == rcpts->len)
         agent_exit(first_bounced->dsn, first_bounced->reason);
-    if (first_bounced != NULL) {
-        /* some bounced, others delivered: pipe(8) has one status for
-         * all. Until the agent sends its own DSNs, defer: the bounced
-         * ones are not journaled, so a retry reports them again */
+    if (!dsn_ok) {
         g_autofree char *why = g_strdup_printf(
-            "%u of %u recipients failed permanently: %s", n[RCPT_BOUNCED],
-            rcpts->len, first_bounced->reason);
+            "%u of %u recipients failed permanently and the notification "
+            "to the sender could not be sent (%s): %s", n[RCPT_BOUNCED],
+            rcpts->len, dsn_why, first_bounced->reason);
 
-        g_strlcpy(dsn, first_bounced->dsn, sizeof dsn);
-        dsn[0] = '4';
-        agent_exit(dsn, why);
+        agent_exit("4.3.0", why);
     }
     {
-        g_autofree char *ok = g_strdup_printf(
-            "delivered %u recipients (%u earlier) in %u transactions, "
-            "%u rapid retries", n[RCPT_SENT], n[RCPT_EARLIER],
-            d->transactions, d->rapid_rounds);
+        /* pipe(8) logs the first 100 characters: the DSN part first */
+        g_autofree char *ok =
+            n[RCPT_BOUNCED] == 0
+                ? g_strdup_printf("delivered %u recipients (%u earlier) in "
+                                  "%u transactions, %u rapid retries",
+                                  n[RCPT_SENT], n[RCPT_EARLIER],
+                                  d->transactions, d->rapid_rounds)
+                : g_strdup_printf("delivered %u (%u earlier), %u failed: %s; "
+                                  "%u transactions, %u rapid retries",
+                                  n[RCPT_SENT], n[RCPT_EARLIER],
+                                  n[RCPT_BOUNCED],
+                                  d->sender[0] != '\0'
+                                      ? "DSN sent to the sender"
+                                      : "no DSN (null sender)",
+                                  d->transactions, d->rapid_rounds);
 
         agent_exit("2.0.0", ok);
     }
@@ -360,6 +489,10 @@ main(int argc, char **argv)
         log_error("%s: %s", a.queue_id, why);
         agent_exit("4.3.0", why);
     }
+    /* the delivery log is best effort: it never stops a delivery */
+    d.dblog = dblog_new(conf->log_database, a.queue_id, a.sender,
+                        conf->transcript_mode, conf->log_max_size,
+                        conf->log_retention);
     rcpts = setup_recipients(&d, &a);
     deliver_all(&d, rcpts, a.nexthop);
     agent_finish(&d, rcpts);

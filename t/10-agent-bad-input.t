@@ -20,7 +20,9 @@ sink = SmtpSink({})
 sport = sink.start()
 rrtest.at_cleanup(sink.stop)
 relay = "[127.0.0.1]:%d" % sport
-agent = rrtest.Agent(relay=relay, deadline="20s")
+# DSNs (DESIGN §7) go to /bin/true: never to the host's own Postfix
+agent = rrtest.Agent(relay=relay, deadline="20s",
+                     extra_text="[dsn]\nsendmail = /bin/true\n")
 RCPT = ["u1@d1.test"]
 
 
@@ -76,7 +78,8 @@ check("invalid recipient", res, 69, r"^5\.1\.3 ")
 is_(sink.commands("RCPT"), [], "invalid recipient: never sent to a server")
 
 res = agent.run(["good@d1.test", "user@"], queue_id="ABC124")
-check("valid + invalid recipient", res, 75, r"^4\.\d\.\d ")
+# DESIGN §7: one delivered, one bounced -> the agent's own DSN, exit 0
+check("valid + invalid recipient", res, 0, r"^2\.0\.0 .*DSN sent")
 is_(sink.delivered(), ["good@d1.test"],
     "valid + invalid: the valid one delivered once")
 

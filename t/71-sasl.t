@@ -79,8 +79,8 @@ good = is_(res.rc, 0, "right password: delivered")
 good &= ok(recv.wait_log(r"sasl_method=PLAIN, sasl_username=%s" % USER,
                          since=mark, timeout=10),
            "the receiver logs sasl_method=PLAIN for the user")
-good &= ok([l for l in lines if ">>> AUTH PLAIN ******" in l],
-           "the -v transcript shows AUTH PLAIN ******")
+good &= ok([l for l in lines if re.search(r">>> AUTH PLAIN \*{4,}$", l)],
+           "the -v transcript shows AUTH PLAIN masked")
 good &= ok([l for l in lines if "TLS connection established" in l],
            "AUTH went over TLS")
 if not good:
@@ -95,7 +95,7 @@ is_(res.rc, 0, "AUTH LOGIN: delivered")
 ok(recv_login.wait_log(r"sasl_method=LOGIN, sasl_username=%s" % USER,
                        since=mark, timeout=10),
    "the receiver logs sasl_method=LOGIN")
-ok([l for l in lines if re.search(r">>> \*\*\*\*\*\*$", l)],
+ok([l for l in lines if re.search(r">>> \*{4,}$", l)],
    "the -v transcript masks the LOGIN password line")
 
 # --- 3. a wrong password: deferred with the 535 text ------------------------

@@ -224,7 +224,7 @@ test_schema(void)
     g_assert_cmpint(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st,
                                        NULL), ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
-    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 1);
+    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 2);
     sqlite3_finalize(st);
     sqlite3_close(db);
 
@@ -234,6 +234,60 @@ test_schema(void)
     g_assert_nonnull(error);
     g_assert_nonnull(strstr(error->message, "newer"));
     g_clear_error(&error);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
+/* a version 1 journal (before dsn_sent) keeps its entries when it is
+ * migrated; journal_record_dsn stores the flag per entry */
+static void
+test_migrate_dsn_sent(void)
+{
+    static const JournalEntry e[] = {
+        { "b@example.org", JOURNAL_BOUNCED, NULL, "5.1.1", "550 no" },
+    };
+    static const struct {
+        const char *sql;
+        int want;
+    } cases[] = {
+        { "SELECT dsn_sent FROM journal WHERE recipient = 'old@example.org'",
+          0 },
+        { "SELECT dsn_sent FROM journal WHERE recipient = 'b@example.org'",
+          1 },
+        { "SELECT count(*) FROM journal", 2 },
+    };
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    GError *error = NULL;
+    Journal *j;
+    sqlite3 *db = NULL;
+
+    raw_exec(path, "CREATE TABLE journal (queue_id TEXT NOT NULL,"
+                   " digest TEXT NOT NULL, recipient TEXT NOT NULL,"
+                   " state INTEGER NOT NULL, time INTEGER NOT NULL,"
+                   " relay TEXT, dsn TEXT, reply TEXT,"
+                   " PRIMARY KEY (queue_id, digest, recipient));"
+                   "INSERT INTO journal VALUES ('Q', 'aaaa',"
+                   " 'old@example.org', 1, strftime('%s', 'now'), NULL,"
+                   " NULL, NULL);"
+                   "PRAGMA user_version = 1;");
+    j = open_ok(path, 3600);
+    g_assert_cmpint(lookup(j, "Q", DIGEST_A, "old@example.org"), ==,
+                    JOURNAL_DELIVERED);
+    g_assert_true(journal_record_dsn(j, "Q", DIGEST_A, e, 1, TRUE, &error));
+    g_assert_no_error(error);
+    journal_close(j);
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        sqlite3_stmt *st = NULL;
+
+        g_assert_cmpint(sqlite3_prepare_v2(db, cases[i].sql, -1, &st, NULL),
+                        ==, SQLITE_OK);
+        g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+        g_assert_cmpint(sqlite3_column_int(st, 0), ==, cases[i].want);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
     g_free(path);
     tmpdir_remove(dir);
 }
@@ -442,7 +496,7 @@ test_use_errors(void)
     g_clear_error(&error);
     /* the failed transaction was rolled back: the handle still works */
     raw_exec(path, "CREATE TABLE journal (queue_id, digest, recipient,"
-                   " state, time, relay, dsn, reply,"
+                   " state, time, relay, dsn, reply, dsn_sent,"
                    " PRIMARY KEY (queue_id, digest, recipient))");
     g_assert_true(journal_record(j, "Q1", DIGEST_A, &e, 1, &error));
     g_assert_no_error(error);
@@ -490,6 +544,7 @@ main(int argc, char **argv)
     g_test_add_func("/journal/replace", test_replace);
     g_test_add_func("/journal/expiry", test_expiry);
     g_test_add_func("/journal/schema", test_schema);
+    g_test_add_func("/journal/migrate-dsn-sent", test_migrate_dsn_sent);
     g_test_add_func("/journal/open/errors", test_open_errors);
     g_test_add_func("/journal/open/permissions", test_open_permissions);
     g_test_add_func("/journal/use-errors", test_use_errors);

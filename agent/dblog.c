@@ -1,0 +1,640 @@
+/*
+ * dblog.c - the delivery log (DESIGN §7): rows and SMTP transcripts of a
+ * run kept in memory and written in one transaction at its end, learned
+ * server limits, retention by age and size. Best effort by design: every
+ * failure is logged once and the delivery goes on.
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "dblog.h"
+#include "log.h"
+
+#define DBLOG_BUSY_MS 2000       /* maxproc agents share the file */
+#define DBLOG_PRUNE_ROWS 2000    /* rows removed per run, at most */
+#define DBLOG_LINE_CAP 1000      /* bytes kept per transcript line */
+#define DBLOG_TEXT_CAP (256 * 1024) /* bytes kept per transcript */
+
+struct DbLogConn {
+    guint number;       /* 1-based, within the run */
+    GString *text;      /* transcript, NULL when not kept */
+    gboolean after_334; /* the next client line answers a challenge */
+    gboolean all_sent;  /* every attached row says sent */
+    guint rows;
+    SmtpTranscriptFn chain;
+    gpointer chain_ctx;
+    const char *queue_id;
+    gint64 rowid;       /* in the database, after the flush */
+};
+
+typedef struct {
+    char *recipient, *relay, *dsn, *status, *reply, *note;
+    double delay;
+    double time;
+    guint tx;
+    DbLogConn *conn;
+} Row;
+
+typedef struct {
+    char *server;
+    guint rcpt_limit;
+    gboolean one_domain;
+} Limit;
+
+struct DbLog {
+    sqlite3 *db;        /* NULL = not usable */
+    char *path;
+    char *queue_id, *sender, *run;
+    AgentTranscript mode;
+    guint64 max_size;
+    guint retention;
+    GMutex lock;
+    GPtrArray *conns;   /* DbLogConn* */
+    GPtrArray *rows;    /* Row* */
+    GPtrArray *limits;  /* Limit* */
+};
+
+static __thread DbLogConn *dblog_cur_conn;
+static __thread guint dblog_cur_tx;
+
+/*
+ * Schema migrations by PRAGMA user_version, as in journal.c: step N
+ * brings version N to N + 1 and never changes once released.
+ */
+static const char *const dblog_schema[] = {
+    "CREATE TABLE IF NOT EXISTS attempts ("
+    " id INTEGER PRIMARY KEY, time REAL NOT NULL, run TEXT NOT NULL,"
+    " queue_id TEXT NOT NULL, sender TEXT NOT NULL,"
+    " recipient TEXT NOT NULL, relay TEXT, conn INTEGER, tx INTEGER,"
+    " dsn TEXT, status TEXT NOT NULL, reply TEXT, delay REAL, note TEXT,"
+    " transcript INTEGER);"
+    "CREATE INDEX IF NOT EXISTS attempts_time ON attempts (time);"
+    "CREATE INDEX IF NOT EXISTS attempts_queue_id ON attempts (queue_id);"
+    "CREATE INDEX IF NOT EXISTS attempts_recipient ON attempts"
+    " (recipient COLLATE NOCASE);"
+    "CREATE TABLE IF NOT EXISTS transcripts ("
+    " id INTEGER PRIMARY KEY, time REAL NOT NULL, queue_id TEXT NOT NULL,"
+    " relay TEXT, text TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS transcripts_time ON transcripts (time);"
+    "CREATE TABLE IF NOT EXISTS limits ("
+    " server TEXT PRIMARY KEY, rcpt_limit INTEGER NOT NULL,"
+    " one_domain INTEGER NOT NULL, time INTEGER NOT NULL);",
+};
+
+/* row_free - one buffered row */
+static void
+row_free(Row *r)
+{
+    g_free(r->recipient);
+    g_free(r->relay);
+    g_free(r->dsn);
+    g_free(r->status);
+    g_free(r->reply);
+    g_free(r->note);
+    g_free(r);
+}
+
+/* conn_free - one connection's buffer */
+static void
+conn_free(DbLogConn *c)
+{
+    if (c->text != NULL)
+        g_string_free(c->text, TRUE);
+    g_free(c);
+}
+
+/* limit_free - one learned limit */
+static void
+limit_free(Limit *l)
+{
+    g_free(l->server);
+    g_free(l);
+}
+
+/* dblog_error_quark - the error domain of this module */
+static GQuark
+dblog_error_quark(void)
+{
+    return g_quark_from_static_string("dblog-error-quark");
+}
+
+/* dblog_exec - run SQL without rows; FALSE + error naming WHAT */
+static gboolean
+dblog_exec(DbLog *l, const char *sql, const char *what, GError **error)
+{
+    if (sqlite3_exec(l->db, sql, NULL, NULL, NULL) == SQLITE_OK)
+        return TRUE;
+    g_set_error(error, dblog_error_quark(), sqlite3_extended_errcode(l->db),
+                "delivery log %s: %s: %s", l->path, what,
+                sqlite3_errmsg(l->db));
+    return FALSE;
+}
+
+/* dblog_int - the first column of a one-row query, or -1 */
+static gint64
+dblog_int(DbLog *l, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    gint64 v = -1;
+
+    if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) == SQLITE_OK
+        && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* dblog_migrate - create or update the schema; only writes when the
+ * version is behind, so a current database costs one read */
+static gboolean
+dblog_migrate(DbLog *l, GError **error)
+{
+    int want = (int)G_N_ELEMENTS(dblog_schema);
+    gint64 v = dblog_int(l, "PRAGMA user_version");
+    g_autofree char *sql = NULL;
+
+    if (v < 0)
+        return dblog_exec(l, "PRAGMA user_version", "cannot read", error);
+    if (v == want)
+        return TRUE;
+    if (v > want) {
+        g_set_error(error, dblog_error_quark(), 0, "delivery log %s: schema "
+                    "version %" G_GINT64_FORMAT " is newer than this "
+                    "program knows (%d)", l->path, v, want);
+        return FALSE;
+    }
+    if (!dblog_exec(l, "BEGIN IMMEDIATE", "cannot begin", error))
+        return FALSE;
+    v = dblog_int(l, "PRAGMA user_version"); /* another agent may have */
+    for (gint64 i = MAX(v, 0); i < want; i++)
+        if (!dblog_exec(l, dblog_schema[i], "cannot create schema", error))
+            goto fail;
+    sql = g_strdup_printf("PRAGMA user_version = %d", want);
+    if (dblog_exec(l, sql, "cannot write", error)
+        && dblog_exec(l, "COMMIT", "cannot commit", error))
+        return TRUE;
+fail:
+    sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    return FALSE;
+}
+
+/* dblog_open_db - open and prepare the file; FALSE + error */
+static gboolean
+dblog_open_db(DbLog *l, GError **error)
+{
+    int rc = sqlite3_open_v2(l->path, &l->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                                 | SQLITE_OPEN_FULLMUTEX, NULL);
+
+    if (rc != SQLITE_OK) {
+        g_set_error(error, dblog_error_quark(), rc, "delivery log %s: "
+                    "cannot open: %s", l->path,
+                    l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
+        return FALSE;
+    }
+    if (sqlite3_db_readonly(l->db, "main") == 1) {
+        g_set_error(error, dblog_error_quark(), SQLITE_READONLY,
+                    "delivery log %s: cannot open: file is read-only",
+                    l->path);
+        return FALSE;
+    }
+    sqlite3_busy_timeout(l->db, DBLOG_BUSY_MS);
+    /* auto_vacuum only takes effect before the first table exists */
+    return dblog_exec(l, "PRAGMA auto_vacuum = INCREMENTAL", "cannot set "
+                      "auto_vacuum", error)
+           && dblog_exec(l, "PRAGMA journal_mode = WAL", "cannot set WAL "
+                         "mode", error)
+           && dblog_exec(l, "PRAGMA synchronous = NORMAL", "cannot set "
+                         "synchronous", error)
+           && dblog_migrate(l, error);
+}
+
+DbLog *
+dblog_new(const char *path, const char *queue_id, const char *sender,
+          AgentTranscript mode, guint64 max_size, guint retention)
+{
+    DbLog *l = g_new0(DbLog, 1);
+    GError *err = NULL;
+
+    g_mutex_init(&l->lock);
+    l->queue_id = g_strdup(queue_id);
+    l->sender = g_strdup(sender);
+    l->run = g_strdup_printf("%" G_GINT64_FORMAT ".%d",
+                             g_get_real_time(), (int)getpid());
+    l->mode = mode;
+    l->max_size = max_size;
+    l->retention = retention;
+    l->conns = g_ptr_array_new_with_free_func((GDestroyNotify)conn_free);
+    l->rows = g_ptr_array_new_with_free_func((GDestroyNotify)row_free);
+    l->limits = g_ptr_array_new_with_free_func((GDestroyNotify)limit_free);
+    dblog_cur_conn = NULL;
+    dblog_cur_tx = 0;
+    if (path == NULL || path[0] == '\0' || strcmp(path, "none") == 0)
+        return l;
+    l->path = g_strdup(path);
+    if (!dblog_open_db(l, &err)) {
+        log_warning("%s: %s; delivering without the delivery log",
+                    queue_id, err->message);
+        g_error_free(err);
+        sqlite3_close_v2(l->db);
+        l->db = NULL;
+    }
+    return l;
+}
+
+void
+dblog_free(DbLog *l)
+{
+    if (l == NULL)
+        return;
+    sqlite3_close_v2(l->db);
+    g_ptr_array_unref(l->rows);
+    g_ptr_array_unref(l->conns);
+    g_ptr_array_unref(l->limits);
+    g_mutex_clear(&l->lock);
+    g_free(l->path);
+    g_free(l->queue_id);
+    g_free(l->sender);
+    g_free(l->run);
+    g_free(l);
+}
+
+gboolean
+dblog_usable(const DbLog *l)
+{
+    return l != NULL && l->db != NULL;
+}
+
+DbLogConn *
+dblog_conn_begin(DbLog *l, SmtpTranscriptFn chain, gpointer chain_ctx)
+{
+    DbLogConn *c = g_new0(DbLogConn, 1);
+
+    c->chain = chain;
+    c->chain_ctx = chain_ctx;
+    c->all_sent = TRUE;
+    c->queue_id = l->queue_id;
+    if (l->db != NULL && l->mode != AGENT_TRANSCRIPT_NO)
+        c->text = g_string_new(NULL);
+    g_mutex_lock(&l->lock);
+    g_ptr_array_add(l->conns, c);
+    c->number = l->conns->len;
+    g_mutex_unlock(&l->lock);
+    dblog_cur_conn = c;
+    dblog_cur_tx = 0;
+    return c->text != NULL || chain != NULL ? c : NULL;
+}
+
+char *
+dblog_mask(char dir, const char *line, gboolean *after_334)
+{
+    if (dir != '>') {
+        *after_334 = g_str_has_prefix(line, "334");
+        return g_strdup(line);
+    }
+    if (*after_334) { /* an answer to a SASL challenge (RFC 4954 §4) */
+        *after_334 = FALSE;
+        return g_strdup("****");
+    }
+    if (g_ascii_strncasecmp(line, "AUTH ", 5) == 0) {
+        const char *mech = line + 5;
+        const char *sp = strchr(mech, ' ');
+
+        if (sp != NULL) /* an initial response follows the mechanism */
+            return g_strdup_printf("%.*s ****", (int)(sp - line), line);
+    }
+    return g_strdup(line);
+}
+
+void
+dblog_transcript(gpointer ctx, char dir, const char *line)
+{
+    DbLogConn *c = ctx;
+    g_autofree char *masked = dblog_mask(dir, line, &c->after_334);
+
+    if (c->chain != NULL)
+        c->chain(c->chain_ctx, dir, masked);
+    if (c->text != NULL && c->text->len < DBLOG_TEXT_CAP) {
+        g_autofree char *safe = log_printable(masked, -1, DBLOG_LINE_CAP);
+
+        g_string_append_printf(c->text, "%c %s\n", dir, safe);
+    }
+}
+
+void
+dblog_set_transaction(guint tx)
+{
+    dblog_cur_tx = tx;
+}
+
+void
+dblog_attempt(DbLog *l, const DbLogAttempt *a)
+{
+    Row *r = g_new0(Row, 1);
+
+    r->recipient = g_strdup(a->recipient);
+    r->relay = g_strdup(a->relay);
+    r->dsn = g_strdup(a->dsn);
+    r->status = g_strdup(a->status);
+    r->reply = g_strdup(a->reply);
+    r->delay = a->delay;
+    r->time = g_get_real_time() / 1e6;
+    r->tx = dblog_cur_tx;
+    r->conn = dblog_cur_conn;
+    g_mutex_lock(&l->lock);
+    if (r->conn != NULL) {
+        r->conn->rows++;
+        if (strcmp(a->status, "sent") != 0)
+            r->conn->all_sent = FALSE;
+    }
+    g_ptr_array_add(l->rows, r);
+    g_mutex_unlock(&l->lock);
+}
+
+void
+dblog_note(DbLog *l, const char *recipient, const char *note)
+{
+    g_mutex_lock(&l->lock);
+    for (guint i = 0; i < l->rows->len; i++) {
+        Row *r = g_ptr_array_index(l->rows, i);
+
+        if (strcmp(r->recipient, recipient) == 0) {
+            g_free(r->note);
+            r->note = g_strdup(note);
+        }
+    }
+    g_mutex_unlock(&l->lock);
+}
+
+gboolean
+dblog_limits_get(DbLog *l, const char *server, guint max_age,
+                 guint *rcpt_limit, gboolean *one_domain)
+{
+    static const char sql[] = "SELECT rcpt_limit, one_domain FROM limits"
+                              " WHERE server = ? AND time >= ?";
+    sqlite3_stmt *st = NULL;
+    gboolean found = FALSE;
+    int rc;
+
+    if (l->db == NULL)
+        return FALSE;
+    g_mutex_lock(&l->lock);
+    if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        log_warning("%s: delivery log %s: cannot read limits: %s",
+                    l->queue_id, l->path, sqlite3_errmsg(l->db));
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, server, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, g_get_real_time() / G_USEC_PER_SEC - max_age);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *rcpt_limit = (guint)sqlite3_column_int(st, 0);
+        *one_domain = sqlite3_column_int(st, 1) != 0;
+        found = TRUE;
+    } else if (rc != SQLITE_DONE)
+        log_warning("%s: delivery log %s: cannot read limits: %s",
+                    l->queue_id, l->path, sqlite3_errmsg(l->db));
+out:
+    sqlite3_finalize(st);
+    g_mutex_unlock(&l->lock);
+    return found;
+}
+
+void
+dblog_limits_put(DbLog *l, const char *server, guint rcpt_limit,
+                 gboolean one_domain)
+{
+    Limit *lim = NULL;
+
+    g_mutex_lock(&l->lock);
+    for (guint i = 0; i < l->limits->len && lim == NULL; i++)
+        if (strcmp(((Limit *)g_ptr_array_index(l->limits, i))->server,
+                   server) == 0)
+            lim = g_ptr_array_index(l->limits, i);
+    if (lim == NULL) {
+        lim = g_new0(Limit, 1);
+        lim->server = g_strdup(server);
+        g_ptr_array_add(l->limits, lim);
+    }
+    lim->rcpt_limit = rcpt_limit;
+    lim->one_domain = one_domain;
+    g_mutex_unlock(&l->lock);
+}
+
+/* conn_kept - whether a connection's transcript goes to the database */
+static gboolean
+conn_kept(const DbLog *l, const DbLogConn *c)
+{
+    if (c->text == NULL || c->text->len == 0)
+        return FALSE;
+    if (l->mode == AGENT_TRANSCRIPT_YES)
+        return TRUE;
+    /* on-failure: some row was not sent, or the connection ended before
+     * any recipient was reported on it */
+    return !c->all_sent || c->rows == 0;
+}
+
+/* conn_relay - the relay of the first row on connection C, or NULL */
+static const char *
+conn_relay(const DbLog *l, const DbLogConn *c)
+{
+    for (guint i = 0; i < l->rows->len; i++) {
+        const Row *r = g_ptr_array_index(l->rows, i);
+
+        if (r->conn == c && r->relay != NULL)
+            return r->relay;
+    }
+    return NULL;
+}
+
+/* flush_transcripts - insert the kept transcripts, noting their ids */
+static gboolean
+flush_transcripts(DbLog *l, double now, GError **error)
+{
+    static const char sql[] = "INSERT INTO transcripts (time, queue_id,"
+                              " relay, text) VALUES (?, ?, ?, ?)";
+    sqlite3_stmt *st = NULL;
+    gboolean ok = TRUE;
+
+    for (guint i = 0; i < l->conns->len && ok; i++) {
+        DbLogConn *c = g_ptr_array_index(l->conns, i);
+
+        c->rowid = 0;
+        if (!conn_kept(l, c))
+            continue;
+        if (st == NULL
+            && sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
+            ok = FALSE;
+            break;
+        }
+        sqlite3_reset(st);
+        sqlite3_bind_double(st, 1, now);
+        sqlite3_bind_text(st, 2, l->queue_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, conn_relay(l, c), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, c->text->str, (int)c->text->len,
+                          SQLITE_STATIC);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+        c->rowid = sqlite3_last_insert_rowid(l->db);
+    }
+    if (!ok)
+        g_set_error(error, dblog_error_quark(), sqlite3_errcode(l->db),
+                    "delivery log %s: cannot write transcripts: %s",
+                    l->path, sqlite3_errmsg(l->db));
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* flush_rows - insert the attempt rows */
+static gboolean
+flush_rows(DbLog *l, GError **error)
+{
+    static const char sql[] =
+        "INSERT INTO attempts (time, run, queue_id, sender, recipient,"
+        " relay, conn, tx, dsn, status, reply, delay, note, transcript)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    sqlite3_stmt *st = NULL;
+    gboolean ok = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) == SQLITE_OK;
+
+    for (guint i = 0; i < l->rows->len && ok; i++) {
+        const Row *r = g_ptr_array_index(l->rows, i);
+
+        sqlite3_reset(st);
+        sqlite3_bind_double(st, 1, r->time);
+        sqlite3_bind_text(st, 2, l->run, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, l->queue_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, l->sender, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, r->recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, r->relay, -1, SQLITE_STATIC);
+        if (r->conn != NULL)
+            sqlite3_bind_int(st, 7, (int)r->conn->number);
+        else
+            sqlite3_bind_null(st, 7);
+        if (r->tx > 0)
+            sqlite3_bind_int(st, 8, (int)r->tx);
+        else
+            sqlite3_bind_null(st, 8);
+        sqlite3_bind_text(st, 9, r->dsn, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 10, r->status, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 11, r->reply, -1, SQLITE_STATIC);
+        sqlite3_bind_double(st, 12, r->delay);
+        sqlite3_bind_text(st, 13, r->note, -1, SQLITE_STATIC);
+        if (r->conn != NULL && r->conn->rowid > 0)
+            sqlite3_bind_int64(st, 14, r->conn->rowid);
+        else
+            sqlite3_bind_null(st, 14);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+    }
+    if (!ok)
+        g_set_error(error, dblog_error_quark(), sqlite3_errcode(l->db),
+                    "delivery log %s: cannot write rows: %s", l->path,
+                    sqlite3_errmsg(l->db));
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* flush_limits - upsert the limits learned in this run */
+static gboolean
+flush_limits(DbLog *l, gint64 now, GError **error)
+{
+    static const char sql[] = "INSERT OR REPLACE INTO limits (server,"
+                              " rcpt_limit, one_domain, time)"
+                              " VALUES (?, ?, ?, ?)";
+    sqlite3_stmt *st = NULL;
+    gboolean ok = TRUE;
+
+    if (l->limits->len == 0)
+        return TRUE;
+    ok = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) == SQLITE_OK;
+    for (guint i = 0; i < l->limits->len && ok; i++) {
+        const Limit *lim = g_ptr_array_index(l->limits, i);
+
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, lim->server, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, (int)lim->rcpt_limit);
+        sqlite3_bind_int(st, 3, lim->one_domain ? 1 : 0);
+        sqlite3_bind_int64(st, 4, now);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+    }
+    if (!ok)
+        g_set_error(error, dblog_error_quark(), sqlite3_errcode(l->db),
+                    "delivery log %s: cannot write limits: %s", l->path,
+                    sqlite3_errmsg(l->db));
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* dblog_prune - retention by age, then by size: a bounded number of the
+ * oldest rows per run, so no run pays for a big backlog at once */
+static void
+dblog_prune(DbLog *l, gint64 now)
+{
+    g_autofree char *age = NULL;
+    gint64 pages, free_pages, page_size;
+    const char *why = NULL;
+
+    age = g_strdup_printf(
+        "BEGIN IMMEDIATE;"
+        "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
+        " WHERE time < %1$" G_GINT64_FORMAT " ORDER BY id LIMIT %2$d);"
+        "DELETE FROM transcripts WHERE id IN (SELECT id FROM transcripts"
+        " WHERE time < %1$" G_GINT64_FORMAT " ORDER BY id LIMIT %2$d);"
+        "DELETE FROM limits WHERE time < %1$" G_GINT64_FORMAT ";"
+        "COMMIT;", now - (gint64)l->retention, DBLOG_PRUNE_ROWS);
+    if (sqlite3_exec(l->db, age, NULL, NULL, NULL) != SQLITE_OK) {
+        why = "age";
+        goto out;
+    }
+    if (l->max_size == 0)
+        goto out;
+    pages = dblog_int(l, "PRAGMA page_count");
+    free_pages = dblog_int(l, "PRAGMA freelist_count");
+    page_size = dblog_int(l, "PRAGMA page_size");
+    if (pages < 0 || free_pages < 0 || page_size < 0
+        || (guint64)((pages - free_pages) * page_size) <= l->max_size)
+        goto out;
+    if (sqlite3_exec(l->db,
+            "BEGIN IMMEDIATE;"
+            "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
+            " ORDER BY id LIMIT " G_STRINGIFY(DBLOG_PRUNE_ROWS) ");"
+            "DELETE FROM transcripts WHERE id IN (SELECT id FROM"
+            " transcripts ORDER BY id LIMIT "
+            G_STRINGIFY(DBLOG_PRUNE_ROWS) ");"
+            "COMMIT;"
+            "PRAGMA incremental_vacuum(1000);", NULL, NULL, NULL)
+        != SQLITE_OK)
+        why = "size";
+    else
+        log_info("%s: delivery log %s over %" G_GUINT64_FORMAT " bytes: "
+                 "oldest rows removed", l->queue_id, l->path, l->max_size);
+out:
+    if (why != NULL) {
+        log_warning("%s: delivery log %s: retention by %s failed: %s",
+                    l->queue_id, l->path, why, sqlite3_errmsg(l->db));
+        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+}
+
+gboolean
+dblog_flush(DbLog *l, GError **error)
+{
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    gboolean ok = FALSE;
+
+    if (l->db == NULL)
+        return TRUE; /* already logged at open */
+    g_mutex_lock(&l->lock);
+    if (!dblog_exec(l, "BEGIN IMMEDIATE", "cannot begin", error))
+        goto out;
+    ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
+         && flush_limits(l, now, error)
+         && dblog_exec(l, "COMMIT", "cannot commit", error);
+    if (!ok)
+        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    else
+        dblog_prune(l, now);
+out:
+    g_mutex_unlock(&l->lock);
+    return ok;
+}

@@ -1,0 +1,69 @@
+/*
+ * dblog.h - the delivery log: one row per recipient per attempt, the SMTP
+ * conversation of each connection when configured, and the per-server
+ * limits learned by earlier runs (DESIGN §7). Its own SQLite file, apart
+ * from the journal: nothing here may block or fail a delivery. Rows are
+ * kept in memory during the run and written once at its end.
+ */
+#ifndef RR_DBLOG_H
+#define RR_DBLOG_H
+
+#include <glib.h>
+#include "conf.h"
+#include "smtp.h"
+
+typedef struct DbLog DbLog;
+typedef struct DbLogConn DbLogConn;
+
+typedef struct {
+    const char *recipient;
+    const char *relay;   /* NULL = none */
+    const char *dsn;
+    const char *status;  /* sent, bounced, deferred */
+    const char *reply;   /* Postfix-style reason */
+    double delay;        /* seconds since the agent started */
+} DbLogAttempt;
+
+/* dblog_new - the log of one run; PATH "none" or NULL disables it. The
+ * database is opened here (WAL, short busy timeout); when that fails the
+ * reason is logged once and the run goes on without it. */
+DbLog *dblog_new(const char *path, const char *queue_id, const char *sender,
+                 AgentTranscript mode, guint64 max_size, guint retention);
+void dblog_free(DbLog *l);
+/* dblog_usable - the database is open */
+gboolean dblog_usable(const DbLog *l);
+
+/* dblog_conn_begin - a new connection attempt of the calling thread; its
+ * rows and transcript belong together. Returns the transcript context
+ * for SmtpOptions (NULL when nothing needs the lines); CHAIN (may be
+ * NULL) also gets every line, after AUTH secrets are masked. */
+DbLogConn *dblog_conn_begin(DbLog *l, SmtpTranscriptFn chain,
+                            gpointer chain_ctx);
+/* dblog_transcript - SmtpTranscriptFn for the context above */
+void dblog_transcript(gpointer ctx, char dir, const char *line);
+/* dblog_set_transaction - the transaction number of the calling
+ * thread's current round, for the rows reported in it */
+void dblog_set_transaction(guint tx);
+/* dblog_attempt - one row, attached to the thread's current connection */
+void dblog_attempt(DbLog *l, const DbLogAttempt *a);
+/* dblog_note - a note (e.g. "DSN sent") on this run's rows of RECIPIENT */
+void dblog_note(DbLog *l, const char *recipient, const char *note);
+
+/* dblog_limits_get - a limit for SERVER learned in the last MAX_AGE
+ * seconds; FALSE when none (or the database is unusable) */
+gboolean dblog_limits_get(DbLog *l, const char *server, guint max_age,
+                          guint *rcpt_limit, gboolean *one_domain);
+/* dblog_limits_put - remember a learned limit (written by dblog_flush) */
+void dblog_limits_put(DbLog *l, const char *server, guint rcpt_limit,
+                      gboolean one_domain);
+
+/* dblog_flush - write everything in one transaction, then enforce
+ * retention and size with a bounded amount of work; FALSE + error when
+ * the rows could not be written (the caller logs it and goes on) */
+gboolean dblog_flush(DbLog *l, GError **error);
+
+/* dblog_mask - LINE as it may be stored: AUTH arguments and the answers
+ * to 334 challenges become "****". *AFTER_334 tracks the state. */
+char *dblog_mask(char dir, const char *line, gboolean *after_334);
+
+#endif

@@ -1,0 +1,404 @@
+/*
+ * dsn.c - RFC 3464 delivery status notifications written by the agent
+ * for recipients that failed for good in a batch that pipe(8) cannot
+ * bounce as a whole (DESIGN §7), submitted with the null sender.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "dsn.h"
+#include "log.h"
+
+#define DSN_HEADERS_MAX (64 * 1024)        /* returned header section */
+#define DSN_FULL_MAX (10 * 1024 * 1024)    /* returned whole message */
+#define DSN_FOLD 76                        /* folded field width */
+
+/* dsn_error_quark - the error domain of this module */
+static GQuark
+dsn_error_quark(void)
+{
+    return g_quark_from_static_string("dsn-error-quark");
+}
+
+/* dsn_date - RFC 5322 §3.3 date in English, whatever the locale */
+static char *
+dsn_date(gint64 now)
+{
+    static const char *const wday[] = {"Mon", "Tue", "Wed", "Thu", "Fri",
+                                       "Sat", "Sun"};
+    static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May",
+                                      "Jun", "Jul", "Aug", "Sep", "Oct",
+                                      "Nov", "Dec"};
+    g_autoptr(GDateTime) t = g_date_time_new_from_unix_local(now);
+    g_autofree char *zone = g_date_time_format(t, "%z");
+
+    return g_strdup_printf("%s, %d %s %d %02d:%02d:%02d %s",
+                           wday[g_date_time_get_day_of_week(t) - 1],
+                           g_date_time_get_day_of_month(t),
+                           mon[g_date_time_get_month(t) - 1],
+                           g_date_time_get_year(t), g_date_time_get_hour(t),
+                           g_date_time_get_minute(t),
+                           g_date_time_get_second(t), zone);
+}
+
+/* dsn_clean - TEXT with CR, LF and other controls made harmless, so no
+ * value can start a header or part of its own */
+static char *
+dsn_clean(const char *text)
+{
+    char *s = g_strdup(text != NULL ? text : "");
+
+    for (char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    return s;
+}
+
+/* dsn_field - "Name: value" folded at white space to about DSN_FOLD
+ * columns (RFC 5322 §2.2.3), appended to OUT */
+static void
+dsn_field(GString *out, const char *name, const char *value)
+{
+    g_autofree char *v = dsn_clean(value);
+    gsize col = strlen(name) + 2;
+    char **words = g_strsplit(v, " ", -1);
+    gboolean first = TRUE;
+
+    g_string_append_printf(out, "%s:", name);
+    for (char **w = words; *w != NULL; w++) {
+        gsize len = strlen(*w);
+
+        if (len == 0)
+            continue;
+        if (!first && col + 1 + len > DSN_FOLD) {
+            g_string_append(out, "\n   ");
+            col = 3;
+        } else {
+            g_string_append_c(out, ' ');
+            col++;
+        }
+        g_string_append(out, *w);
+        col += len;
+        first = FALSE;
+    }
+    g_string_append_c(out, '\n');
+    g_strfreev(words);
+}
+
+/* dsn_is_ascii - only 7-bit bytes */
+static gboolean
+dsn_is_ascii(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s >= 0x80)
+            return FALSE;
+    return TRUE;
+}
+
+/* dsn_remote_mta - the host name of "host[addr]:port", or NULL */
+static char *
+dsn_remote_mta(const char *relay)
+{
+    const char *b;
+
+    if (relay == NULL || relay[0] == '\0' || strcmp(relay, "none") == 0)
+        return NULL;
+    b = strchr(relay, '[');
+    if (b == relay) { /* "[addr]:port": no name */
+        const char *e = strchr(relay, ']');
+
+        return e != NULL ? g_strndup(relay + 1, (gsize)(e - relay - 1))
+                         : NULL;
+    }
+    return b != NULL ? g_strndup(relay, (gsize)(b - relay))
+                     : g_strdup(relay);
+}
+
+/* dsn_human - the text/plain part: what happened, in words */
+static void
+dsn_human(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
+          gsize n)
+{
+    g_string_append_printf(out,
+        "This is the mail system at host %s.\n\n"
+        "Your message could not be delivered to %s of its recipients.\n"
+        "It was delivered to the others or is still being tried for\n"
+        "them; you get no other notice for the ones listed here. This is\n"
+        "a permanent error.\n\n"
+        "For further assistance, please contact your postmaster and\n"
+        "include this report.\n\n", info->reporting_mta,
+        n == 1 ? "one" : "some");
+    for (gsize i = 0; i < n; i++) {
+        g_autofree char *rc = dsn_clean(rcpts[i].recipient);
+        g_autofree char *why = dsn_clean(rcpts[i].reason);
+
+        g_string_append_printf(out, "<%s>: %s\n\n", rc, why);
+    }
+}
+
+/* dsn_status_part - the message/delivery-status body (RFC 3464 §2) */
+static void
+dsn_status_part(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
+                gsize n)
+{
+    g_autofree char *mta = g_strdup_printf("dns; %s", info->reporting_mta);
+
+    dsn_field(out, "Reporting-MTA", mta);
+    dsn_field(out, "X-RapidRetry-Queue-ID", info->queue_id);
+    for (gsize i = 0; i < n; i++) {
+        const DsnRecipient *r = &rcpts[i];
+        g_autofree char *remote = dsn_remote_mta(r->relay);
+        g_autofree char *fr = g_strdup_printf(
+            "%s; %s", dsn_is_ascii(r->recipient) ? "rfc822" : "utf-8",
+            r->recipient);
+
+        g_string_append_c(out, '\n');
+        dsn_field(out, "Final-Recipient", fr);
+        dsn_field(out, "Action", "failed");
+        dsn_field(out, "Status", r->status);
+        if (remote != NULL) {
+            g_autofree char *rm = g_strdup_printf("dns; %s", remote);
+
+            dsn_field(out, "Remote-MTA", rm);
+        }
+        if (r->diagnostic != NULL && r->diagnostic[0] != '\0') {
+            g_autofree char *dc = g_strdup_printf("smtp; %s",
+                                                  r->diagnostic);
+
+            dsn_field(out, "Diagnostic-Code", dc);
+        } else if (r->reason != NULL) {
+            g_autofree char *dc = g_strdup_printf("X-RapidRetry; %s",
+                                                  r->reason);
+
+            dsn_field(out, "Diagnostic-Code", dc);
+        }
+    }
+}
+
+/* unstuff_sink - collect the DATA stream of the spool */
+static gboolean
+unstuff_sink(gpointer ctx, const char *buf, gsize len, GError **error)
+{
+    GString *s = ctx;
+
+    (void)error;
+    if (s->len + len > DSN_FULL_MAX + 16) {
+        g_set_error(error, dsn_error_quark(), 0, "message too large");
+        return FALSE;
+    }
+    g_string_append_len(s, buf, (gssize)len);
+    return TRUE;
+}
+
+/* dsn_original - the message back in its stdin form (LF line ends, no
+ * dot-stuffing), or NULL when it is too large or cannot be read */
+static GString *
+dsn_original(Spool *sp)
+{
+    g_autoptr(GString) data = g_string_new(NULL);
+    GString *out;
+    GError *err = NULL;
+    const char *p, *end;
+
+    if (!spool_send(sp, unstuff_sink, data, &err)) {
+        g_clear_error(&err);
+        return NULL;
+    }
+    if (data->len >= 3 && strcmp(data->str + data->len - 3, ".\r\n") == 0)
+        g_string_truncate(data, data->len - 3);
+    out = g_string_sized_new(data->len);
+    for (p = data->str, end = data->str + data->len; p < end;) {
+        const char *nl = memchr(p, '\n', (gsize)(end - p));
+        const char *e = nl != NULL ? nl : end;
+        const char *line = p;
+
+        if (line < e && *line == '.') /* undo dot-stuffing */
+            line++;
+        if (e > line && e[-1] == '\r')
+            g_string_append_len(out, line, e - line - 1);
+        else
+            g_string_append_len(out, line, e - line);
+        if (nl != NULL)
+            g_string_append_c(out, '\n');
+        p = nl != NULL ? nl + 1 : end;
+    }
+    return out;
+}
+
+/* dsn_returned - the third part: the original message or its headers */
+static gboolean
+dsn_returned(GString *out, const DsnInfo *info, Spool *sp, GError **error)
+{
+    g_autoptr(GString) body = NULL;
+    gboolean whole = FALSE;
+
+    if (info->full_message) {
+        body = dsn_original(sp);
+        whole = body != NULL;
+    }
+    if (body == NULL) {
+        body = spool_headers(sp, DSN_HEADERS_MAX, error);
+        if (body == NULL)
+            return FALSE;
+    }
+    g_string_append_printf(out,
+        "Content-Description: %s\n"
+        "Content-Type: %s\n%s\n",
+        whole ? "Undelivered Message" : "Undelivered Message Headers",
+        whole ? "message/rfc822" : "text/rfc822-headers",
+        spool_has_8bit(sp) ? "Content-Transfer-Encoding: 8bit\n" : "");
+    g_string_append_len(out, body->str, (gssize)body->len);
+    if (body->len > 0 && body->str[body->len - 1] != '\n')
+        g_string_append_c(out, '\n');
+    return TRUE;
+}
+
+GString *
+dsn_compose(const DsnInfo *info, const DsnRecipient *rcpts, gsize n,
+            Spool *sp, GError **error)
+{
+    GString *out = g_string_new(NULL);
+    g_autofree char *date = dsn_date(info->now);
+    g_autofree char *to = dsn_clean(info->sender);
+    g_autofree char *mta = dsn_clean(info->reporting_mta);
+    g_autofree char *boundary = g_strdup_printf(
+        "%s.%" G_GINT64_FORMAT "/%s", info->queue_id, info->now, mta);
+
+    g_string_append_printf(out,
+        "From: Mail Delivery System <MAILER-DAEMON@%s>\n"
+        "To: <%s>\n"
+        "Subject: Undelivered Mail Returned to Sender\n"
+        "Date: %s\n"
+        "Message-Id: <%s.%" G_GINT64_FORMAT ".rapidretry@%s>\n"
+        "Auto-Submitted: auto-replied\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: multipart/report; report-type=delivery-status;\n"
+        "\tboundary=\"%s\"\n"
+        "\n"
+        "This is a MIME-encapsulated message.\n\n",
+        mta, to, date, info->queue_id, info->now, mta, boundary);
+    g_string_append_printf(out,
+        "--%s\n"
+        "Content-Description: Notification\n"
+        "Content-Type: text/plain; charset=utf-8\n\n", boundary);
+    dsn_human(out, info, rcpts, n);
+    g_string_append_printf(out,
+        "--%s\n"
+        "Content-Description: Delivery report\n"
+        "Content-Type: message/delivery-status\n\n", boundary);
+    dsn_status_part(out, info, rcpts, n);
+    g_string_append_printf(out, "\n--%s\n", boundary);
+    if (!dsn_returned(out, info, sp, error)) {
+        g_string_free(out, TRUE);
+        return NULL;
+    }
+    g_string_append_printf(out, "\n--%s--\n", boundary);
+    return out;
+}
+
+/* write_all - the whole buffer to FD; FALSE + errno on failure */
+static gboolean
+write_all(int fd, const char *buf, gsize len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return FALSE;
+        buf += n;
+        len -= (gsize)n;
+    }
+    return TRUE;
+}
+
+/* read_some - up to CAP bytes of FD until EOF, into OUT */
+static void
+read_some(int fd, GString *out, gsize cap)
+{
+    char buf[4096];
+    ssize_t n;
+
+    while ((n = read(fd, buf, sizeof buf)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        if (out->len < cap)
+            g_string_append_len(out, buf, MIN((gsize)n, cap - out->len));
+    }
+}
+
+gboolean
+dsn_submit(const char *command, const char *to, const GString *msg,
+           GError **error)
+{
+    g_auto(GStrv) cmd = NULL;
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    g_autoptr(GString) said = g_string_new(NULL);
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    GPid pid = 0;
+    GError *err = NULL;
+    gboolean ok = FALSE, wrote;
+    int status = 0;
+
+    if (!g_shell_parse_argv(command, NULL, &cmd, &err))
+        goto out;
+    for (char **a = cmd; *a != NULL; a++)
+        g_ptr_array_add(argv, *a);
+    g_ptr_array_add(argv, "-f");
+    g_ptr_array_add(argv, "<>");
+    g_ptr_array_add(argv, "--");
+    g_ptr_array_add(argv, (gpointer)to);
+    g_ptr_array_add(argv, NULL);
+    if (!g_unix_open_pipe(in, FD_CLOEXEC, &err)
+        || !g_unix_open_pipe(out, FD_CLOEXEC, &err))
+        goto out;
+    /* its stdout and stderr both come back to us: never to our stderr */
+    if (!g_spawn_async_with_fds(NULL, (char **)argv->pdata, NULL,
+                                G_SPAWN_DO_NOT_REAP_CHILD
+                                    | G_SPAWN_SEARCH_PATH,
+                                NULL, NULL, &pid, in[0], out[1], out[1],
+                                &err))
+        goto out;
+    close(in[0]);
+    close(out[1]);
+    in[0] = out[1] = -1;
+    wrote = write_all(in[1], msg->str, msg->len);
+    close(in[1]);
+    in[1] = -1;
+    read_some(out[0], said, 300);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    g_spawn_close_pid(pid);
+    if (wrote && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        ok = TRUE;
+        goto out;
+    }
+    {
+        g_autofree char *text = log_printable(said->str, (gssize)said->len,
+                                              300);
+
+        g_set_error(&err, dsn_error_quark(), 0, "%s %s: %s", cmd[0],
+                    !wrote                ? "did not read the message"
+                    : WIFEXITED(status)   ? "failed"
+                                          : "was killed",
+                    text[0] != '\0' ? text : "no output");
+    }
+out:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0)
+            close(in[i]);
+        if (out[i] >= 0)
+            close(out[i]);
+    }
+    if (err != NULL)
+        g_propagate_prefixed_error(error, err, "cannot submit DSN: ");
+    return ok;
+}

@@ -1,0 +1,42 @@
+/*
+ * dsn.h - the agent's own delivery status notifications (RFC 3464
+ * multipart/report) for recipients that failed for good while others of
+ * the batch were delivered (DESIGN §7), and their submission through
+ * Postfix's sendmail with the null sender.
+ */
+#ifndef RR_DSN_H
+#define RR_DSN_H
+
+#include <glib.h>
+#include "spool.h"
+
+/* One failed recipient of the report. */
+typedef struct {
+    const char *recipient;  /* envelope recipient, as pipe(8) gave it */
+    const char *status;     /* X.Y.Z, 5.x.x */
+    const char *relay;      /* "host[addr]:port", or NULL/"none" */
+    const char *diagnostic; /* the server's reply "550 5.1.1 ...", or NULL */
+    const char *reason;     /* our text, used when there is no reply */
+} DsnRecipient;
+
+typedef struct {
+    const char *queue_id;
+    const char *sender;        /* envelope sender: the DSN's recipient */
+    const char *reporting_mta; /* our host name */
+    gint64 now;                /* seconds since the epoch (Date:) */
+    gboolean full_message;     /* message/rfc822, else text/rfc822-headers */
+} DsnInfo;
+
+/* dsn_compose - the whole DSN message (LF line ends, no final dot) for
+ * the N recipients in RCPTS, with the original headers or message from
+ * SP; NULL + error when the spool cannot be read */
+GString *dsn_compose(const DsnInfo *info, const DsnRecipient *rcpts,
+                     gsize n, Spool *sp, GError **error);
+
+/* dsn_submit - run COMMAND (a shell-style command line, no shell) with
+ * "-f <> -- TO" appended and MSG on its stdin; TRUE when it exited 0.
+ * Its output, if any, goes into the error message. */
+gboolean dsn_submit(const char *command, const char *to, const GString *msg,
+                    GError **error);
+
+#endif

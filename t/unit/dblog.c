@@ -1,0 +1,227 @@
+/*
+ * t/unit/dblog.c - the delivery log: AUTH masking, rows and transcripts
+ * written in one flush (yes / on-failure / no), learned limits with
+ * expiry, and a database that cannot be used (never an error to the
+ * delivery).
+ */
+#include <string.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
+
+#include "dblog.h"
+
+static void
+test_mask(void)
+{
+    static const struct {
+        char dir;
+        const char *line, *want;
+    } steps[] = {
+        {'>', "EHLO me", "EHLO me"},
+        {'>', "AUTH PLAIN AGJvYgBzZWNyZXQ=", "AUTH PLAIN ****"},
+        {'<', "235 2.7.0 ok", "235 2.7.0 ok"},
+        {'>', "AUTH LOGIN", "AUTH LOGIN"},
+        {'<', "334 VXNlcm5hbWU6", "334 VXNlcm5hbWU6"},
+        {'>', "Ym9i", "****"},
+        {'<', "334 UGFzc3dvcmQ6", "334 UGFzc3dvcmQ6"},
+        {'>', "c2VjcmV0", "****"},
+        {'<', "235 ok", "235 ok"},
+        {'>', "MAIL FROM:<a@b>", "MAIL FROM:<a@b>"},
+        {'>', "auth cram-md5 Zm9v", "auth cram-md5 ****"},
+    };
+    gboolean after = FALSE;
+
+    for (gsize i = 0; i < G_N_ELEMENTS(steps); i++) {
+        char *got = dblog_mask(steps[i].dir, steps[i].line, &after);
+
+        g_assert_cmpstr(got, ==, steps[i].want);
+        g_free(got);
+    }
+}
+
+/* query_int - one integer from SQL on PATH */
+static gint64
+query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    gint64 v = -1;
+
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(db, sql, -1, &st, NULL), ==,
+                    SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* rm_db - remove the database PATH, its WAL files and directory DIR */
+static void
+rm_db(const char *path, const char *dir)
+{
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+
+    for (gsize i = 0; i < G_N_ELEMENTS(sfx); i++) {
+        char *p = g_strconcat(path, sfx[i], NULL);
+
+        g_unlink(p);
+        g_free(p);
+    }
+    g_rmdir(dir);
+}
+
+/* one_run - a run with two connections: the first all sent, the second
+ * with a bounce */
+static void
+one_run(const char *path, const char *qid, AgentTranscript mode)
+{
+    DbLog *l = dblog_new(path, qid, "s@x.test", mode, 0, 3600);
+    DbLogAttempt sent = {"a@d.test", "mx[192.0.2.1]:25", "2.0.0", "sent",
+                         "250 ok", 0.5};
+    DbLogAttempt bounced = {"b@d.test", "mx[192.0.2.1]:25", "5.1.1",
+                            "bounced", "550 no", 0.6};
+    GError *error = NULL;
+    DbLogConn *c;
+
+    g_assert_true(dblog_usable(l));
+    c = dblog_conn_begin(l, NULL, NULL);
+    if (c != NULL) {
+        dblog_transcript(c, '<', "220 hi");
+        dblog_transcript(c, '>', "AUTH PLAIN c2VjcmV0");
+    }
+    dblog_set_transaction(1);
+    dblog_attempt(l, &sent);
+    c = dblog_conn_begin(l, NULL, NULL);
+    if (c != NULL)
+        dblog_transcript(c, '<', "220 again");
+    dblog_set_transaction(2);
+    dblog_attempt(l, &bounced);
+    dblog_note(l, "b@d.test", "DSN sent");
+    g_assert_true(dblog_flush(l, &error));
+    g_assert_no_error(error);
+    dblog_free(l);
+}
+
+static void
+test_flush(void)
+{
+    static const struct {
+        AgentTranscript mode;
+        gint64 transcripts;
+    } cases[] = {
+        {AGENT_TRANSCRIPT_NO, 0},
+        {AGENT_TRANSCRIPT_YES, 2},
+        {AGENT_TRANSCRIPT_ON_FAILURE, 1},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *dir = g_dir_make_tmp("dblog-XXXXXX", NULL);
+        char *path = g_build_filename(dir, "log.db", NULL);
+
+        one_run(path, "Q1", cases[i].mode);
+        g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts"),
+                        ==, 2);
+        g_assert_cmpint(query_int(path, "SELECT count(*) FROM transcripts"),
+                        ==, cases[i].transcripts);
+        g_assert_cmpint(query_int(path, "SELECT tx FROM attempts WHERE"
+                                        " note = 'DSN sent'"), ==, 2);
+        g_assert_cmpint(query_int(path, "SELECT count(*) FROM transcripts"
+                                        " WHERE text LIKE '%c2VjcmV0%'"),
+                        ==, 0);
+        if (cases[i].mode == AGENT_TRANSCRIPT_ON_FAILURE)
+            g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts"
+                                            " WHERE transcript IS NOT NULL"
+                                            " AND status = 'bounced'"),
+                            ==, 1);
+        one_run(path, "Q2", cases[i].mode); /* schema exists: appends */
+        g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts"),
+                        ==, 4);
+        g_assert_cmpint(query_int(path, "PRAGMA user_version"), ==, 1);
+        rm_db(path, dir);
+        g_free(path);
+        g_free(dir);
+    }
+}
+
+static void
+test_limits(void)
+{
+    char *dir = g_dir_make_tmp("dblog-XXXXXX", NULL);
+    char *path = g_build_filename(dir, "log.db", NULL);
+    DbLog *l = dblog_new(path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
+    guint lim = 0;
+    gboolean one = FALSE;
+
+    g_assert_false(dblog_limits_get(l, "192.0.2.1:25", 3600, &lim, &one));
+    dblog_limits_put(l, "192.0.2.1:25", 3, FALSE);
+    dblog_limits_put(l, "192.0.2.2:25", 0, TRUE);
+    g_assert_true(dblog_flush(l, NULL));
+    dblog_free(l);
+    l = dblog_new(path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
+    g_assert_true(dblog_limits_get(l, "192.0.2.1:25", 3600, &lim, &one));
+    g_assert_cmpuint(lim, ==, 3);
+    g_assert_false(one);
+    g_assert_true(dblog_limits_get(l, "192.0.2.2:25", 3600, &lim, &one));
+    g_assert_true(one);
+    dblog_free(l);
+    {
+        sqlite3 *db = NULL;
+
+        sqlite3_open(path, &db);
+        sqlite3_exec(db, "UPDATE limits SET time = time - 7200", NULL, NULL,
+                     NULL);
+        sqlite3_close(db);
+    }
+    l = dblog_new(path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
+    g_assert_false(dblog_limits_get(l, "192.0.2.1:25", 3600, &lim, &one));
+    dblog_free(l);
+    rm_db(path, dir);
+    g_free(path);
+    g_free(dir);
+}
+
+/* an unusable database: rows are dropped, nothing fails */
+static void
+test_unusable(void)
+{
+    char *dir = g_dir_make_tmp("dblog-XXXXXX", NULL);
+    char *garbage = g_build_filename(dir, "garbage.db", NULL);
+    const char *paths[] = {"/nonexistent/dir/log.db", garbage, "none"};
+    DbLogAttempt a = {"a@d.test", NULL, "4.4.1", "deferred", "no", 0};
+
+    g_assert_true(g_file_set_contents(garbage, "not a database, no no no "
+                                      "not at all, really not\n", -1, NULL));
+    for (gsize i = 0; i < G_N_ELEMENTS(paths); i++) {
+        DbLog *l = dblog_new(paths[i], "Q", "", AGENT_TRANSCRIPT_YES, 0, 60);
+        guint lim = 0;
+        gboolean one = FALSE;
+        GError *error = NULL;
+
+        g_assert_false(dblog_usable(l));
+        g_assert_null(dblog_conn_begin(l, NULL, NULL));
+        dblog_attempt(l, &a);
+        g_assert_false(dblog_limits_get(l, "x", 60, &lim, &one));
+        g_assert_true(dblog_flush(l, &error));
+        g_assert_no_error(error);
+        dblog_free(l);
+    }
+    g_unlink(garbage);
+    g_rmdir(dir);
+    g_free(garbage);
+    g_free(dir);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/dblog/mask", test_mask);
+    g_test_add_func("/dblog/flush", test_flush);
+    g_test_add_func("/dblog/limits", test_limits);
+    g_test_add_func("/dblog/unusable", test_unusable);
+    return g_test_run();
+}

@@ -1,0 +1,179 @@
+/*
+ * t/unit/dsn.c - DSN composition (RFC 3464 fields, folding, hostile
+ * server text, returned headers or message) and submission through a
+ * command (exit status, arguments, what it read).
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "dsn.h"
+
+static const char message[] =
+    "From: <a@src.test>\nSubject: hi\n\nbody line\n.dot line\n";
+
+/* spool_of - a spool holding TEXT */
+static Spool *
+spool_of(const char *text)
+{
+    GError *error = NULL;
+    char *path = NULL;
+    int fd = g_file_open_tmp("dsn-test-XXXXXX", &path, &error);
+    Spool *sp;
+
+    g_assert_no_error(error);
+    g_assert_cmpint(write(fd, text, strlen(text)), ==, (int)strlen(text));
+    lseek(fd, 0, SEEK_SET);
+    sp = spool_new(fd, NULL, &error);
+    g_assert_no_error(error);
+    close(fd);
+    g_unlink(path);
+    g_free(path);
+    return sp;
+}
+
+static void
+test_compose(void)
+{
+    static const struct {
+        DsnRecipient r;
+        const char *want[4];   /* substrings that must be there */
+        const char *unwanted;  /* and one that must not, or NULL */
+    } cases[] = {
+        {{"bad@d1.test", "5.1.1", "mx.d1.test[192.0.2.1]:25",
+          "550 5.1.1 User unknown", "host said: 550"},
+         {"Final-Recipient: rfc822; bad@d1.test\n", "Action: failed\n",
+          "Remote-MTA: dns; mx.d1.test\n",
+          "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n"}, NULL},
+        {{"x@d1.test", "5.1.3", "none", NULL, "bad address syntax"},
+         {"Status: 5.1.3\n", "Diagnostic-Code: X-RapidRetry; bad address",
+          "<x@d1.test>: bad address syntax", NULL}, "Remote-MTA"},
+        {{"y@d1.test", "5.7.1", "[192.0.2.9]:2525",
+          "550 5.7.1 evil\r\nInjected: header", NULL},
+         {"Remote-MTA: dns; 192.0.2.9\n", "evil Injected: header", NULL,
+          NULL}, "\nInjected:"},
+        {{"z@d1.test", "5.2.2", NULL,
+          "552 5.2.2 this mailbox is over its quota and a long text follows "
+          "so that the field has to be folded somewhere", NULL},
+         {"Diagnostic-Code: smtp; 552 5.2.2 this mailbox is over its quota "
+          "and a long\n   text follows", NULL, NULL, NULL}, NULL},
+        {{"\xc3\xa4@d1.test", "5.1.1", NULL, "550 no", NULL},
+         {"Final-Recipient: utf-8; \xc3\xa4@d1.test", NULL, NULL, NULL},
+         NULL},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        Spool *sp = spool_of(message);
+        DsnInfo info = {"QID1", "a@src.test", "mta.test", 1700000000, FALSE};
+        GError *error = NULL;
+        GString *m = dsn_compose(&info, &cases[i].r, 1, sp, &error);
+
+        g_test_message("case %" G_GSIZE_FORMAT, i);
+        g_assert_no_error(error);
+        g_assert_nonnull(m);
+        g_assert_true(g_str_has_prefix(
+            m->str, "From: Mail Delivery System <MAILER-DAEMON@mta.test>\n"
+                    "To: <a@src.test>\n"));
+        g_assert_nonnull(strstr(m->str, "Content-Type: multipart/report; "
+                                        "report-type=delivery-status;"));
+        g_assert_nonnull(strstr(m->str, "Reporting-MTA: dns; mta.test\n"));
+        g_assert_nonnull(strstr(m->str, "Date: Tue, 14 Nov 2023 "));
+        g_assert_nonnull(strstr(m->str, "Content-Type: text/rfc822-headers"
+                                        "\n\nFrom: <a@src.test>\n"
+                                        "Subject: hi\n\n--"));
+        g_assert_null(strstr(m->str, "body line"));
+        for (gsize k = 0; k < 4 && cases[i].want[k]; k++) {
+            if (strstr(m->str, cases[i].want[k]) == NULL)
+                g_error("case %" G_GSIZE_FORMAT ": no \"%s\" in\n%s", i,
+                        cases[i].want[k], m->str);
+        }
+        if (cases[i].unwanted)
+            g_assert_null(strstr(m->str, cases[i].unwanted));
+        g_string_free(m, TRUE);
+        spool_free(sp);
+    }
+}
+
+/* full_message = yes: the message comes back as it came in */
+static void
+test_full_message(void)
+{
+    Spool *sp = spool_of(message);
+    DsnInfo info = {"QID2", "a@src.test", "mta.test", 1700000000, TRUE};
+    DsnRecipient r[] = {
+        {"b1@d1.test", "5.1.1", NULL, "550 one", NULL},
+        {"b2@d1.test", "5.1.1", NULL, "550 two", NULL},
+    };
+    GError *error = NULL;
+    GString *m = dsn_compose(&info, r, 2, sp, &error);
+
+    g_assert_no_error(error);
+    g_assert_nonnull(strstr(m->str, "Content-Type: message/rfc822\n\n"));
+    g_assert_nonnull(strstr(m->str, message));
+    g_assert_nonnull(strstr(m->str, "Final-Recipient: rfc822; b1@d1.test"));
+    g_assert_nonnull(strstr(m->str, "Final-Recipient: rfc822; b2@d1.test"));
+    g_assert_true(g_str_has_suffix(m->str, "--\n"));
+    g_string_free(m, TRUE);
+    spool_free(sp);
+}
+
+static void
+test_submit(void)
+{
+    char *dir = g_dir_make_tmp("dsn-submit-XXXXXX", NULL);
+    char *out = g_build_filename(dir, "out", NULL);
+    char *cmd = g_strdup_printf("sh -c 'echo \"$*\" > %s.args; cat > %s' "
+                                "sh", out, out);
+    GString *msg = g_string_new("Subject: x\n\nhello\n");
+    static const struct {
+        const char *cmd;
+        gboolean ok;
+        const char *err;
+    } fails[] = {
+        {"/bin/false", FALSE, "failed"},
+        {"sh -c 'echo postdrop: fatal: no; exit 75' sh", FALSE,
+         "postdrop: fatal: no"},
+        {"/nonexistent/sendmail", FALSE, "cannot submit DSN"},
+        {"'unbalanced", FALSE, "cannot submit DSN"},
+    };
+    GError *error = NULL;
+    char *got = NULL, *args = NULL, *args_path;
+
+    g_assert_true(dsn_submit(cmd, "a@src.test", msg, &error));
+    g_assert_no_error(error);
+    g_assert_true(g_file_get_contents(out, &got, NULL, NULL));
+    g_assert_cmpstr(got, ==, msg->str);
+    args_path = g_strconcat(out, ".args", NULL);
+    g_assert_true(g_file_get_contents(args_path, &args, NULL, NULL));
+    g_assert_cmpstr(args, ==, "-f <> -- a@src.test\n");
+    for (gsize i = 0; i < G_N_ELEMENTS(fails); i++) {
+        g_assert_false(dsn_submit(fails[i].cmd, "a@src.test", msg, &error));
+        g_assert_nonnull(error);
+        if (strstr(error->message, fails[i].err) == NULL)
+            g_error("case %" G_GSIZE_FORMAT ": \"%s\"", i, error->message);
+        g_clear_error(&error);
+    }
+    g_unlink(out);
+    g_unlink(args_path);
+    g_rmdir(dir);
+    g_free(args_path);
+    g_free(args);
+    g_free(got);
+    g_free(cmd);
+    g_free(out);
+    g_free(dir);
+    g_string_free(msg, TRUE);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_setenv("TZ", "UTC", TRUE);
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/dsn/compose", test_compose);
+    g_test_add_func("/dsn/full-message", test_full_message);
+    g_test_add_func("/dsn/submit", test_submit);
+    return g_test_run();
+}
