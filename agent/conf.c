@@ -34,7 +34,7 @@ static const ConfSpec agent_spec[] = {
     {"agent", "log_file", CONF_STRING, "", A(log_file),
      "log to this file instead of syslog"},
     {"agent", "limits_expire", CONF_TIME, "1d", A(limits_expire),
-     "how long a learned per-server recipient limit is used"},
+     "how long a learned per-server limit is reused by later runs, 0 = never"},
     {"dsn", "sendmail", CONF_STRING, "/usr/sbin/sendmail -i",
      A(dsn_sendmail),
      "command that submits DSNs; -f <> -- SENDER is appended"},

@@ -156,7 +156,7 @@ limits_get(Run *run)
     l = g_hash_table_lookup(run->d->limits, key);
     if (l == NULL) { /* first look: once per server and run */
         l = g_new0(ServerLimits, 1);
-        if (run->d->dblog != NULL
+        if (run->d->dblog != NULL && run->d->conf->limits_expire > 0
             && dblog_limits_get(run->d->dblog, key,
                                 run->d->conf->limits_expire,
                                 &l->rcpt_limit, &l->one_domain))

@@ -24,7 +24,7 @@ typedef struct {
     char *zone;      /* ROUTE_MX: suffix, or NULL */
     char *servers;   /* ROUTE_MX: own DNS servers "ip:port,...", or NULL */
     char *host;      /* ROUTE_RELAY */
-    guint16 port;    /* ROUTE_RELAY */
+    guint16 port;    /* ROUTE_RELAY; ROUTE_MX: of every MX host (25) */
     gboolean mx;     /* ROUTE_RELAY without brackets: MX lookup of host */
     char *text;      /* canonical form, for logs and router_describe */
     guint line;
@@ -244,22 +244,26 @@ parse_relay(const char *spec, Route *rt)
     return NULL;
 }
 
-/* parse_lookup_mx - "zone=Z;query=LIST" (either, both, or "") into RT */
+/* parse_lookup_mx - "zone=Z;query=LIST;port=N" (any of them, in any
+ * order, or "") into RT */
 static char *
 parse_lookup_mx(const char *params, Route *rt)
 {
     char **items = g_strsplit(params, ";", -1);
     char *why = NULL;
     GString *text = g_string_new("lookup-mx");
+    gboolean have_port = FALSE;
 
     rt->kind = ROUTE_MX;
+    rt->port = 25;
     for (guint i = 0; why == NULL && items[i] != NULL; i++) {
         char *item = g_strstrip(items[i]);
         char *eq = strchr(item, '=');
 
         if (eq == NULL) {
             why = g_strdup_printf("bad lookup-mx parameter \"%s\" (want "
-                                  "zone=Z or query=ip[:port],...)", item);
+                                  "zone=Z, query=ip[:port],... or port=N)",
+                                  item);
             break;
         }
         *eq = '\0';
@@ -277,18 +281,28 @@ parse_lookup_mx(const char *params, Route *rt)
             }
         } else if (strcmp(item, "query") == 0 && rt->servers == NULL) {
             rt->servers = parse_servers(eq + 1, &why);
+        } else if (strcmp(item, "port") == 0 && !have_port) {
+            have_port = TRUE;
+            if (!parse_port(g_strstrip(eq + 1), &rt->port))
+                why = g_strdup_printf("bad port \"%s\" (want 1..65535)",
+                                      eq + 1);
         } else {
             why = g_strdup_printf("%s lookup-mx parameter \"%s\"",
-                                  rt->zone != NULL || rt->servers != NULL
+                                  rt->zone != NULL || rt->servers != NULL ||
+                                          have_port
                                       ? "unknown or repeated"
                                       : "unknown", item);
         }
     }
+    /* canonical order: zone, query, port (25 is not shown) */
     if (rt->zone != NULL)
         g_string_append_printf(text, ":zone=%s", rt->zone);
     if (rt->servers != NULL)
         g_string_append_printf(text, "%squery=%s",
                                rt->zone != NULL ? ";" : ":", rt->servers);
+    if (rt->port != 25)
+        g_string_append_printf(text, "%sport=%u",
+                               text->len > 9 ? ";" : ":", rt->port);
     rt->text = g_string_free(text, FALSE);
     g_strfreev(items);
     return why;
@@ -315,8 +329,8 @@ route_parse(const char *key, const char *value, guint line, char **why)
         *why = parse_relay(value + 6, rt);
     else
         *why = g_strdup_printf("unknown route \"%s\" (want lookup-mx, "
-                               "lookup-mx:zone=Z;query=ip[:port],... or "
-                               "relay:[host]:port)", value);
+                               "lookup-mx:zone=Z;query=ip[:port],...;"
+                               "port=N or relay:[host]:port)", value);
     if (*why != NULL) {
         route_free(rt);
         rt = NULL;
@@ -335,6 +349,7 @@ router_new(const char *path, const GPtrArray *entries,
 
     r->routes = g_ptr_array_new_with_free_func((GDestroyNotify) route_free);
     r->dflt.kind = ROUTE_MX;
+    r->dflt.port = 25;
     r->dflt.pattern = g_strdup("*");
     r->dflt.text = g_strdup("lookup-mx");
     for (guint i = 0; entries != NULL && i < entries->len; i++) {
@@ -540,6 +555,7 @@ route_start(Router *r, const Route *rt, const char *domain,
         opt.port = rt->port;
         dns_mx_start(dns, rt->host, rt->host, &opt, route_done, p);
     } else {
+        opt.port = rt->port;
         qname = rt->zone != NULL ? g_strconcat(domain, ".", rt->zone, NULL)
                                  : g_strdup(domain);
         dns_mx_start(dns, domain, qname, &opt, route_done, p);

@@ -6,7 +6,9 @@
  *
  * Route values: "lookup-mx" (the default), "lookup-mx:zone=Z" (query
  * DOMAIN.Z), "lookup-mx:query=ip[:port],..." (own DNS servers), both as
- * "lookup-mx:zone=Z;query=...", "relay:[host]:port" / "relay:[host]"
+ * "lookup-mx:zone=Z;query=...", "lookup-mx:port=N" (MX hosts on port N
+ * instead of 25; tests and private networks; with the others after
+ * ";"), "relay:[host]:port" / "relay:[host]"
  * (that host, no MX lookup; port 25), "relay:host[:port]" (MX lookup of
  * host, as Postfix's nexthop without brackets).
  */

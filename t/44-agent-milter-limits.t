@@ -34,7 +34,8 @@ recv = am.milter_receiver("recv", milter, ("d1.test",),
 # deadline 25 s: room for one 421 round (~11 s of error sleeps) and the
 # reconnect; keeps the failing case below 30 s
 agent = rrtest.Agent(name="snd/agent", relay="[127.0.0.1]:%d" % recv.port,
-                     deadline="25s")
+                     deadline="25s",
+                     agent_extra={"limits_expire": "0"})
 snd = Sender("snd", relay_port=recv.port, agent=agent).start()
 
 # --- 20 recipients: error sleeps, no 421 -----------------------------------

@@ -23,7 +23,7 @@ import time
 UNBOUND = os.environ.get("RR_UNBOUND", "/usr/sbin/unbound")
 
 
-def _zone():
+def _zone(records=()):
     z = ["$ORIGIN test.", "$TTL 300",
          "@ SOA ns.test. hostmaster.test. 1 3600 600 86400 300",
          "@ NS ns.test.",
@@ -83,6 +83,7 @@ def _zone():
     for i in range(100):
         z.append("big MX %d mx-big-%03d.test." % (10 + i % 3, i))
         z.append("mx-big-%03d A 127.0.1.%d" % (i, i + 1))
+    z.extend(records)
     return "\n".join(z) + "\n"
 
 
@@ -126,13 +127,14 @@ def query(port, name, qtype=15, timeout=0.5):
 
 
 class Unbound:
-    """unbound on 127.0.0.1:port, authoritative for "test."."""
+    """unbound on 127.0.0.1:port, authoritative for "test."; RECORDS are
+    extra zone lines (relative to "test.") for one test."""
 
-    def __init__(self, deadline=20):
+    def __init__(self, deadline=20, records=()):
         self.dir = tempfile.mkdtemp(prefix="rr-unbound-")
         self.proc = None
         with open(os.path.join(self.dir, "test.zone"), "w") as f:
-            f.write(_zone())
+            f.write(_zone(records))
         end = time.monotonic() + deadline
         while self.proc is None and time.monotonic() < end:
             self._start(end)
@@ -217,12 +219,20 @@ class FakeDns:
 
     def __init__(self, mode):
         self.mode = mode
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
+        for _ in range(50):      # a UDP port whose TCP twin is free too
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.tcp.close()
+                self.udp.close()
+        else:
+            raise RuntimeError("no free UDP+TCP port")
         self.tcp.listen(8)
         self.stopping = False
         self.queries = 0

@@ -20,7 +20,8 @@ class DsnSender(Sender):
         nobody = pwd.getpwnam("nobody")
         agent = rrtest.Agent(name=name + "/agent",
                              relay="[127.0.0.1]:%d" % relay_port,
-                             extra_text=agent_extra_text)
+                             extra_text=agent_extra_text,
+                             dsn_sendmail=None)
         super().__init__(name, relay_port=relay_port, agent=agent, **kw)
         self.vbase = rrtest.subdir(name + "/vmail", owner="nobody")
         self.maildir = os.path.join(self.vbase, "all")

@@ -320,7 +320,8 @@ class Agent:
 
     def __init__(self, name="agent", relay="[127.0.0.1]:25", deadline="30s",
                  helo_name="sender.test", timeouts=None, rcpt_limit=0,
-                 agent_extra=None, smtp_extra=None, extra_text=""):
+                 agent_extra=None, smtp_extra=None, extra_text="",
+                 dsn_sendmail="/bin/true"):
         ensure_user()
         self.dir = subdir(name, owner=TEST_USER)
         self.binary = os.path.join(self.dir, "rapidretry-agent")
@@ -335,7 +336,8 @@ class Agent:
                              rcpt_limit=rcpt_limit,
                              agent_extra=agent_extra or {},
                              smtp_extra=smtp_extra or {},
-                             extra_text=extra_text)
+                             extra_text=extra_text,
+                             dsn_sendmail=dsn_sendmail)
         self.write_conf()
 
     def write_conf(self, **changes):
@@ -355,6 +357,10 @@ class Agent:
         t.update(s["timeouts"])
         lines += ["%s = %s" % (k, t[k]) for k in TIMEOUT_KEYS]
         lines += ["%s = %s" % kv for kv in s["smtp_extra"].items()]
+        if s["dsn_sendmail"]:
+            # a test agent's DSNs must never reach this machine's own
+            # Postfix: only tests that read DSNs back submit them
+            lines += ["", "[dsn]", "sendmail = %s" % s["dsn_sendmail"]]
         write_file(self.conf, "\n".join(lines) + "\n" + s["extra_text"],
                    owner=TEST_USER)
         return self.conf

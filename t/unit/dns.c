@@ -332,7 +332,7 @@ test_dns_query_servers(void)
         goto out;
     v1 = g_strdup_printf("lookup-mx:zone=hosted.test;query=%s,%s", dead,
                          srv);
-    v2 = g_strdup_printf("lookup-mx:query=%s", srv);
+    v2 = g_strdup_printf("lookup-mx:port=2525;query=%s", srv);
     e1.value = v1;
     e2.value = v2;
     g_ptr_array_add(entries, &e1);
@@ -349,8 +349,11 @@ test_dns_query_servers(void)
     }
     g_assert_cmpstr(((RouteResult *) res->pdata[0])->group_key, ==,
                     "[127.0.0.6]:25");
+    /* port= applies to every MX host of the route */
     g_assert_cmpstr(((RouteResult *) res->pdata[1])->group_key, ==,
-                    "[127.0.0.2]:25");
+                    "[127.0.0.2]:2525");
+    g_assert_true(g_str_has_suffix(((RouteResult *) res->pdata[1])->route,
+                                   ";port=2525"));
     g_ptr_array_unref(res);
     router_free(r);
 out:

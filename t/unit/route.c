@@ -72,7 +72,18 @@ test_route_parse_errors(void)
         { "example.com = lookup-mx:query=[::1", "bad DNS server" },
         { "example.com = lookup-mx:query=300.1.1.1", "bad DNS server" },
         { "example.com = lookup-mx:zone=a.b;zone=c.d", "repeated" },
-        { "example.com = lookup-mx:port=25", "unknown" },
+        { "example.com = lookup-mx:color=red", "unknown" },
+        { "example.com = lookup-mx:port=0", "bad port \"0\"" },
+        { "example.com = lookup-mx:port=65536", "bad port" },
+        { "example.com = lookup-mx:port=", "bad port" },
+        { "example.com = lookup-mx:port=25x", "bad port" },
+        { "example.com = lookup-mx:port=-1", "bad port" },
+        { "example.com = lookup-mx:port=25;port=26", "repeated" },
+        { "example.com = lookup-mx:port", "bad lookup-mx parameter" },
+        { "example.com = lookup-mx:query=127.0.0.1:5353:2525",
+          "bad DNS server" },
+        { "example.com = lookup-mx:query=127.0.0.1;port=2525;zone=",
+          "bad zone" },
         { "example.com = lookup-mx:zone", "bad lookup-mx parameter" },
         { "exa mple.com = lookup-mx", "bad domain pattern" },
         { "..example.com = lookup-mx", "bad domain pattern" },
@@ -127,6 +138,11 @@ test_route_match(void)
         "mx.example = relay:smarthost.example:587",
         "mx.example = relay:[never.example]",   /* shadowed */
         "plain.example = relay:smarthost.example",
+        "port.example = lookup-mx:port=2525",
+        "port25.example = lookup-mx:port=25",
+        "allthree.example = lookup-mx: port = 26 ;query=127.0.0.1:5353;"
+        "zone=Z.test",
+        "qp.example = lookup-mx:query=127.0.0.1;port=2525",
         "*= lookup-mx",
         "after.example = relay:[never.example]", /* after "*" */
         NULL,
@@ -149,6 +165,11 @@ test_route_match(void)
         { "plain.example", "relay:smarthost.example:25" },
         { "after.example", "lookup-mx" },
         { "other.test", "lookup-mx" },
+        { "port.example", "lookup-mx:port=2525" },
+        { "port25.example", "lookup-mx" },
+        { "allthree.example",
+          "lookup-mx:zone=z.test;query=127.0.0.1:5353;port=26" },
+        { "qp.example", "lookup-mx:query=127.0.0.1:53;port=2525" },
     };
     GPtrArray *e = make_entries(lines);
     GError *err = NULL;
