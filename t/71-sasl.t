@@ -165,6 +165,14 @@ for s in secrets:
     ok(s not in everything,
        "secret %s... absent from the agent log, transcripts and statuses"
        % s[:4])
+dbs = b""
+for f in os.listdir(agent.journal_dir):
+    with open(os.path.join(agent.journal_dir, f), "rb") as fh:
+        dbs += fh.read()
+for s in secrets:
+    ok(s.encode() not in dbs,
+       "secret %s... absent from the journal and delivery-log databases"
+       % s[:4])
 ok(PASS not in recv.log() and PASS not in recv_login.log(),
    "and from the receivers' logs")
 done()
