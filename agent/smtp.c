@@ -772,12 +772,12 @@ smtp_tls_established(SmtpSession *s, const SmtpOptions *opt,
     int alg_bits = 0, bits = SSL_CIPHER_get_bits(c, &alg_bits);
 
     s->tls_resumed = SSL_session_reused(s->io.ssl);
-    s->tls_line = g_strdup_printf("%s TLS connection %s to %s: %s with "
-                                  "cipher %s (%d/%d bits)",
-                                  tls_peer_name(peer),
-                                  s->tls_resumed ? "reused" : "established",
-                                  s->relay, SSL_get_version(s->io.ssl),
-                                  SSL_CIPHER_get_name(c), bits, alg_bits);
+    s->tls_line = g_strdup_printf("%s TLS connection established to %s: "
+                                  "%s with cipher %s (%d/%d bits)%s",
+                                  tls_peer_name(peer), s->relay,
+                                  SSL_get_version(s->io.ssl),
+                                  SSL_CIPHER_get_name(c), bits, alg_bits,
+                                  s->tls_resumed ? " session resumed" : "");
     if (opt->tls_level >= TLS_LEVEL_VERIFY && peer != TLS_PEER_VERIFIED)
         return smtp_tls_fail(fail, SMTP_TLS, NULL,
                              g_strdup_printf("Server certificate not "

@@ -92,9 +92,12 @@ const SmtpExt *smtp_session_ext(const SmtpSession *s);
 const Target *smtp_session_target(const SmtpSession *s);
 /* smtp_session_relay - "host[addr]:port" */
 const char *smtp_session_relay(const SmtpSession *s);
-/* smtp_session_tls - "Verified TLS connection established to
- * h[a]:port: TLSv1.3 with cipher NAME (256/256 bits)" (Untrusted, Trusted,
- * Verified as Postfix logs it), NULL for a clear-text session */
+/* smtp_session_tls - the line to log about TLS once per connection:
+ * "Verified TLS connection established to h[a]:port: TLSv1.3 with cipher
+ * NAME (256/256 bits)" (Untrusted, Trusted, Verified as Postfix logs it;
+ * " session resumed" appended when the cache was used), or at "may" "host
+ * h[a] refused to start TLS: 454 ...; continuing without TLS"; NULL for
+ * a clear-text session with nothing to say */
 const char *smtp_session_tls(const SmtpSession *s);
 /* smtp_session_tls_resumed - the TLS session was resumed from the cache */
 gboolean smtp_session_tls_resumed(const SmtpSession *s);
