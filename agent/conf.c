@@ -5,6 +5,7 @@
  */
 #include <stddef.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf.h"
 
@@ -62,6 +63,28 @@ static const ConfSpec agent_spec[] = {
     {"smtp", "data_done_timeout", CONF_TIME, "600s", T(data_done), ""},
     {"smtp", "rset_timeout", CONF_TIME, "20s", T(rset), ""},
     {"smtp", "quit_timeout", CONF_TIME, "300s", T(quit), ""},
+    {"smtp", "starttls_timeout", CONF_TIME, "300s", A(starttls_timeout),
+     "STARTTLS reply and TLS handshake"},
+    {"tls", "security_level", CONF_STRING, "may", A(tls_security_level),
+     "none, may, encrypt, verify or secure (Postfix's levels)"},
+    {"tls", "ca_file", CONF_STRING, "", A(tls_ca_file),
+     "trusted CA certificates (PEM), \"\" = the system store"},
+    {"tls", "ca_path", CONF_STRING, "", A(tls_ca_path),
+     "directory of hashed CA certificates"},
+    {"tls", "cert_file", CONF_STRING, "", A(tls_cert_file),
+     "client certificate chain (PEM), optional"},
+    {"tls", "key_file", CONF_STRING, "", A(tls_key_file),
+     "client private key (PEM), \"\" = in cert_file"},
+    {"tls", "min_protocol", CONF_STRING, "TLSv1.2", A(tls_min_protocol),
+     "oldest protocol accepted: TLSv1 .. TLSv1.3"},
+    {"tls", "verify_names", CONF_STRING, "", A(tls_verify_names),
+     "names a verified certificate must match, n1:n2"},
+    {"sasl", "password_file", CONF_STRING, "", A(sasl_password_file),
+     "[host]:port user:password lines, mode 0600/0640"},
+    {"sasl", "allow_plaintext_auth", CONF_BOOL, "no",
+     A(sasl_allow_plaintext), "AUTH also without TLS"},
+    {"sasl", "auth_failure", CONF_STRING, "defer", A(sasl_auth_failure),
+     "a refused AUTH: defer (4.7.8) or bounce (5.7.8)"},
     {"dns", "servers", CONF_STRING, "", A(dns_servers),
      "DNS servers ip[:port],... instead of the system's"},
     {"dns", "timeout", CONF_TIME, "5s", A(dns_timeout), "per DNS try"},
@@ -74,13 +97,87 @@ static const ConfSpec agent_spec[] = {
 };
 
 /* [milter] belongs to rapidretry-milter, which may share the file */
-static const char *const agent_free_sections[] = {"routes", "milter", NULL};
+static const char *const agent_free_sections[] = {"routes", "milter",
+                                                  "tls_policy", NULL};
 
 const ConfSpec *
 agent_conf_spec(gsize *n)
 {
     *n = G_N_ELEMENTS(agent_spec);
     return agent_spec;
+}
+
+/* conf_where - "PATH:LINE" of SECTION's KEY, or PATH when not written */
+static char *
+conf_where(const ConfigFile *cf, const char *section, const char *key)
+{
+    for (guint i = 0; i < cf->entries->len; i++) {
+        const ConfigEntry *e = g_ptr_array_index(cf->entries, i);
+
+        if (strcmp(e->section, section) == 0 && strcmp(e->key, key) == 0)
+            return g_strdup_printf("%s:%u", cf->path, e->line);
+    }
+    return g_strdup(cf->path);
+}
+
+/* conf_tls - [tls], [tls_policy] and the TLS context */
+static gboolean
+conf_tls(AgentConf *c, const ConfigFile *cf, GError **error)
+{
+    TlsSettings set = {c->tls_ca_file, c->tls_ca_path, c->tls_cert_file,
+                       c->tls_key_file, c->tls_min_protocol};
+    gboolean any = FALSE;
+    GError *err = NULL;
+
+    if (!tls_level_parse(c->tls_security_level, &c->tls_level)) {
+        g_autofree char *at = conf_where(cf, "tls", "security_level");
+
+        g_set_error(error, CONFIG_ERROR, 0, "%s: security_level \"%s\": "
+                    "use none, may, encrypt, verify or secure", at,
+                    c->tls_security_level);
+        return FALSE;
+    }
+    if (c->tls_verify_names[0] != '\0')
+        c->tls_names = g_strsplit(c->tls_verify_names, ":", -1);
+    any = c->tls_level != TLS_LEVEL_NONE;
+    c->tls_policies = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)tls_policy_free);
+    for (guint i = 0; i < cf->entries->len; i++) {
+        ConfigEntry *e = g_ptr_array_index(cf->entries, i);
+        TlsPolicy *p;
+
+        if (strcmp(e->section, "tls_policy") != 0)
+            continue;
+        p = tls_policy_parse(e->key, e->value, &err);
+        if (p == NULL) {
+            g_set_error(error, CONFIG_ERROR, 0, "%s:%u: [tls_policy] %s",
+                        cf->path, e->line, err->message);
+            g_error_free(err);
+            return FALSE;
+        }
+        any |= p->level != TLS_LEVEL_NONE;
+        g_ptr_array_add(c->tls_policies, p);
+    }
+    if (!any)
+        return TRUE;
+    c->tls = tls_context_new(&set, &err);
+    if (c->tls == NULL) {
+        const char *key = strncmp(err->message, "ca_file", 7) == 0 ? "ca_file"
+                          : strncmp(err->message, "ca_path", 7) == 0
+                              ? "ca_path"
+                          : strncmp(err->message, "key_file", 8) == 0
+                              ? "key_file"
+                          : strncmp(err->message, "min_protocol", 12) == 0
+                              ? "min_protocol"
+                              : "cert_file";
+        g_autofree char *at = conf_where(cf, "tls", key);
+
+        g_set_error(error, CONFIG_ERROR, 0, "%s: [tls] %s", at,
+                    err->message);
+        g_error_free(err);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 /* agent_conf_check_log - [log] transcript mode; the log database path
@@ -123,6 +220,39 @@ agent_conf_check_log(AgentConf *c, const ConfigFile *cf, GError **error)
                     "command line: \"%s\"", cf->path, c->dsn_sendmail);
         return FALSE;
     }
+    return TRUE;
+}
+
+/* conf_sasl - [sasl]: a malformed password file is a configuration error;
+ * an unsafe one (mode, owner) defers every destination with 4.7.0 */
+static gboolean
+conf_sasl(AgentConf *c, const ConfigFile *cf, GError **error)
+{
+    GError *err = NULL;
+
+    if (strcmp(c->sasl_auth_failure, "bounce") == 0)
+        c->sasl_bounce = TRUE;
+    else if (strcmp(c->sasl_auth_failure, "defer") != 0) {
+        g_autofree char *at = conf_where(cf, "sasl", "auth_failure");
+
+        g_set_error(error, CONFIG_ERROR, 0, "%s: auth_failure \"%s\": use "
+                    "defer or bounce", at, c->sasl_auth_failure);
+        return FALSE;
+    }
+    if (c->sasl_password_file[0] == '\0')
+        return TRUE;
+    c->sasl = sasl_table_load(c->sasl_password_file, geteuid(), &err);
+    if (c->sasl != NULL)
+        return TRUE;
+    if (g_error_matches(err, SASL_ERROR, SASL_ERROR_SYNTAX)) {
+        g_set_error(error, CONFIG_ERROR, 0, "[sasl] password_file %s",
+                    err->message);
+        g_error_free(err);
+        return FALSE;
+    }
+    c->sasl_refused = g_strdup_printf("SASL password file %s",
+                                      err->message);
+    g_error_free(err);
     return TRUE;
 }
 
@@ -174,7 +304,7 @@ agent_conf_check(AgentConf *c, const ConfigFile *cf, GError **error)
         if (strcmp(e->section, "routes") == 0)
             g_ptr_array_add(c->routes, e);
     }
-    return TRUE;
+    return conf_tls(c, cf, error) && conf_sasl(c, cf, error);
 }
 
 AgentConf *
@@ -205,6 +335,70 @@ agent_conf_free(AgentConf *c)
         g_ptr_array_unref(c->rules.patterns);
     if (c->routes != NULL)
         g_ptr_array_unref(c->routes);
+    if (c->tls_policies != NULL)
+        g_ptr_array_unref(c->tls_policies);
+    g_strfreev(c->tls_names);
+    tls_context_free(c->tls);
+    sasl_table_free(c->sasl);
+    g_free(c->sasl_refused);
     config_file_free(c->file);
     g_free(c);
+}
+
+/* secure_names - Postfix's default for "secure": the nexthop domains and
+ * their subdomains; for a relay its host name */
+static char **
+secure_names(const Target *t, const char *const *domains, gboolean relay)
+{
+    GPtrArray *n = g_ptr_array_new();
+
+    if (relay || domains == NULL || domains[0] == NULL)
+        g_ptr_array_add(n, g_strdup(t->host));
+    for (guint i = 0; !relay && domains != NULL && domains[i] != NULL;
+         i++) {
+        g_ptr_array_add(n, g_strdup(domains[i]));
+        g_ptr_array_add(n, g_strconcat(".", domains[i], NULL));
+    }
+    g_ptr_array_add(n, NULL);
+    return (char **)g_ptr_array_free(n, FALSE);
+}
+
+char **
+agent_conf_smtp_options(const AgentConf *c, const Target *t,
+                        const char *const *domains, SmtpOptions *opt)
+{
+    const TlsPolicy *best = tls_policy_find(c->tls_policies, t->host,
+                                            t->port, NULL);
+    gboolean relay = best != NULL;
+    TlsLevel level;
+    char **names = NULL;
+    const char *d = domains != NULL ? domains[0] : NULL;
+
+    /* a server entry decides; else the strictest domain entry */
+    for (guint i = 0; !relay && domains != NULL && domains[i] != NULL;
+         i++) {
+        const TlsPolicy *p = tls_policy_find(c->tls_policies, NULL, 0,
+                                             domains[i]);
+
+        if (p != NULL && (best == NULL || p->level > best->level))
+            best = p;
+    }
+    level = best != NULL ? best->level : c->tls_level;
+    opt->tls_level = level;
+    opt->tls = c->tls;
+    opt->starttls_timeout = c->starttls_timeout;
+    if (best != NULL && best->match != NULL)
+        names = g_strdupv(best->match);
+    else if (c->tls_names != NULL)
+        names = g_strdupv(c->tls_names);
+    else if (level == TLS_LEVEL_SECURE)
+        names = secure_names(t, domains, relay);
+    opt->tls_names = (const char *const *)names; /* NULL = the host */
+    opt->sasl_user = opt->sasl_pass = NULL;
+    opt->sasl_plaintext = c->sasl_allow_plaintext ||
+                          (best != NULL && best->plaintext_auth);
+    if (c->sasl != NULL)
+        (void)sasl_table_find(c->sasl, t->host, t->port, d, &opt->sasl_user,
+                              &opt->sasl_pass);
+    return names;
 }

@@ -8,7 +8,9 @@
 #include <glib.h>
 #include "config.h"
 #include "reply.h"
+#include "sasl.h"
 #include "smtp.h"
+#include "tls.h"
 
 /* [log] transcript: which SMTP conversations the delivery log keeps */
 typedef enum {
@@ -44,6 +46,18 @@ typedef struct {
     char *helo_name;      /* "" = the host name */
     guint rcpt_limit;     /* RCPTs per transaction before learning, 0 = no cap */
     SmtpTimeouts timeouts;
+    guint starttls_timeout; /* STARTTLS reply and TLS handshake */
+    /* [tls] */
+    char *tls_security_level; /* as written; compiled: tls_level */
+    char *tls_ca_file, *tls_ca_path; /* "" = the system store */
+    char *tls_cert_file, *tls_key_file; /* client certificate, optional */
+    char *tls_min_protocol;
+    char *tls_verify_names; /* "n1:n2", "" = MX host (verify), nexthop
+                               domain (secure) */
+    /* [sasl] */
+    char *sasl_password_file; /* "" = no AUTH */
+    gboolean sasl_allow_plaintext;
+    char *sasl_auth_failure;  /* "defer" or "bounce" */
     /* [dns] */
     char *dns_servers;    /* "" = system resolver */
     guint dns_timeout;    /* seconds per try */
@@ -54,6 +68,14 @@ typedef struct {
     /* compiled */
     ReplyRules rules;
     GPtrArray *routes;    /* [routes] ConfigEntry*, in file order */
+    TlsLevel tls_level;
+    char **tls_names;     /* tls_verify_names split, NULL = default */
+    GPtrArray *tls_policies; /* [tls_policy] TlsPolicy*, in file order */
+    TlsContext *tls;      /* NULL when no destination can use TLS */
+    SaslTable *sasl;      /* NULL = no password file or refused */
+    char *sasl_refused;   /* why the password file was refused: every
+                             destination then defers 4.7.0 */
+    gboolean sasl_bounce; /* auth_failure = bounce: 535 is 5.7.8 */
     ConfigFile *file;     /* owns the entries above */
 } AgentConf;
 
@@ -62,6 +84,14 @@ AgentConf *agent_conf_load(const char *path, GError **error);
 /* agent_conf_spec - the schema, for documentation checks */
 const ConfSpec *agent_conf_spec(gsize *n);
 void agent_conf_free(AgentConf *c);
+
+/* agent_conf_smtp_options - fill OPT's TLS and SASL fields for server T
+ * and the recipient DOMAINS (NULL-terminated) of a group: the strictest
+ * [tls_policy] level among them, else [tls] security_level. Returns the
+ * certificate names OPT->tls_names points to (free with g_strfreev). */
+char **agent_conf_smtp_options(const AgentConf *c, const Target *t,
+                               const char *const *domains,
+                               SmtpOptions *opt);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(AgentConf, agent_conf_free)
 
 #endif

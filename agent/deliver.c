@@ -279,6 +279,50 @@ session_end(Run *run)
     run->session = NULL;
 }
 
+/* session_options - TLS and SASL settings for target T and the pending
+ * recipients' domains; returns what OPT->tls_names points to */
+static char **
+session_options(Run *run, const Target *t, SmtpOptions *opt)
+{
+    g_autoptr(GPtrArray) doms = g_ptr_array_new();
+
+    for (guint i = 0; i < run->pending->len; i++) {
+        const char *dom = ((Rcpt *)g_ptr_array_index(run->pending, i))
+                              ->addr->domain_lc;
+
+        if (!g_ptr_array_find_with_equal_func(doms, dom, g_str_equal, NULL))
+            g_ptr_array_add(doms, (gpointer)dom);
+    }
+    g_ptr_array_add(doms, NULL);
+    return agent_conf_smtp_options(run->d->conf, t,
+                                   (const char *const *)doms->pdata, opt);
+}
+
+/* session_tls_auth_failed - TLS required but not possible: 4.7.5; AUTH
+ * refused: 4.7.x, or 5.7.8 when auth_failure = bounce (Postfix's words
+ * are in the text already) */
+static void
+session_tls_auth_failed(Run *run, const SmtpFailure *f)
+{
+    if (f->status == SMTP_TLS || f->status == SMTP_HANDSHAKE) {
+        g_free(run->last_dsn);
+        run->last_dsn = g_strdup("4.7.5");
+        run->last_permanent = FALSE;
+    } else if (f->status == SMTP_AUTH) {
+        if (f->reply == NULL) {
+            g_free(run->last_dsn);
+            run->last_dsn = g_strdup("4.7.0");
+        }
+        run->last_permanent = run->d->conf->sasl_bounce && f->reply != NULL &&
+                              f->reply->code >= 500;
+        if (run->last_permanent) {
+            g_free(run->last_dsn);
+            run->last_dsn = g_strdup("5.7.8");
+        } else
+            run->last_dsn[0] = '4';
+    }
+}
+
 /* session_transcript - per connection: the delivery log's transcript
  * (AUTH masked), which also feeds the -v log */
 static void
@@ -304,8 +348,14 @@ session_open(Run *run)
 {
     Delivery *d = run->d;
     const AgentConf *c = d->conf;
-    SmtpOptions opt = {c->helo_name, c->timeouts, NULL, NULL};
+    SmtpOptions opt = {.helo_name = c->helo_name, .timeouts = c->timeouts};
+    gboolean clear_retry = FALSE; /* "may": this server again, no TLS */
 
+    if (c->sasl_refused != NULL) {
+        log_warning("%s: %s; deferring", d->queue_id, c->sasl_refused);
+        report_all(run, RCPT_DEFERRED, "4.7.0", NULL, c->sasl_refused, NULL);
+        return FALSE;
+    }
     while (run->session == NULL) {
         SmtpFailure f = {0};
         guint n_targets = run->g->targets->len;
@@ -339,14 +389,28 @@ session_open(Run *run)
         run->progressed = FALSE;
         run->session_tx = 0;
         session_transcript(run, &opt);
-        run->session =
-            smtp_session_open(g_ptr_array_index(run->g->targets,
-                                                run->target),
-                              &opt, d->deadline, &f);
-        if (run->session == NULL) {
-            connection_failed(run, &f);
-            run->target++;
+        {
+            const Target *t = g_ptr_array_index(run->g->targets,
+                                                run->target);
+            g_auto(GStrv) names = session_options(run, t, &opt);
+
+            if (clear_retry)
+                opt.tls_level = TLS_LEVEL_NONE;
+            run->session = smtp_session_open(t, &opt, d->deadline, &f);
         }
+        if (run->session == NULL && f.status == SMTP_HANDSHAKE &&
+            opt.tls_level == TLS_LEVEL_MAY) {
+            /* as Postfix does at "may": once more in clear text */
+            log_info("%s: %s; trying this server again without TLS",
+                     d->queue_id, f.text);
+            clear_retry = TRUE;
+        } else if (run->session == NULL) {
+            connection_failed(run, &f);
+            session_tls_auth_failed(run, &f);
+            clear_retry = FALSE;
+            run->target++;
+        } else if (smtp_session_tls(run->session) != NULL)
+            log_info("%s: %s", d->queue_id, smtp_session_tls(run->session));
         smtp_failure_clear(&f);
     }
     return TRUE;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <openssl/err.h>
 
 #include "log.h"
 
@@ -33,6 +34,9 @@ typedef enum {
     SMTP_ST_DOT,
     SMTP_ST_RSET,
     SMTP_ST_QUIT,
+    SMTP_ST_STARTTLS,
+    SMTP_ST_TLS,
+    SMTP_ST_AUTH,
 } SmtpState;
 
 /* Postfix's wording, so logs and DSNs read the same as smtp(8)'s. */
@@ -54,6 +58,9 @@ static const struct {
                      "end of DATA"},
     [SMTP_ST_RSET] = {"sending RSET", "RSET"},
     [SMTP_ST_QUIT] = {"sending QUIT", "QUIT"},
+    [SMTP_ST_STARTTLS] = {"sending STARTTLS", "STARTTLS"},
+    [SMTP_ST_TLS] = {"performing the TLS handshake", "STARTTLS"},
+    [SMTP_ST_AUTH] = {"authenticating", "AUTH"},
 };
 
 /* Outcome of one low-level step. */
@@ -71,9 +78,14 @@ typedef struct {
     gboolean by_deadline;
 } SmtpLimit;
 
-/* The transport: plain socket today; an SSL * slots in for STARTTLS. */
+/* The transport: the socket, and after STARTTLS an SSL over it. WANT is
+ * what the last read or write needs before it can go on (TLS may need to
+ * read while writing and the other way round). */
 typedef struct {
     int fd;
+    SSL *ssl;         /* NULL = clear text */
+    short read_want;  /* POLLIN, or POLLOUT when SSL_read wants to write */
+    short write_want; /* POLLOUT, or POLLIN */
 } SmtpIo;
 
 struct SmtpSession {
@@ -92,6 +104,10 @@ struct SmtpSession {
     gboolean in_eof;
     GPtrArray *lines; /* lines of the last reply read */
     char *detail;     /* what was malformed (SMTP_IO_PROTOCOL) */
+    guint starttls_timeout;
+    char *tls_key;    /* "addr:port": the TLS session cache key */
+    char *tls_line;   /* what to log about TLS, NULL = nothing */
+    gboolean tls_resumed;
 };
 
 /* smtp_reply_free - reply_free that accepts NULL */
@@ -102,18 +118,54 @@ smtp_reply_free(Reply *reply)
         reply_free(reply);
 }
 
+/* io_ssl_result - SSL_read/SSL_write's N as recv/send would say it: the
+ * poll event to wait for goes to *WANT, errors become EAGAIN/ECONNRESET */
+static gssize
+io_ssl_result(SmtpIo *io, int n, short *want)
+{
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(io->ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+        *want = POLLIN;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        *want = POLLOUT;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN: /* close_notify: a clean EOF */
+        return 0;
+    default:
+        ERR_clear_error();
+        errno = ECONNRESET;
+        return -1;
+    }
+}
+
 /* io_read - read from the transport: >0 bytes, 0 at EOF, -1 + errno */
 static gssize
 io_read(SmtpIo *io, void *buf, gsize len)
 {
-    return recv(io->fd, buf, len, 0);
+    io->read_want = POLLIN;
+    if (io->ssl == NULL)
+        return recv(io->fd, buf, len, 0);
+    ERR_clear_error();
+    return io_ssl_result(io, SSL_read(io->ssl, buf, (int)MIN(len, INT_MAX)),
+                         &io->read_want);
 }
 
 /* io_write - write to the transport without SIGPIPE: >=0 bytes or -1 */
 static gssize
 io_write(SmtpIo *io, const void *buf, gsize len)
 {
-    return send(io->fd, buf, len, MSG_NOSIGNAL);
+    io->write_want = POLLOUT;
+    if (io->ssl == NULL)
+        return send(io->fd, buf, len, MSG_NOSIGNAL);
+    ERR_clear_error();
+    return io_ssl_result(io, SSL_write(io->ssl, buf,
+                                       (int)MIN(len, INT_MAX)),
+                         &io->write_want);
 }
 
 /* smtp_limit - the earlier of now + TIMEOUT seconds and DEADLINE */
@@ -158,6 +210,11 @@ smtp_state_timeout(const SmtpSession *s, SmtpState state)
         return t->rset;
     case SMTP_ST_QUIT:
         return t->quit;
+    case SMTP_ST_STARTTLS:
+    case SMTP_ST_TLS:
+        return s->starttls_timeout;
+    case SMTP_ST_AUTH:
+        return t->helo;
     }
     g_assert_not_reached();
 }
@@ -225,7 +282,7 @@ smtp_write_all(SmtpSession *s, const char *buf, gsize len,
 {
     while (len > 0) {
         gssize n = io_write(&s->io, buf, len);
-        short events = POLLOUT, revents = 0;
+        short events, revents = 0;
         SmtpIoStatus st;
 
         if (n > 0) {
@@ -237,6 +294,7 @@ smtp_write_all(SmtpSession *s, const char *buf, gsize len,
             continue;
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return SMTP_IO_LOST;
+        events = s->io.write_want;
         if (!s->in_eof && s->in->len - s->in_off < SMTP_INBUF_CAP)
             events |= POLLIN;
         st = smtp_wait(s, events, lim, &revents);
@@ -278,9 +336,12 @@ smtp_read_line(SmtpSession *s, const SmtpLimit *lim, char **line)
             goto too_long;
         if (s->in_eof)
             return SMTP_IO_LOST;
-        st = smtp_wait(s, POLLIN, lim, &revents);
-        if (st != SMTP_IO_OK)
-            return st;
+        /* TLS may hold decrypted bytes the socket no longer shows */
+        if (s->io.ssl == NULL || SSL_pending(s->io.ssl) == 0) {
+            st = smtp_wait(s, s->io.read_want, lim, &revents);
+            if (st != SMTP_IO_OK)
+                return st;
+        }
         st = smtp_recv_some(s);
         if (st != SMTP_IO_OK)
             return st;
@@ -349,19 +410,30 @@ smtp_read_reply(SmtpSession *s, SmtpState state, gint64 deadline,
     return SMTP_IO_OK;
 }
 
+/* smtp_send_shown - send one command line (no CR LF in CMD) for STATE;
+ * the transcript gets SHOWN instead (secrets masked) */
+static SmtpIoStatus
+smtp_send_shown(SmtpSession *s, SmtpState state, gint64 deadline,
+                const char *cmd, const char *shown)
+{
+    SmtpLimit lim = smtp_limit(smtp_state_timeout(s, state), deadline);
+    char *buf = g_strconcat(cmd, "\r\n", NULL);
+    gsize len = strlen(buf);
+    SmtpIoStatus st;
+
+    if (s->transcript != NULL)
+        s->transcript(s->transcript_ctx, '>', shown);
+    st = smtp_write_all(s, buf, len, &lim);
+    explicit_bzero(buf, len); /* may hold credentials */
+    g_free(buf);
+    return st;
+}
+
 /* smtp_send - send one command line (no CR LF in CMD) for STATE */
 static SmtpIoStatus
 smtp_send(SmtpSession *s, SmtpState state, gint64 deadline, const char *cmd)
 {
-    SmtpLimit lim = smtp_limit(smtp_state_timeout(s, state), deadline);
-    char *buf = g_strconcat(cmd, "\r\n", NULL);
-    SmtpIoStatus st;
-
-    if (s->transcript != NULL)
-        s->transcript(s->transcript_ctx, '>', cmd);
-    st = smtp_write_all(s, buf, strlen(buf), &lim);
-    g_free(buf);
-    return st;
+    return smtp_send_shown(s, state, deadline, cmd, cmd);
 }
 
 /* smtp_reply_text - the last reply's lines joined with " ", printable */
@@ -574,6 +646,18 @@ smtp_ext_line(SmtpExt *ext, const char *line)
             ext->size_max = max;
     } else if (g_ascii_strcasecmp(w[0], "LIMITS") == 0) {
         smtp_ext_limits(ext, w);
+    } else if (g_ascii_strcasecmp(w[0], "AUTH") == 0 ||
+               g_ascii_strncasecmp(w[0], "AUTH=", 5) == 0) {
+        /* "AUTH PLAIN LOGIN", or the old "AUTH=PLAIN LOGIN" form */
+        ext->auth = TRUE;
+        for (guint i = 0; i < n; i++) {
+            const char *m = i == 0 ? w[0] + 4 + (w[0][4] == '=') : w[i];
+
+            if (g_ascii_strcasecmp(m, "PLAIN") == 0)
+                ext->auth_plain = TRUE;
+            else if (g_ascii_strcasecmp(m, "LOGIN") == 0)
+                ext->auth_login = TRUE;
+        }
     }
 out:
     g_strfreev(words);
@@ -633,12 +717,278 @@ smtp_hello(SmtpSession *s, gint64 deadline, SmtpFailure *fail)
     return TRUE;
 }
 
+/* smtp_tls_fail - fill *FAIL for a STARTTLS step that failed */
+static gboolean
+smtp_tls_fail(SmtpFailure *fail, SmtpStatus status, Reply *reply,
+              char *text)
+{
+    smtp_fail(fail, status, reply, text);
+    return FALSE;
+}
+
+/* smtp_handshake - SSL_connect on the non-blocking socket, polling for
+ * what it wants, bounded by LIM; *WHY says why it failed */
+static SmtpIoStatus
+smtp_handshake(SmtpSession *s, const SmtpLimit *lim, char **why)
+{
+    for (;;) {
+        short events, revents = 0;
+        int n, err;
+        SmtpIoStatus st;
+
+        ERR_clear_error();
+        n = SSL_connect(s->io.ssl);
+        if (n == 1)
+            return SMTP_IO_OK;
+        err = SSL_get_error(s->io.ssl, n);
+        if (err == SSL_ERROR_WANT_READ)
+            events = POLLIN;
+        else if (err == SSL_ERROR_WANT_WRITE)
+            events = POLLOUT;
+        else {
+            *why = tls_error_text(err == SSL_ERROR_SYSCALL
+                                      ? "connection closed by the server"
+                                      : "handshake failure");
+            return SMTP_IO_LOST;
+        }
+        st = smtp_wait(s, events, lim, &revents);
+        if (st != SMTP_IO_OK)
+            return st;
+    }
+}
+
+/* smtp_tls_established - the log line and the peer check; FALSE when
+ * the level needs a verified peer and it is not */
+static gboolean
+smtp_tls_established(SmtpSession *s, const SmtpOptions *opt,
+                     SmtpFailure *fail)
+{
+    const char *host_only[] = {s->target->host, NULL};
+    const char *const *names = opt->tls_names != NULL ? opt->tls_names
+                                                      : host_only;
+    g_autofree char *why = NULL;
+    TlsPeer peer = tls_peer_check(s->io.ssl, names, &why);
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->io.ssl);
+    int alg_bits = 0, bits = SSL_CIPHER_get_bits(c, &alg_bits);
+
+    s->tls_resumed = SSL_session_reused(s->io.ssl);
+    s->tls_line = g_strdup_printf("%s TLS connection established to %s: "
+                                  "%s with cipher %s (%d/%d bits)%s",
+                                  tls_peer_name(peer), s->relay,
+                                  SSL_get_version(s->io.ssl),
+                                  SSL_CIPHER_get_name(c), bits, alg_bits,
+                                  s->tls_resumed ? " session resumed" : "");
+    if (opt->tls_level >= TLS_LEVEL_VERIFY && peer != TLS_PEER_VERIFIED)
+        return smtp_tls_fail(fail, SMTP_TLS, NULL,
+                             g_strdup_printf("Server certificate not "
+                                             "verified: host %s: %s",
+                                             s->namaddr, why));
+    return TRUE;
+}
+
+/* smtp_starttls - STARTTLS when the level and the server allow, the
+ * handshake, the peer check and EHLO again (RFC 3207 §4.2: forget what
+ * the first EHLO said) */
+static gboolean
+smtp_starttls(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
+              SmtpFailure *fail)
+{
+    gboolean required = opt->tls_level >= TLS_LEVEL_ENCRYPT;
+    Reply *reply = NULL;
+    SmtpLimit lim;
+    SmtpIoStatus st;
+    char *why = NULL;
+
+    if (opt->tls_level == TLS_LEVEL_NONE)
+        return TRUE;
+    if (opt->tls == NULL || !s->ext.starttls) {
+        if (!required)
+            return TRUE;
+        return smtp_tls_fail(fail, SMTP_TLS, NULL,
+                             g_strdup_printf("TLS is required, but was not "
+                                             "offered by host %s",
+                                             s->namaddr));
+    }
+    st = smtp_send(s, SMTP_ST_STARTTLS, deadline, "STARTTLS");
+    if (st == SMTP_IO_OK)
+        st = smtp_read_reply(s, SMTP_ST_STARTTLS, deadline, &reply);
+    if (st != SMTP_IO_OK)
+        return smtp_tls_fail(fail, smtp_io_status(st), NULL,
+                             smtp_io_text(s, st, SMTP_ST_STARTTLS));
+    if (reply->code != 220) {
+        char *text = smtp_reply_text(s);
+
+        if (!required) { /* Postfix at "may": go on in clear text */
+            s->tls_line = g_strdup_printf("host %s refused to start TLS: "
+                                          "%s; continuing without TLS",
+                                          s->namaddr, text);
+            g_free(text);
+            smtp_reply_free(reply);
+            return TRUE;
+        }
+        return smtp_tls_fail(fail, SMTP_TLS, reply,
+                             g_strdup_printf("TLS is required, but host %s "
+                                             "refused to start TLS: %s",
+                                             s->namaddr, text));
+    }
+    smtp_reply_free(reply);
+    /* anything the server sent after its 220 came before TLS: drop it
+     * (RFC 3207 §6; plaintext injected into the encrypted session) */
+    g_byte_array_set_size(s->in, 0);
+    s->in_off = 0;
+    s->io.ssl = tls_ssl_new(opt->tls, s->io.fd, s->target->host,
+                            s->tls_key);
+    if (s->io.ssl == NULL)
+        return smtp_tls_fail(fail, SMTP_TLS, NULL,
+                             tls_error_text("cannot create a TLS session"));
+    lim = smtp_limit(s->starttls_timeout, deadline);
+    st = smtp_handshake(s, &lim, &why);
+    if (st != SMTP_IO_OK) {
+        char *text = st == SMTP_IO_LOST
+                         ? g_strdup_printf("Cannot start TLS: handshake "
+                                           "failure with host %s: %s",
+                                           s->namaddr, why)
+                         : smtp_io_text(s, st, SMTP_ST_TLS);
+
+        g_free(why);
+        return smtp_tls_fail(fail,
+                             st == SMTP_IO_DEADLINE ? SMTP_DEADLINE
+                                                    : SMTP_HANDSHAKE,
+                             NULL, text);
+    }
+    if (!smtp_tls_established(s, opt, fail))
+        return FALSE;
+    return smtp_hello(s, deadline, fail);
+}
+
+/* smtp_b64 - base64 of LEN bytes of DATA */
+static char *
+smtp_b64(const char *data, gsize len)
+{
+    return g_base64_encode((const guchar *)data, len);
+}
+
+/* smtp_auth_step - send CMD (shown as SHOWN) and read the reply */
+static SmtpIoStatus
+smtp_auth_step(SmtpSession *s, gint64 deadline, const char *cmd,
+               const char *shown, Reply **reply)
+{
+    SmtpIoStatus st = smtp_send_shown(s, SMTP_ST_AUTH, deadline, cmd, shown);
+
+    *reply = NULL;
+    if (st == SMTP_IO_OK)
+        st = smtp_read_reply(s, SMTP_ST_AUTH, deadline, reply);
+    return st;
+}
+
+/* smtp_auth_exchange - AUTH PLAIN (RFC 4616) or, when only that is
+ * offered, AUTH LOGIN; the final reply in *REPLY. Secrets never reach
+ * the transcript: it shows "******". */
+static SmtpIoStatus
+smtp_auth_exchange(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
+                   Reply **reply)
+{
+    gsize ulen = strlen(opt->sasl_user), plen = strlen(opt->sasl_pass);
+    SmtpIoStatus st;
+    char *b64, *cmd;
+
+    if (s->ext.auth_plain) {
+        char *raw = g_malloc(ulen + plen + 2);
+
+        raw[0] = '\0'; /* no authorization identity */
+        memcpy(raw + 1, opt->sasl_user, ulen);
+        raw[ulen + 1] = '\0';
+        memcpy(raw + ulen + 2, opt->sasl_pass, plen);
+        b64 = smtp_b64(raw, ulen + plen + 2);
+        explicit_bzero(raw, ulen + plen + 2);
+        g_free(raw);
+        cmd = g_strconcat("AUTH PLAIN ", b64, NULL);
+        explicit_bzero(b64, strlen(b64));
+        g_free(b64);
+        st = smtp_auth_step(s, deadline, cmd, "AUTH PLAIN ******", reply);
+        explicit_bzero(cmd, strlen(cmd));
+        g_free(cmd);
+        return st;
+    }
+    st = smtp_auth_step(s, deadline, "AUTH LOGIN", "AUTH LOGIN", reply);
+    if (st != SMTP_IO_OK || (*reply)->code != 334)
+        return st;
+    smtp_reply_free(*reply);
+    b64 = smtp_b64(opt->sasl_user, ulen);
+    st = smtp_auth_step(s, deadline, b64, b64, reply);
+    g_free(b64);
+    if (st != SMTP_IO_OK || (*reply)->code != 334)
+        return st;
+    smtp_reply_free(*reply);
+    b64 = smtp_b64(opt->sasl_pass, plen);
+    st = smtp_auth_step(s, deadline, b64, "******", reply);
+    explicit_bzero(b64, strlen(b64));
+    g_free(b64);
+    return st;
+}
+
+/* smtp_auth - AUTH when credentials are set and the server offers it
+ * (without AUTH the session goes on, as Postfix's does); over clear text
+ * only when allowed */
+static gboolean
+smtp_auth(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
+          SmtpFailure *fail)
+{
+    Reply *reply = NULL;
+    SmtpIoStatus st;
+    char *text;
+
+    if (opt->sasl_user == NULL || opt->sasl_pass == NULL || !s->ext.auth)
+        return TRUE;
+    if (s->io.ssl == NULL && !opt->sasl_plaintext) {
+        smtp_fail(fail, SMTP_AUTH, NULL,
+                  g_strdup_printf("SASL authentication to host %s refused: "
+                                  "the connection is not encrypted "
+                                  "(allow_plaintext_auth = no)",
+                                  s->namaddr));
+        return FALSE;
+    }
+    if (!s->ext.auth_plain && !s->ext.auth_login) {
+        smtp_fail(fail, SMTP_AUTH, NULL,
+                  g_strdup_printf("SASL authentication failed; cannot "
+                                  "authenticate to server %s: no mechanism "
+                                  "available (PLAIN or LOGIN)",
+                                  s->namaddr));
+        return FALSE;
+    }
+    st = smtp_auth_exchange(s, opt, deadline, &reply);
+    if (st != SMTP_IO_OK) {
+        smtp_reply_free(reply);
+        smtp_fail(fail, smtp_io_status(st), NULL,
+                  smtp_io_text(s, st, SMTP_ST_AUTH));
+        return FALSE;
+    }
+    if (reply->code == 235) {
+        smtp_reply_free(reply);
+        return TRUE;
+    }
+    text = smtp_reply_text(s);
+    smtp_fail(fail, reply->code == 421 ? SMTP_REJECTED : SMTP_AUTH, reply,
+              g_strdup_printf("SASL authentication failed; server %s said: "
+                              "%s",
+                              s->namaddr, text));
+    g_free(text);
+    return FALSE;
+}
+
 /* smtp_session_free - close the socket and free S */
 static void
 smtp_session_free(SmtpSession *s)
 {
+    if (s->io.ssl != NULL) {
+        (void)SSL_shutdown(s->io.ssl); /* one try: close_notify, no wait */
+        SSL_free(s->io.ssl);
+        ERR_clear_error();
+    }
     if (s->io.fd >= 0)
         close(s->io.fd);
+    g_free(s->tls_key);
+    g_free(s->tls_line);
     target_free(s->target);
     g_free(s->helo_name);
     g_free(s->namaddr);
@@ -667,6 +1017,11 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
     s->namaddr = g_strdup_printf("%s[%s]", t->host, t->addr);
     s->relay = target_relay_name(t);
     s->io.fd = -1;
+    s->io.read_want = POLLIN;
+    s->io.write_want = POLLOUT;
+    s->starttls_timeout = opt->starttls_timeout > 0 ? opt->starttls_timeout
+                                                    : opt->timeouts.helo;
+    s->tls_key = g_strdup_printf("%s:%u", t->addr, t->port);
     s->in = g_byte_array_new();
     s->lines = g_ptr_array_new_with_free_func(g_free);
 
@@ -688,7 +1043,9 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
         goto fail;
     }
     smtp_reply_free(greeting);
-    if (!smtp_hello(s, deadline, fail))
+    if (!smtp_hello(s, deadline, fail) ||
+        !smtp_starttls(s, opt, deadline, fail) ||
+        !smtp_auth(s, opt, deadline, fail))
         goto fail;
     s->usable = TRUE;
     return s;
@@ -713,6 +1070,18 @@ const char *
 smtp_session_relay(const SmtpSession *s)
 {
     return s->relay;
+}
+
+const char *
+smtp_session_tls(const SmtpSession *s)
+{
+    return s->tls_line;
+}
+
+gboolean
+smtp_session_tls_resumed(const SmtpSession *s)
+{
+    return s->tls_resumed;
 }
 
 gboolean

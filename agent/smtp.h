@@ -1,6 +1,7 @@
 /*
  * smtp.h - ESMTP client session: connect, greeting, EHLO (HELO fallback),
- * one transaction at a time with PIPELINING when offered, RSET, QUIT.
+ * STARTTLS (RFC 3207) and EHLO again, AUTH PLAIN/LOGIN (RFC 4954), one
+ * transaction at a time with PIPELINING when offered, RSET, QUIT.
  *
  * The engine sends commands and collects replies; it never decides what a
  * reply means (that is reply.c and deliver.c). Every read and write is
@@ -14,6 +15,7 @@
 #include "reply.h"
 #include "spool.h"
 #include "target.h"
+#include "tls.h"
 
 typedef struct {
     guint connect, helo, mail, rcpt, data_init, data_xfer, data_done, rset,
@@ -30,7 +32,17 @@ typedef struct {
     SmtpTimeouts timeouts;
     SmtpTranscriptFn transcript; /* NULL = none */
     gpointer transcript_ctx;
-    /* STARTTLS and AUTH settings come here (TLS issue) */
+    /* STARTTLS: at MAY and above when the server offers it; ENCRYPT and
+     * above fail (SMTP_TLS) when it cannot be done or, at VERIFY/SECURE,
+     * when the peer is not verified against TLS_NAMES */
+    TlsContext *tls;            /* NULL = never STARTTLS */
+    TlsLevel tls_level;
+    const char *const *tls_names; /* NULL-terminated; NULL = target host */
+    guint starttls_timeout;     /* seconds for STARTTLS + handshake */
+    /* AUTH after (the second) EHLO when the server offers it */
+    const char *sasl_user;      /* NULL = no AUTH */
+    const char *sasl_pass;      /* never logged nor put in transcripts */
+    gboolean sasl_plaintext;    /* AUTH allowed without TLS */
 } SmtpOptions;
 
 typedef struct {
@@ -42,6 +54,7 @@ typedef struct {
     guint rcptmax;     /* LIMITS RCPTMAX=n (RFC 9422), 0 = none */
     guint rcptdomainmax; /* LIMITS RCPTDOMAINMAX=n, 0 = none */
     guint mailmax;     /* LIMITS MAILMAX=n, 0 = none */
+    gboolean auth, auth_plain, auth_login; /* AUTH and its mechanisms */
 } SmtpExt;
 
 typedef enum {
@@ -51,6 +64,11 @@ typedef enum {
     SMTP_LOST,      /* dropped, timed out, or 421 during a transaction */
     SMTP_PROTOCOL,  /* reply that does not parse: do not reuse */
     SMTP_DEADLINE,  /* the caller's deadline passed */
+    SMTP_TLS,       /* TLS required but not offered or refused, or the
+                       peer not verified (Postfix: 4.7.5) */
+    SMTP_HANDSHAKE, /* the TLS handshake failed or timed out: at "may"
+                       the caller may retry without TLS (Postfix does) */
+    SMTP_AUTH,      /* AUTH refused (reply stored) or not possible */
 } SmtpStatus;
 
 typedef struct SmtpSession SmtpSession;
@@ -74,6 +92,15 @@ const SmtpExt *smtp_session_ext(const SmtpSession *s);
 const Target *smtp_session_target(const SmtpSession *s);
 /* smtp_session_relay - "host[addr]:port" */
 const char *smtp_session_relay(const SmtpSession *s);
+/* smtp_session_tls - the line to log about TLS once per connection:
+ * "Verified TLS connection established to h[a]:port: TLSv1.3 with cipher
+ * NAME (256/256 bits)" (Untrusted, Trusted, Verified as Postfix logs it;
+ * " session resumed" appended when the cache was used), or at "may" "host
+ * h[a] refused to start TLS: 454 ...; continuing without TLS"; NULL for
+ * a clear-text session with nothing to say */
+const char *smtp_session_tls(const SmtpSession *s);
+/* smtp_session_tls_resumed - the TLS session was resumed from the cache */
+gboolean smtp_session_tls_resumed(const SmtpSession *s);
 /* smtp_session_usable - no error so far, may carry another transaction */
 gboolean smtp_session_usable(const SmtpSession *s);
 /* smtp_session_close - QUIT when usable (reply not waited for beyond the

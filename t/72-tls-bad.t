@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+# 72-tls-bad.t - rapidretry-agent's TLS settings and STARTTLS failures:
+# garbage certificate file, missing CA file, bad level and policy lines
+# (4.3.5 naming FILE:LINE); a server that answers STARTTLS with 220 and
+# then stays silent (the deadline holds; at "may" the handshake timeout
+# leads to one clear-text retry of that server); a server that answers
+# STARTTLS with 454 ("may": clear text; "encrypt": 4.7.5).
+import os
+import re
+import socket
+import sys
+import threading
+sys.dont_write_bytecode = True
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "lib"))
+import rrtest
+from rrtest import ok, is_, like, diag, done
+
+rrtest.require_root()
+rrtest.agent_binary()
+
+
+class StartTlsServer:
+    """StartTlsServer - a small SMTP server on 127.0.0.1 that offers
+    STARTTLS and answers it per connection as MODES says: "stall" (220,
+    then silence), "454" (refuse), "garbage" (220, then text that is not
+    TLS); mail in clear text is accepted."""
+
+    def __init__(self, modes):
+        self.modes = list(modes)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.conns = 0
+        self.accepted = []   # RCPT addresses of completed messages
+        self.commands = []   # (conn, line)
+        self.open = []
+        self.stopped = False
+        threading.Thread(target=self._loop, daemon=True).start()
+        rrtest.at_cleanup(self.stop)
+
+    def stop(self):
+        self.stopped = True
+        for s in self.open + [self.sock]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _loop(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns += 1
+            self.open.append(c)
+            mode = self.modes[self.conns - 1] if self.conns <= len(
+                self.modes) else "454"
+            threading.Thread(target=self._conn, args=(c, self.conns, mode),
+                             daemon=True).start()
+
+    def _conn(self, c, n, mode):
+        f = c.makefile("rb")
+        rcpts = []
+
+        def say(line):
+            c.sendall(line.encode() + b"\r\n")
+        try:
+            say("220 starttls.test ESMTP")
+            while True:
+                raw = f.readline()
+                if not raw:
+                    return
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                self.commands.append((n, line))
+                verb = line.split(" ", 1)[0].upper()
+                if verb == "EHLO":
+                    say("250-starttls.test\r\n250-PIPELINING\r\n"
+                        "250-STARTTLS\r\n250 ENHANCEDSTATUSCODES")
+                elif verb == "STARTTLS" and mode == "454":
+                    say("454 4.7.0 TLS not available due to local problem")
+                elif verb == "STARTTLS" and mode == "stall":
+                    say("220 2.0.0 Ready to start TLS")
+                    while f.read(1):      # hold the line, say nothing
+                        pass
+                    return
+                elif verb == "STARTTLS":
+                    say("220 2.0.0 Ready to start TLS")
+                    say("this is not TLS")
+                    return
+                elif verb in ("MAIL", "RSET"):
+                    rcpts = []
+                    say("250 2.0.0 Ok")
+                elif verb == "RCPT":
+                    rcpts.append(re.sub(r".*<(.*)>.*", r"\1", line))
+                    say("250 2.1.5 Ok")
+                elif verb == "DATA":
+                    say("354 End data with <CR><LF>.<CR><LF>")
+                    while f.readline().rstrip(b"\r\n") != b".":
+                        pass
+                    self.accepted += rcpts
+                    say("250 2.0.0 Ok: queued")
+                elif verb == "QUIT":
+                    say("221 2.0.0 Bye")
+                    return
+                else:
+                    say("502 5.5.2 Error: command not recognized")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+agent = rrtest.Agent(deadline="10s")
+_qid = [0x72000]
+
+
+def run(rcpts, port, text, **kw):
+    _qid[0] += 1
+    qid = "%X" % _qid[0]
+    agent.write_conf(extra_text=text)
+    before = len(agent.log_lines())
+    res = agent.run(rcpts, queue_id=qid, nexthop="[127.0.0.1]:%d" % port,
+                    **kw)
+    ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
+    return res, qid, agent.log_lines()[before:]
+
+
+def conf_line(key):
+    """conf_line - the line number KEY has in the agent's config file."""
+    for i, l in enumerate(rrtest.read_file(agent.conf).splitlines(), 1):
+        if l.startswith(key):
+            return i
+    return -1
+
+
+# --- configuration errors --------------------------------------------------
+garbage = rrtest.write_file(os.path.join(agent.dir, "garbage.pem"),
+                            "this is not a certificate\n")
+res, qid, lines = run(["c1@d1.test"], 25,
+                      "[tls]\ncert_file = %s\n" % garbage)
+is_(res.rc, 75, "garbage cert_file: deferred, not bounced")
+like(res.out, r"^4\.3\.5 .*configuration error: %s:%d: \[tls\] cert_file "
+     r".*garbage\.pem" % (re.escape(agent.conf), conf_line("cert_file")),
+     "garbage cert_file: 4.3.5 naming FILE:LINE and the file")
+
+res, qid, lines = run(["c2@d1.test"], 25,
+                      "[tls]\nca_file = /nonexistent/ca.pem\n")
+like(res.out, r"^4\.3\.5 .*%s:%d: \[tls\] ca_file /nonexistent/ca\.pem: No "
+     r"such file" % (re.escape(agent.conf), conf_line("ca_file")),
+     "missing ca_file: 4.3.5 naming FILE:LINE and the error")
+
+res, qid, lines = run(["c3@d1.test"], 25,
+                      "[tls]\nsecurity_level = paranoid\n")
+like(res.out, r"^4\.3\.5 .*:%d: security_level \"paranoid\""
+     % conf_line("security_level"), "unknown security_level: FILE:LINE")
+
+res, qid, lines = run(["c4@d1.test"], 25,
+                      "[tls_policy]\nexample.com = verify mtch=x\n")
+like(res.out, r"^4\.3\.5 .*:%d: \[tls_policy\] unknown attribute "
+     r"\"mtch=x\"" % conf_line("example.com"), "bad policy line: FILE:LINE")
+
+res, qid, lines = run(["c5@d1.test"], 25,
+                      "[tls]\nmin_protocol = SSLv3\n")
+like(res.out, r"^4\.3\.5 .*:%d: \[tls\] min_protocol \"SSLv3\""
+     % conf_line("min_protocol"), "bad min_protocol: FILE:LINE")
+
+# --- STARTTLS answered 220, then silence: the deadline holds --------------
+srv = StartTlsServer(["stall"])
+res, qid, lines = run(["h1@d1.test"], srv.port,
+                      "[tls]\nsecurity_level = encrypt\n")
+good = is_(res.rc, 75, "stalled handshake: deferred")
+good &= like(res.out, r"^4\.4\.2 delivery deadline reached",
+             "stalled handshake: 4.4.2 deadline")
+good &= like("\n".join(lines), r"delivery time limit reached in "
+             r"conversation with .* while performing the TLS handshake",
+             "stalled handshake: the log names the TLS handshake")
+good &= ok(res.elapsed < 10 + 5, "stalled handshake: ended near the 10s "
+           "deadline (%.1fs)" % res.elapsed)
+if not good:
+    diag(repr(res))
+    diag("\n".join(lines))
+
+# --- "may": a handshake that times out, then one retry in clear text ------
+agent.write_conf(smtp_extra={"starttls_timeout": "2s"}, extra_text="")
+srv = StartTlsServer(["stall", "plain"])
+res, qid, lines = run(["h3@d1.test"], srv.port, "")
+good = is_(res.rc, 0, "may, handshake timeout: delivered")
+good &= is_(srv.accepted, ["h3@d1.test"], "may: delivered on the retry")
+good &= is_(srv.conns, 2, "may: exactly one retry connection")
+good &= ok(not [c for n, c in srv.commands if n == 2 and c == "STARTTLS"],
+           "may: the retry does not try STARTTLS")
+good &= ok([l for l in lines if re.search(
+    r"timed out while performing the TLS handshake; trying this server "
+    r"again without TLS", l)], "may: the retry is logged")
+if not good:
+    diag(repr(res))
+    diag("\n".join(lines))
+
+# --- "may": a handshake that fails at once (not TLS) -----------------------
+srv = StartTlsServer(["garbage", "plain"])
+res, qid, lines = run(["h4@d1.test"], srv.port, "")
+is_(res.rc, 0, "may, handshake failure: delivered on the retry")
+ok([l for l in lines if re.search(r"Cannot start TLS: handshake failure "
+                                  r"with host .*; trying this server again",
+                                  l)], "may, handshake failure: logged")
+
+# --- 454 to STARTTLS ---------------------------------------------------------
+srv = StartTlsServer(["454"])
+res, qid, lines = run(["h5@d1.test"], srv.port, "")
+is_(res.rc, 0, "454 at may: delivered in clear text")
+is_(srv.accepted, ["h5@d1.test"], "454 at may: on the same connection")
+ok([l for l in lines if "refused to start TLS: 454 4.7.0" in l and
+    "continuing without TLS" in l], "454 at may: logged")
+srv = StartTlsServer(["454"])
+res, qid, lines = run(["h6@d1.test"], srv.port,
+                      "[tls]\nsecurity_level = encrypt\n")
+is_(res.rc, 75, "454 at encrypt: deferred")
+like(res.out, r"^4\.7\.5 TLS is required, but host .* refused to start "
+     r"TLS: 454 4\.7\.0", "454 at encrypt: 4.7.5 with the reply")
+is_(srv.accepted, [], "454 at encrypt: nothing sent")
+done()
