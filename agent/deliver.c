@@ -25,6 +25,7 @@ typedef struct {
     char *last_dsn;       /* why the last connection failed */
     char *last_reason;
     gboolean last_permanent;
+    gboolean new_session; /* the last round asks for a fresh connection */
 } Run;
 
 Group *
@@ -387,6 +388,7 @@ session_open(Run *run)
         }
         run->connections++;
         run->progressed = FALSE;
+        run->new_session = FALSE;
         run->session_tx = 0;
         session_transcript(run, &opt);
         {
@@ -629,7 +631,14 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
             progress = TRUE;
             break;
         case REPLY_RAPID:
-            if (i == 0) /* alone in a transaction and still refused */
+            if (i == 0 && run->session_tx > 1 && !run->new_session) {
+                /* refused first on a connection that carried earlier
+                 * transactions: a per-connection limit, which a new
+                 * connection resets (bounded by max_reconnects) */
+                run->new_session = TRUE;
+                g_ptr_array_add(rapid, r);
+                first_rapid = rep;
+            } else if (i == 0) /* alone in a transaction, still refused */
                 report_reply(run, r, RCPT_DEFERRED, rep, "RCPT TO");
             else {
                 g_ptr_array_add(rapid, r);
@@ -652,7 +661,13 @@ round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
     while (answered > 0 && (tx->rcpt[answered - 1] == NULL ||
                             tx->rcpt[answered - 1]->code == 421))
         answered--;
-    if (rapid->len > 0 && !progress) {
+    if (run->new_session) {
+        g_autofree char *line = reply_oneline(first_rapid);
+
+        log_info("%s: rapid retry: %u recipients, new connection after "
+                 "\"%s\"", run->d->queue_id, rapid->len, line);
+        g_ptr_array_extend(run->pending, rapid, NULL, NULL);
+    } else if (rapid->len > 0 && !progress) {
         /* no recipient finished and none accepted: retrying the same
          * set cannot help (livelock guard) */
         for (guint i = 0; i < rapid->len; i++) {
@@ -724,6 +739,10 @@ one_round(Run *run)
         if (accepted->len > 0)
             finish_message(run, accepted, &tx);
     }
+    if (run->new_session && run->session != NULL && tx.status == SMTP_OK) {
+        run->progressed = TRUE; /* the same server, on a new connection */
+        session_end(run);
+    }
     g_ptr_array_sort(run->pending, rcpt_cmp);
     if (run->session != NULL && tx.status != SMTP_OK) {
         SmtpFailure f = {tx.status, NULL, tx.failure};
@@ -749,8 +768,7 @@ mailmax_reached(Run *run)
 void
 deliver_group(Delivery *d, Group *g, SmtpSession **keep)
 {
-    Run run = {d, g, g_ptr_array_new(), NULL, 0, 0, 0, 0, FALSE, NULL,
-               NULL, FALSE};
+    Run run = {.d = d, .g = g, .pending = g_ptr_array_new()};
 
     if (keep != NULL && *keep != NULL) {
         /* the connection the previous group of this lane left open: same

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # 21-agent-extensions.t - the ESMTP extensions the agent must honour, as
 # seen on the wire: SIZE= and a server SIZE limit (5.3.4), BODY=8BITMIME,
-# SMTPUTF8 (5.6.7 when not offered), LIMITS RCPTDOMAINMAX, and CRLF +
-# dot-stuffing of an LF message.
+# SMTPUTF8 (5.6.7 when not offered), LIMITS RCPTDOMAINMAX, CRLF +
+# dot-stuffing of an LF message, and a per-connection recipient limit.
 import os
 import re
 import sys
@@ -112,5 +112,28 @@ is_(len(tx), 3, "three transactions for three domains")
 ok(all(len({a.split("@")[1] for a in t[1]}) == 1 for t in tx),
    "each transaction holds one domain")
 is_(len(sink.commands("RCPT")), 9, "no RCPT sent twice (nothing refused)")
+
+# --- 6. a per-connection recipient limit: a new connection, not a defer ----
+# the server takes 2 RCPTs per transaction and 2 transactions per
+# connection; the first RCPT of a third transaction is refused
+rl = ["p%d@d1.test" % i for i in range(1, 10)]
+sink, res = run({"rcpt_max": 2,
+                 "rules": [{"cmd": "RCPT", "ctxn": "3+",
+                            "reply": "452 4.5.3 Too many recipients for "
+                                     "this connection"}]}, rl, ascii_msg)
+is_(res.rc, 0, "per-connection limit: all 9 delivered in one run")
+is_(sink.delivered(), sorted(rl), "each recipient accepted exactly once")
+is_(sink.connections(), 3, "three connections (4 + 4 + 1 recipients)")
+ok(any("new connection after" in l for l in agent.log_lines()),
+   "the agent logged the new connection")
+
+# a server that refuses the first RCPT even on a fresh connection: deferred
+# after one new connection, not retried forever
+sink, res = run({"rcpt_max": 2,
+                 "rules": [{"cmd": "RCPT", "txn": "2+",
+                            "reply": "452 4.5.3 Too many recipients"}]},
+                rl[:5], ascii_msg)
+is_(res.rc, 75, "refused on a fresh connection too: deferred (exit 75)")
+is_(sink.delivered(), sorted(rl[:2]), "the first two delivered")
 
 done()
