@@ -143,7 +143,7 @@ sink, res, qid = run({"rules": [{"cmd": "MAIL", "action": "silent"}]}, rl,
                      ag=fast, timeout=40)
 good = is_(res.rc, 75, "silence: exit 75")
 good &= like(res.out, r"^4\.\d\.\d ", "silence: 4.x.x")
-good &= ok(res.elapsed < 10 + 4,
+good &= ok(res.elapsed < 10 + 10,  # far below the 60 s timeouts
            "silence: ended by the deadline (%.1fs, deadline 10s)"
            % res.elapsed)
 good &= ok(res.elapsed >= 9.5, "silence: waited for the deadline")
