@@ -117,6 +117,25 @@ domain_groups(Delivery *d, Router *router, GPtrArray *rcpts,
     }
 }
 
+/* nexthop_is_relay - a nexthop without brackets names a relay (MX lookup
+ * of that host, as in Postfix) when it has a dot and is not a recipient's
+ * domain; Postfix passes the recipient domain when the transport has no
+ * nexthop, and a dummy such as "batch" asks for routing per domain */
+static gboolean
+nexthop_is_relay(GPtrArray *rcpts, const char *nexthop)
+{
+    if (strchr(nexthop, '.') == NULL)
+        return FALSE;
+    for (guint i = 0; i < rcpts->len; i++) {
+        const Rcpt *r = g_ptr_array_index(rcpts, i);
+
+        if (r->addr != NULL &&
+            g_ascii_strcasecmp(r->addr->domain_lc, nexthop) == 0)
+            return FALSE;
+    }
+    return TRUE;
+}
+
 void
 group_build(Delivery *d, GPtrArray *rcpts, const char *nexthop,
             GPtrArray *groups)
@@ -135,7 +154,8 @@ group_build(Delivery *d, GPtrArray *rcpts, const char *nexthop,
         defer_config(d, rcpts, why);
         return;
     }
-    if (nexthop != NULL && nexthop[0] == '[')
+    if (nexthop != NULL && (nexthop[0] == '[' ||
+                            nexthop_is_relay(rcpts, nexthop)))
         static_group(d, router, rcpts, nexthop, groups);
     else if (c->relay[0] != '\0')
         static_group(d, router, rcpts, c->relay, groups);

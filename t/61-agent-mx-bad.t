@@ -43,7 +43,7 @@ agent = rrtest.Agent(relay="", deadline="20s")
 qn = [0]
 
 
-def run(rcpts, route=None, dns_lines=(), routes_text=None):
+def run(rcpts, route=None, dns_lines=(), routes_text=None, nexthop="batch"):
     """run - one agent run with * = ROUTE (lookup-mx via unbound on PORT
     unless given) or a literal [routes] text; returns (Result, its log)."""
     if routes_text is None:
@@ -54,7 +54,7 @@ def run(rcpts, route=None, dns_lines=(), routes_text=None):
     qn[0] += 1
     qid = "6B%08X" % qn[0]
     mark = len(agent.log_lines())
-    res = agent.run(rcpts, queue_id=qid, nexthop="batch")
+    res = agent.run(rcpts, queue_id=qid, nexthop=nexthop)
     return res, [l for l in agent.log_lines()[mark:] if qid in l]
 
 
@@ -210,4 +210,17 @@ is_((res.rc, res.out[:6]), (0, "2.0.0 "),
 is_(len(good.messages()), n + 1, "example config: one message delivered")
 if res.rc != 0:
     diag(repr(res))
+# --- a nexthop host name without brackets: the MX of that host, as in
+# Postfix (transport_maps "rapidretry:mx-good.test:PORT"); the recipient
+# domains are not looked up at all ------------------------------------------
+RN = ["n1@not-in-dns.example", "n2@other.example"]
+res, log = run(RN, dns_lines=["servers = 127.0.0.1:%d" % dns.port],
+               routes_text="* = lookup-mx:query=127.0.0.1:%d" % DEAD_DNS,
+               nexthop="mx-good.test:%d" % PORT)
+check("nexthop host", res, 0, r"^2\.0\.0 ", log, RN,
+      {r: (r"2\.", "sent") for r in RN})
+like("\n".join(log), r"relay=mx-good\.test\[127\.0\.0\.4\]:%d" % PORT,
+     "nexthop host: delivered to mx-good.test's address")
+ok(set(RN) <= set(good.delivered()), "nexthop host: the sink accepted both")
+
 done()
