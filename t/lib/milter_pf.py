@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+
+import postfix
 import time
 
 BUILD = os.environ.get("RR_BUILD", "")
@@ -149,33 +151,9 @@ class Milter:
             self.proc.wait()
 
 
-MASTER_CF = """\
-{port} inet n - n - - smtpd
-postlog   unix-dgram n - n - 1 postlogd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n - 0 cleanup
-qmgr      unix n - n 300 1 qmgr
-tlsmgr    unix - - n 1000? 1 tlsmgr
-rewrite   unix - - n - - trivial-rewrite
-bounce    unix - - n - 0 bounce
-defer     unix - - n - 0 bounce
-trace     unix - - n - 0 bounce
-verify    unix - - n - 1 verify
-flush     unix n - n 1000? 0 flush
-proxymap  unix - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix - - n - - smtp
-relay     unix - - n - - smtp
-showq     unix n - n - - showq
-error     unix - - n - - error
-retry     unix - - n - - error
-discard   unix - - n - - discard
-local     unix - n n - - local
-virtual   unix - n n - - virtual
-lmtp      unix - - n - - lmtp
-anvil     unix - - n - 1 anvil
-scache    unix - - n - 1 scache
-"""
+# the services every test instance runs (postfix.py), plus smtpd and tlsmgr
+MASTER_CF = ("{port} inet n - n - - smtpd\n"
+             "tlsmgr    unix - - n 1000? 1 tlsmgr\n" + postfix.MASTER_CF)
 
 
 class Postfix:
