@@ -386,9 +386,9 @@ dsn_submit(const char *command, const char *to, const GString *msg,
                                               300);
 
         g_set_error(&err, dsn_error_quark(), 0, "%s %s: %s", cmd[0],
-                    !wrote                ? "did not read the message"
-                    : WIFEXITED(status)   ? "failed"
-                                          : "was killed",
+                    !WIFEXITED(status)           ? "was killed"
+                    : WEXITSTATUS(status) != 0   ? "failed"
+                                                 : "did not read the message",
                     text[0] != '\0' ? text : "no output");
     }
 out:

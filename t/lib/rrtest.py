@@ -321,7 +321,7 @@ class Agent:
     def __init__(self, name="agent", relay="[127.0.0.1]:25", deadline="30s",
                  helo_name="sender.test", timeouts=None, rcpt_limit=0,
                  agent_extra=None, smtp_extra=None, extra_text="",
-                 dsn_sendmail="/bin/true"):
+                 dsn_sendmail='/bin/sh -c "cat >/dev/null"'):
         ensure_user()
         self.dir = subdir(name, owner=TEST_USER)
         self.binary = os.path.join(self.dir, "rapidretry-agent")
