@@ -475,15 +475,6 @@ mail_params(Run *run, GPtrArray *pick)
     return g_string_free(p, FALSE);
 }
 
-/* is_domain_reply - a rapid reply that says "one domain at a time" */
-static gboolean
-is_domain_reply(const Reply *r)
-{
-    g_autofree char *low = g_ascii_strdown(r->text, -1);
-
-    return strstr(low, "domain") != NULL;
-}
-
 /* learn - what the rapid replies of a round teach (DESIGN §6): a count
  * limit when they form a suffix, one domain per transaction when they
  * are exactly the other domains, nothing when they interleave */
@@ -514,7 +505,7 @@ learn(Run *run, GPtrArray *pick, guint n, const ReplyClass *cls,
             other_domains = FALSE;
     }
     if (dom != NULL && ((any_other && other_domains) ||
-                        (is_domain_reply(first) && !suffix)))
+                        (reply_one_domain(first) && !suffix)))
         limits_learn(run, 0, TRUE);
     else if (suffix && k > 0)
         limits_learn(run, k, FALSE);

@@ -99,8 +99,7 @@ dns_text(const char *name, const char *type, const char *why)
     return s;
 }
 
-/* dns_norm_name - lower case, trailing dot removed */
-static char *
+char *
 dns_norm_name(const char *name)
 {
     char *s = g_ascii_strdown(name, -1);

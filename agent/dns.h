@@ -100,4 +100,8 @@ void dns_mx_order(GPtrArray *mx, guint32 seed);
 GQuark dns_error_quark(void);
 #define DNS_ERROR dns_error_quark()
 
+/* dns_norm_name - NAME in lower case without a trailing dot, as names
+ * are compared and cached; free with g_free */
+char *dns_norm_name(const char *name);
+
 #endif

@@ -411,18 +411,6 @@ router_set_seed(Router *r, guint32 seed)
     r->seed = seed;
 }
 
-/* norm_domain - lower case, no trailing dot */
-static char *
-norm_domain(const char *d)
-{
-    char *s = g_ascii_strdown(d, -1);
-    gsize n = strlen(s);
-
-    if (n > 0 && s[n - 1] == '.')
-        s[n - 1] = '\0';
-    return s;
-}
-
 /* route_match - the first route for DOMAIN (lower case) in file order */
 static const Route *
 route_match(const Router *r, const char *domain)
@@ -449,7 +437,7 @@ route_match(const Router *r, const char *domain)
 char *
 router_describe(const Router *r, const char *domain)
 {
-    char *d = norm_domain(domain);
+    char *d = dns_norm_name(domain);
     char *s = g_strdup(route_match(r, d)->text);
 
     g_free(d);
@@ -598,7 +586,7 @@ router_resolve(Router *r, const char *const *domains, guint n,
     char **keys = g_new0(char *, n + 1);
 
     for (guint i = 0; i < n; i++) {
-        char *d = norm_domain(domains[i]);
+        char *d = dns_norm_name(domains[i]);
         Route *lit = literal_route(d);
         const Route *rt = lit != NULL ? lit : route_match(r, d);
         RouteResult *res;

@@ -438,6 +438,17 @@ reply_classify(const Reply *reply, ReplyStage stage, const ReplyRules *rules)
     }
 }
 
+/* reply_one_domain - the reply says "one destination domain per
+ * transaction" in one of the phrasings the classifier knows */
+gboolean
+reply_one_domain(const Reply *reply)
+{
+    g_autofree char *lc =
+        g_ascii_strdown(reply->text != NULL ? reply->text : "", -1);
+
+    return phrases_match(lc, DOMAIN_PHRASES);
+}
+
 /* reply_class_name - for logs and tests */
 const char *
 reply_class_name(ReplyClass c)

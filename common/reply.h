@@ -70,6 +70,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(Reply, reply_free)
 ReplyClass reply_classify(const Reply *reply, ReplyStage stage,
                           const ReplyRules *rules);
 const char *reply_class_name(ReplyClass c);
+/* reply_one_domain - REPLY's text asks for one recipient domain per
+ * transaction ("Multiple destination domains per transaction is
+ * unsupported" and the other known phrasings) */
+gboolean reply_one_domain(const Reply *reply);
 
 /* reply_dsn - the enhanced status code to report for REPLY: its own
  * enhanced code when it has one whose class matches the basic code, else

@@ -555,6 +555,36 @@ test_pattern_errors(void)
     g_assert_null(reply_pattern_parse(NULL, NULL));
 }
 
+/* test_one_domain - which rapid replies ask for one domain per
+ * transaction (deliver.c learns that from them) */
+static void
+test_one_domain(void)
+{
+    static const struct {
+        const char *text;
+        gboolean want;
+    } cases[] = {
+        {"451 4.3.0 Multiple destination domains per transaction is "
+         "unsupported", TRUE},
+        {"451 4.3.0 <a@b>: Recipient address rejected: Multiple "
+         "destination domains per transaction is unsupported", TRUE},
+        {"452 Too many different domains", TRUE},
+        {"452 4.5.3 Error: too many recipients", FALSE},
+        {"451 4.5.3 Use PRDR or retry immediately, possibly in the same "
+         "TCP connection, after DATA End of data; retry=0", FALSE},
+        {"550 5.1.2 Domain not found", FALSE},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(Reply) r = reply_parse_text(cases[i].text, NULL);
+
+        g_assert_nonnull(r);
+        if (reply_one_domain(r) != cases[i].want)
+            g_error("case %" G_GSIZE_FORMAT ": \"%s\": want %d", i,
+                    cases[i].text, cases[i].want);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -576,5 +606,6 @@ main(int argc, char **argv)
     g_test_add_func("/reply/patterns", test_patterns);
     g_test_add_func("/reply/pattern-fields", test_pattern_fields);
     g_test_add_func("/reply/pattern-errors", test_pattern_errors);
+    g_test_add_func("/reply/one-domain", test_one_domain);
     return g_test_run();
 }
