@@ -81,7 +81,7 @@ deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
     r->reason = log_printable(reason, -1, DELIVER_TEXT_CAP + 200);
     r->diagnostic = g_strdup(diagnostic);
     /* bounced ones are journaled by agent_finish(), after the DSN */
-    if (st == RCPT_SENT && d->journal != NULL) {
+    if (st == RCPT_SENT && d->journal != NULL && !r->journaled) {
         JournalEntry e = {r->arg, JOURNAL_DELIVERED, r->relay, r->dsn,
                           r->reason};
         GError *err = NULL;
@@ -511,6 +511,40 @@ learn(Run *run, GPtrArray *pick, guint n, const ReplyClass *cls,
         limits_learn(run, k, FALSE);
 }
 
+/* journal_sent - ACCEPTED were delivered with REPLY: one durable journal
+ * transaction for all of them, before they are reported */
+static void
+journal_sent(Run *run, GPtrArray *accepted, const Reply *reply)
+{
+    Delivery *d = run->d;
+    g_autofree JournalEntry *e = g_new0(JournalEntry, accepted->len);
+    g_autofree char *line = reply_oneline(reply);
+    const char *relay = smtp_session_relay(run->session);
+    GError *err = NULL;
+    char dsn[16];
+    gboolean ok;
+
+    if (d->journal == NULL)
+        return;
+    reply_dsn(reply, dsn);
+    for (guint i = 0; i < accepted->len; i++) {
+        Rcpt *r = g_ptr_array_index(accepted, i);
+
+        e[i] = (JournalEntry){r->arg, JOURNAL_DELIVERED, relay, dsn, line};
+        r->journaled = TRUE;
+    }
+    g_mutex_lock(&d->lock);
+    ok = journal_record(d->journal, d->queue_id, spool_digest(d->spool), e,
+                        accepted->len, &err);
+    g_mutex_unlock(&d->lock);
+    if (!ok) {
+        log_error("%s: %u recipients delivered, but the journal write "
+                  "failed (%s): a retry of this batch may deliver them "
+                  "again", d->queue_id, accepted->len, err->message);
+        g_error_free(err);
+    }
+}
+
 /* finish_message - the end-of-data outcome for the ACCEPTED recipients */
 static void
 finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
@@ -542,6 +576,7 @@ finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
     case REPLY_OK:
         if (tx->dot == NULL) /* 354 handled above */
             break;
+        journal_sent(run, accepted, r);
         for (guint i = 0; i < accepted->len; i++)
             report_reply(run, g_ptr_array_index(accepted, i), RCPT_SENT, r,
                          cmd);

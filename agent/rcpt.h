@@ -22,6 +22,7 @@ typedef struct {
     guint index;      /* position on argv */
     RcptStatus status;
     gboolean done;    /* reported; status never changes again */
+    gboolean journaled; /* its delivery is in the journal already */
     char dsn[16];     /* X.Y.Z */
     char *relay;      /* "host[addr]:port" or "none" */
     char *reason;     /* Postfix-style text: "host h[a] said: 550 5.1.1 ...
