@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -421,6 +422,9 @@ main(int argc, char **argv)
         close(null_fd);
     }
     signal(SIGPIPE, SIG_IGN);
+    /* the journal, the delivery log and their transcripts hold addresses:
+     * not for every local user */
+    umask(027);
     log_init("rapidretry/agent", FALSE);
     args_parse(argc, argv, &a);
 

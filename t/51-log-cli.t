@@ -47,6 +47,11 @@ def cli(*args, user=None):
 res = agent.run(["a@d1.test", "bad@d1.test", "c@d1.test"], queue_id="Q1A")
 is_(res.rc, 0, "run Q1A: exit 0 (one bounced, DSN to a stand-in)")
 ok(os.path.exists(DB), "the delivery log is beside the journal: %s" % DB)
+for f in (agent.journal, DB):
+    mode = os.stat(f).st_mode & 0o777 if os.path.exists(f) else None
+    is_(mode is not None and mode & 0o007, 0,
+        "%s is not readable by other users (mode %s): it holds addresses "
+        "and transcripts" % (os.path.basename(f), oct(mode or 0)))
 
 rc, out, err = cli("-d", DB, "-q", "Q1A")
 is_(rc, 0, "-q: exit 0")
