@@ -77,6 +77,10 @@ deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
     r->done = TRUE;
     r->status = st;
     g_strlcpy(r->dsn, dsn, sizeof r->dsn);
+    /* the class follows the outcome: a 5xx reply that only defers (a
+     * "550 5.5.3" refusing the first RCPT) is reported as 4.5.3 */
+    if ((st == RCPT_DEFERRED || st == RCPT_BOUNCED) && r->dsn[0] != '\0')
+        r->dsn[0] = st == RCPT_DEFERRED ? '4' : '5';
     r->relay = g_strdup(relay != NULL ? relay : "none");
     r->reason = log_printable(reason, -1, DELIVER_TEXT_CAP + 200);
     r->diagnostic = g_strdup(diagnostic);

@@ -293,8 +293,10 @@ static const ReplyRule rcpt_rules[] = {
     {421, NULL, NULL, FALSE, REPLY_DEFER},
     /* RFC 3463 x.5.3 "too many recipients" */
     {4, ".5.3", NULL, FALSE, REPLY_RAPID},
-    /* RFC 5321 §4.5.3.1.10: a 552 for too many recipients is a 452 */
-    {552, ".5.3", NULL, FALSE, REPLY_RAPID},
+    /* RFC 5321 §4.5.3.1.10: a 552 for too many recipients is a 452; and
+       RFC 3463 says x.5.3 asks for the rest in another delivery, whatever
+       the basic code (some servers send 550 5.5.3) */
+    {5, ".5.3", NULL, FALSE, REPLY_RAPID},
     {552, "", "too many recipients", FALSE, REPLY_RAPID},
     /* mailbox (greylisting, quota, rate), storage, routing, policy:
        a new transaction would get the same answer, retry=0 or not */

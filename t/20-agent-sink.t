@@ -207,4 +207,35 @@ good &= is_(sink2.rcpt_count(rl[0]) + sink2.rcpt_count(rl[2]), 0,
 if not good:
     show(sink2, res)
 
+
+# --- 10. "550 5.5.3 Too many recipients": x.5.3 splits, whatever the code ---
+# (RFC 3463: the rest goes in another delivery); refusing the very first
+# RCPT it can only defer, and the logged class follows that outcome
+rl = rcpts(5)
+FIVE53 = "550 5.5.3 Too many recipients"
+sink, res, qid = run({"rules": [{"cmd": "RCPT", "rcpt": "3+",
+                                 "reply": FIVE53}]}, rl)
+good = is_(res.rc, 0, "550 5.5.3 after two: exit 0")
+good &= is_(sink.delivered(), sorted(rl),
+            "550 5.5.3 after two: every recipient exactly once")
+good &= is_([len(m["rcpts"]) for m in sink.messages()], [2, 2, 1],
+            "550 5.5.3 after two: transactions of 2, 2, 1 (limit learned)")
+good &= is_(sink.connections(), 1, "550 5.5.3 after two: one connection")
+if not good:
+    show(sink, res)
+rl = rcpts(2)
+sink, res, qid = run({"rules": [{"cmd": "RCPT", "rcpt": 1,
+                                 "reply": FIVE53}]}, rl)
+good = is_(res.rc, 75, "550 5.5.3 at the first RCPT: deferred, not bounced")
+good &= like(res.out, r"^4\.5\.3 ", "550 5.5.3 at the first RCPT: 4.5.3")
+good &= is_(sink.delivered(), [rl[1]], "550 5.5.3 at the first RCPT: the "
+            "second recipient delivered")
+dl = [(d, t) for q, r, d, s, t in rrtest.agent_status(
+    agent.log_lines(), status="deferred", rcpt=rl[0]) if q == qid]
+good &= ok(dl and dl[0][0] == "4.5.3" and FIVE53 in dl[0][1],
+           "550 5.5.3 at the first RCPT: logged dsn=4.5.3, status=deferred "
+           "with the server's text: %r" % dl)
+if not good:
+    show(sink, res)
+
 done()

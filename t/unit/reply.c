@@ -136,7 +136,9 @@ static const ClassCase class_cases[] = {
      REPLY_BOUNCE},
     {"552/5.2.2-too-many", "552 5.2.2 too many recipients in mailbox",
      REPLY_BOUNCE, R},
-    {"550/5.5.3", "550 5.5.3 Too many recipients", REPLY_BOUNCE, R},
+    {"550/5.5.3", "550 5.5.3 Too many recipients", REPLY_RAPID, R},
+    {"554/5.5.3", "554 5.5.3 Too many recipients (max 50)", REPLY_RAPID, R},
+    {"550/bare-too-many", "550 Too many recipients", REPLY_BOUNCE, R},
     /* bare 452 meaning storage */
     {"452/bare-storage", "452 Insufficient system storage", REPLY_DEFER, R},
     /* ok and odd codes */
