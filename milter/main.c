@@ -3,6 +3,12 @@
  * privileges, daemon mode; libmilter runs in a thread of its own while the
  * main thread handles signals (SIGHUP/SIGUSR1 reload, SIGTERM stop) and
  * logs the counters (DESIGN.md §8).
+ *
+ * libmilter has a signal thread of its own that stops the milter on
+ * SIGHUP, SIGTERM and SIGINT (sigwait). Those three stay unblocked in the
+ * main thread, with a handler, so the kernel hands them to the main thread
+ * (which always wants them) and not to that thread; the handler turns them
+ * into SIGUSR1 (reload) or SIGALRM (stop) for the main loop.
  */
 #include <errno.h>
 #include <grp.h>
@@ -39,6 +45,7 @@ typedef struct {
 } Options;
 
 static pthread_t main_thread;
+static volatile sig_atomic_t stop_signal; /* SIGTERM or SIGINT seen */
 static gboolean log_stderr; /* log lines reach stderr already */
 
 /* usage - the option summary, to stderr, and exit */
@@ -261,25 +268,45 @@ reload(const char *conf, guint *stats_interval)
              policy_mode_name(mc->policy->mode));
 }
 
+/* on_signal - SIGHUP, SIGTERM, SIGINT: hand them on to the main loop as
+ * signals it waits for (pthread_kill() is async-signal-safe) */
+static void
+on_signal(int sig)
+{
+    if (sig != SIGHUP)
+        stop_signal = sig;
+    pthread_kill(main_thread, sig == SIGHUP ? SIGUSR1 : SIGALRM);
+}
+
 /* serve - run libmilter and handle signals until the end */
 static int
 serve(const Options *o, guint stats_interval)
 {
-    sigset_t set;
+    static const int caught[] = {SIGHUP, SIGTERM, SIGINT};
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigset_t set, keep;
     pthread_t tid;
     gint64 next_stats = 0;
     int status = EX_OK;
 
+    main_thread = pthread_self();
+    /* the main loop waits for these; libmilter's threads block them */
     sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by all threads */
-    main_thread = pthread_self();
+    sigaddset(&set, SIGALRM);
+    /* these stay for the main thread alone (see the top of the file) */
+    sigemptyset(&keep);
+    for (gsize i = 0; i < G_N_ELEMENTS(caught); i++)
+        sigaddset(&keep, caught[i]);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_sigmask(SIG_BLOCK, &keep, NULL); /* inherited by all threads */
+    sigfillset(&sa.sa_mask);
+    for (gsize i = 0; i < G_N_ELEMENTS(caught); i++)
+        sigaction(caught[i], &sa, NULL);
     if (pthread_create(&tid, NULL, milter_thread, NULL) != 0)
         die(EX_OSERR, "cannot start the milter thread");
+    pthread_sigmask(SIG_UNBLOCK, &keep, NULL);
     log_info("started: version %s, socket %s, config %s", RR_VERSION,
              o->socket, o->conf);
     for (;;) {
@@ -297,11 +324,11 @@ serve(const Options *o, guint stats_interval)
             ts.tv_sec = next_stats - now;
         }
         sig = sigtimedwait(&set, NULL, &ts);
-        if (sig == SIGHUP || sig == SIGUSR1) {
+        if (sig == SIGUSR1) {
             reload(o->conf, &stats_interval);
             next_stats = 0;
-        } else if (sig == SIGTERM || sig == SIGINT) {
-            log_info("stopping on signal %d", sig);
+        } else if (sig == SIGALRM) {
+            log_info("stopping on signal %d", (int)stop_signal);
             smfi_stop(); /* libmilter's poll() ends within 5 s */
             break;
         } else if (sig == SIGUSR2) {
