@@ -371,8 +371,9 @@ session_open(Run *run)
                        "message could be delivered", NULL);
             return FALSE;
         }
-        if (n_targets == 0 || run->connections > n_targets +
-                                                     c->max_reconnects) {
+        /* one connection per address, then max_reconnects extra ones */
+        if (n_targets == 0 || run->connections >= n_targets +
+                                                      c->max_reconnects) {
             report_all(run, run->last_permanent ? RCPT_BOUNCED
                                                 : RCPT_DEFERRED,
                        run->last_dsn ? run->last_dsn : "4.4.1", NULL,
@@ -385,7 +386,7 @@ session_open(Run *run)
             if (run->last_reason != NULL && !run->progressed) {
                 /* every address failed once: no second round of the
                  * same failures (Postfix defers here too) */
-                run->connections = n_targets + c->max_reconnects + 1;
+                run->connections = n_targets + c->max_reconnects;
                 continue;
             }
             run->target = 0;

@@ -376,10 +376,16 @@ tls_ssl_new(TlsContext *tc, int fd, const char *sni, const char *cache_key)
     /* CACHE_KEY must outlive SSL: the caller's session owns it */
     SSL_set_ex_data(ssl, tls_key_index, (void *)cache_key);
     g_mutex_lock(&tc->lock);
+    /* a copy: OpenSSL marks the session of a connection that ends without
+     * a clean TLS shutdown (a 421 and a hang-up) as not resumable, and the
+     * server may well take the same ticket again (Postfix does) */
     sess = g_hash_table_lookup(tc->sessions, cache_key);
-    if (sess != NULL)
-        SSL_set_session(ssl, sess); /* takes its own reference */
+    sess = sess != NULL ? SSL_SESSION_dup(sess) : NULL;
     g_mutex_unlock(&tc->lock);
+    if (sess != NULL) {
+        SSL_set_session(ssl, sess); /* takes its own reference */
+        SSL_SESSION_free(sess);
+    }
     return ssl;
 }
 

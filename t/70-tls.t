@@ -163,4 +163,37 @@ good &= is_(recv.transactions(mark), 7, "TLS + limit 3: 7 transactions")
 if not good:
     diag("\n".join(lines))
     diag("\n".join(recv.log_lines(mark)[-30:]))
+
+# --- 8. a reconnect in the same run resumes the TLS session -------------
+# the receiver answers "421" to one recipient and hangs up (access(5));
+# the agent reconnects (up to max_reconnects) and offers the session of
+# the first handshake, which the server takes (RFC 8446 tickets). Postfix
+# issues no new ticket on a resumed TLS 1.3 connection, and OpenSSL marks
+# a session that ended without a clean TLS shutdown as not resumable: the
+# agent keeps its own copy, so the third connection resumes too.
+access = os.path.join(rrtest.subdir("tls421"), "access")
+rrtest.write_file(access, "bad@d1.test 421 4.7.0 tls421.test closing\n")
+hang = Receiver("tls421", main=dict(
+    tlsca.smtpd_tls(cert, key),
+    smtpd_recipient_restrictions="check_recipient_access texthash:"
+    + access + ", permit"), master_extra=tlsca.TLSMGR).start()
+mark = hang.mark()
+res, qid, lines = run(["ok1@d1.test", "bad@d1.test"], hang.port,
+                      "[agent]\nmax_reconnects = 2\n")
+rrtest.wait_until(lambda: len(hang.sessions(mark))
+                  >= hang.connections(mark) > 0, 10, what="disconnect")
+tl = tls_lines(lines)
+good = is_(res.rc, 75, "reconnects: deferred (the 421 comes every time)")
+good &= is_(hang.connections(mark), 3,
+            "reconnects: 3 connections (max_reconnects = 2)")
+good &= is_(len(tl), 3, "reconnects: a TLS line per connection")
+good &= ok(tl and "session resumed" not in tl[0],
+           "reconnects: the first handshake is a full one")
+good &= ok(len(tl) == 3 and all("session resumed" in l for l in tl[1:]),
+           "reconnects: the second and third resume the first session")
+diag("reconnects: %s" % ", ".join(
+    "resumed" if "session resumed" in l else "full handshake" for l in tl))
+if not good:
+    diag("\n".join(lines))
+    diag("\n".join(hang.log_lines(mark)[-30:]))
 done()
