@@ -37,9 +37,10 @@ agent_exit(const char *dsn, const char *text)
     int code = dsn[0] == '2' ? EX_OK
                : dsn[0] == '5' ? EX_UNAVAILABLE
                                : EX_TEMPFAIL;
-    g_autofree char *line = log_printable(text, -1, 3900);
+    char *line = log_printable(text, -1, 3900);
 
     printf("%s %s\n", dsn, line); /* stdout only, never stderr */
+    g_free(line);
     exit(fflush(stdout) == 0 ? code : EX_TEMPFAIL);
 }
 
