@@ -30,7 +30,7 @@ if not os.environ.get("RR_BUILD"):
     sys.exit("make bench: RR_BUILD is not set; run it as `make bench`")
 
 import rrtest                                          # noqa: E402
-import milter_pf                                       # noqa: E402
+import rrmilter                                        # noqa: E402
 import milter_bench                                    # noqa: E402
 from postfix import Receiver, Sender                   # noqa: E402
 
@@ -94,19 +94,18 @@ def first_attempt(snd, recv, rcpts):
 
 def part_a():
     say("(a) first delivery attempt ...")
-    milter = milter_pf.Milter(rrtest.subdir("milter-a"),
-                              "[milter]\nmode = domain\n")
-    rrtest.at_cleanup(milter.stop)
+    milter = rrmilter.Milter(rrtest.subdir("milter-a"),
+                             "[milter]\nmode = domain\n")
     if not milter.start():
         sys.exit("rapidretry-milter did not start: " + milter.read_log())
     lim = Receiver("a-limit3", domains=("d1.test", "d2.test"),
                    main={"smtpd_recipient_limit": "3",
                          "virtual_transport": "discard"}).start()
-    one = Receiver("a-onedomain", domains=("d3.test", "d4.test"), main={
-        "smtpd_milters": "unix:" + milter.socket,
-        "milter_default_action": "accept", "milter_protocol": "6",
-        "smtpd_soft_error_limit": "300", "smtpd_hard_error_limit": "300",
-        "virtual_transport": "discard"}).start()
+    one = Receiver("a-onedomain", domains=("d3.test", "d4.test"),
+                   milter=milter.socket, main={
+                       "smtpd_soft_error_limit": "300",
+                       "smtpd_hard_error_limit": "300",
+                       "virtual_transport": "discard"}).start()
     tdir = rrtest.tmpdir()
     recvs = (("d1.test", lim), ("d2.test", lim), ("d3.test", one),
              ("d4.test", one))

@@ -25,7 +25,7 @@ if not os.environ.get("RR_BUILD"):
     sys.exit("make demo: RR_BUILD is not set; run it as `make demo`")
 
 import rrtest                                          # noqa: E402
-import milter_pf                                       # noqa: E402
+import rrmilter                                        # noqa: E402
 from postfix import Receiver, Sender                   # noqa: E402
 
 N = 20
@@ -85,17 +85,12 @@ def main():
     lim = Receiver("recv-limit3", domains=("d1.test", "d2.test"),
                    main={"smtpd_recipient_limit": "3"}).start()
     mdir = rrtest.subdir("milter")
-    milter = milter_pf.Milter(mdir, "[milter]\nmode = strict\n")
-    rrtest.at_cleanup(milter.stop)
+    milter = rrmilter.Milter(mdir, "[milter]\nmode = strict\n")
     if not milter.start():
         sys.exit("rapidretry-milter did not start:\n" + milter.read_log())
-    mil = Receiver("recv-milter", domains=("d3.test", "d4.test"), main={
-        # the receiving side of main.cf.example
-        "smtpd_milters": "unix:" + milter.socket,
-        "milter_default_action": "accept",
-        "milter_protocol": "6",
-        "smtpd_soft_error_limit": "100",
-        "smtpd_hard_error_limit": "200"}).start()
+    # smtpd_milters and the receiving side of main.cf.example
+    mil = Receiver("recv-milter", domains=("d3.test", "d4.test"),
+                   milter=milter.socket).start()
 
     # Sender 1: everything through the agent. Both domains of a receiver
     # share one nexthop, so Postfix gives the agent all 20 in one batch.

@@ -5,7 +5,6 @@ specs, a socket path in use, a stale socket file, SIGTERM ends cleanly
 with the counters logged."""
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,11 +12,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))
-from milter_pf import MILTER, BUILD, Tap, tempdir, wait_for  # noqa
+import rrtest
+from rrtest import ok, done
+import rrmilter
 
-tap = Tap()
-if not BUILD or not os.path.exists(MILTER):
-    tap.skip_all("no milter binary (run through make check)")
+MILTER = rrmilter.binary()
 
 
 def run(*args, timeout=20):
@@ -26,7 +25,7 @@ def run(*args, timeout=20):
                           stdin=subprocess.DEVNULL)
 
 
-d = tempdir("rr-milter-opt-")
+d = rrtest.subdir("opt")
 
 
 def write(name, text):
@@ -36,107 +35,107 @@ def write(name, text):
     return p
 
 
-try:
-    r = run("-V")
-    tap.ok(r.returncode == 0 and r.stdout.startswith("rapidretry-milter "),
-           "-V prints the version", r.stdout + r.stderr)
+r = run("-V")
+ok(r.returncode == 0 and r.stdout.startswith("rapidretry-milter "),
+   "-V prints the version", r.stdout + r.stderr)
 
-    write("classes", "# classes\nboss@x.test vip\n@x.test staff\n"
-          "y.test partners\ndefault other\n")
-    good = write("good.conf", "[milter]\nmode = policy\nclass_map = classes\n"
-                 "exempt_networks = 127.0.0.0/8, ::1/128\n"
-                 "exempt_daemons = submission\nstats_interval = 1m\n"
-                 "\n[agent]\nsomething = for the agent\n")
-    r = run("-n", "-c", good)
-    tap.ok(r.returncode == 0, "-n: good config exits 0", r.stderr)
+write("classes", "# classes\nboss@x.test vip\n@x.test staff\n"
+      "y.test partners\ndefault other\n")
+good = write("good.conf", "[milter]\nmode = policy\nclass_map = classes\n"
+             "exempt_networks = 127.0.0.0/8, ::1/128\n"
+             "exempt_daemons = submission\nstats_interval = 1m\n"
+             "\n[agent]\nsomething = for the agent\n")
+r = run("-n", "-c", good)
+ok(r.returncode == 0, "-n: good config exits 0", r.stderr)
 
-    bad = [
-        ("unparseable", "[milter\nmode = strict\n", "bad1.conf:1:"),
-        ("unknown key", "[milter]\nmood = strict\n", "bad2.conf:2:"),
-        ("bad mode", "[milter]\n\nmode = loose\n", "bad3.conf:3:"),
-        ("missing class map", "[milter]\nmode = policy\nclass_map = nope\n",
-         "bad4.conf:3: class_map: cannot read"),
-        ("policy without map", "[milter]\nmode = policy\n", "bad5.conf:2:"),
-        ("bad network", "[milter]\nexempt_networks = 127.0.0.0/8\n"
-         "exempt_networks = 10.0.0.1/8\n", "bad6.conf:3:"),
-        ("lone %", "[milter]\nreply_text = 100% sure\n", "bad7.conf:2:"),
-        ("bad time", "[milter]\nstats_interval = soon\n", "bad8.conf:2:"),
-        ("key outside section", "mode = strict\n", "bad9.conf:1:"),
-        ("bad class map line", "[milter]\nmode = policy\n"
-         "class_map = badmap\n", "badmap:2: expected"),
-    ]
-    write("badmap", "a@x.test one\nb@x.test\n")
-    for i, (name, text, want) in enumerate(bad, 1):
-        p = write("bad%d.conf" % i, text)
-        r = run("-n", "-c", p)
-        tap.ok(r.returncode == 78 and want in r.stderr,
-               "-n: %s -> exit 78, %s" % (name, want),
-               "exit %d: %s" % (r.returncode, r.stderr))
-    r = run("-n", "-c", os.path.join(d, "absent.conf"))
-    tap.ok(r.returncode == 78 and "absent.conf" in r.stderr,
-           "-n: missing config file -> 78", r.stderr)
-    long_text = "x" * 503
-    p = write("long.conf", "[milter]\nreply_text = %s\n" % long_text)
+bad = [
+    ("unparseable", "[milter\nmode = strict\n", "bad1.conf:1:"),
+    ("unknown key", "[milter]\nmood = strict\n", "bad2.conf:2:"),
+    ("bad mode", "[milter]\n\nmode = loose\n", "bad3.conf:3:"),
+    ("missing class map", "[milter]\nmode = policy\nclass_map = nope\n",
+     "bad4.conf:3: class_map: cannot read"),
+    ("policy without map", "[milter]\nmode = policy\n", "bad5.conf:2:"),
+    ("bad network", "[milter]\nexempt_networks = 127.0.0.0/8\n"
+     "exempt_networks = 10.0.0.1/8\n", "bad6.conf:3:"),
+    ("lone %", "[milter]\nreply_text = 100% sure\n", "bad7.conf:2:"),
+    ("bad time", "[milter]\nstats_interval = soon\n", "bad8.conf:2:"),
+    ("key outside section", "mode = strict\n", "bad9.conf:1:"),
+    ("bad class map line", "[milter]\nmode = policy\n"
+     "class_map = badmap\n", "badmap:2: expected"),
+]
+write("badmap", "a@x.test one\nb@x.test\n")
+for i, (name, text, want) in enumerate(bad, 1):
+    p = write("bad%d.conf" % i, text)
     r = run("-n", "-c", p)
-    tap.ok(r.returncode == 78 and "long.conf:2:" in r.stderr,
-           "-n: reply text over 512 octets -> 78", r.stderr)
-    p = write("fits.conf", "[milter]\nreply_text = %s\n" % long_text[:-1])
-    r = run("-n", "-c", p)
-    tap.ok(r.returncode == 0, "-n: reply text of exactly 512 octets ok",
-           r.stderr)
+    ok(r.returncode == 78 and want in r.stderr,
+       "-n: %s -> exit 78, %s" % (name, want),
+       "exit %d: %s" % (r.returncode, r.stderr))
+r = run("-n", "-c", os.path.join(d, "absent.conf"))
+ok(r.returncode == 78 and "absent.conf" in r.stderr,
+   "-n: missing config file -> 78", r.stderr)
+long_text = "x" * 503
+p = write("long.conf", "[milter]\nreply_text = %s\n" % long_text)
+r = run("-n", "-c", p)
+ok(r.returncode == 78 and "long.conf:2:" in r.stderr,
+   "-n: reply text over 512 octets -> 78", r.stderr)
+p = write("fits.conf", "[milter]\nreply_text = %s\n" % long_text[:-1])
+r = run("-n", "-c", p)
+ok(r.returncode == 0, "-n: reply text of exactly 512 octets ok",
+   r.stderr)
 
-    for spec in ("bogus", "inet:", "inet:99999@127.0.0.1", "inet:25@",
-                 "unix:relative/path", "tcp:25"):
-        r = run("-f", "-p", spec, "-c", good)
-        tap.ok(r.returncode == 64 and "bad socket" in r.stderr,
-               "bad socket spec %r -> exit 64" % spec, r.stderr)
-    r = run("-f", "-c", good)
-    tap.ok(r.returncode == 64 and "usage" in r.stderr, "no -p -> usage")
+for spec in ("bogus", "inet:", "inet:99999@127.0.0.1", "inet:25@",
+             "unix:relative/path", "tcp:25"):
+    r = run("-f", "-p", spec, "-c", good)
+    ok(r.returncode == 64 and "bad socket" in r.stderr,
+       "bad socket spec %r -> exit 64" % spec, r.stderr)
+r = run("-f", "-c", good)
+ok(r.returncode == 64 and "usage" in r.stderr, "no -p -> usage")
 
-    # a socket path in use by another process is left alone
-    busy = os.path.join(d, "busy.sock")
-    ls = socket.socket(socket.AF_UNIX)
-    ls.bind(busy)
-    ls.listen(1)
-    r = run("-f", "-p", "unix:" + busy, "-c", good)
-    tap.ok(r.returncode == 69 and "in use" in r.stderr,
-           "socket path in use -> exit 69", r.stderr)
-    tap.ok(os.path.exists(busy), "the busy socket was not removed")
-    ls.close()
+# a socket path in use by another process is left alone
+busy = os.path.join(d, "busy.sock")
+ls = socket.socket(socket.AF_UNIX)
+ls.bind(busy)
+ls.listen(1)
+r = run("-f", "-p", "unix:" + busy, "-c", good)
+ok(r.returncode == 69 and "in use" in r.stderr,
+   "socket path in use -> exit 69", r.stderr)
+ok(os.path.exists(busy), "the busy socket was not removed")
+ls.close()
 
-    # a stale socket file (nobody listening) is replaced; SIGTERM is clean
-    log = open(os.path.join(d, "run.log"), "w")
-    p = subprocess.Popen([MILTER, "-f", "-p", "unix:" + busy, "-c", good,
-                          "-P", os.path.join(d, "pid")],
-                         stdout=log, stderr=subprocess.STDOUT)
+# a stale socket file (nobody listening) is replaced; SIGTERM is clean
+log = open(os.path.join(d, "run.log"), "w")
+p = subprocess.Popen([MILTER, "-f", "-p", "unix:" + busy, "-c", good,
+                      "-P", os.path.join(d, "pid")],
+                     stdout=log, stderr=subprocess.STDOUT)
 
-    def live():
-        s = socket.socket(socket.AF_UNIX)
-        try:
-            s.connect(busy)
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
-    tap.ok(wait_for(live, 10), "stale socket replaced, milter listens")
-    tap.ok(wait_for(lambda: os.path.exists(os.path.join(d, "pid")), 5) and
-           open(os.path.join(d, "pid")).read().strip() == str(p.pid),
-           "-P writes the pid file")
-    p.send_signal(signal.SIGTERM)
+
+def live():
+    s = socket.socket(socket.AF_UNIX)
     try:
-        rc = p.wait(15)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = p.wait()
-    log.close()
-    text = open(os.path.join(d, "run.log")).read()
-    tap.ok(rc == 0, "SIGTERM: exit 0", "exit %s\n%s" % (rc, text))
-    tap.ok("statistics (exit): transactions=0" in text,
-           "counters logged at exit", text)
-    tap.ok(not os.path.exists(os.path.join(d, "pid")), "pid file removed")
-    tap.ok(not any(x in text for x in ("AddressSanitizer", "runtime error:")),
-           "no sanitizer reports")
-finally:
-    shutil.rmtree(d, ignore_errors=True)
-tap.done()
+        s.connect(busy)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+ok(rrtest.wait_until(live, 10), "stale socket replaced, milter listens")
+ok(rrtest.wait_until(lambda: os.path.exists(os.path.join(d, "pid")), 5) and
+   open(os.path.join(d, "pid")).read().strip() == str(p.pid),
+   "-P writes the pid file")
+p.send_signal(signal.SIGTERM)
+try:
+    rc = p.wait(15)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = p.wait()
+log.close()
+text = open(os.path.join(d, "run.log")).read()
+ok(rc == 0, "SIGTERM: exit 0", "exit %s\n%s" % (rc, text))
+ok("statistics (exit): transactions=0" in text,
+   "counters logged at exit", text)
+ok(not os.path.exists(os.path.join(d, "pid")), "pid file removed")
+ok(not any(x in text for x in ("AddressSanitizer", "runtime error:")),
+   "no sanitizer reports")
+done()

@@ -14,13 +14,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))
-from milter_pf import MILTER, BUILD, Tap, tempdir, wait_for  # noqa
+import rrtest
+from rrtest import ok, done
+import rrmilter
 
-tap = Tap()
-if not BUILD or not os.path.exists(MILTER):
-    tap.skip_all("no milter binary (run through make check)")
+MILTER = rrmilter.binary()
 if not shutil.which("miltertest"):
-    tap.skip_all("miltertest not installed (Debian package miltertest)")
+    rrtest.skip_all("miltertest not installed (Debian package miltertest)")
 
 # Each case: a name and Lua lines run on a fresh connection "c" after
 # connect/conninfo from 192.0.2.1; check(c, want, what) fails the script.
@@ -94,7 +94,7 @@ mt.rcptto(c, "\\255\\254@x.test") check(c, SMFIR_REPLYCODE, "8-bit rcpt")
 """),
 ]
 
-d = tempdir("rr-miltertest-")
+d = rrtest.subdir("miltertest")
 conf = os.path.join(d, "m.conf")
 with open(conf, "w") as f:
     f.write("[milter]\nmode = domain\n"
@@ -104,7 +104,7 @@ log = open(os.path.join(d, "m.log"), "w")
 proc = subprocess.Popen([MILTER, "-f", "-p", "unix:" + sock, "-c", conf],
                         stdout=log, stderr=subprocess.STDOUT)
 try:
-    tap.ok(wait_for(lambda: os.path.exists(sock), 10), "milter listens")
+    ok(rrtest.wait_until(lambda: os.path.exists(sock), 10), "milter listens")
     for i, (name, ip, body) in enumerate(CASES):
         script = os.path.join(d, "case%d.lua" % i)
         with open(script, "w") as f:
@@ -113,8 +113,8 @@ try:
         r = subprocess.run(["miltertest", "-s", script],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, timeout=60)
-        tap.ok(r.returncode == 0, name, r.stdout)
-    tap.ok(proc.poll() is None, "milter still running")
+        ok(r.returncode == 0, name, r.stdout)
+    ok(proc.poll() is None, "milter still running")
 finally:
     if proc.poll() is None:
         proc.terminate()
@@ -125,8 +125,7 @@ finally:
             proc.wait()
     log.close()
     text = open(os.path.join(d, "m.log"), errors="replace").read()
-    tap.ok("statistics (exit)" in text, "clean exit with counters", text)
-    tap.ok(not any(x in text for x in ("AddressSanitizer", "runtime error:")),
-           "no sanitizer reports", text)
-    shutil.rmtree(d, ignore_errors=True)
-tap.done()
+    ok("statistics (exit)" in text, "clean exit with counters", text)
+    ok(not any(x in text for x in ("AddressSanitizer", "runtime error:")),
+       "no sanitizer reports", text)
+done()

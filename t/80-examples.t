@@ -16,13 +16,11 @@ sys.path.insert(0, os.path.join(TOP, "t", "lib"))
 import rrtest
 from rrtest import ok, is_, like, diag, done
 from postfix import Receiver, Sender
-import milter_pf
+import rrmilter
 
 rrtest.require_root()
 rrtest.agent_binary()
-milter_bin = os.path.join(rrtest.build_dir(), "milter", "rapidretry-milter")
-if not os.access(milter_bin, os.X_OK):
-    rrtest.skip_all("milter not built")
+rrmilter.binary()
 
 MASTER_EX = rrtest.read_file(os.path.join(TOP, "master.cf.example"))
 MAIN_EX = rrtest.read_file(os.path.join(TOP, "main.cf.example"))
@@ -63,8 +61,7 @@ ok("rapidretry unix" in MASTER_EX and "default_transport = rapidretry:"
 recv = Receiver("recv").start()
 agent = rrtest.Agent(name="agent", relay="[127.0.0.1]:%d" % recv.port)
 mdir = rrtest.subdir("milter")
-milter = milter_pf.Milter(mdir, "[milter]\nmode = strict\n")
-rrtest.at_cleanup(milter.stop)
+milter = rrmilter.Milter(mdir, "[milter]\nmode = strict\n")
 ok(milter.start(), "the milter runs")
 ex = Example("example", agent, milter.socket)
 ex.write_config()
@@ -87,7 +84,7 @@ rrtest.wait_until(lambda: len(recv.delivered()) >= 3, 10)
 is_(recv.delivered(), sorted(rcpts), "the receiver got each once")
 
 # smtpd of the example instance asks the milter (strict mode)
-s = milter_pf.Smtp(ex.port)
+s = rrmilter.Smtp(ex.port)
 s.cmd("EHLO client.test")
 replies, final = s.message("c@src.test", ["m1@d1.test", "m2@d2.test"])
 s.close()

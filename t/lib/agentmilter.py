@@ -7,25 +7,16 @@ through the agent with the receiver's view of it, and TODO test points.
 import collections
 import os
 import re
-import signal
 
 import rrtest
 from rrtest import ok, is_, diag
-import milter_pf
-
-# main.cf.example, receiving side
-MILTER_MAIN = {
-    "milter_default_action": "accept",
-    "milter_protocol": "6",
-    "smtpd_soft_error_limit": "100",
-    "smtpd_hard_error_limit": "200",
-}
+from postfix import Receiver
+import rrmilter
 
 
 def need_milter():
     """need_milter - skip the file when the milter is not built."""
-    if not os.access(milter_pf.MILTER, os.X_OK):
-        rrtest.skip_all("milter not built: %s" % milter_pf.MILTER)
+    rrmilter.binary()
 
 
 def todo(cond, name, why):
@@ -46,40 +37,32 @@ def start_milter(name, mode, classes="default other\n"):
     """start_milter - rapidretry-milter in the foreground in its own
     directory, stopped (SIGTERM) at exit."""
     d = rrtest.subdir(name)
-    m = milter_pf.Milter(d, milter_conf(mode, os.path.join(d, "classes")),
-                         classes)
+    m = rrmilter.Milter(d, milter_conf(mode, os.path.join(d, "classes")),
+                        classes)
     if not m.start():
         diag(m.read_log())
         m.kill()
         rrtest.bail("rapidretry-milter does not start")
-    rrtest.at_cleanup(m.stop)
     return m
 
 
 def reload_milter(m, mode, classes="default other\n"):
     """reload_milter - new mode and class map by SIGHUP; True once the
     milter logged the reload."""
-    n = m.read_log().count("configuration reloaded")
-    m.write_conf(milter_conf(mode, os.path.join(m.dir, "classes")), classes)
-    m.signal(signal.SIGHUP)
-    return rrtest.wait_until(
-        lambda: m.read_log().count("configuration reloaded") > n, 10,
-        what="milter reload")
+    return m.reload(milter_conf(mode, os.path.join(m.dir, "classes")),
+                    classes=classes)
 
 
 def milter_receiver(name, milter, domains, main=None):
     """milter_receiver - a started Receiver whose smtpd uses MILTER, with
     main.cf.example's receiving-side settings updated by MAIN."""
-    from postfix import Receiver
-    settings = dict(MILTER_MAIN, smtpd_milters="unix:" + milter.socket)
-    settings.update(main or {})
-    return Receiver(name, domains=domains, main=settings).start()
+    return Receiver(name, domains=domains, milter=milter.socket,
+                    main=main).start()
 
 
 def sanitizer_free(m):
     """sanitizer_free - no ASan/UBSan report in the milter's output."""
-    return not any(x in m.read_log() for x in ("ERROR: AddressSanitizer",
-                                               "runtime error:"))
+    return m.sanitizer_free()
 
 
 def pipe_seconds(snd, qid):

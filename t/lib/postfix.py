@@ -3,8 +3,9 @@
 Each instance has its own config, queue, data and log directories under
 the test's tmpdir, listens on 127.0.0.1:PORT, logs through postlogd to a
 file and is stopped at exit. Roles: a receiver that stores every message
-in one Maildir, a sender that hands mail to rapidretry-agent through
-pipe(8) (DESIGN.md §3), and a sender that uses Postfix's own smtp client.
+in one Maildir (optionally behind rapidretry-milter, DESIGN.md §8), a
+sender that hands mail to rapidretry-agent through pipe(8) (DESIGN.md §3),
+and a sender that uses Postfix's own smtp client.
 """
 
 import glob
@@ -47,6 +48,15 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 QID = r"[0-9A-F]{6,}"
+
+# main.cf.example, receiving side: set with smtpd_milters by
+# Receiver(milter=...)
+MILTER_MAIN = {
+    "milter_default_action": "accept",
+    "milter_protocol": "6",
+    "smtpd_soft_error_limit": "100",
+    "smtpd_hard_error_limit": "200",
+}
 
 
 class Postfix:
@@ -202,10 +212,12 @@ def _alive(pid):
 
 
 class Receiver(Postfix):
-    """Receiver - stores mail for the test domains in one Maildir."""
+    """Receiver - stores mail for the test domains in one Maildir; with
+    MILTER (a unix socket path) its smtpd asks that milter, with
+    main.cf.example's receiving-side settings. MAIN comes last."""
 
     def __init__(self, name="receiver", domains=("d1.test", "d2.test"),
-                 main=None, master_extra=""):
+                 main=None, master_extra="", milter=None):
         nobody = pwd.getpwnam("nobody")
         super().__init__(name, master_extra=master_extra)
         self.vbase = rrtest.subdir(name + "/vmail", owner="nobody")
@@ -221,6 +233,8 @@ class Receiver(Postfix):
             "smtpd_relay_restrictions": "reject_unauth_destination",
             "smtpd_recipient_restrictions": "permit",
         })
+        if milter:
+            self.main.update(MILTER_MAIN, smtpd_milters="unix:" + milter)
         self.main.update(main or {})
 
     def messages(self):
@@ -240,6 +254,13 @@ class Receiver(Postfix):
             for m in re.finditer(r"^Delivered-To: *(\S+)", head, re.M | re.I):
                 res.append(m.group(1).lower())
         return sorted(res)
+
+    def wait_delivered(self, n, timeout=15):
+        """wait_delivered - delivered() once it holds at least N
+        recipients (or at the timeout)."""
+        rrtest.wait_until(lambda: len(self.delivered()) >= n, timeout,
+                          what="%d delivered in %s" % (n, self.name))
+        return self.delivered()
 
     def connections(self, since=0):
         """connections - number of smtpd `connect from` lines."""

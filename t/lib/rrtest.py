@@ -45,8 +45,9 @@ def diag(msg):
         print("# " + line, flush=True)
 
 
-def ok(cond, name=""):
-    """ok - one test point; returns the condition."""
+def ok(cond, name="", detail=None):
+    """ok - one test point; returns the condition. DETAIL (any value) is
+    shown as a comment when it fails."""
     global _count, _failed
     _count += 1
     name = name.replace("#", "\\#")
@@ -55,6 +56,8 @@ def ok(cond, name=""):
     else:
         _failed += 1
         print("not ok %d - %s" % (_count, name), flush=True)
+        if detail is not None:
+            diag(detail)
     return bool(cond)
 
 
