@@ -87,7 +87,7 @@ check: deps
 check-asan: deps
 	$(MAKE) VARIANT=asan all
 	RR_BUILD=$(CURDIR)/build/asan RR_ASAN=1 \
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 prove -r t
 
 deps:

@@ -471,6 +471,17 @@ stats(sqlite3 *db, const Opts *o)
     return total;
 }
 
+/* opts_clear - the strings GOption handed over */
+static void
+opts_clear(Opts *o)
+{
+    char **owned[] = {&o->conf,   &o->database, &o->queue_id, &o->recipient,
+                      &o->sender, &o->status,   &o->since,    &o->until};
+
+    for (gsize i = 0; i < G_N_ELEMENTS(owned); i++)
+        g_clear_pointer(owned[i], g_free);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -484,6 +495,7 @@ main(int argc, char **argv)
     db = db_open(path);
     n = o.stats ? stats(db, &o) : list_rows(db, &o);
     sqlite3_close(db);
+    opts_clear(&o);
     if (fflush(stdout) != 0)
         die(EX_IOERR, "cannot write the output");
     return n > 0 ? EX_OK : 1;

@@ -816,13 +816,12 @@ smtp_starttls(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
         return smtp_tls_fail(fail, smtp_io_status(st), NULL,
                              smtp_io_text(s, st, SMTP_ST_STARTTLS));
     if (reply->code != 220) {
-        char *text = smtp_reply_text(s);
+        g_autofree char *text = smtp_reply_text(s);
 
         if (!required) { /* Postfix at "may": go on in clear text */
             s->tls_line = g_strdup_printf("host %s refused to start TLS: "
                                           "%s; continuing without TLS",
                                           s->namaddr, text);
-            g_free(text);
             smtp_reply_free(reply);
             return TRUE;
         }

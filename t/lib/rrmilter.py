@@ -100,9 +100,7 @@ class Milter:
 
     def sanitizer_free(self):
         """sanitizer_free - no ASan/UBSan report in the milter's output."""
-        text = self.read_log()
-        return not any(x in text for x in ("ERROR: AddressSanitizer",
-                                           "runtime error:"))
+        return not rrtest.sanitizer_report(self.read_log())
 
 
 class Smtp:

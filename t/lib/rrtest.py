@@ -225,10 +225,18 @@ def subdir(name, owner=None, mode=0o755):
 def asan_options():
     """asan_options - sanitizer options that write reports to tmpdir."""
     log = os.path.join(tmpdir(), "asan", "asan")
-    a = os.environ.get("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")
+    a = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     u = os.environ.get("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
     return {"ASAN_OPTIONS": a + ":log_path=" + log,
             "UBSAN_OPTIONS": u + ":log_path=" + log}
+
+
+def sanitizer_report(text):
+    """sanitizer_report - TEXT holds an ASan, LeakSanitizer or UBSan
+    report."""
+    return any(x in text for x in ("ERROR: AddressSanitizer",
+                                   "ERROR: LeakSanitizer",
+                                   "runtime error:"))
 
 
 def _asan_check():
