@@ -99,7 +99,7 @@ deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
         }
     }
     g_mutex_unlock(&d->lock);
-    delay = (g_get_monotonic_time() - d->start) / 1e6;
+    delay = d->queued + (g_get_monotonic_time() - d->start) / 1e6;
     if (d->dblog != NULL) {
         DbLogAttempt a = {r->arg, relay, r->dsn, rcpt_status_name(st),
                           r->reason, delay};

@@ -34,6 +34,8 @@ typedef struct {
     DbLog *dblog;             /* delivery log and stored limits; never
                                  NULL once set up (may be unusable) */
     gint64 start;             /* g_get_monotonic_time() at start */
+    double queued;            /* seconds in Postfix's queue before this
+                                 run (from Received:), 0 when unknown */
     gint64 deadline;          /* monotonic, microseconds */
     GMutex lock;              /* guards limits, journal, rcpt reports */
     GHashTable *limits;       /* char* key -> ServerLimits* */

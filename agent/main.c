@@ -406,6 +406,21 @@ agent_finish(Delivery *d, GPtrArray *rcpts)
     }
 }
 
+/* queued_seconds - time since Postfix received the message, for delay=
+ * as Postfix counts it; 0 when the Received: field is missing or odd */
+static double
+queued_seconds(Spool *spool, const char *queue_id)
+{
+    g_autoptr(GString) hdr = spool_headers(spool, 64 * 1024, NULL);
+    gint64 at = hdr != NULL ? spool_arrival_time(hdr->str, queue_id) : -1;
+    double now = g_get_real_time() / (double)G_USEC_PER_SEC;
+
+    /* a clock step or a forged date must not make delay= absurd */
+    if (at <= 0 || at > now + 60 || now - at > 366.0 * 86400)
+        return 0;
+    return now > at ? now - at : 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -479,6 +494,7 @@ main(int argc, char **argv)
         log_error("%s: %s", a.queue_id, err->message);
         agent_exit("4.3.0", err->message);
     }
+    d.queued = queued_seconds(d.spool, a.queue_id);
     if (spool_is_empty(d.spool)) {
         log_error("%s: empty message on standard input; check the pipe(8) "
                   "command in master.cf", a.queue_id);

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <glib/gstdio.h>
@@ -380,4 +381,76 @@ out:
     g_free(in);
     g_string_free(line, TRUE);
     return hdr;
+}
+
+/* received_names_id - "id QUEUE_ID" stands in the Received: field F as a
+ * word of its own */
+static gboolean
+received_names_id(const char *f, const char *queue_id)
+{
+    gsize qlen = strlen(queue_id);
+
+    for (const char *p = f; (p = strstr(p, "id ")) != NULL; p += 3) {
+        const char *q = p + 3;
+
+        if (p > f && !g_ascii_isspace(p[-1]))
+            continue;
+        while (*q == ' ' || *q == '\t' || *q == '\n')
+            q++;
+        if (strncmp(q, queue_id, qlen) == 0 &&
+            (q[qlen] == ';' || g_ascii_isspace(q[qlen]) || q[qlen] == '\0'))
+            return TRUE;
+    }
+    return FALSE;
+}
+
+/* rfc5322_time - "[Day, ]DD Mon YYYY HH:MM:SS +ZZZZ[ (comment)]"; -1 */
+static gint64
+rfc5322_time(const char *date)
+{
+    static const char *const forms[] = {"%a, %d %b %Y %H:%M:%S %z",
+                                        "%d %b %Y %H:%M:%S %z"};
+
+    while (g_ascii_isspace(*date))
+        date++;
+    for (gsize i = 0; i < G_N_ELEMENTS(forms); i++) {
+        struct tm tm = {0};
+        const char *end = strptime(date, forms[i], &tm);
+
+        if (end != NULL) {
+            long off = tm.tm_gmtoff; /* timegm() resets it */
+
+            return (gint64)timegm(&tm) - off;
+        }
+    }
+    return -1;
+}
+
+gint64
+spool_arrival_time(const char *headers, const char *queue_id)
+{
+    const char *p = headers;
+
+    if (headers == NULL || queue_id == NULL || *queue_id == '\0')
+        return -1;
+    while (*p != '\0') {
+        const char *end = p;
+        g_autofree char *field = NULL;
+
+        /* one field: its line and the folded ones after it */
+        do {
+            end = strchr(end, '\n');
+            end = end != NULL ? end + 1 : p + strlen(p);
+        } while (*end == ' ' || *end == '\t');
+        if (g_ascii_strncasecmp(p, "Received:", 9) == 0) {
+            const char *semi;
+
+            field = g_strndup(p + 9, (gsize)(end - p - 9));
+            semi = strrchr(field, ';');
+            if (semi != NULL && received_names_id(field, queue_id))
+                return rfc5322_time(semi + 1);
+        }
+        p = end;
+    }
+    return -1;
 }

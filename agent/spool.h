@@ -41,4 +41,9 @@ gboolean spool_send(Spool *sp, SpoolSink sink, gpointer ctx, GError **error);
  * line ends), capped at MAX bytes; for DSNs */
 GString *spool_headers(Spool *sp, gsize max, GError **error);
 
+/* spool_arrival_time - when Postfix received the message: the date of the
+ * first Received: field in HEADERS (LF line ends) that names QUEUE_ID
+ * ("... id QUEUE_ID ...; DATE", RFC 5322 date); Unix seconds, or -1 */
+gint64 spool_arrival_time(const char *headers, const char *queue_id);
+
 #endif

@@ -6,6 +6,7 @@
 # deferred with the greylisting text. After the delay, postqueue -f: the
 # second run delivers only d2.test. Every recipient exactly once.
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -106,7 +107,7 @@ good &= is_(sorted(grey), sorted(D2), "agent log: d2.test deferred")
 good &= is_(sorted(sent), sorted(D1), "agent log: d1.test sent")
 texts = [t for q, r, d, s, t in rrtest.agent_status(log, status="deferred")]
 good &= ok(texts and all(
-    __import__("re").search(GREY_RE, d + " " + t) for q, r, d, s, t in
+    re.search(GREY_RE, d + " " + t) for q, r, d, s, t in
     rrtest.agent_status(log, status="deferred")),
     "agent log: deferred with the receiver's 4.x.x greylisting reply")
 if not good:
@@ -142,6 +143,25 @@ sent = [r for q, r, d, s, t in rrtest.agent_status(log, status="sent")
         if q == qid]
 good &= is_(sorted(sent), sorted(D1 + D2),
             "agent log: each recipient sent once over both runs")
+
+
+def delays(lines, want_pipe):
+    """delays - {rcpt: delay=} of QID's status=sent lines; pipe(8)'s lines
+    (they carry delays=) or the agent's own"""
+    rx = re.compile(r": %s: to=<([^>]*)>,.* delay=([\d.]+),.*status=sent"
+                    % re.escape(qid))
+    return {m.group(1): float(m.group(2)) for m in map(rx.search, lines)
+            if m and ("delays=" in m.string) == want_pipe}
+
+
+# delay= counts from the arrival in Postfix's queue, as Postfix's own does
+# (the agent reads it from the Received: field that names the queue id)
+ours, pf = delays(log, False), delays(snd.log_lines(smark), True)
+good &= ok(all(r in ours and r in pf and pf[r] - 1.0 <= ours[r] <= pf[r] + 1.5
+               for r in D2),
+           "second run: the agent's delay= counts the time in the queue, "
+           "like pipe(8)'s (agent %r, pipe %r)"
+           % ([ours.get(r) for r in D2], [pf.get(r) for r in D2]))
 if not good:
     diag("\n".join(log))
     diag("\n".join(recv.log_lines(rmark)))

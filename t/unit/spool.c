@@ -624,6 +624,54 @@ test_write_error(void)
     g_test_trap_assert_passed();
 }
 
+/* spool_arrival_time on Received: fields as Postfix and others write them */
+static void
+test_arrival(void)
+{
+    static const struct {
+        const char *name, *headers, *qid;
+        gint64 want;
+    } cases[] = {
+        {"postfix smtpd, folded",
+         "Return-Path: <a@b.test>\n"
+         "Received: from client.test (client.test [192.0.2.1])\n"
+         "\tby mx.test (Postfix) with ESMTP id 4AB1C2D3E4\n"
+         "\tfor <r@d1.test>; Mon, 23 Nov 2026 11:00:00 +0000 (UTC)\n"
+         "Subject: x\n",
+         "4AB1C2D3E4", 1795431600},
+        {"pickup, other zone",
+         "Received: by mx.test (Postfix, from userid 0)\n"
+         "\tid 4AB1C2D3E4; Mon, 23 Nov 2026 12:00:00 +0100 (CET)\n",
+         "4AB1C2D3E4", 1795431600},
+        {"no day name, one line",
+         "received: by mx.test id QQ1; 23 Nov 2026 11:00:00 +0000\n",
+         "QQ1", 1795431600},
+        {"the field of this queue id, not the first one",
+         "Received: by a.test id OTHER; Mon, 23 Nov 2026 12:00:00 +0000\n"
+         "Received: by b.test id QQ2; Mon, 23 Nov 2026 11:00:00 +0000\n",
+         "QQ2", 1795431600},
+        {"queue id only as a prefix of another", 
+         "Received: by a.test id QQ3X; Mon, 23 Nov 2026 11:00:00 +0000\n",
+         "QQ3", -1},
+        {"no Received: field", "Subject: x\n", "QQ4", -1},
+        {"no date", "Received: by a.test id QQ5\n", "QQ5", -1},
+        {"garbage date", "Received: by a.test id QQ6; yesterday\n", "QQ6",
+         -1},
+        {"id in a Subject", "Subject: id QQ7; 23 Nov 2026 11:00:00 +0000\n",
+         "QQ7", -1},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        gint64 got = spool_arrival_time(cases[i].headers, cases[i].qid);
+
+        if (got != cases[i].want)
+            g_error("%s: got %" G_GINT64_FORMAT ", want %" G_GINT64_FORMAT,
+                    cases[i].name, got, cases[i].want);
+    }
+    g_assert_cmpint(spool_arrival_time(NULL, "Q"), ==, -1);
+    g_assert_cmpint(spool_arrival_time("Received: id ; x\n", ""), ==, -1);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -642,5 +690,6 @@ main(int argc, char **argv)
     g_test_add_func("/spool/new/unlinked", test_dir_unlinked);
     g_test_add_func("/spool/new/errors", test_errors);
     g_test_add_func("/spool/new/write-error", test_write_error);
+    g_test_add_func("/spool/arrival", test_arrival);
     return g_test_run();
 }
