@@ -150,6 +150,11 @@ dsn_status_part(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
 
     dsn_field(out, "Reporting-MTA", mta);
     dsn_field(out, "X-RapidRetry-Queue-ID", info->queue_id);
+    if (info->arrival > 0) {
+        g_autofree char *arrived = dsn_date(info->arrival);
+
+        dsn_field(out, "Arrival-Date", arrived);
+    }
     for (gsize i = 0; i < n; i++) {
         const DsnRecipient *r = &rcpts[i];
         g_autofree char *remote = dsn_remote_mta(r->relay);

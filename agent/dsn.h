@@ -25,6 +25,7 @@ typedef struct {
     const char *reporting_mta; /* our host name */
     gint64 now;                /* seconds since the epoch (Date:) */
     gboolean full_message;     /* message/rfc822, else text/rfc822-headers */
+    gint64 arrival;            /* arrival in Postfix's queue, 0 = unknown */
 } DsnInfo;
 
 /* dsn_compose - the whole DSN message (LF line ends, no final dot) for

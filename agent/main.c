@@ -264,10 +264,12 @@ send_dsn(Delivery *d, GPtrArray *bounced, char **why)
                     c->dsn_reporting_mta[0] ? c->dsn_reporting_mta
                                             : c->helo_name,
                     g_get_real_time() / G_USEC_PER_SEC,
-                    c->dsn_full_message};
+                    c->dsn_full_message, 0};
     g_autoptr(GString) msg = NULL;
     GError *err = NULL;
 
+    if (d->queued > 0)
+        info.arrival = info.now - (gint64)d->queued;
     for (guint i = 0; i < bounced->len; i++) {
         Rcpt *r = g_ptr_array_index(bounced, i);
 

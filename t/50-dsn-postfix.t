@@ -74,6 +74,10 @@ if p:
          "case 1: Remote-MTA is given")
     like(human, re.escape(REJECT), "case 1: the text part quotes the reply")
     is_(third, "text/rfc822-headers", "case 1: original headers returned")
+    per_msg = box[0].get_payload()[1].get_payload()[0]
+    like(per_msg.get("Arrival-Date", ""),
+         r"^\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}",
+         "case 1: Arrival-Date from the Received: field of the queue id")
     is_(box[0]["To"], "<%s>" % SENDER, "case 1: addressed to the sender")
     like(box[0]["Return-Path"] or "", r"^<>$",
          "case 1: the DSN has the null envelope sender")

@@ -67,7 +67,8 @@ test_compose(void)
 
     for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
         Spool *sp = spool_of(message);
-        DsnInfo info = {"QID1", "a@src.test", "mta.test", 1700000000, FALSE};
+        DsnInfo info = {"QID1", "a@src.test", "mta.test", 1700000000, FALSE,
+                        0};
         GError *error = NULL;
         GString *m = dsn_compose(&info, &cases[i].r, 1, sp, &error);
 
@@ -85,6 +86,7 @@ test_compose(void)
                                         "\n\nFrom: <a@src.test>\n"
                                         "Subject: hi\n\n--"));
         g_assert_null(strstr(m->str, "body line"));
+        g_assert_null(strstr(m->str, "Arrival-Date:")); /* not known */
         for (gsize k = 0; k < 4 && cases[i].want[k]; k++) {
             if (strstr(m->str, cases[i].want[k]) == NULL)
                 g_error("case %" G_GSIZE_FORMAT ": no \"%s\" in\n%s", i,
@@ -102,7 +104,8 @@ static void
 test_full_message(void)
 {
     Spool *sp = spool_of(message);
-    DsnInfo info = {"QID2", "a@src.test", "mta.test", 1700000000, TRUE};
+    DsnInfo info = {"QID2", "a@src.test", "mta.test", 1700000000, TRUE,
+                    1699999000};
     DsnRecipient r[] = {
         {"b1@d1.test", "5.1.1", NULL, "550 one", NULL},
         {"b2@d1.test", "5.1.1", NULL, "550 two", NULL},
@@ -115,6 +118,10 @@ test_full_message(void)
     g_assert_nonnull(strstr(m->str, message));
     g_assert_nonnull(strstr(m->str, "Final-Recipient: rfc822; b1@d1.test"));
     g_assert_nonnull(strstr(m->str, "Final-Recipient: rfc822; b2@d1.test"));
+    /* a per-message field: before the first recipient's block */
+    g_assert_nonnull(strstr(m->str, "\nArrival-Date: Tue, 14 Nov 2023 "));
+    g_assert_true(strstr(m->str, "Arrival-Date:") <
+                  strstr(m->str, "Final-Recipient:"));
     g_assert_true(g_str_has_suffix(m->str, "--\n"));
     g_string_free(m, TRUE);
     spool_free(sp);
