@@ -35,6 +35,16 @@ def conf(mode, extra=""):
     return "[milter]\nmode = %s\nclass_map = classes\n%s" % (mode, extra)
 
 
+def codes(rcpts):
+    """codes - one transaction to RCPTS on a new connection; the reply
+    codes of the RCPTs"""
+    s = Smtp(pf.port)
+    s.cmd("EHLO client.test")
+    replies, final = s.message("sender@client.test", rcpts)
+    s.close()
+    return [r[:3] for r in replies]
+
+
 milter = Milter(rrtest.subdir("milter"), conf("domain"), CLASSES)
 # myhostname rr-milter.test: smtpd's {daemon_name} (exempt_daemons below)
 pf = Receiver("rr-milter", domains=DOMAINS, milter=milter.socket)
@@ -102,23 +112,13 @@ s.close()
 # --- a bad new config is refused, the old one stays
 ok(milter.reload("[milter]\nmode = sideways\n", "reload refused"),
    "bad config on SIGHUP is refused")
-s = Smtp(pf.port)
-s.cmd("EHLO client.test")
-replies, final = s.message("sender@client.test",
-                           ["a@x.test", "b@x.test", "c@y.test"])
-is_([r[:3] for r in replies], [b"250", b"250", b"451"],
+is_(codes(["a@x.test", "b@x.test", "c@y.test"]), [b"250", b"250", b"451"],
     "old (policy) configuration still in force")
-s.close()
 
 # --- strict mode
 ok(milter.reload(conf("strict"), "configuration reloaded"), "strict mode")
-s = Smtp(pf.port)
-s.cmd("EHLO client.test")
-replies, final = s.message("sender@client.test",
-                           ["a@x.test", "b@x.test", "A@x.test"])
-is_([r[:3] for r in replies], [b"250", b"451", b"250"],
+is_(codes(["a@x.test", "b@x.test", "A@x.test"]), [b"250", b"451", b"250"],
     "strict: one address per transaction (same address again ok)")
-s.close()
 
 # --- exemptions: client network, daemon name
 for extra, name in (("exempt_networks = 10.0.0.0/8, 127.0.0.0/8\n",
@@ -127,13 +127,8 @@ for extra, name in (("exempt_networks = 10.0.0.0/8, 127.0.0.0/8\n",
                      "{daemon_name}")):
     ok(milter.reload(conf("strict", extra), "configuration reloaded"),
        "reload with exempt " + name)
-    s = Smtp(pf.port)
-    s.cmd("EHLO client.test")
-    replies, final = s.message("sender@client.test",
-                               ["a@x.test", "b@y.test", "c@d1.test"])
-    is_([r[:3] for r in replies], [b"250"] * 3,
+    is_(codes(["a@x.test", "b@y.test", "c@d1.test"]), [b"250"] * 3,
         "exempt %s: every recipient accepted" % name)
-    s.close()
 
 # --- custom reply text (with %%) reaches the client unchanged
 ok(milter.reload(conf("strict", "reply_text = Only 100%% one at a time; "
