@@ -5,13 +5,16 @@
  * logs the counters (DESIGN.md §8).
  *
  * libmilter has a signal thread of its own that stops the milter on
- * SIGHUP, SIGTERM and SIGINT (sigwait). Those three stay unblocked in the
- * main thread, with a handler, so the kernel hands them to the main thread
- * (which always wants them) and not to that thread; the handler turns them
- * into SIGUSR1 (reload) or SIGALRM (stop) for the main loop.
+ * SIGHUP, SIGTERM and SIGINT (sigwait). Linux gives a process signal to
+ * the main thread when it does not block it and has nothing pending: so
+ * the main thread keeps those unblocked (a handler with an empty mask)
+ * and never waits for blocked signals; the handler sets a flag and wakes
+ * the main loop through a pipe. A flood of SIGHUPs in t/45 shows it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -44,8 +47,21 @@ typedef struct {
     gboolean foreground, check, verbose;
 } Options;
 
-static pthread_t main_thread;
-static volatile sig_atomic_t stop_signal; /* SIGTERM or SIGINT seen */
+static volatile sig_atomic_t stop_signal;   /* SIGTERM or SIGINT seen */
+static volatile sig_atomic_t reload_wanted; /* SIGHUP or SIGUSR1 seen */
+static volatile sig_atomic_t milter_ended;  /* smfi_main() returned */
+static int wake_pipe[2] = {-1, -1};         /* wakes the main loop */
+
+/* wake - a byte into the pipe; a full pipe wakes the loop anyway */
+static void
+wake(void)
+{
+    int saved = errno;
+    ssize_t n = write(wake_pipe[1], "x", 1);
+
+    (void)n;
+    errno = saved;
+}
 static gboolean log_stderr; /* log lines reach stderr already */
 
 /* usage - the option summary, to stderr, and exit */
@@ -245,7 +261,8 @@ milter_thread(void *unused)
     r = smfi_main();
     if (r != MI_SUCCESS)
         log_error("libmilter main loop failed");
-    pthread_kill(main_thread, SIGUSR2);
+    milter_ended = 1;
+    wake();
     return NULL;
 }
 
@@ -268,40 +285,37 @@ reload(const char *conf, guint *stats_interval)
              policy_mode_name(mc->policy->mode));
 }
 
-/* on_signal - SIGHUP, SIGTERM, SIGINT: hand them on to the main loop as
- * signals it waits for (pthread_kill() is async-signal-safe) */
+/* on_signal - HUP/USR1 reload, TERM/INT stop: a flag and a wake-up */
 static void
 on_signal(int sig)
 {
-    if (sig != SIGHUP)
+    if (sig == SIGHUP || sig == SIGUSR1)
+        reload_wanted = 1;
+    else
         stop_signal = sig;
-    pthread_kill(main_thread, sig == SIGHUP ? SIGUSR1 : SIGALRM);
+    wake();
 }
 
 /* serve - run libmilter and handle signals until the end */
 static int
 serve(const Options *o, guint stats_interval)
 {
-    static const int caught[] = {SIGHUP, SIGTERM, SIGINT};
+    static const int caught[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
     struct sigaction sa = {.sa_handler = on_signal};
-    sigset_t set, keep;
+    sigset_t keep;
     pthread_t tid;
     gint64 next_stats = 0;
     int status = EX_OK;
 
-    main_thread = pthread_self();
-    /* the main loop waits for these; libmilter's threads block them */
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGUSR2);
-    sigaddset(&set, SIGALRM);
-    /* these stay for the main thread alone (see the top of the file) */
+    if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        die(EX_OSERR, "pipe: %s", g_strerror(errno));
     sigemptyset(&keep);
     for (gsize i = 0; i < G_N_ELEMENTS(caught); i++)
         sigaddset(&keep, caught[i]);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    pthread_sigmask(SIG_BLOCK, &keep, NULL); /* inherited by all threads */
-    sigfillset(&sa.sa_mask);
+    /* libmilter's threads inherit the blocked set; the main thread
+     * unblocks it once they exist (see the top of the file) */
+    pthread_sigmask(SIG_BLOCK, &keep, NULL);
+    sigemptyset(&sa.sa_mask);
     for (gsize i = 0; i < G_N_ELEMENTS(caught); i++)
         sigaction(caught[i], &sa, NULL);
     if (pthread_create(&tid, NULL, milter_thread, NULL) != 0)
@@ -310,9 +324,10 @@ serve(const Options *o, guint stats_interval)
     log_info("started: version %s, socket %s, config %s", RR_VERSION,
              o->socket, o->conf);
     for (;;) {
-        struct timespec ts = {.tv_sec = 3600};
+        struct pollfd pfd = {.fd = wake_pipe[0], .events = POLLIN};
         gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
-        int sig;
+        int timeout = -1;
+        char buf[64];
 
         if (stats_interval > 0) {
             if (next_stats == 0)
@@ -321,20 +336,26 @@ serve(const Options *o, guint stats_interval)
                 callbacks_log_stats("interval");
                 next_stats = now + stats_interval;
             }
-            ts.tv_sec = next_stats - now;
+            timeout = (int)MIN(next_stats - now, G_MAXINT / 1000) * 1000;
         }
-        sig = sigtimedwait(&set, NULL, &ts);
-        if (sig == SIGUSR1) {
-            reload(o->conf, &stats_interval);
-            next_stats = 0;
-        } else if (sig == SIGALRM) {
+        if (!stop_signal && !reload_wanted && !milter_ended)
+            (void)poll(&pfd, 1, timeout);
+        while (read(wake_pipe[0], buf, sizeof buf) > 0)
+            ;
+        if (stop_signal) {
             log_info("stopping on signal %d", (int)stop_signal);
             smfi_stop(); /* libmilter's poll() ends within 5 s */
             break;
-        } else if (sig == SIGUSR2) {
+        }
+        if (milter_ended) {
             log_info("libmilter stopped");
             status = EX_SOFTWARE;
             break;
+        }
+        if (reload_wanted) {
+            reload_wanted = 0;
+            reload(o->conf, &stats_interval);
+            next_stats = 0;
         }
     }
     pthread_join(tid, NULL);
