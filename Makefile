@@ -2,7 +2,7 @@
 #
 #   make              build agent/rapidretry-agent and milter/rapidretry-milter
 #   make check        install missing Debian packages, build, run `prove -r t`
-#   make check-asan   the same suite with -fsanitize=address,undefined
+#   make check-asan   the same suite with -fsanitize=address,undefined (leaks too)
 #   make deps         only install the Debian packages (root, Debian 12)
 #   make demo         set up, build, show RapidRetry against throw-away Postfix
 #   make bench        set up, build, measure (bench/results/*.csv, *.json)
