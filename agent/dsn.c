@@ -125,14 +125,13 @@ dsn_human(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
           gsize n)
 {
     g_string_append_printf(out,
-        "This is the mail system at host %s.\n\n"
-        "Your message could not be delivered to %s of its recipients.\n"
-        "It was delivered to the others or is still being tried for\n"
-        "them; you get no other notice for the ones listed here. This is\n"
-        "a permanent error.\n\n"
-        "For further assistance, please contact your postmaster and\n"
-        "include this report.\n\n", info->reporting_mta,
-        n == 1 ? "one" : "some");
+        "rapidretry on %s gave up on %s of your message:\n"
+        "the delivery failed for good and will not be tried again.\n"
+        "The other recipients got the message, or it is still on its way\n"
+        "to them; you hear about them only if they fail too.\n\n"
+        "The reason is below. Your postmaster can help with this report.\n"
+        "\n", info->reporting_mta,
+        n == 1 ? "one recipient" : "some recipients");
     for (gsize i = 0; i < n; i++) {
         g_autofree char *rc = dsn_clean(rcpts[i].recipient);
         g_autofree char *why = dsn_clean(rcpts[i].reason);
@@ -254,7 +253,7 @@ dsn_returned(GString *out, const DsnInfo *info, Spool *sp, GError **error)
     g_string_append_printf(out,
         "Content-Description: %s\n"
         "Content-Type: %s\n%s\n",
-        whole ? "Undelivered Message" : "Undelivered Message Headers",
+        whole ? "Returned message" : "Returned message headers",
         whole ? "message/rfc822" : "text/rfc822-headers",
         spool_has_8bit(sp) ? "Content-Transfer-Encoding: 8bit\n" : "");
     g_string_append_len(out, body->str, (gssize)body->len);
@@ -272,12 +271,12 @@ dsn_compose(const DsnInfo *info, const DsnRecipient *rcpts, gsize n,
     g_autofree char *to = dsn_clean(info->sender);
     g_autofree char *mta = dsn_clean(info->reporting_mta);
     g_autofree char *boundary = g_strdup_printf(
-        "%s.%" G_GINT64_FORMAT "/%s", info->queue_id, info->now, mta);
+        "=_rapidretry_%s_%" G_GINT64_FORMAT, info->queue_id, info->now);
 
     g_string_append_printf(out,
         "From: Mail Delivery System <MAILER-DAEMON@%s>\n"
         "To: <%s>\n"
-        "Subject: Undelivered Mail Returned to Sender\n"
+        "Subject: Message not delivered to %s\n"
         "Date: %s\n"
         "Message-Id: <%s.%" G_GINT64_FORMAT ".rapidretry@%s>\n"
         "Auto-Submitted: auto-replied\n"
@@ -285,16 +284,17 @@ dsn_compose(const DsnInfo *info, const DsnRecipient *rcpts, gsize n,
         "Content-Type: multipart/report; report-type=delivery-status;\n"
         "\tboundary=\"%s\"\n"
         "\n"
-        "This is a MIME-encapsulated message.\n\n",
-        mta, to, date, info->queue_id, info->now, mta, boundary);
+        "A delivery status report in MIME format (RFC 3464).\n\n",
+        mta, to, n == 1 ? "a recipient" : "some recipients", date,
+        info->queue_id, info->now, mta, boundary);
     g_string_append_printf(out,
         "--%s\n"
-        "Content-Description: Notification\n"
+        "Content-Description: Explanation\n"
         "Content-Type: text/plain; charset=utf-8\n\n", boundary);
     dsn_human(out, info, rcpts, n);
     g_string_append_printf(out,
         "--%s\n"
-        "Content-Description: Delivery report\n"
+        "Content-Description: Delivery status\n"
         "Content-Type: message/delivery-status\n\n", boundary);
     dsn_status_part(out, info, rcpts, n);
     g_string_append_printf(out, "\n--%s\n", boundary);
