@@ -36,12 +36,8 @@ def run(rcpts, port, tls_text, **kw):
     config; (result, qid, log lines of this run)"""
     _qid[0] += 1
     qid = "%X" % _qid[0]
-    agent.write_conf(extra_text=tls_text)
-    before = len(agent.log_lines())
-    res = agent.run(rcpts, queue_id=qid, nexthop="[127.0.0.1]:%d" % port,
-                    **kw)
-    ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
-    return res, qid, agent.log_lines()[before:]
+    res, lines = agent.run_extra(rcpts, port, tls_text, qid, **kw)
+    return res, qid, lines
 
 
 def tls_lines(lines):

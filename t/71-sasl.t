@@ -53,13 +53,9 @@ def pwfile(name, text, mode=0o600, owner=rrtest.TEST_USER):
 def run(rcpts, port, extra, **kw):
     _qid[0] += 1
     qid = "%X" % _qid[0]
-    agent.write_conf(extra_text=extra)
-    before = len(agent.log_lines())
-    res = agent.run(rcpts, queue_id=qid, nexthop="[127.0.0.1]:%d" % port,
-                    **kw)
-    ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
+    res, lines = agent.run_extra(rcpts, port, extra, qid, **kw)
     outputs.append(res.out)
-    return res, qid, agent.log_lines()[before:]
+    return res, qid, lines
 
 
 def sasl_conf(path, more=""):

@@ -121,12 +121,8 @@ _qid = [0x72000]
 def run(rcpts, port, text, **kw):
     _qid[0] += 1
     qid = "%X" % _qid[0]
-    agent.write_conf(extra_text=text)
-    before = len(agent.log_lines())
-    res = agent.run(rcpts, queue_id=qid, nexthop="[127.0.0.1]:%d" % port,
-                    **kw)
-    ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
-    return res, qid, agent.log_lines()[before:]
+    res, lines = agent.run_extra(rcpts, port, text, qid, **kw)
+    return res, qid, lines
 
 
 def conf_line(key):

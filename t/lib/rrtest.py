@@ -396,6 +396,18 @@ class Agent:
         return run_as_user([self.binary] + args, message, self.env(),
                            cwd=self.dir, timeout=timeout)
 
+    def run_extra(self, rcpts, port, extra_text, queue_id, **kw):
+        """run_extra - one run to [127.0.0.1]:PORT with EXTRA_TEXT added to
+        the config; checks the pipe(8) status line and returns (result,
+        the agent's log lines of this run)."""
+        self.write_conf(extra_text=extra_text)
+        before = len(self.log_lines())
+        res = self.run(rcpts, queue_id=queue_id,
+                       nexthop="[127.0.0.1]:%d" % port, **kw)
+        ok(status_line_ok(res), "%s: one stdout line, stderr empty"
+           % queue_id)
+        return res, self.log_lines()[before:]
+
     def log_lines(self):
         """log_lines - the agent's log file, one entry per line."""
         return read_file(self.log_file).splitlines()
