@@ -26,7 +26,24 @@ typedef struct {
     char *last_reason;
     gboolean last_permanent;
     gboolean new_session; /* the last round asks for a fresh connection */
+    guint asked;          /* reconnects the server asked for (MAILMAX):
+                             not failures, not held against
+                             max_reconnects */
 } Run;
+
+/* The journal's part in one transaction: rows "in flight" written before
+ * its final dot (DESIGN §7: no dot without them), settled after it. */
+typedef struct {
+    Run *run;
+    GPtrArray *pick;      /* Rcpt*, the transaction's recipients */
+    GPtrArray *names;     /* const char*: the accepted ones' argv form */
+    gboolean *again;      /* per name: in flight already before */
+    gboolean written;
+} TxFlight;
+
+#define DELIVER_STOP_GRACE 5 /* seconds a transaction may still finish */
+#define DELIVER_STOP_TEXT "delivery stopped: the agent was asked to " \
+                          "terminate; the rest is retried later"
 
 Group *
 group_new(const char *name)
@@ -109,6 +126,19 @@ deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
     log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
              d->queue_id, r->arg, r->relay, delay, r->dsn,
              rcpt_status_name(st), r->reason);
+}
+
+void
+deliver_stop(void)
+{
+    smtp_stop(DELIVER_STOP_GRACE);
+}
+
+/* stopping - deliver_stop() was called: no new connection or transaction */
+static gboolean
+stopping(void)
+{
+    return smtp_stop_time() > 0;
 }
 
 /* report_reply - report R with the server's reply REPLY to COMMAND */
@@ -365,15 +395,21 @@ session_open(Run *run)
         SmtpFailure f = {0};
         guint n_targets = run->g->targets->len;
 
+        if (stopping()) {
+            report_all(run, RCPT_DEFERRED, "4.3.2", NULL, DELIVER_STOP_TEXT,
+                       NULL);
+            return FALSE;
+        }
         if (g_get_monotonic_time() >= d->deadline) {
             report_all(run, RCPT_DEFERRED, "4.4.2", NULL,
                        "delivery deadline reached before the "
                        "message could be delivered", NULL);
             return FALSE;
         }
-        /* one connection per address, then max_reconnects extra ones */
-        if (n_targets == 0 || run->connections >= n_targets +
-                                                      c->max_reconnects) {
+        /* one connection per address, then max_reconnects extra ones;
+         * the ones the server asked for do not count */
+        if (n_targets == 0 || run->connections - run->asked >=
+                                  n_targets + c->max_reconnects) {
             report_all(run, run->last_permanent ? RCPT_BOUNCED
                                                 : RCPT_DEFERRED,
                        run->last_dsn ? run->last_dsn : "4.4.1", NULL,
@@ -386,7 +422,8 @@ session_open(Run *run)
             if (run->last_reason != NULL && !run->progressed) {
                 /* every address failed once: no second round of the
                  * same failures (Postfix defers here too) */
-                run->connections = n_targets + c->max_reconnects;
+                run->connections = run->asked + n_targets +
+                                   c->max_reconnects;
                 continue;
             }
             run->target = 0;
@@ -516,38 +553,91 @@ learn(Run *run, GPtrArray *pick, guint n, const ReplyClass *cls,
         limits_learn(run, k, FALSE);
 }
 
-/* journal_sent - ACCEPTED were delivered with REPLY: one durable journal
- * transaction for all of them, before they are reported */
+/* flight_names - the recipients of PICK whose RCPT got 2xx: the ones the
+ * message goes to */
 static void
-journal_sent(Run *run, GPtrArray *accepted, const Reply *reply)
+flight_names(TxFlight *fl, const SmtpTxResult *res)
 {
-    Delivery *d = run->d;
-    g_autofree JournalEntry *e = g_new0(JournalEntry, accepted->len);
-    g_autofree char *line = reply_oneline(reply);
-    const char *relay = smtp_session_relay(run->session);
+    g_ptr_array_set_size(fl->names, 0);
+    for (guint i = 0; i < fl->pick->len && i < res->n_rcpts; i++)
+        if (res->rcpt[i] != NULL && res->rcpt[i]->code / 100 == 2)
+            g_ptr_array_add(fl->names,
+                            ((Rcpt *)g_ptr_array_index(fl->pick, i))->arg);
+}
+
+/* flight_before_dot - SmtpBeforeDotFn: the accepted recipients in flight
+ * in the journal, durably, or no final dot (the server then discards the
+ * message, and nothing can be delivered without a trace) */
+static gboolean
+flight_before_dot(gpointer ctx, const SmtpTxResult *res, char **why)
+{
+    TxFlight *fl = ctx;
+    Delivery *d = fl->run->d;
     GError *err = NULL;
-    char dsn[16];
-    gboolean ok;
 
     if (d->journal == NULL)
-        return;
-    reply_dsn(reply, dsn);
-    for (guint i = 0; i < accepted->len; i++) {
-        Rcpt *r = g_ptr_array_index(accepted, i);
-
-        e[i] = (JournalEntry){r->arg, JOURNAL_DELIVERED, relay, dsn, line};
-        r->journaled = TRUE;
-    }
+        return TRUE;
+    flight_names(fl, res);
+    g_free(fl->again);
+    fl->again = g_new0(gboolean, fl->names->len + 1);
     g_mutex_lock(&d->lock);
-    ok = journal_record(d->journal, d->queue_id, spool_digest(d->spool), e,
-                        accepted->len, &err);
+    fl->written = journal_inflight(d->journal, d->queue_id,
+                                   spool_digest(d->spool),
+                                   (const char *const *)fl->names->pdata,
+                                   fl->names->len, fl->again, &err);
     g_mutex_unlock(&d->lock);
-    if (!ok) {
+    if (fl->written)
+        return TRUE;
+    *why = g_strdup_printf("cannot write the journal before the end of "
+                           "data (%s); message not sent, connection closed "
+                           "without the final dot", err->message);
+    log_error("%s: %s", d->queue_id, *why);
+    g_error_free(err);
+    return FALSE;
+}
+
+/* flight_settle - right after the end of data: the in-flight rows become
+ * "delivered" on a 2xx (first thing, to keep the window from the dot to
+ * the commit short), else go back to what they were */
+static void
+flight_settle(TxFlight *fl, const SmtpTxResult *tx, const char *relay)
+{
+    Delivery *d = fl->run->d;
+    const char *const *names = (const char *const *)fl->names->pdata;
+    gboolean sent = tx->dot != NULL && tx->dot->code / 100 == 2;
+    GError *err = NULL;
+    gboolean ok;
+
+    if (!fl->written)
+        return;
+    g_mutex_lock(&d->lock);
+    if (sent) {
+        g_autofree JournalEntry *e = g_new0(JournalEntry, fl->names->len);
+        g_autofree char *line = reply_oneline(tx->dot);
+        char dsn[16];
+
+        reply_dsn(tx->dot, dsn);
+        for (guint i = 0; i < fl->names->len; i++)
+            e[i] = (JournalEntry){names[i], JOURNAL_DELIVERED, relay, dsn,
+                                  line};
+        ok = journal_record(d->journal, d->queue_id, spool_digest(d->spool),
+                            e, fl->names->len, &err);
+    } else
+        ok = journal_inflight_undo(d->journal, d->queue_id,
+                                   spool_digest(d->spool), names,
+                                   fl->names->len, fl->again, &err);
+    g_mutex_unlock(&d->lock);
+    for (guint i = 0; sent && i < fl->pick->len; i++)
+        ((Rcpt *)g_ptr_array_index(fl->pick, i))->journaled = TRUE;
+    if (!ok && sent)
         log_error("%s: %u recipients delivered, but the journal write "
-                  "failed (%s): a retry of this batch may deliver them "
-                  "again", d->queue_id, accepted->len, err->message);
-        g_error_free(err);
-    }
+                  "failed (%s): they stay in flight, and a retry of this "
+                  "batch sends them once more (RFC 5321 §6.1), not twice",
+                  d->queue_id, fl->names->len, err->message);
+    else if (!ok)
+        log_warning("%s: cannot clear the in-flight mark of %u recipients "
+                    "(%s)", d->queue_id, fl->names->len, err->message);
+    g_clear_error(&err);
 }
 
 /* finish_message - the end-of-data outcome for the ACCEPTED recipients */
@@ -581,7 +671,7 @@ finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
     case REPLY_OK:
         if (tx->dot == NULL) /* 354 handled above */
             break;
-        journal_sent(run, accepted, r);
+        /* journaled by flight_settle() already */
         for (guint i = 0; i < accepted->len; i++)
             report_reply(run, g_ptr_array_index(accepted, i), RCPT_SENT, r,
                          cmd);
@@ -614,12 +704,35 @@ mail_refused(Run *run, GPtrArray *pick, const Reply *r)
         session_end(run);
         return;
     }
+    if (c != REPLY_BOUNCE) {
+        /* a soft error at MAIL moves to the next MX with every pending
+         * recipient, as Postfix does; after the last one they are
+         * deferred with this reply (session_open) */
+        g_autofree char *line = reply_oneline(r);
+        char dsn[16];
+
+        for (guint i = 0; i < pick->len; i++)
+            g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
+        reply_dsn(r, dsn);
+        dsn[0] = '4';
+        g_free(run->last_dsn);
+        g_free(run->last_reason);
+        run->last_dsn = g_strdup(dsn);
+        run->last_reason = g_strdup_printf("host %s said: %s (in reply to "
+                                           "MAIL FROM command)",
+                                           smtp_session_relay(run->session),
+                                           line);
+        run->last_permanent = FALSE;
+        log_info("%s: %s", run->d->queue_id, run->last_reason);
+        run->progressed = FALSE; /* the next server, not this one again */
+        session_end(run);
+        return;
+    }
     for (guint i = 0; i < pick->len; i++)
         g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
     for (guint i = 0; i < run->pending->len; i++)
-        report_reply(run, g_ptr_array_index(run->pending, i),
-                     c == REPLY_BOUNCE ? RCPT_BOUNCED : RCPT_DEFERRED, r,
-                     "MAIL FROM");
+        report_reply(run, g_ptr_array_index(run->pending, i), RCPT_BOUNCED,
+                     r, "MAIL FROM");
     g_ptr_array_set_size(run->pending, 0);
 }
 
@@ -741,6 +854,7 @@ one_round(Run *run)
     g_autofree char *params = mail_params(run, pick);
     SmtpTxRequest req = {0};
     SmtpTxResult tx = {0};
+    TxFlight fl = {.run = run, .pick = pick, .names = g_ptr_array_new()};
 
     for (guint i = 0; i < pick->len; i++) {
         g_ptr_array_remove(run->pending, g_ptr_array_index(pick, i));
@@ -753,6 +867,8 @@ one_round(Run *run)
     req.rcpts = (const char *const *)paths->pdata;
     req.n_rcpts = paths->len;
     req.spool = run->d->spool;
+    req.before_dot = flight_before_dot;
+    req.before_dot_ctx = &fl;
     run->rounds++;
     run->session_tx++;
     g_mutex_lock(&run->d->lock);
@@ -760,6 +876,9 @@ one_round(Run *run)
     dblog_set_transaction(run->d->transactions); /* for its log rows */
     g_mutex_unlock(&run->d->lock);
     smtp_transaction(run->session, &req, run->d->deadline, &tx);
+    flight_settle(&fl, &tx, smtp_session_relay(run->session));
+    g_ptr_array_unref(fl.names);
+    g_free(fl.again);
 
     if (tx.mail == NULL) { /* nothing answered: all back, reconnect */
         g_ptr_array_extend(run->pending, pick, NULL, NULL);
@@ -775,6 +894,9 @@ one_round(Run *run)
         session_end(run);
     }
     g_ptr_array_sort(run->pending, rcpt_cmp);
+    if (tx.dot_withheld && !stopping()) /* the journal cannot take them */
+        report_all(run, RCPT_DEFERRED, "4.3.0",
+                   smtp_session_relay(run->session), tx.failure, NULL);
     if (run->session != NULL && tx.status != SMTP_OK) {
         SmtpFailure f = {tx.status, NULL, tx.failure};
 
@@ -823,6 +945,12 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
             check_session_fit(&run);
         if (run.pending->len == 0)
             break;
+        if (stopping()) {
+            report_all(&run, RCPT_DEFERRED, "4.3.2",
+                       smtp_session_relay(run.session), DELIVER_STOP_TEXT,
+                       NULL);
+            break;
+        }
         if (run.rounds >= d->conf->max_rounds) {
             report_all(&run, RCPT_DEFERRED, "4.4.5",
                        smtp_session_relay(run.session),
@@ -839,6 +967,7 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
         }
         if (mailmax_reached(&run)) {
             run.progressed = TRUE; /* same server again */
+            run.asked++;
             session_end(&run);
             continue;
         }

@@ -38,6 +38,7 @@ typedef enum {
     SMTP_IO_OK,
     SMTP_IO_TIMEOUT,  /* the state's timeout passed */
     SMTP_IO_DEADLINE, /* the caller's deadline passed */
+    SMTP_IO_STOPPED,  /* the stop time passed (smtp_stop) */
     SMTP_IO_LOST,     /* EOF, reset, broken pipe */
     SMTP_IO_PROTOCOL, /* a reply we cannot parse; detail in s->detail */
 } SmtpIoStatus;
@@ -81,6 +82,7 @@ struct SmtpSession {
 };
 
 /* smtp-io.c: transport, replies, failure texts */
+void smtp_stop_init(void);
 void smtp_reply_free(Reply *reply);
 SmtpLimit smtp_limit(guint timeout, gint64 deadline);
 guint smtp_state_timeout(const SmtpSession *s, SmtpState state);

@@ -6,14 +6,23 @@
 #include "smtp-int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <openssl/err.h>
 
 #include "log.h"
+
+/* The stop (SIGTERM): when, on the monotonic clock in microseconds, every
+ * conversation must end (0 = no stop asked for); and a pipe that becomes
+ * readable at the stop, so every thread's poll() wakes at once. */
+static _Atomic gint64 smtp_stop_at;
+static int smtp_stop_pipe[2] = {-1, -1};
 
 /* Postfix's wording, so logs and DSNs read the same as smtp(8)'s. */
 static const struct {
@@ -97,6 +106,44 @@ io_write(SmtpIo *io, const void *buf, gsize len)
                          &io->write_want);
 }
 
+/* smtp_stop_init - the stop pipe, once per process, before any session */
+void
+smtp_stop_init(void)
+{
+    static gsize done;
+
+    if (g_once_init_enter(&done)) {
+        if (pipe2(smtp_stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+            smtp_stop_pipe[0] = smtp_stop_pipe[1] = -1;
+        g_once_init_leave(&done, 1);
+    }
+}
+
+void
+smtp_stop(guint grace)
+{
+    struct timespec ts;
+    gint64 at, none = 0;
+    int saved = errno;
+
+    /* async-signal-safe: clock_gettime, a lock-free atomic, write(2) */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    at = (gint64)ts.tv_sec * G_USEC_PER_SEC + ts.tv_nsec / 1000 +
+         (gint64)grace * G_USEC_PER_SEC;
+    if (at == 0)
+        at = 1;
+    if (atomic_compare_exchange_strong(&smtp_stop_at, &none, at) &&
+        smtp_stop_pipe[1] >= 0)
+        (void)!write(smtp_stop_pipe[1], "x", 1);
+    errno = saved;
+}
+
+gint64
+smtp_stop_time(void)
+{
+    return atomic_load(&smtp_stop_at);
+}
+
 /* smtp_limit - the earlier of now + TIMEOUT seconds and DEADLINE */
 SmtpLimit
 smtp_limit(guint timeout, gint64 deadline)
@@ -148,26 +195,37 @@ smtp_state_timeout(const SmtpSession *s, SmtpState state)
     g_assert_not_reached();
 }
 
-/* smtp_wait - poll the socket for EVENTS until LIM */
+/* smtp_wait - poll the socket for EVENTS until LIM, or the stop time
+ * when a stop was asked for (the stop pipe wakes the poll) */
 SmtpIoStatus
 smtp_wait(SmtpSession *s, short events, const SmtpLimit *lim, short *revents)
 {
     for (;;) {
         gint64 now = g_get_monotonic_time();
+        gint64 stop = atomic_load(&smtp_stop_at);
+        gint64 until = lim->until;
         gint64 ms;
-        struct pollfd pfd = {.fd = s->io.fd, .events = events};
+        struct pollfd pfd[2] = {{.fd = s->io.fd, .events = events},
+                                {.fd = smtp_stop_pipe[0], .events = POLLIN}};
         int n;
 
-        if (now >= lim->until)
+        if (stop > 0 && stop < until) {
+            if (now >= stop)
+                return SMTP_IO_STOPPED;
+            until = stop;
+        }
+        if (now >= until)
             return lim->by_deadline ? SMTP_IO_DEADLINE : SMTP_IO_TIMEOUT;
-        ms = (lim->until - now + 999) / 1000;
-        n = poll(&pfd, 1, (int) MIN(ms, (gint64) INT_MAX));
+        ms = (until - now + 999) / 1000;
+        /* once stopping, the pipe stays readable: poll the socket only */
+        n = poll(pfd, stop > 0 || pfd[1].fd < 0 ? 1 : 2,
+                 (int) MIN(ms, (gint64) INT_MAX));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return SMTP_IO_LOST;
-        if (n > 0) {
-            *revents = pfd.revents;
+        if (n > 0 && pfd[0].revents != 0) {
+            *revents = pfd[0].revents;
             return SMTP_IO_OK;
         }
     }
@@ -409,6 +467,10 @@ smtp_io_text(const SmtpSession *s, SmtpIoStatus st, SmtpState state)
         return g_strdup_printf("delivery time limit reached in conversation "
                                "with %s while %s",
                                s->namaddr, doing);
+    case SMTP_IO_STOPPED:
+        return g_strdup_printf("delivery stopped (the agent was asked to "
+                               "terminate) in conversation with %s while %s",
+                               s->namaddr, doing);
     case SMTP_IO_LOST:
         return g_strdup_printf("lost connection with %s while %s",
                                s->namaddr, doing);
@@ -431,6 +493,8 @@ smtp_io_status(SmtpIoStatus st)
     switch (st) {
     case SMTP_IO_DEADLINE:
         return SMTP_DEADLINE;
+    case SMTP_IO_STOPPED:
+        return SMTP_STOPPED;
     case SMTP_IO_PROTOCOL:
         return SMTP_PROTOCOL;
     default:

@@ -100,7 +100,10 @@ tx_store(const SmtpTxRequest *req, SmtpTxResult *res, guint i, Reply *reply)
         break;
     case SMTP_ST_RCPT:
         res->rcpt[i - 1] = reply;
-        if (reply->code / 100 == 2)
+        /* RFC 2920 §3.1: after a refused MAIL the RCPTs count for
+         * nothing, whatever a lenient server answered */
+        if (reply->code / 100 == 2 && res->mail != NULL &&
+            res->mail->code / 100 == 2)
             res->n_accepted++;
         break;
     default:
@@ -160,21 +163,26 @@ tx_envelope(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
     return TRUE;
 }
 
-/* Where the message body goes: the socket, one timeout per piece. */
+/* Where the message body goes: the socket, one timeout per piece. The
+ * last 3 bytes of the stream (the final ".\r\n", spool_send's end) are
+ * held back until the body is through and BEFORE_DOT agreed. */
 typedef struct {
     SmtpSession *s;
     gint64 deadline;
     SmtpIoStatus st;
     guint64 octets;
+    char hold[3];
+    gsize held;
 } TxBody;
 
-/* tx_body_sink - SpoolSink writing one piece of the DATA stream */
+/* tx_body_write - write LEN bytes of BUF for the body */
 static gboolean
-tx_body_sink(gpointer ctx, const char *buf, gsize len, GError **error)
+tx_body_write(TxBody *b, const char *buf, gsize len, GError **error)
 {
-    TxBody *b = ctx;
     SmtpLimit lim = smtp_limit(b->s->timeouts.data_xfer, b->deadline);
 
+    if (len == 0)
+        return TRUE;
     b->st = smtp_write_all(b->s, buf, len, &lim);
     if (b->st != SMTP_IO_OK) {
         g_set_error_literal(error, G_FILE_ERROR, G_FILE_ERROR_IO,
@@ -183,6 +191,68 @@ tx_body_sink(gpointer ctx, const char *buf, gsize len, GError **error)
     }
     b->octets += len;
     return TRUE;
+}
+
+/* tx_body_sink - SpoolSink writing one piece of the DATA stream, all but
+ * the stream's last 3 bytes */
+static gboolean
+tx_body_sink(gpointer ctx, const char *buf, gsize len, GError **error)
+{
+    TxBody *b = ctx;
+    char joined[6];
+    gsize n;
+
+    if (len >= sizeof b->hold) {
+        if (!tx_body_write(b, b->hold, b->held, error) ||
+            !tx_body_write(b, buf, len - sizeof b->hold, error))
+            return FALSE;
+        memcpy(b->hold, buf + len - sizeof b->hold, sizeof b->hold);
+        b->held = sizeof b->hold;
+        return TRUE;
+    }
+    memcpy(joined, b->hold, b->held);
+    memcpy(joined + b->held, buf, len);
+    n = b->held + len;
+    b->held = MIN(n, sizeof b->hold);
+    memcpy(b->hold, joined + n - b->held, b->held);
+    return tx_body_write(b, joined, n - b->held, error);
+}
+
+/* tx_dot_allowed - whether the held final dot may go: not after the stop
+ * time, and only when the caller's BEFORE_DOT agrees; else *WHY */
+static gboolean
+tx_dot_allowed(SmtpSession *s, const SmtpTxRequest *req,
+               const SmtpTxResult *res, char **why)
+{
+    gint64 stop = smtp_stop_time();
+
+    if (stop > 0 && g_get_monotonic_time() >= stop) {
+        *why = smtp_io_text(s, SMTP_IO_STOPPED, SMTP_ST_BODY);
+        return FALSE;
+    }
+    if (req->before_dot != NULL &&
+        !req->before_dot(req->before_dot_ctx, res, why)) {
+        if (*why == NULL)
+            *why = g_strdup("the message was not sent");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* tx_body_fail - the body did not go through: a write or a spool error */
+static gboolean
+tx_body_fail(SmtpSession *s, SmtpTxResult *res, const TxBody *b,
+             GError *error)
+{
+    if (b->st != SMTP_IO_OK)
+        tx_io_fail(s, res, b->st, SMTP_ST_BODY);
+    else
+        tx_fail(s, res, SMTP_LOST,
+                g_strdup_printf("error reading the message spool while "
+                                "sending to %s: %s",
+                                s->namaddr,
+                                error != NULL ? error->message : "unknown"));
+    return FALSE;
 }
 
 /* tx_body - stream the message (or, with no recipient, only ".") and
@@ -194,34 +264,48 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
     TxBody b = {.s = s, .deadline = deadline, .st = SMTP_IO_OK};
     GError *error = NULL;
     gboolean ok;
-    char *note;
+    char *note, *why = NULL;
     SmtpIoStatus st;
 
+    if (res->mail == NULL || res->mail->code / 100 != 2) {
+        /* 354 after a refused MAIL (against RFC 2920 §3.1): even a lone
+         * "." would give the server an empty message for the RCPTs it
+         * took. Close without the dot: nothing is delivered. */
+        tx_fail(s, res, SMTP_LOST,
+                g_strdup_printf("host %s accepted DATA after refusing MAIL "
+                                "FROM; connection closed without sending "
+                                "the message",
+                                s->namaddr));
+        return FALSE;
+    }
     if (res->n_accepted > 0) {
         ok = spool_send(req->spool, tx_body_sink, &b, &error);
     } else {
         /* XXX a server that answers 354 with no valid recipient (RFC 2920
          * §3.1 wants 503/554): end the data at once, send no message */
-        ok = tx_body_sink(&b, ".\r\n", 3, &error);
+        memcpy(b.hold, ".\r\n", 3);
+        b.held = 3;
+        ok = TRUE;
     }
+    if (ok && res->n_accepted > 0 && !tx_dot_allowed(s, req, res, &why)) {
+        res->dot_withheld = TRUE;
+        tx_fail(s, res, SMTP_LOST, why);
+        ok = FALSE;
+    } else if (ok)
+        ok = tx_body_write(&b, b.hold, b.held, &error);
     if (s->transcript != NULL) {
         note = g_strdup_printf("(message body, %" G_GUINT64_FORMAT
-                               " octets)",
-                               b.octets);
+                               " octets%s)",
+                               b.octets,
+                               res->dot_withheld ? ", final dot withheld"
+                                                 : "");
         s->transcript(s->transcript_ctx, '>', note);
         g_free(note);
     }
-    if (!ok && b.st != SMTP_IO_OK) {
-        g_clear_error(&error);
-        tx_io_fail(s, res, b.st, SMTP_ST_BODY);
+    if (res->dot_withheld)
         return FALSE;
-    }
     if (!ok) {
-        tx_fail(s, res, SMTP_LOST,
-                g_strdup_printf("error reading the message spool while "
-                                "sending to %s: %s",
-                                s->namaddr,
-                                error != NULL ? error->message : "unknown"));
+        tx_body_fail(s, res, &b, error);
         g_clear_error(&error);
         return FALSE;
     }

@@ -51,10 +51,13 @@ smtp_connect(SmtpSession *s, gint64 deadline, SmtpFailure *fail)
         goto fail;
     }
     st = smtp_wait(s, POLLOUT, &lim, &revents);
-    if (st == SMTP_IO_DEADLINE) {
-        smtp_fail(fail, SMTP_DEADLINE, NULL,
-                  g_strdup_printf("delivery time limit reached while "
-                                  "connecting to %s",
+    if (st == SMTP_IO_DEADLINE || st == SMTP_IO_STOPPED) {
+        smtp_fail(fail, smtp_io_status(st), NULL,
+                  g_strdup_printf("%s while connecting to %s",
+                                  st == SMTP_IO_STOPPED
+                                      ? "delivery stopped (the agent was "
+                                        "asked to terminate)"
+                                      : "delivery time limit reached",
                                   s->relay));
         goto out;
     }
@@ -349,8 +352,10 @@ smtp_starttls(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
 
         g_free(why);
         return smtp_tls_fail(fail,
-                             st == SMTP_IO_DEADLINE ? SMTP_DEADLINE
-                                                    : SMTP_HANDSHAKE,
+                             st == SMTP_IO_DEADLINE ||
+                                     st == SMTP_IO_STOPPED
+                                 ? smtp_io_status(st)
+                                 : SMTP_HANDSHAKE,
                              NULL, text);
     }
     if (!smtp_tls_established(s, opt, fail))
@@ -505,6 +510,7 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
     SmtpIoStatus st;
 
     memset(fail, 0, sizeof *fail);
+    smtp_stop_init();
     s->target = target_copy(t);
     s->helo_name = g_strdup(opt->helo_name != NULL ? opt->helo_name
                                                    : "localhost");
