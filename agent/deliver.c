@@ -7,6 +7,7 @@
 
 #include "deliver.h"
 #include "log.h"
+#include "plan.h"
 #include "smtp.h"
 
 #define DELIVER_TEXT_CAP 400 /* server text in log lines and statuses */
@@ -517,42 +518,6 @@ mail_params(Run *run, GPtrArray *pick)
     return g_string_free(p, FALSE);
 }
 
-/* learn - what the rapid replies of a round teach (DESIGN §6): a count
- * limit when they form a suffix, one domain per transaction when they
- * are exactly the other domains, nothing when they interleave */
-static void
-learn(Run *run, GPtrArray *pick, guint n, const ReplyClass *cls,
-      const Reply *first)
-{
-    guint k = 0;
-    gboolean suffix = TRUE, other_domains = TRUE, any_other = FALSE;
-    const char *dom = NULL;
-
-    while (k < n && cls[k] != REPLY_RAPID)
-        k++;
-    for (guint i = k; i < n; i++)
-        suffix &= cls[i] == REPLY_RAPID;
-    for (guint i = 0; i < n; i++) {
-        Rcpt *r = g_ptr_array_index(pick, i);
-
-        if (cls[i] == REPLY_OK && dom == NULL)
-            dom = r->addr->domain_lc;
-    }
-    for (guint i = 0; dom != NULL && i < n; i++) {
-        Rcpt *r = g_ptr_array_index(pick, i);
-        gboolean other = g_ascii_strcasecmp(r->addr->domain_lc, dom) != 0;
-
-        any_other |= other;
-        if (other != (cls[i] == REPLY_RAPID))
-            other_domains = FALSE;
-    }
-    if (dom != NULL && ((any_other && other_domains) ||
-                        (reply_one_domain(first) && !suffix)))
-        limits_learn(run, 0, TRUE);
-    else if (suffix && k > 0)
-        limits_learn(run, k, FALSE);
-}
-
 /* flight_names - the recipients of PICK whose RCPT got 2xx: the ones the
  * message goes to */
 static void
@@ -640,100 +605,91 @@ flight_settle(TxFlight *fl, const SmtpTxResult *tx, const char *relay)
     g_clear_error(&err);
 }
 
-/* finish_message - the end-of-data outcome for the ACCEPTED recipients */
+/* finish_message - apply the end-of-data outcome (plan_dot) to the
+ * ACCEPTED recipients */
 static void
 finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
 {
     const Reply *r = tx->dot != NULL ? tx->dot : tx->data;
     ReplyStage stage = tx->dot != NULL ? REPLY_STAGE_DOT : REPLY_STAGE_DATA;
     const char *cmd = tx->dot != NULL ? "end of DATA" : "DATA";
+    ReplyClass cls = r != NULL ? reply_classify(r, stage,
+                                                &run->d->conf->rules)
+                               : REPLY_DEFER;
+    RcptStatus st = RCPT_DEFERRED;
 
-    if (r == NULL || r->code == 421 || (tx->dot == NULL && r->code == 354)) {
-        if (tx->data_sent) {
-            /* the body went out but no final reply came back: the
-             * server may have taken it, so no immediate second copy
-             * (RFC 5321 §4.1.1.4); Postfix's queue retries later */
-            for (guint i = 0; i < accepted->len; i++)
-                deliver_report(run->d, g_ptr_array_index(accepted, i),
-                               RCPT_DEFERRED, "4.4.2",
-                               smtp_session_relay(run->session),
-                               tx->failure ? tx->failure
-                                           : "lost connection after end "
-                                             "of data",
-                               NULL);
-            return;
-        }
-        for (guint i = 0; i < accepted->len; i++) /* not sent: again */
-            g_ptr_array_add(run->pending, g_ptr_array_index(accepted, i));
-        return;
-    }
-    switch (reply_classify(r, stage, &run->d->conf->rules)) {
-    case REPLY_OK:
-        if (tx->dot == NULL) /* 354 handled above */
-            break;
-        /* journaled by flight_settle() already */
+    switch (plan_dot(tx->data != NULL ? tx->data->code : 0,
+                     tx->dot != NULL ? tx->dot->code : 0, cls,
+                     tx->data_sent)) {
+    case PLAN_DOT_UNSURE:
+        /* the body went out but no final reply came back: the server
+         * may have taken it, so no immediate second copy (RFC 5321
+         * §4.1.1.4); Postfix's queue retries later */
         for (guint i = 0; i < accepted->len; i++)
-            report_reply(run, g_ptr_array_index(accepted, i), RCPT_SENT, r,
-                         cmd);
-        run->progressed = TRUE;
+            deliver_report(run->d, g_ptr_array_index(accepted, i),
+                           RCPT_DEFERRED, "4.4.2",
+                           smtp_session_relay(run->session),
+                           tx->failure ? tx->failure
+                                       : "lost connection after end of data",
+                           NULL);
         return;
-    case REPLY_BOUNCE:
-        for (guint i = 0; i < accepted->len; i++)
-            report_reply(run, g_ptr_array_index(accepted, i), RCPT_BOUNCED,
-                         r, cmd);
-        run->progressed = TRUE;
+    case PLAN_DOT_AGAIN: /* not sent: again */
+        g_ptr_array_extend(run->pending, accepted, NULL, NULL);
         return;
-    default:
+    case PLAN_DOT_SENT: /* journaled by flight_settle() already */
+        st = RCPT_SENT;
+        run->progressed = TRUE;
+        break;
+    case PLAN_DOT_BOUNCE:
+        st = RCPT_BOUNCED;
+        run->progressed = TRUE;
+        break;
+    case PLAN_DOT_DEFER:
         break;
     }
     for (guint i = 0; i < accepted->len; i++)
-        report_reply(run, g_ptr_array_index(accepted, i), RCPT_DEFERRED, r,
-                     cmd);
+        report_reply(run, g_ptr_array_index(accepted, i), st, r, cmd);
 }
 
-/* mail_refused - MAIL FROM was refused: it speaks for the whole message */
+/* mail_refused - MAIL FROM was refused: it speaks for the whole message
+ * (plan_mail) */
 static void
 mail_refused(Run *run, GPtrArray *pick, const Reply *r)
 {
     ReplyClass c = reply_classify(r, REPLY_STAGE_MAIL, &run->d->conf->rules);
+    g_autofree char *line = NULL;
+    char dsn[16];
 
-    if (r->code == 421 || (c == REPLY_DEFER && run->session_tx > 1)) {
-        /* closing, or a per-connection message limit: reconnect */
-        for (guint i = 0; i < pick->len; i++)
-            g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
+    g_ptr_array_extend(run->pending, pick, NULL, NULL);
+    switch (plan_mail(r->code, c, run->session_tx)) {
+    case PLAN_MAIL_RECONNECT: /* the same server on a new connection */
         session_end(run);
         return;
-    }
-    if (c != REPLY_BOUNCE) {
-        /* a soft error at MAIL moves to the next MX with every pending
-         * recipient, as Postfix does; after the last one they are
-         * deferred with this reply (session_open) */
-        g_autofree char *line = reply_oneline(r);
-        char dsn[16];
-
-        for (guint i = 0; i < pick->len; i++)
-            g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
-        reply_dsn(r, dsn);
-        dsn[0] = '4';
-        g_free(run->last_dsn);
-        g_free(run->last_reason);
-        run->last_dsn = g_strdup(dsn);
-        run->last_reason = g_strdup_printf("host %s said: %s (in reply to "
-                                           "MAIL FROM command)",
-                                           smtp_session_relay(run->session),
-                                           line);
-        run->last_permanent = FALSE;
-        log_info("%s: %s", run->d->queue_id, run->last_reason);
-        run->progressed = FALSE; /* the next server, not this one again */
-        session_end(run);
+    case PLAN_MAIL_BOUNCE:
+        for (guint i = 0; i < run->pending->len; i++)
+            report_reply(run, g_ptr_array_index(run->pending, i),
+                         RCPT_BOUNCED, r, "MAIL FROM");
+        g_ptr_array_set_size(run->pending, 0);
         return;
+    case PLAN_MAIL_NEXT_MX:
+        break;
     }
-    for (guint i = 0; i < pick->len; i++)
-        g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
-    for (guint i = 0; i < run->pending->len; i++)
-        report_reply(run, g_ptr_array_index(run->pending, i), RCPT_BOUNCED,
-                     r, "MAIL FROM");
-    g_ptr_array_set_size(run->pending, 0);
+    /* the next MX with every pending recipient, as Postfix does; after
+     * the last one they are deferred with this reply (session_open) */
+    line = reply_oneline(r);
+    reply_dsn(r, dsn);
+    dsn[0] = '4';
+    g_free(run->last_dsn);
+    g_free(run->last_reason);
+    run->last_dsn = g_strdup(dsn);
+    run->last_reason = g_strdup_printf("host %s said: %s (in reply to MAIL "
+                                       "FROM command)",
+                                       smtp_session_relay(run->session),
+                                       line);
+    run->last_permanent = FALSE;
+    log_info("%s: %s", run->d->queue_id, run->last_reason);
+    run->progressed = FALSE; /* the next server, not this one again */
+    session_end(run);
 }
 
 /* sort_pending - keep argv order after recipients came back */
@@ -745,97 +701,69 @@ rcpt_cmp(gconstpointer a, gconstpointer b)
     return (x->index > y->index) - (x->index < y->index);
 }
 
-/* round_replies - each recipient takes the class of its own reply; the
- * rapid ones go back to pending (or are deferred when the round cannot
- * make progress). Returns the accepted ones. */
+/* round_log - the log line of a rapid retry, with the first rapid reply */
+static void
+round_log(Run *run, guint n, const char *what, const Reply *first)
+{
+    g_autofree char *line = reply_oneline(first);
+
+    log_info("%s: rapid retry: %u recipients, %s after \"%s\"",
+             run->d->queue_id, n, what, line);
+}
+
+/* round_replies - classify the RCPT replies, plan the round (plan.c:
+ * each recipient takes the class of its own reply) and apply the plan.
+ * Returns the accepted ones. */
 static GPtrArray *
 round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
 {
     GPtrArray *accepted = g_ptr_array_new();
-    g_autofree ReplyClass *cls = g_new0(ReplyClass, pick->len);
-    g_autoptr(GPtrArray) rapid = g_ptr_array_new();
-    const Reply *first_rapid = NULL;
-    gboolean progress = FALSE;
-    guint answered = pick->len;
+    g_autofree PlanRcpt *rc = g_new0(PlanRcpt, pick->len + 1);
+    PlanContext ctx = {.session_tx = run->session_tx};
+    const Reply *first = NULL;
+    Plan plan;
 
+    plan_classify((const Reply *const *)tx->rcpt, pick->len,
+                  &run->d->conf->rules, rc);
+    for (guint i = 0; i < pick->len; i++) {
+        rc[i].domain = ((Rcpt *)g_ptr_array_index(pick, i))->addr->domain_lc;
+        if (first == NULL && rc[i].answered && rc[i].cls == REPLY_RAPID)
+            first = tx->rcpt[i];
+    }
+    ctx.one_domain_text = first != NULL && reply_one_domain(first);
+    plan_round(rc, pick->len, &ctx, &plan);
     for (guint i = 0; i < pick->len; i++) {
         Rcpt *r = g_ptr_array_index(pick, i);
-        const Reply *rep = tx->rcpt[i];
 
-        if (rep == NULL || rep->code == 421) { /* not answered: again */
-            cls[i] = REPLY_DEFER;
-            g_ptr_array_add(run->pending, r);
-            continue;
-        }
-        cls[i] = reply_classify(rep, REPLY_STAGE_RCPT,
-                                &run->d->conf->rules);
-        switch (cls[i]) {
-        case REPLY_OK:
+        switch (plan.action[i]) {
+        case PLAN_SEND:
             g_ptr_array_add(accepted, r);
-            progress = TRUE;
             break;
-        case REPLY_RAPID:
-            if (i == 0 && run->session_tx > 1 && !run->new_session) {
-                /* refused first on a connection that carried earlier
-                 * transactions: a per-connection limit, which a new
-                 * connection resets (bounded by max_reconnects) */
-                run->new_session = TRUE;
-                g_ptr_array_add(rapid, r);
-                first_rapid = rep;
-            } else if (i == 0) /* alone in a transaction, still refused */
-                report_reply(run, r, RCPT_DEFERRED, rep, "RCPT TO");
-            else {
-                g_ptr_array_add(rapid, r);
-                if (first_rapid == NULL)
-                    first_rapid = rep;
-            }
+        case PLAN_RETRY:
+            g_ptr_array_add(run->pending, r);
             break;
-        case REPLY_BOUNCE:
-            report_reply(run, r, RCPT_BOUNCED, rep, "RCPT TO");
-            progress = TRUE;
+        case PLAN_DEFER:
+            report_reply(run, r, RCPT_DEFERRED, tx->rcpt[i], "RCPT TO");
             break;
-        case REPLY_DEFER:
-            report_reply(run, r, RCPT_DEFERRED, rep, "RCPT TO");
-            progress = TRUE;
+        case PLAN_BOUNCE:
+            report_reply(run, r, RCPT_BOUNCED, tx->rcpt[i], "RCPT TO");
             break;
         }
     }
-    /* replies come in order: the ones a 421 or a lost connection left
-     * unanswered are a suffix and teach nothing about the limit */
-    while (answered > 0 && (tx->rcpt[answered - 1] == NULL ||
-                            tx->rcpt[answered - 1]->code == 421))
-        answered--;
-    if (run->new_session) {
-        g_autofree char *line = reply_oneline(first_rapid);
-
-        log_info("%s: rapid retry: %u recipients, new connection after "
-                 "\"%s\"", run->d->queue_id, rapid->len, line);
-        g_ptr_array_extend(run->pending, rapid, NULL, NULL);
-    } else if (rapid->len > 0 && !progress) {
-        /* no recipient finished and none accepted: retrying the same
-         * set cannot help (livelock guard) */
-        for (guint i = 0; i < rapid->len; i++) {
-            Rcpt *r = g_ptr_array_index(rapid, i);
-
-            for (guint j = 0; j < pick->len; j++)
-                if (g_ptr_array_index(pick, j) == r)
-                    report_reply(run, r, RCPT_DEFERRED, tx->rcpt[j],
-                                 "RCPT TO");
-        }
-    } else if (rapid->len > 0) {
-        g_autofree char *line = reply_oneline(first_rapid);
-
-        learn(run, pick, answered, cls, first_rapid);
-        log_info("%s: rapid retry: %u recipients, new transaction after "
-                 "\"%s\"", run->d->queue_id, rapid->len, line);
+    if (plan.reconnect) {
+        run->new_session = TRUE;
+        round_log(run, plan.n_retry, "new connection", first);
+    } else if (plan.rapid_round) {
+        if (plan.learn_limit > 0 || plan.learn_one_domain)
+            limits_learn(run, plan.learn_limit, plan.learn_one_domain);
+        round_log(run, plan.n_retry, "new transaction", first);
         g_mutex_lock(&run->d->lock);
         run->d->rapid_rounds++;
         g_mutex_unlock(&run->d->lock);
-        for (guint i = 0; i < rapid->len; i++)
-            g_ptr_array_add(run->pending, g_ptr_array_index(rapid, i));
     }
-    if (progress)
+    if (plan.progress)
         run->progressed = TRUE;
+    plan_clear(&plan);
     return accepted;
 }
 
