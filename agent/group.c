@@ -6,9 +6,32 @@
  */
 #include <string.h>
 
+#include "deliver.h"
 #include "group.h"
 #include "log.h"
 #include "route.h"
+
+Group *
+group_new(const char *name)
+{
+    Group *g = g_new0(Group, 1);
+
+    g->rcpts = g_ptr_array_new();
+    g->targets = g_ptr_array_new_with_free_func((GDestroyNotify)target_free);
+    g->name = g_strdup(name);
+    return g;
+}
+
+void
+group_free(Group *g)
+{
+    if (g == NULL)
+        return;
+    g_ptr_array_unref(g->rcpts);
+    g_ptr_array_unref(g->targets);
+    g_free(g->name);
+    g_free(g);
+}
 
 /* defer_config - a configuration error: every pending recipient waits in
  * Postfix's queue until it is fixed (4.3.5), nothing bounces */
