@@ -159,16 +159,54 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
     return rcpts;
 }
 
+/* keep_fits - the session KEEP the previous group of the lane left open
+ * meets G's TLS level, certificate names and SASL identity (issue 11
+ * row 1: a kept connection is no short cut around a group's policy) */
+static gboolean
+keep_fits(Delivery *d, Group *g, SmtpSession *keep)
+{
+    g_autoptr(GPtrArray) doms = g_ptr_array_new();
+    SmtpOptions opt = {0};
+    g_auto(GStrv) names = NULL;
+    g_autofree char *why = NULL;
+
+    if (g->targets->len == 0)
+        return FALSE;
+    for (guint i = 0; i < g->rcpts->len; i++) {
+        const Rcpt *r = g_ptr_array_index(g->rcpts, i);
+
+        if (!r->done && !g_ptr_array_find_with_equal_func(
+                            doms, r->addr->domain_lc, g_str_equal, NULL))
+            g_ptr_array_add(doms, r->addr->domain_lc);
+    }
+    if (doms->len == 0)
+        return TRUE; /* nothing to send: deliver_group does not use it */
+    g_ptr_array_add(doms, NULL);
+    names = agent_conf_smtp_options(d->conf, g_ptr_array_index(g->targets, 0),
+                                    (const char *const *)doms->pdata, &opt);
+    if (smtp_session_fits(keep, &opt, &why))
+        return TRUE;
+    log_info("%s: not reusing the connection to %s for %s: %s", d->queue_id,
+             smtp_session_relay(keep), g->name, why);
+    return FALSE;
+}
+
 /* deliver_lane - GThreadPool worker: the groups of one lane in turn, on
- * one connection while it stays usable */
+ * one connection while it stays usable and meets the next group's
+ * policy */
 static void
 deliver_lane(gpointer data, gpointer user)
 {
     GPtrArray *lane = data;
     SmtpSession *keep = NULL;
 
-    for (guint i = 0; i < lane->len; i++)
-        deliver_group(user, g_ptr_array_index(lane, i), &keep);
+    for (guint i = 0; i < lane->len; i++) {
+        Group *g = g_ptr_array_index(lane, i);
+
+        if (keep != NULL && !keep_fits(user, g, keep))
+            g_clear_pointer(&keep, smtp_session_close);
+        deliver_group(user, g, &keep);
+    }
     if (keep != NULL)
         smtp_session_close(keep);
 }

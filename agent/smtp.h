@@ -76,6 +76,10 @@ const char *smtp_session_tls(const SmtpSession *s);
 gboolean smtp_session_tls_resumed(const SmtpSession *s);
 /* smtp_session_usable - no error so far, may carry another transaction */
 gboolean smtp_session_usable(const SmtpSession *s);
+/* smtp_session_fits - S meets OPT's TLS level, certificate names and
+ * SASL identity, so a group with OPT may reuse it; FALSE + *WHY */
+gboolean smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt,
+                           char **why);
 /* smtp_session_close - QUIT when usable (reply not waited for beyond the
  * quit timeout), then close and free */
 void smtp_session_close(SmtpSession *s);
