@@ -267,11 +267,12 @@ reply_free(Reply *reply)
 
 /*
  * The rules for 4xx/5xx replies at RCPT, first match wins; what no rule
- * takes is defer (4xx) or bounce (5xx). The basic code says temporary or
- * permanent; the enhanced code, when there is one, says why, and it
- * decides over the basic code (DESIGN.md §4). Text is weak evidence: it
- * counts only for known phrasings where the enhanced code is absent or
- * says nothing (4.3.0).
+ * takes goes to the administrator's patterns, and what none of them takes
+ * is defer (4xx) or bounce (5xx). Every defer row is a never-rapid rule.
+ * The basic code says temporary or permanent; the enhanced code, when
+ * there is one, says why, and it decides over the basic code (DESIGN.md
+ * §4). Text is weak evidence: it counts only for known phrasings where
+ * the enhanced code is absent or says nothing (4.3.0).
  */
 typedef struct {
     int code;             /* 452 exactly, or 4 / 5 for any 4xx / 5xx */
@@ -394,15 +395,14 @@ classify_rcpt(const Reply *reply, const ReplyRules *rules)
     ReplyClass class = reply->code / 100 == 4 ? REPLY_DEFER : REPLY_BOUNCE;
     char *lc = g_ascii_strdown(reply->text != NULL ? reply->text : "", -1);
 
-    /* 421 closes the connection: no pattern can make it rapid */
-    if (reply->code != 421 && rules != NULL && rules->patterns != NULL) {
-        for (guint i = 0; i < rules->patterns->len; i++) {
-            if (pattern_matches(rules->patterns->pdata[i], reply)) {
-                class = REPLY_RAPID;
-                goto out;
-            }
-        }
-    }
+    /*
+     * The built-in rules first: their defer rows are the never-rapid ones
+     * (421, greylisting and rate limits 4.2.x / 4.7.x, storage 4.3.1,
+     * routing 4.4.x), so no administrator's pattern can make them rapid
+     * (DESIGN.md §4: `* * /too many/i` must leave Postfix's "450 4.7.1
+     * Error: too many recipients from [addr]" deferred). The patterns
+     * come after them and before the default class.
+     */
     for (gsize i = 0; i < G_N_ELEMENTS(rcpt_rules); i++) {
         const ReplyRule *r = &rcpt_rules[i];
 
@@ -412,6 +412,14 @@ classify_rcpt(const Reply *reply, const ReplyRules *rules)
             (!r->retry0 || reply->retry == 0)) {
             class = r->class;
             goto out;
+        }
+    }
+    if (rules != NULL && rules->patterns != NULL) {
+        for (guint i = 0; i < rules->patterns->len; i++) {
+            if (pattern_matches(rules->patterns->pdata[i], reply)) {
+                class = REPLY_RAPID;
+                goto out;
+            }
         }
     }
 out:

@@ -427,23 +427,24 @@ typedef struct {
     ReplyClass without, with;
 } PatternCase;
 
-/* test_patterns - admin patterns turn matching 4xx/5xx at RCPT rapid */
+/* test_patterns - admin patterns turn matching 4xx/5xx at RCPT rapid,
+ * but only replies no never-rapid rule has taken */
 static void
 test_patterns(void)
 {
     static const char *const specs[] = {
-        "450 4.7.1 /too many recipients this hour/i",
+        "450 4.3.2 /too many recipients this hour/i",
         "* * /^slow down, new transaction please$/",
         "550 5.7 /per-transaction policy/",
         "  451   *   /different class/  ",
     };
     static const PatternCase cases[] = {
-        {"450 4.7.1 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
+        {"450 4.3.2 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
          REPLY_DEFER, REPLY_RAPID},
         /* the code must match too */
-        {"451 4.7.1 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
+        {"451 4.3.2 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
          REPLY_DEFER, REPLY_DEFER},
-        {"450 4.7.2 too many recipients this hour", REPLY_STAGE_RCPT,
+        {"450 4.3.3 too many recipients this hour", REPLY_STAGE_RCPT,
          REPLY_DEFER, REPLY_DEFER},
         {"452 slow down, new transaction please", REPLY_STAGE_RCPT, REPLY_RAPID,
          REPLY_RAPID},
@@ -458,9 +459,15 @@ test_patterns(void)
          REPLY_BOUNCE},
         {"550 per-transaction policy", REPLY_STAGE_RCPT, REPLY_BOUNCE,
          REPLY_BOUNCE},
-        {"451 4.7.1 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
+        {"451 4.3.0 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
          REPLY_RAPID},
         {"451 different class", REPLY_STAGE_RCPT, REPLY_DEFER, REPLY_RAPID},
+        /* never-rapid rules come first: a matching pattern cannot make
+           greylisting, rate limits, storage or routing replies rapid */
+        {"451 4.7.1 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
+         REPLY_DEFER},
+        {"451 4.2.0 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
+         REPLY_DEFER},
         /* rapid exists only at RCPT; 2xx and 421 are never patterned */
         {"451 different class", REPLY_STAGE_MAIL, REPLY_DEFER, REPLY_DEFER},
         {"250 slow down, new transaction please", REPLY_STAGE_RCPT, REPLY_OK,
@@ -496,6 +503,54 @@ test_patterns(void)
             reply_class_name(reply_classify(r, cases[i].stage, &rules)), ==,
             reply_class_name(cases[i].with));
     }
+    g_ptr_array_unref(rules.patterns);
+}
+
+/*
+ * test_patterns_never_rapid - every real-world text above once more, with
+ * the patterns an administrator should never write but might: "* *
+ * /too many/i" and a catch-all. The never-rapid replies (421, 4.2.x and
+ * 4.7.x greylisting and rate limits, 4.3.1 and bare-452 storage, 4.4.x)
+ * stay deferred; every other 4xx/5xx reaches the patterns and is rapid;
+ * ok and rapid stay what they were.
+ */
+static void
+test_patterns_never_rapid(void)
+{
+    static const char *const never[] = {
+        "postfix/rate-limit", "postfix/postgrey", "postfix/storage",
+        "postfix/too-many-errors", "postfix/milter-tempfail", "exim/space",
+        "o365/busy", "gmail/rate", "gmail/quota", "gmail/421", "grey/yahoo",
+        "grey/try-later", "grey/please", "grey/retry0", "grey/quota-retry0",
+        "other/domains-4.7.1", "other/retry0-4.4", "other/retry0-4.3.1",
+        "452/bare-storage",
+    };
+    static const char *const specs[] = {"* * /too many/i", "* * //"};
+    ReplyRules rules = {
+        g_ptr_array_new_with_free_func((GDestroyNotify)reply_pattern_free)};
+    gsize kept = 0;
+
+    for (gsize i = 0; i < G_N_ELEMENTS(specs); i++)
+        g_ptr_array_add(rules.patterns, reply_pattern_parse(specs[i], NULL));
+    for (gsize i = 0; i < G_N_ELEMENTS(class_cases); i++) {
+        const ClassCase *c = &class_cases[i];
+        g_autoptr(Reply) r = reply_parse_text(c->text, NULL);
+        gboolean is_never = FALSE;
+        ReplyClass want = c->rcpt;
+
+        for (gsize j = 0; j < G_N_ELEMENTS(never); j++)
+            is_never |= strcmp(c->name, never[j]) == 0;
+        if (is_never) {
+            g_assert_cmpint(c->rcpt, ==, REPLY_DEFER);
+            kept++;
+        } else if (r->code >= 400 && want != REPLY_RAPID)
+            want = REPLY_RAPID;
+        g_test_message("%s: %s", c->name, c->text);
+        g_assert_cmpstr(reply_class_name(
+                            reply_classify(r, REPLY_STAGE_RCPT, &rules)),
+                        ==, reply_class_name(want));
+    }
+    g_assert_cmpuint(kept, ==, G_N_ELEMENTS(never));
     g_ptr_array_unref(rules.patterns);
 }
 
@@ -606,6 +661,8 @@ main(int argc, char **argv)
     g_test_add_func("/reply/local", test_local);
     g_test_add_func("/reply/class-names", test_class_names);
     g_test_add_func("/reply/patterns", test_patterns);
+    g_test_add_func("/reply/patterns-never-rapid",
+                    test_patterns_never_rapid);
     g_test_add_func("/reply/pattern-fields", test_pattern_fields);
     g_test_add_func("/reply/pattern-errors", test_pattern_errors);
     g_test_add_func("/reply/one-domain", test_one_domain);
