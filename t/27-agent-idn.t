@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 22-agent-idn.t - internationalised domains (issue 11 row 10): a UTF-8
+# 27-agent-idn.t - internationalised domains (issue 11 row 10): a UTF-8
 # domain with an ASCII local part needs no SMTPUTF8 (RFC 6531 §3.2); it
 # is routed and sent as its A-label, mapped as IDNA2008 / UTS #46 does
 # ("ß" stays "ß": faß.test is xn--fa-hia.test, never fass.test). The
@@ -58,7 +58,7 @@ qn = [0]
 def run(rcpts, sender, nexthop="batch"):
     """run - one agent run: (result, its log lines)."""
     qn[0] += 1
-    qid = "22ID%04X" % qn[0]
+    qid = "27ID%04X" % qn[0]
     mark = len(agent.log_lines())
     res = agent.run(rcpts, sender=sender, queue_id=qid, nexthop=nexthop)
     ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
