@@ -27,6 +27,26 @@ reply_line_scan(const char *line, int *code, gboolean *last)
     return TRUE;
 }
 
+/* reply_keep_line - keep LINE cut to REPLY_KEEP_LINE octets while the
+ * reply has room; the last line always, in the room kept for it */
+char *
+reply_keep_line(ReplyKeep *k, const char *line, gboolean last)
+{
+    gsize len = strlen(line), cut = MIN(len, REPLY_KEEP_LINE);
+
+    /* the room for the last line is held back from the others */
+    if (!last && (k->dropped_lines > 0 || k->lines + 1 >= REPLY_KEEP_LINES ||
+                  k->bytes + cut > REPLY_KEEP_BYTES - REPLY_KEEP_LINE)) {
+        k->dropped_lines++;
+        k->dropped_bytes += len;
+        return NULL;
+    }
+    k->lines++;
+    k->bytes += cut;
+    k->dropped_bytes += len - cut;
+    return g_strndup(line, cut);
+}
+
 /* scan_digits - 1 to 3 digits at S; returns how many, 0 when none */
 static gsize
 scan_digits(const char *s)
@@ -131,6 +151,7 @@ reply_parse(const char *const *lines, gsize n, GError **error)
 {
     Reply *reply = NULL;
     GString *text = NULL, *raw = NULL;
+    ReplyKeep keep = {0};
     int code = 0;
     char enhanced[16] = "";
 
@@ -170,17 +191,21 @@ reply_parse(const char *const *lines, gsize n, GError **error)
     text = g_string_new(NULL);
     raw = g_string_new(NULL);
     for (gsize i = 0; i < n; i++) {
-        const char *t = line_text(lines[i]);
+        g_autofree char *kept = reply_keep_line(&keep, lines[i], i + 1 == n);
+        const char *t;
         char here[16];
 
+        if (kept == NULL)
+            continue;
         /* Gmail repeats the enhanced code on every line: drop it there */
+        t = line_text(kept);
         if (enhanced[0] != '\0' && enhanced_scan(t, here) > 0 &&
             strcmp(here, enhanced) == 0)
             t += strlen(here);
         append_text(text, t);
-        if (i > 0)
+        if (raw->len > 0)
             g_string_append_c(raw, '\n');
-        g_string_append(raw, lines[i]);
+        g_string_append(raw, kept);
     }
 
     reply = g_new0(Reply, 1);

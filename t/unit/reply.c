@@ -290,6 +290,82 @@ test_raw(void)
     reply_free(NULL);
 }
 
+/* test_keep - a hostile reply (200 lines of 60 KB) is parsed into at
+ * most 40 lines and 4 KiB of text and of raw form, its last line kept,
+ * its meaning unchanged; small replies are kept whole */
+static void
+test_keep(void)
+{
+    const gsize n = 200, width = 60 * 1000;
+    g_autofree char *fill = g_strnfill(width, 'x');
+    g_autofree char *more = g_strdup_printf("452-4.5.3 %s", fill);
+    const char **lines = g_new(const char *, n);
+    g_autoptr(Reply) r = NULL;
+    ReplyKeep k = {0};
+    guint kept = 0;
+
+    for (gsize i = 0; i + 1 < n; i++)
+        lines[i] = more;
+    lines[n - 1] = "452 4.5.3 too many recipients, the end";
+    r = reply_parse(lines, n, NULL);
+    g_assert_nonnull(r);
+    g_assert_cmpuint(strlen(r->text), <=, REPLY_KEEP_BYTES);
+    g_assert_cmpuint(strlen(r->raw), <=, REPLY_KEEP_BYTES + REPLY_KEEP_LINES);
+    g_assert_true(g_str_has_suffix(r->text, "too many recipients, the end"));
+    g_assert_true(g_str_has_suffix(r->raw, "\n452 4.5.3 too many "
+                                           "recipients, the end"));
+    g_assert_cmpstr(r->enhanced, ==, "4.5.3");
+    g_assert_cmpint(reply_classify(r, REPLY_STAGE_RCPT, NULL), ==,
+                    REPLY_RAPID);
+
+    /* what the engine does line by line */
+    for (gsize i = 0; i < n; i++) {
+        g_autofree char *l = reply_keep_line(&k, lines[i], i + 1 == n);
+
+        if (l == NULL)
+            continue;
+        kept++;
+        g_assert_cmpuint(strlen(l), <=, REPLY_KEEP_LINE);
+        g_assert_true(strncmp(l, lines[i], 4) == 0); /* code and marker */
+    }
+    g_assert_cmpuint(kept, ==, k.lines);
+    g_assert_cmpuint(k.lines, <=, REPLY_KEEP_LINES);
+    g_assert_cmpuint(k.lines, >=, 2);
+    g_assert_cmpuint(k.bytes, <=, REPLY_KEEP_BYTES);
+    g_assert_cmpuint(k.lines + k.dropped_lines, ==, n);
+    g_assert_cmpuint(k.bytes + k.dropped_bytes, ==,
+                     (n - 1) * strlen(more) + strlen(lines[n - 1]));
+    g_free(lines);
+
+    /* many short lines: 40 kept, the last among them */
+    {
+        GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(Reply) s = NULL;
+        g_auto(GStrv) split = NULL;
+
+        for (int i = 0; i < 99; i++)
+            g_ptr_array_add(a, g_strdup_printf("250-EXT%d", i));
+        g_ptr_array_add(a, g_strdup("250 LAST"));
+        s = reply_parse((const char *const *)a->pdata, a->len, NULL);
+        g_assert_nonnull(s);
+        split = g_strsplit(s->raw, "\n", -1);
+        g_assert_cmpuint(g_strv_length(split), <=, REPLY_KEEP_LINES);
+        g_assert_true(g_str_has_prefix(s->raw, "250-EXT0\n250-EXT1\n"));
+        g_assert_true(g_str_has_suffix(s->raw, "\n250 LAST"));
+        g_ptr_array_unref(a);
+    }
+    /* a reply under the caps is kept whole */
+    {
+        ReplyKeep z = {0};
+        g_autofree char *a = reply_keep_line(&z, "250-first", FALSE);
+        g_autofree char *b = reply_keep_line(&z, "250 second", TRUE);
+
+        g_assert_cmpstr(a, ==, "250-first");
+        g_assert_cmpstr(b, ==, "250 second");
+        g_assert_cmpuint(z.dropped_lines + z.dropped_bytes, ==, 0);
+    }
+}
+
 static const char *const bad_replies[] = {
     "",
     "hello",
@@ -655,6 +731,7 @@ main(int argc, char **argv)
     g_test_add_func("/reply/stages", test_stages);
     g_test_add_func("/reply/parse", test_parse);
     g_test_add_func("/reply/raw", test_raw);
+    g_test_add_func("/reply/keep", test_keep);
     g_test_add_func("/reply/garbage", test_garbage);
     g_test_add_func("/reply/line-scan", test_line_scan);
     g_test_add_func("/reply/dsn", test_dsn);
