@@ -24,9 +24,11 @@ static const char *const tls_level_names[] = {
 };
 
 struct TlsContext {
-    SSL_CTX *ctx;
-    GMutex lock;        /* guards sessions: lanes run in threads */
+    SSL_CTX *ctx;       /* NULL until the first STARTTLS (tls_ssl_new) */
+    GMutex lock;        /* guards ctx and sessions: lanes run in threads */
     GHashTable *sessions; /* "addr:port" -> SSL_SESSION* */
+    char *ca_file, *ca_path, *cert_file, *key_file;
+    int min_version;
 };
 
 static int tls_key_index = -1; /* SSL ex_data: the cache key */
@@ -256,35 +258,52 @@ tls_readable(const char *what, const char *path, GError **error)
     return FALSE;
 }
 
-/* tls_load_certs - the CA store and the optional client certificate */
+/* tls_trust_store - the CA store: the configured file and/or directory;
+ * without either, the system's hashed certificate directory (SSL_CERT_DIR,
+ * else OpenSSL's default, /etc/ssl/certs on Debian), which OpenSSL reads
+ * one issuer at a time while it checks a chain. OpenSSL's own default
+ * also parses the whole bundle file (ca-certificates.crt, ~140
+ * certificates, most of a run's CPU) before the first handshake; the
+ * bundle is read only when SSL_CERT_FILE names it explicitly. */
 static gboolean
-tls_load_certs(SSL_CTX *ctx, const TlsSettings *set, GError **error)
+tls_trust_store(SSL_CTX *ctx, const TlsContext *tc, GError **error)
 {
-    const char *cafile = set->ca_file[0] ? set->ca_file : NULL;
-    const char *capath = set->ca_path[0] ? set->ca_path : NULL;
-    const char *key = set->key_file[0] ? set->key_file : set->cert_file;
+    const char *cafile = tc->ca_file[0] ? tc->ca_file : NULL;
+    const char *capath = tc->ca_path[0] ? tc->ca_path : NULL;
+    const char *env_file, *env_dir;
 
-    if (cafile != NULL && !tls_readable("ca_file", cafile, error))
-        return FALSE;
-    if (capath != NULL && !tls_readable("ca_path", capath, error))
-        return FALSE;
     if (cafile != NULL || capath != NULL) {
-        if (SSL_CTX_load_verify_locations(ctx, cafile, capath) != 1) {
-            tls_set_error(error, cafile ? "ca_file" : "ca_path",
-                          cafile ? cafile : capath);
-            return FALSE;
-        }
-    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        tls_set_error(error, "system CA store", "(default paths)");
+        if (SSL_CTX_load_verify_locations(ctx, cafile, capath) == 1)
+            return TRUE;
+        tls_set_error(error, cafile ? "ca_file" : "ca_path",
+                      cafile ? cafile : capath);
         return FALSE;
     }
-    if (set->cert_file[0] == '\0')
-        return TRUE;
-    if (!tls_readable("cert_file", set->cert_file, error) ||
-        !tls_readable("key_file", key, error))
+    env_file = g_getenv(X509_get_default_cert_file_env());
+    env_dir = g_getenv(X509_get_default_cert_dir_env());
+    if (env_dir == NULL || *env_dir == '\0')
+        env_dir = X509_get_default_cert_dir();
+    if (env_file != NULL && *env_file != '\0'
+        && SSL_CTX_load_verify_file(ctx, env_file) != 1) {
+        tls_set_error(error, "system CA store", env_file);
         return FALSE;
-    if (SSL_CTX_use_certificate_chain_file(ctx, set->cert_file) != 1) {
-        tls_set_error(error, "cert_file", set->cert_file);
+    }
+    /* a missing directory is no error: every chain is then Untrusted */
+    if (SSL_CTX_load_verify_dir(ctx, env_dir) != 1)
+        ERR_clear_error();
+    return TRUE;
+}
+
+/* tls_client_cert - the optional client certificate and its key */
+static gboolean
+tls_client_cert(SSL_CTX *ctx, const TlsContext *tc, GError **error)
+{
+    const char *key = tc->key_file[0] ? tc->key_file : tc->cert_file;
+
+    if (tc->cert_file[0] == '\0')
+        return TRUE;
+    if (SSL_CTX_use_certificate_chain_file(ctx, tc->cert_file) != 1) {
+        tls_set_error(error, "cert_file", tc->cert_file);
         return FALSE;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
@@ -298,39 +317,74 @@ tls_load_certs(SSL_CTX *ctx, const TlsSettings *set, GError **error)
     return TRUE;
 }
 
+/* tls_ctx_build - the OpenSSL context; called with tc->lock held, the
+ * first time a server's STARTTLS is about to be used (or at start when a
+ * client certificate is configured). FALSE + error */
+static gboolean
+tls_ctx_build(TlsContext *tc, GError **error)
+{
+    SSL_CTX *ctx;
+
+    if (tls_key_index < 0)
+        tls_key_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        tls_set_error(error, "OpenSSL", "context");
+        return FALSE;
+    }
+    SSL_CTX_set_min_proto_version(ctx, tc->min_version);
+    /* the chain is checked after the handshake (tls_peer_check), so that
+     * "may" and "encrypt" can log Trusted/Untrusted and "verify" can
+     * defer with Postfix's reason instead of a bare alert */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+                                            SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+    SSL_CTX_set_app_data(ctx, tc);
+    if (!tls_trust_store(ctx, tc, error) || !tls_client_cert(ctx, tc, error)) {
+        SSL_CTX_free(ctx);
+        return FALSE;
+    }
+    tc->ctx = ctx;
+    return TRUE;
+}
+
+/*
+ * tls_context_new checks what can be checked cheaply (the protocol name,
+ * that the files can be read) and builds nothing else: most runs meet no
+ * server that offers STARTTLS, and OpenSSL's set-up costs more than the
+ * rest of such a run. A configured client certificate is loaded at once,
+ * so a bad one stays a configuration error.
+ */
 TlsContext *
 tls_context_new(const TlsSettings *set, GError **error)
 {
     TlsContext *tc = g_new0(TlsContext, 1);
-    int minv = tls_protocol(set->min_protocol);
+    const char *key = set->key_file[0] ? set->key_file : set->cert_file;
 
     g_mutex_init(&tc->lock);
     tc->sessions = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                          (GDestroyNotify)SSL_SESSION_free);
-    if (minv == 0) {
+    tc->ca_file = g_strdup(set->ca_file);
+    tc->ca_path = g_strdup(set->ca_path);
+    tc->cert_file = g_strdup(set->cert_file);
+    tc->key_file = g_strdup(set->key_file);
+    tc->min_version = tls_protocol(set->min_protocol);
+    if (tc->min_version == 0) {
         g_set_error(error, CONFIG_ERROR, 0, "min_protocol \"%s\": use "
                     "TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3", set->min_protocol);
         goto fail;
     }
-    if (tls_key_index < 0)
-        tls_key_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    tc->ctx = SSL_CTX_new(TLS_client_method());
-    if (tc->ctx == NULL) {
-        tls_set_error(error, "OpenSSL", "context");
+    if ((set->ca_file[0] && !tls_readable("ca_file", set->ca_file, error))
+        || (set->ca_path[0]
+            && !tls_readable("ca_path", set->ca_path, error)))
         goto fail;
-    }
-    SSL_CTX_set_min_proto_version(tc->ctx, minv);
-    /* the chain is checked after the handshake (tls_peer_check), so that
-     * "may" and "encrypt" can log Trusted/Untrusted and "verify" can
-     * defer with Postfix's reason instead of a bare alert */
-    SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_mode(tc->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_CTX_set_session_cache_mode(tc->ctx, SSL_SESS_CACHE_CLIENT |
-                                                SSL_SESS_CACHE_NO_INTERNAL);
-    SSL_CTX_sess_set_new_cb(tc->ctx, tls_new_session);
-    SSL_CTX_set_app_data(tc->ctx, tc);
-    if (!tls_load_certs(tc->ctx, set, error))
+    if (set->cert_file[0] != '\0'
+        && (!tls_readable("cert_file", set->cert_file, error)
+            || !tls_readable("key_file", key, error)
+            || !tls_ctx_build(tc, error)))
         goto fail;
     return tc;
 fail:
@@ -347,6 +401,10 @@ tls_context_free(TlsContext *tc)
         SSL_CTX_free(tc->ctx);
     g_hash_table_unref(tc->sessions);
     g_mutex_clear(&tc->lock);
+    g_free(tc->ca_file);
+    g_free(tc->ca_path);
+    g_free(tc->cert_file);
+    g_free(tc->key_file);
     g_free(tc);
 }
 
@@ -363,9 +421,21 @@ tls_is_literal(const char *host)
 SSL *
 tls_ssl_new(TlsContext *tc, int fd, const char *sni, const char *cache_key)
 {
-    SSL *ssl = SSL_new(tc->ctx);
+    SSL *ssl;
     SSL_SESSION *sess;
+    GError *err = NULL;
 
+    g_mutex_lock(&tc->lock);
+    if (tc->ctx == NULL && !tls_ctx_build(tc, &err)) {
+        g_mutex_unlock(&tc->lock);
+        /* the caller says "cannot create a TLS session"; the file and
+         * OpenSSL's reason go to the log once */
+        log_warning("STARTTLS: %s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    g_mutex_unlock(&tc->lock);
+    ssl = SSL_new(tc->ctx);
     if (ssl == NULL)
         return NULL;
     if (SSL_set_fd(ssl, fd) != 1) {
