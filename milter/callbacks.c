@@ -126,14 +126,23 @@ conn_free(Conn *conn)
 }
 
 /* cb_negotiate - ask only for the events we use: connect, MAIL, RCPT,
- * end of message, abort, close; and the macros we read */
+ * DATA, end of message, abort, close; and the macros we read.
+ *
+ * DATA is asked for although we have nothing to decide there. Postfix
+ * sends an event's macros even when the milter skips the event; the DATA
+ * macros then leave smtpd as a packet of their own that gets no reply,
+ * and cleanup's end-of-message packet, the next small write on that TCP
+ * connection, waits in Nagle's algorithm for the ACK that the milter's
+ * kernel delays by 40 ms. tcpdump on lo showed that gap, 43 ms for every
+ * message over inet:PORT; answering DATA puts the ACK on the reply
+ * (README, "Milter cost"). */
 static sfsistat
 cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
              unsigned long f2, unsigned long f3, unsigned long *pf0,
              unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
 {
-    const unsigned long skip = SMFIP_NOHELO | SMFIP_NODATA | SMFIP_NOHDRS |
-                               SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN;
+    const unsigned long skip = SMFIP_NOHELO | SMFIP_NOHDRS | SMFIP_NOEOH |
+                               SMFIP_NOBODY | SMFIP_NOUNKNOWN;
 
     (void)f2;
     (void)f3;
@@ -285,6 +294,15 @@ msg_end(SMFICTX *ctx, Conn *conn, const char *how)
     conn->msg = NULL;
 }
 
+/* cb_data - DATA: nothing to decide, but the reply matters (see
+ * cb_negotiate) */
+static sfsistat
+cb_data(SMFICTX *ctx)
+{
+    (void)ctx;
+    return SMFIS_CONTINUE;
+}
+
 /* cb_eom - end of message: accept it, forget the transaction */
 static sfsistat
 cb_eom(SMFICTX *ctx)
@@ -331,6 +349,7 @@ callbacks_register(const char *name)
         .xxfi_connect = cb_connect,
         .xxfi_envfrom = cb_envfrom,
         .xxfi_envrcpt = cb_envrcpt,
+        .xxfi_data = cb_data,
         .xxfi_eom = cb_eom,
         .xxfi_abort = cb_abort,
         .xxfi_close = cb_close,
