@@ -31,7 +31,7 @@ static GMutex conf_lock;     /* guards current_conf, the pointer only */
 static MilterConf *current_conf;
 
 static struct {
-    gint transactions, accepted, deferred, exempted, failopen;
+    gint transactions, txn_deferred, accepted, deferred, exempted, failopen;
 } stats;
 
 enum { WARN_NO_CONN, WARN_NO_MSG, WARN_SETREPLY, WARN_NO_CONF, WARN_N };
@@ -85,13 +85,51 @@ conf_get(void)
 void
 callbacks_log_stats(const char *when)
 {
-    log_info("statistics (%s): transactions=%d accepted=%d deferred=%d "
-             "exempted=%d failopen=%d", when,
+    log_info("statistics (%s): transactions=%d deferring=%d accepted=%d "
+             "deferred=%d exempted=%d failopen=%d", when,
              g_atomic_int_get(&stats.transactions),
+             g_atomic_int_get(&stats.txn_deferred),
              g_atomic_int_get(&stats.accepted),
              g_atomic_int_get(&stats.deferred),
              g_atomic_int_get(&stats.exempted),
              g_atomic_int_get(&stats.failopen));
+}
+
+/* callbacks_write_stats - see callbacks.h; the Prometheus text
+ * exposition format (version 0.0.4), written to a temporary file and
+ * renamed, so node_exporter's textfile collector never reads half */
+gboolean
+callbacks_write_stats(const char *path, GError **error)
+{
+    g_autoptr(GString) t = g_string_new(NULL);
+
+    g_string_append_printf(
+        t,
+        "# HELP rapidretry_milter_transactions_total Transactions (MAIL "
+        "commands) the milter saw.\n"
+        "# TYPE rapidretry_milter_transactions_total counter\n"
+        "rapidretry_milter_transactions_total %d\n"
+        "# HELP rapidretry_milter_deferring_transactions_total Transactions "
+        "in which the milter deferred at least one recipient.\n"
+        "# TYPE rapidretry_milter_deferring_transactions_total counter\n"
+        "rapidretry_milter_deferring_transactions_total %d\n"
+        "# HELP rapidretry_milter_recipients_total Recipients by the "
+        "milter's verdict.\n"
+        "# TYPE rapidretry_milter_recipients_total counter\n"
+        "rapidretry_milter_recipients_total{verdict=\"accepted\"} %d\n"
+        "rapidretry_milter_recipients_total{verdict=\"deferred\"} %d\n"
+        "rapidretry_milter_recipients_total{verdict=\"exempted\"} %d\n"
+        "# HELP rapidretry_milter_failopen_total Events accepted because "
+        "the milter lacked its state (fail open).\n"
+        "# TYPE rapidretry_milter_failopen_total counter\n"
+        "rapidretry_milter_failopen_total %d\n",
+        g_atomic_int_get(&stats.transactions),
+        g_atomic_int_get(&stats.txn_deferred),
+        g_atomic_int_get(&stats.accepted), g_atomic_int_get(&stats.deferred),
+        g_atomic_int_get(&stats.exempted), g_atomic_int_get(&stats.failopen));
+    return g_file_set_contents_full(path, t->str, (gssize)t->len,
+                                    G_FILE_SET_CONTENTS_CONSISTENT, 0644,
+                                    error);
 }
 
 /* qid - the queue id for log lines, made printable; Postfix's word when
@@ -257,7 +295,7 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
     case POLICY_DEFER:
         break;
     }
-    if (smfi_setreply(ctx, POLICY_REPLY_CODE, POLICY_REPLY_DSN,
+    if (smfi_setreply(ctx, (char *)p->reply_code, POLICY_REPLY_DSN,
                       p->reply_text) != MI_SUCCESS) {
         warn_once(WARN_SETREPLY, "smfi_setreply failed");
         return SMFIS_CONTINUE;
@@ -282,6 +320,8 @@ msg_end(SMFICTX *ctx, Conn *conn, const char *how)
 
     if (msg == NULL)
         return;
+    if (msg->deferred > 0)
+        g_atomic_int_inc(&stats.txn_deferred);
     if (msg->deferred > 0 || log_verbose()) {
         g_autofree char *q = qid(ctx);
 
