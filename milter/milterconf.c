@@ -190,17 +190,17 @@ build_policy(const ConfigFile *cf, const MilterSection *s, GError **error)
 }
 
 /* settings_text - every key of the [milter] section with the value in
- * effect, as it would be written in the file; "# default" marks the keys
- * the file does not set (like postconf -n / postconf) */
+ * effect, as it would be written in the file (like postconf): first the
+ * keys the file sets, then the defaults of the others */
 static char *
 settings_text(const ConfigFile *cf)
 {
-    GString *out = g_string_new("[milter]\n");
+    GString *set = g_string_new("[milter]\n");
+    g_autoptr(GString) dflt = g_string_new(NULL);
 
     for (gsize i = 0; i < G_N_ELEMENTS(milter_spec); i++) {
         const ConfSpec *sp = &milter_spec[i];
-        g_autoptr(GStrvBuilder) vals = g_strv_builder_new();
-        g_auto(GStrv) v = NULL;
+        g_autoptr(GPtrArray) vals = g_ptr_array_new();
 
         for (guint j = 0; j < cf->entries->len; j++) {
             const ConfigEntry *e = g_ptr_array_index(cf->entries, j);
@@ -208,23 +208,25 @@ settings_text(const ConfigFile *cf)
             if (strcmp(e->section, "milter") != 0 ||
                 strcmp(e->key, sp->key) != 0)
                 continue;
-            if (sp->type != CONF_LIST) {
-                g_strv_builder_unref(vals);
-                vals = g_strv_builder_new();
-            }
-            g_strv_builder_add(vals, e->value);
+            if (sp->type != CONF_LIST)
+                g_ptr_array_set_size(vals, 0); /* the last one counts */
+            g_ptr_array_add(vals, e->value);
         }
-        v = g_strv_builder_end(vals);
-        if (v[0] != NULL) {
-            g_autofree char *joined = g_strjoinv(", ", v);
-
-            g_string_append_printf(out, "%s = %s\n", sp->key, joined);
-        } else {
-            g_string_append_printf(out, "%s = %s    # default\n", sp->key,
+        if (vals->len == 0) {
+            g_string_append_printf(dflt, "%s = %s\n", sp->key,
                                    sp->deflt ? sp->deflt : "");
+            continue;
         }
+        g_string_append_printf(set, "%s = ", sp->key);
+        for (guint j = 0; j < vals->len; j++)
+            g_string_append_printf(set, "%s%s", j ? ", " : "",
+                                   (char *)g_ptr_array_index(vals, j));
+        g_string_append_c(set, '\n');
     }
-    return g_string_free(out, FALSE);
+    if (dflt->len > 0)
+        g_string_append_printf(set, "# defaults (not set in the file):\n%s",
+                               dflt->str);
+    return g_string_free(set, FALSE);
 }
 
 /* milterconf_free - the last reference is gone */
