@@ -48,13 +48,17 @@ class Milter:
             rrtest.write_file(os.path.join(self.dir, "classes"), classes)
         rrtest.write_file(self.conf, conf)
 
-    def start(self, extra=()):
-        """start - run it; True once it logged `started:`."""
+    def launch(self, extra=()):
+        """launch - run it and return at once (its pid in self.proc)."""
         cmd = [binary(), "-f", "-p", self.spec, "-c", self.conf,
                "-u", "nobody:postfix"] + list(extra)
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.logf,
                                      stderr=subprocess.STDOUT)
+
+    def start(self, extra=()):
+        """start - run it; True once it logged `started:`."""
+        self.launch(extra)
         up = rrtest.wait_until(lambda: self.proc.poll() is not None or
                                "started:" in self.read_log(), 15,
                                what="milter start")
