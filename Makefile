@@ -10,6 +10,8 @@
 #                     /etc/rapidretry/rapidretry.conf when none exists)
 #   make uninstall    remove what install put there (an edited config stays)
 #   make install-user the "rapidretry" system user and /var/lib/rapidretry
+#   make torture      SEED=1 N=300 J=1: the fault-injection campaign
+#   make fuzz         the libFuzzer targets, FUZZ_TIME seconds each
 
 PKGS     = glib-2.0 libcares openssl sqlite3
 CC      ?= cc
@@ -185,6 +187,14 @@ bench: deps
 	$(MAKE) all
 	RR_BUILD=$(CURDIR)/$(B) python3 bench/bench.py
 
+# --- fault injection (t/lib/torture.py) ------------------------------------
+SEED ?= 1
+N    ?= 300
+J    ?= 1
+torture: all
+	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/torture.py --seed $(SEED) \
+	    -n $(N) -j $(J)
+
 .PHONY: all check check-asan deps format clean install uninstall \
-	install-user demo bench
+	install-user demo bench torture
 .SECONDARY:
