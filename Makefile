@@ -31,6 +31,15 @@ OPT      = -O1 -g -fno-omit-frame-pointer
 CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+ifeq ($(VARIANT),fuzz)
+# gcc's build is the warning gate; clang's own extra warnings stay warnings
+WARN    := $(filter-out -Werror,$(WARN))
+CC       = clang
+OPT      = -O1 -g -fno-omit-frame-pointer
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined \
+           -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=fuzzer,address,undefined
+endif
 B = build/$(VARIANT)
 
 COMMON_SRC = $(wildcard common/*.c)
@@ -187,6 +196,26 @@ bench: deps
 	$(MAKE) all
 	RR_BUILD=$(CURDIR)/$(B) python3 bench/bench.py
 
+# --- fuzzing (fuzz/*.c, clang's libFuzzer) ----------------------------------
+FUZZERS   = $(patsubst fuzz/%.c,build/fuzz/fuzz/%,$(wildcard fuzz/*.c))
+FUZZ_TIME ?= 5
+build/fuzz/fuzz/%: build/fuzz/fuzz/%.o $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
+fuzzers: $(FUZZERS)
+# each target FUZZ_TIME seconds from its seed corpus (fuzz/corpus/NAME);
+# new inputs go to build/fuzz/corpus/NAME, crashes to build/fuzz/crash-*
+fuzz:
+	$(MAKE) VARIANT=fuzz fuzzers
+	@for f in $(FUZZERS); do n=$$(basename $$f); \
+	    mkdir -p build/fuzz/corpus/$$n; \
+	    echo "fuzz $$n ($(FUZZ_TIME)s)"; \
+	    $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crash-$$n- \
+	        build/fuzz/corpus/$$n fuzz/corpus/$$n 2>&1 | \
+	        grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|property'; \
+	    test $${PIPESTATUS:-0} = 0 || exit 1; \
+	done
+
 # --- fault injection (t/lib/torture.py) ------------------------------------
 SEED ?= 1
 N    ?= 300
@@ -196,5 +225,5 @@ torture: all
 	    -n $(N) -j $(J)
 
 .PHONY: all check check-asan deps format clean install uninstall \
-	install-user demo bench torture
+	install-user demo bench torture fuzz fuzzers
 .SECONDARY:
