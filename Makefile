@@ -22,6 +22,26 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CPPFLAGS += -Icommon -Iagent -Imilter $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 
+# Helpful build: a missing development package is named before any
+# compiler error (pkg-config per package, libmilter by its header). Goals
+# that install the packages first (check, demo, bench, deps) skip this.
+DEV_PKGS = pkg-config:pkg-config glib-2.0:libglib2.0-dev \
+           libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev
+ifneq ($(filter all install,$(or $(MAKECMDGOALS),all)),)
+RR_MISSING := $(strip $(shell \
+    command -v $(firstword $(CC)) >/dev/null 2>&1 || echo build-essential; \
+    for pd in $(DEV_PKGS); do p=$${pd%%:*}; d=$${pd##*:}; \
+        if [ $$p = pkg-config ]; then command -v pkg-config >/dev/null || \
+            echo $$d; else pkg-config --exists $$p 2>/dev/null || echo $$d; \
+        fi; done; \
+    printf '\043include <libmilter/mfapi.h>\n' | \
+        $(CC) -E - >/dev/null 2>&1 || echo libmilter-dev))
+ifneq ($(RR_MISSING),)
+$(error missing Debian packages: $(RR_MISSING). Install them with \
+  "make deps" (as root; Debian 12) or "apt-get install $(RR_MISSING)")
+endif
+endif
+
 # Variant: the default build lives in build/default; ASan in build/asan.
 VARIANT ?= default
 ifeq ($(VARIANT),asan)
