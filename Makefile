@@ -196,6 +196,21 @@ install-user:
 	        --comment "rapidretry delivery agent" $(RR_USER)
 	$(INSTALL) -d -o $(RR_USER) -g $(RR_USER) -m 750 $(DESTDIR)$(STATEDIR)
 
+# --- Debian package: built in a copy (build/pkg); the .deb goes to DEB_OUT --
+DEB_OUT ?= .
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+	    { echo "make deb needs dpkg-dev and debhelper:" \
+	        "apt-get install dpkg-dev debhelper"; exit 1; }
+	rm -rf build/pkg && mkdir -p build/pkg/rapidretry
+	tar -cf - --exclude=./build --exclude=./.git --exclude='./rapidretry_*' \
+	    --exclude=./agent/rapidretry-agent --exclude=./agent/rapidretry-log \
+	    --exclude=./milter/rapidretry-milter . | \
+	    tar -C build/pkg/rapidretry -xf -
+	cd build/pkg/rapidretry && dpkg-buildpackage -b -us -uc
+	mv build/pkg/rapidretry_*.deb $(DEB_OUT)/
+	@ls $(DEB_OUT)/rapidretry_*.deb
+
 # --- demo and bench: all set-up first, as `make check` does ----------------
 demo: deps
 	$(MAKE) all
@@ -206,5 +221,5 @@ bench: deps
 	RR_BUILD=$(CURDIR)/$(B) python3 bench/bench.py
 
 .PHONY: all check check-asan deps format clean install uninstall \
-	install-user demo bench
+	install-user demo bench deb
 .SECONDARY:
