@@ -12,11 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "conf.h"
 #include "deliver.h"
 #include "dsn.h"
 #include "log.h"
 #include "group.h"
+#include "probe.h"
 
 #define AGENT_USAGE                                                         \
     "usage: rapidretry-agent -c CONF -i QUEUEID [-n NEXTHOP] -f SENDER "    \
@@ -433,6 +435,11 @@ main(int argc, char **argv)
     GError *err = NULL;
     int null_fd;
 
+    /* -t, -q: the administrator's tools, never pipe(8)'s argv */
+    if (argc > 1 && strcmp(argv[1], "-t") == 0)
+        return check_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "-q") == 0)
+        return probe_main(argc, argv);
     /* pipe(8) reads stderr as our status: nothing may ever reach it */
     null_fd = open("/dev/null", O_WRONLY);
     if (null_fd >= 0 && null_fd != STDERR_FILENO) {
@@ -510,7 +517,8 @@ main(int argc, char **argv)
             "could duplicate): %s", err->message);
 
         log_error("%s: %s", a.queue_id, why);
-        agent_exit("4.3.0", why);
+        agent_exit(g_error_matches(err, JOURNAL_ERROR, JOURNAL_ERROR_NEWER)
+                       ? "4.3.5" : "4.3.0", why);
     }
     /* the delivery log is best effort: it never stops a delivery */
     d.dblog = dblog_new(conf->log_database, a.queue_id, a.sender,
