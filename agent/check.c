@@ -20,13 +20,14 @@
 #include "log.h"
 #include "route.h"
 
-/* check_where - "PATH:LINE" of SECTION's KEY, or PATH when not written */
+/* check_where - "PATH:LINE" of SECTION's KEY (the last one written: it
+ * wins), or PATH when not written */
 static char *
 check_where(const AgentConf *c, const char *section, const char *key)
 {
     const ConfigFile *cf = c->file;
 
-    for (guint i = 0; i < cf->entries->len; i++) {
+    for (guint i = cf->entries->len; i-- > 0;) {
         const ConfigEntry *e = g_ptr_array_index(cf->entries, i);
 
         if (strcmp(e->section, section) == 0 && strcmp(e->key, key) == 0)
