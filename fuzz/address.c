@@ -2,8 +2,9 @@
  * fuzz/address.c - the envelope address parser (common/address.c) on
  * arbitrary argv text. Properties: the RFC 5321 path we would send has no
  * control character (no command injection: CR LF never reach the wire),
- * and parsing that path again gives back the same local part and domain
- * (an internationalised one as its A-label).
+ * and parsing that path again gives back the same local part and the same
+ * domain in its routing form (domain_lc: a UTF-8 domain is sent as its
+ * A-labels, so the raw domain may differ).
  */
 #include <string.h>
 
@@ -36,7 +37,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     b = address_parse(path, allow_empty, &err);
     if (b == NULL)
         fuzz_fail("own path %s does not parse: %s", path, err->message);
-    /* an IDN domain goes as its A-label: the same domain_lc comes back */
     if (strcmp(a->local, b->local) != 0 ||
         strcmp(a->domain_lc, b->domain_lc) != 0 || a->utf8 != b->utf8)
         fuzz_fail("path %s parses to <%s@%s>, was <%s@%s>", path, b->local,
