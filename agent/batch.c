@@ -11,6 +11,9 @@
 #include "group.h"
 #include "log.h"
 
+#define BATCH_DSN_TIMEOUT (60 * G_USEC_PER_SEC)
+#define BATCH_DSN_MARGIN (2 * G_USEC_PER_SEC)
+#define BATCH_DSN_MIN (5 * G_USEC_PER_SEC)
 #define BATCH_ERROR g_quark_from_static_string("rapidretry-batch")
 
 /* queued_seconds - time since Postfix received the message, for delay=
@@ -397,6 +400,18 @@ note_all(Delivery *d, GPtrArray *rcpts, const char *note)
                    note);
 }
 
+/* dsn_deadline - sendmail's own time limit (issue 11 row 7): at most
+ * BATCH_DSN_TIMEOUT, ending BATCH_DSN_MARGIN before the run's deadline;
+ * past that, BATCH_DSN_MIN still fits in the watchdog's grace */
+static gint64
+dsn_deadline(const Delivery *d)
+{
+    gint64 now = g_get_monotonic_time();
+    gint64 t = MIN(BATCH_DSN_TIMEOUT, d->deadline - BATCH_DSN_MARGIN - now);
+
+    return now + MAX(t, BATCH_DSN_MIN);
+}
+
 /* send_dsn - our own DSN to the sender for the BOUNCED ones (DESIGN §7);
  * FALSE + *WHY when it could not be submitted */
 static gboolean
@@ -421,7 +436,8 @@ send_dsn(Delivery *d, GPtrArray *bounced, char **why)
                                r->reason};
     }
     msg = dsn_compose(&info, dr, bounced->len, d->spool, &err);
-    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg, &err)) {
+    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg,
+                                   dsn_deadline(d), &err)) {
         *why = g_strdup(err->message);
         g_error_free(err);
         return FALSE;
