@@ -402,14 +402,18 @@ note_all(Delivery *d, GPtrArray *rcpts, const char *note)
 
 /* dsn_deadline - sendmail's own time limit (issue 11 row 7): at most
  * BATCH_DSN_TIMEOUT, ending BATCH_DSN_MARGIN before the run's deadline;
- * past that, BATCH_DSN_MIN still fits in the watchdog's grace */
+ * past that, BATCH_DSN_MIN still fits in the watchdog's grace; never
+ * past the stop time of a SIGTERM */
 static gint64
 dsn_deadline(const Delivery *d)
 {
     gint64 now = g_get_monotonic_time();
     gint64 t = MIN(BATCH_DSN_TIMEOUT, d->deadline - BATCH_DSN_MARGIN - now);
+    gint64 stop = smtp_stop_time();
 
-    return now + MAX(t, BATCH_DSN_MIN);
+    t = now + MAX(t, BATCH_DSN_MIN);
+    /* after a SIGTERM only what is left of its grace */
+    return stop > 0 ? MIN(t, stop) : t;
 }
 
 /* send_dsn - our own DSN to the sender for the BOUNCED ones (DESIGN §7);
