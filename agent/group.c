@@ -181,13 +181,17 @@ domain_groups(Delivery *d, Router *router, GPtrArray *rcpts,
 static gboolean
 nexthop_is_relay(GPtrArray *rcpts, const char *nexthop)
 {
+    /* an IDN domain as Postfix passes it (UTF-8) against our A-labels */
+    g_autofree char *ascii = address_domain_ascii(nexthop, NULL);
+
     if (strchr(nexthop, '.') == NULL)
         return FALSE;
     for (guint i = 0; i < rcpts->len; i++) {
         const Rcpt *r = g_ptr_array_index(rcpts, i);
 
         if (r->addr != NULL &&
-            g_ascii_strcasecmp(r->addr->domain_lc, nexthop) == 0)
+            (g_ascii_strcasecmp(r->addr->domain_lc, nexthop) == 0 ||
+             g_strcmp0(r->addr->domain_lc, ascii) == 0))
             return FALSE;
     }
     return TRUE;
