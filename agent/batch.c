@@ -58,6 +58,16 @@ batch_sender(Delivery *d, GError **error)
     return TRUE;
 }
 
+/* batch_transcript - -v: the SMTP conversation to the log */
+static void
+batch_transcript(gpointer ctx, char dir, const char *line)
+{
+    const Delivery *d = ctx;
+    g_autofree char *safe = log_printable(line, -1, 512);
+
+    log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
+}
+
 Delivery *
 batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
           Spool *spool, SmtpTranscriptFn transcript, const char **dsn,
@@ -74,7 +84,7 @@ batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
     d->deadline = d->start + (gint64)conf->deadline * G_USEC_PER_SEC;
     d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                       g_free);
-    d->transcript = transcript;
+    d->transcript = transcript != NULL ? transcript : batch_transcript;
     g_mutex_init(&d->lock);
     *dsn = "4.3.0";
     if (!batch_sender(d, error)) {
