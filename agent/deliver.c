@@ -362,7 +362,8 @@ session_open(Run *run)
 {
     Delivery *d = run->d;
     const AgentConf *c = d->conf;
-    SmtpOptions opt = {.helo_name = c->helo_name, .timeouts = c->timeouts};
+    SmtpOptions opt = {.helo_name = c->helo_name, .log_id = d->queue_id,
+                       .timeouts = c->timeouts};
     gboolean clear_retry = FALSE; /* "may": this server again, no TLS */
 
     if (c->sasl_refused != NULL) {
