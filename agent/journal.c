@@ -7,6 +7,8 @@
 
 #include <sqlite3.h>
 
+#include "sqlwait.h"
+
 #define JOURNAL_BUSY_MS 10000
 #define JOURNAL_MAINT_INTERVAL 300 /* seconds between expiry runs */
 #define JOURNAL_EXPIRE_ROWS 2000   /* entries expired per run, at most */
@@ -16,6 +18,7 @@ struct Journal {
     sqlite3 *db;
     char *path;
     GMutex lock; /* one transaction at a time on this handle */
+    SqlWait wait;
 };
 
 /* journal_error_quark - the error domain of this module */
@@ -84,31 +87,6 @@ journal_version(Journal *j, GError **error)
 out:
     sqlite3_finalize(st);
     return v;
-}
-
-/*
- * journal_wal_hook - the WAL policy, after each commit. A run that finds
- * no other run open replays the whole WAL into a fresh index (SQLite
- * empties the -shm file then), and only a run whose index is intact ever
- * starts the WAL over: left to itself (automatic passive checkpoints)
- * the WAL of agents that run one after another grows without end, and
- * every run reads all of it. So once it holds JOURNAL_WAL_PAGES pages the
- * committing run checkpoints and truncates it, without waiting: when
- * another run is reading or writing, the checkpoint copies what it can
- * and leaves the rest for a later commit (by then that run's index is
- * shared and the WAL restarts the usual way).
- */
-static int
-journal_wal_hook(void *data, sqlite3 *db, const char *name, int pages)
-{
-    (void)data;
-    if (pages < JOURNAL_WAL_PAGES)
-        return SQLITE_OK;
-    sqlite3_busy_timeout(db, 0);
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL,
-                              NULL);
-    sqlite3_busy_timeout(db, JOURNAL_BUSY_MS);
-    return SQLITE_OK; /* a busy checkpoint is no failure of the commit */
 }
 
 /* journal_maint_claim - 1 when this run does the maintenance: the stamp
@@ -244,8 +222,7 @@ journal_open(const char *path, guint expire, GError **error)
         goto out;
     }
     /* the busy handler also covers the PRAGMA that switches to WAL */
-    sqlite3_busy_timeout(j->db, JOURNAL_BUSY_MS);
-    sqlite3_wal_hook(j->db, journal_wal_hook, NULL);
+    sqlwait_install(j->db, &j->wait, JOURNAL_BUSY_MS, JOURNAL_WAL_PAGES);
     if (!journal_exec(j, "PRAGMA journal_mode = WAL", "cannot set WAL mode",
                       error)
         || !journal_migrate(j, expire, error))
