@@ -460,32 +460,70 @@ tls_ssl_new(TlsContext *tc, int fd, const char *sni, const char *cache_key)
     return ssl;
 }
 
-/* tls_cert_names - the DNS names in CERT, for the mismatch reason */
+/*
+ * Names from the peer's certificate are hostile text like any server
+ * reply: each is made printable and capped, and at most a few are shown,
+ * before they go into a reason that reaches the log, the delivery log and
+ * pipe(8)'s status line.
+ */
+#define TLS_NAME_CAP 255 /* octets of one name shown (a DNS name's most) */
+#define TLS_NAMES_SHOWN 8 /* names shown in a mismatch reason */
+
+/* tls_name_text - ASN.1 string S as a printable, capped C string */
+static char *
+tls_name_text(const ASN1_STRING *s)
+{
+    unsigned char *utf8 = NULL;
+    int len = s != NULL ? ASN1_STRING_to_UTF8(&utf8, s) : -1;
+    char *out;
+
+    if (len < 0)
+        return g_strdup("?");
+    out = log_printable((const char *)utf8, len, TLS_NAME_CAP);
+    OPENSSL_free(utf8);
+    return out;
+}
+
+/* tls_x509_cn - the (first) common name of NAME, printable, or NULL */
+static char *
+tls_x509_cn(const X509_NAME *name)
+{
+    int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    const X509_NAME_ENTRY *e = i >= 0 ? X509_NAME_get_entry(name, i) : NULL;
+
+    return e != NULL ? tls_name_text(X509_NAME_ENTRY_get_data(e)) : NULL;
+}
+
+/* tls_cert_names - the DNS names in CERT (else its subject CN), for the
+ * mismatch reason */
 static char *
 tls_cert_names(X509 *cert)
 {
     GString *s = g_string_new(NULL);
     GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name,
                                            NULL, NULL);
+    int shown = 0, more = 0;
 
     for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        g_autofree char *name = NULL;
 
         if (g->type != GEN_DNS)
             continue;
-        if (s->len > 0)
-            g_string_append(s, ", ");
-        g_string_append_len(s, (const char *)ASN1_STRING_get0_data(
-                                   g->d.dNSName),
-                            ASN1_STRING_length(g->d.dNSName));
+        if (shown == TLS_NAMES_SHOWN) {
+            more++;
+            continue;
+        }
+        name = tls_name_text(g->d.dNSName);
+        g_string_append_printf(s, "%s%s", shown++ > 0 ? ", " : "", name);
     }
     GENERAL_NAMES_free(gens);
+    if (more > 0)
+        g_string_append_printf(s, " and %d more", more);
     if (s->len == 0) {
-        char cn[256] = "";
+        g_autofree char *cn = tls_x509_cn(X509_get_subject_name(cert));
 
-        X509_NAME_get_text_by_NID(X509_get_subject_name(cert),
-                                  NID_commonName, cn, sizeof cn);
-        g_string_append(s, cn);
+        g_string_append(s, cn != NULL ? cn : "(none)");
     }
     return g_string_free(s, FALSE);
 }
@@ -494,21 +532,31 @@ TlsPeer
 tls_peer_check(SSL *ssl, const char *const *names, char **why)
 {
     X509 *cert = SSL_get1_peer_certificate(ssl);
-    long vr;
-    TlsPeer res = TLS_PEER_UNTRUSTED;
+    TlsPeer res;
 
     *why = NULL;
     if (cert == NULL) {
         *why = g_strdup("no certificate presented");
         return TLS_PEER_UNTRUSTED;
     }
-    vr = SSL_get_verify_result(ssl);
-    if (vr != X509_V_OK) {
-        *why = g_strdup_printf("untrusted issuer: %s",
-                               X509_verify_cert_error_string(vr));
-        goto out;
+    res = tls_cert_check(cert, SSL_get_verify_result(ssl), names, why);
+    X509_free(cert);
+    return res;
+}
+
+TlsPeer
+tls_cert_check(X509 *cert, long verify_result, const char *const *names,
+               char **why)
+{
+    *why = NULL;
+    if (verify_result != X509_V_OK) {
+        g_autofree char *issuer = tls_x509_cn(X509_get_issuer_name(cert));
+
+        *why = g_strdup_printf("untrusted issuer: %s (issuer CN %s)",
+                               X509_verify_cert_error_string(verify_result),
+                               issuer != NULL ? issuer : "(none)");
+        return TLS_PEER_UNTRUSTED;
     }
-    res = TLS_PEER_TRUSTED;
     for (guint i = 0; names != NULL && names[i] != NULL; i++) {
         const char *n = names[i];
         unsigned int flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
@@ -517,10 +565,8 @@ tls_peer_check(SSL *ssl, const char *const *names, char **why)
             continue;
         if (*n == '.')
             flags |= _X509_CHECK_FLAG_DOT_SUBDOMAINS;
-        if (X509_check_host(cert, n, 0, flags, NULL) == 1) {
-            res = TLS_PEER_VERIFIED;
-            goto out;
-        }
+        if (X509_check_host(cert, n, 0, flags, NULL) == 1)
+            return TLS_PEER_VERIFIED;
     }
     {
         g_autofree char *have = tls_cert_names(cert);
@@ -530,9 +576,7 @@ tls_peer_check(SSL *ssl, const char *const *names, char **why)
         *why = g_strdup_printf("name mismatch: certificate names %s, "
                                "expected %s", have, want);
     }
-out:
-    X509_free(cert);
-    return res;
+    return TLS_PEER_TRUSTED;
 }
 
 const char *
