@@ -85,11 +85,14 @@ static const char *const dblog_schema[] = {
     "CREATE TABLE IF NOT EXISTS limits ("
     " server TEXT PRIMARY KEY, rcpt_limit INTEGER NOT NULL,"
     " one_domain INTEGER NOT NULL, time INTEGER NOT NULL);",
-    /* 1 -> 2: when retention last ran (dblog_maint_claim) */
-    "CREATE TABLE IF NOT EXISTS maintenance ("
-    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO maintenance VALUES ('prune', 0);",
 };
+
+/* when retention last ran (dblog_maint_claim): a side table outside the
+ * versioned steps, as in journal.c, created when missing */
+#define DBLOG_MAINT_TABLE                                                    \
+    "CREATE TABLE IF NOT EXISTS maintenance ("                               \
+    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"                        \
+    "INSERT OR IGNORE INTO maintenance VALUES ('prune', 0);"
 
 /* row_free - one buffered row */
 static void
@@ -673,7 +676,9 @@ dblog_flush(DbLog *l, GError **error)
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
          && flush_limits(l, now, error);
-    maint = ok && dblog_maint_claim(l, now);
+    maint = ok && sqlite3_exec(l->db, DBLOG_MAINT_TABLE, NULL, NULL, NULL)
+                      == SQLITE_OK
+            && dblog_maint_claim(l, now);
     ok = ok && dblog_exec(l, "COMMIT", "cannot commit", error);
     if (!ok)
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);

@@ -64,11 +64,15 @@ static const char *const journal_schema[] = {
     /* 1 -> 2: bounced ones record whether our DSN was sent (DESIGN §7);
      * the delivery log lives in its own database (dblog.c) */
     "ALTER TABLE journal ADD COLUMN dsn_sent INTEGER NOT NULL DEFAULT 0;",
-    /* 2 -> 3: when expiry last ran (journal_maint_claim) */
-    "CREATE TABLE IF NOT EXISTS maintenance ("
-    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO maintenance VALUES ('expire', 0);",
 };
+
+/* when expiry last ran (journal_maint_claim): a side table outside the
+ * versioned steps, created when missing, which an older release that
+ * opens the file simply ignores (no schema version for it to refuse) */
+#define JOURNAL_MAINT_TABLE                                                  \
+    "CREATE TABLE IF NOT EXISTS maintenance ("                               \
+    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"                        \
+    "INSERT OR IGNORE INTO maintenance VALUES ('expire', 0);"
 
 int
 journal_schema_version(void)
@@ -185,7 +189,9 @@ journal_migrate(Journal *j, guint expire, GError **error)
     sql = g_strdup_printf("PRAGMA user_version = %d", want);
     if (!journal_exec(j, sql, "cannot write", error))
         goto out;
-    claim = journal_maint_claim(j, now, error);
+    claim = journal_exec(j, JOURNAL_MAINT_TABLE, "cannot create schema",
+                         error)
+                ? journal_maint_claim(j, now, error) : -1;
     if (claim < 0 || (claim == 1 && !journal_expire(j, now, expire, error)))
         goto out;
     ok = journal_exec(j, "COMMIT", "cannot commit", error);
