@@ -14,6 +14,24 @@
 #define JOURNAL_EXPIRE_ROWS 2000   /* entries expired per run, at most */
 #define JOURNAL_WAL_PAGES 64     /* WAL length that starts a checkpoint */
 
+/*
+ * What reaches the disk in a run, and what each sync guards (WAL mode,
+ * synchronous=FULL after journal_open):
+ * - journal_open: one write transaction (schema, the writability proof,
+ *   expiry when due) committed with synchronous=NORMAL, so not synced:
+ *   losing it to a power cut loses nothing (the proof was for this run).
+ * - the in-flight mark before a final dot (journal_inflight): one WAL
+ *   fdatasync; after a power cut a retry knows the message may have gone.
+ * - the outcomes after the final reply (journal_record): one WAL
+ *   fdatasync before the exit status reaches Postfix; without it a retry
+ *   after a power cut would deliver again.
+ * - SQLite also syncs the directory with the first WAL sync of a run (it
+ *   opened the WAL with O_CREAT): the WAL's name survives a crash.
+ * - every JOURNAL_WAL_PAGES pages (about 16 runs) the committing run
+ *   checkpoints: WAL synced, pages copied, database file synced, then the
+ *   WAL truncated. No sync can go without giving up exactly-once.
+ */
+
 struct Journal {
     sqlite3 *db;
     char *path;
