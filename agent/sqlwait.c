@@ -63,4 +63,9 @@ sqlwait_install(sqlite3 *db, SqlWait *w, guint timeout_ms, int wal_pages)
     w->since = 0;
     sqlite3_busy_handler(db, sqlwait_busy, w);
     sqlite3_wal_hook(db, sqlwait_wal, w);
+    /* the last connection to close would checkpoint, sync the database
+     * and delete the WAL and -shm files, which the next run creates again
+     * (and syncs their directory): every run when runs do not overlap.
+     * The WAL stays short without it (sqlwait_wal). */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 }
