@@ -676,8 +676,12 @@ dblog_flush(DbLog *l, GError **error)
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
          && flush_limits(l, now, error);
-    maint = ok && sqlite3_exec(l->db, DBLOG_MAINT_TABLE, NULL, NULL, NULL)
-                      == SQLITE_OK
+    maint = ok
+            && (sqlite3_table_column_metadata(l->db, NULL, "maintenance",
+                                              NULL, NULL, NULL, NULL, NULL,
+                                              NULL) == SQLITE_OK
+                || sqlite3_exec(l->db, DBLOG_MAINT_TABLE, NULL, NULL, NULL)
+                       == SQLITE_OK)
             && dblog_maint_claim(l, now);
     ok = ok && dblog_exec(l, "COMMIT", "cannot commit", error);
     if (!ok)

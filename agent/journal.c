@@ -207,9 +207,13 @@ journal_migrate(Journal *j, guint expire, GError **error)
     sql = g_strdup_printf("PRAGMA user_version = %d", want);
     if (!journal_exec(j, sql, "cannot write", error))
         goto out;
-    claim = journal_exec(j, JOURNAL_MAINT_TABLE, "cannot create schema",
-                         error)
-                ? journal_maint_claim(j, now, error) : -1;
+    /* the table from the schema already read: no SQL compiled for it */
+    claim = sqlite3_table_column_metadata(j->db, NULL, "maintenance", NULL,
+                                          NULL, NULL, NULL, NULL, NULL)
+                    == SQLITE_OK
+                || journal_exec(j, JOURNAL_MAINT_TABLE,
+                                "cannot create schema", error)
+            ? journal_maint_claim(j, now, error) : -1;
     if (claim < 0 || (claim == 1 && !journal_expire(j, now, expire, error)))
         goto out;
     ok = journal_exec(j, "COMMIT", "cannot commit", error);
