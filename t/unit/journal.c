@@ -329,7 +329,7 @@ test_schema(void)
     g_assert_cmpint(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st,
                                        NULL), ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
-    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 3);
+    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 2);
     sqlite3_finalize(st);
     sqlite3_close(db);
 
