@@ -14,6 +14,13 @@ typedef enum {
     JOURNAL_NONE,      /* nothing final recorded */
     JOURNAL_DELIVERED,
     JOURNAL_BOUNCED,
+    /* rows only, never returned by journal_lookup: the message's final
+     * dot was (about to be) sent and no outcome was recorded after it */
+    JOURNAL_INFLIGHT,       /* once: a rerun delivers again (RFC 5321
+                               §6.1: a duplicate is better than a loss) */
+    JOURNAL_INFLIGHT_AGAIN, /* twice: a rerun takes it as delivered, so a
+                               journal that cannot be written costs at
+                               most one extra copy per recipient */
 } JournalState;
 
 typedef struct {
@@ -24,13 +31,24 @@ typedef struct {
     const char *reply;
 } JournalEntry;
 
+/* The error domain of journal_open and friends; JOURNAL_ERROR_NEWER: the
+ * file's schema is newer than this program (an older program after a
+ * downgrade): never written, the batch defers with 4.3.5. */
+GQuark journal_error_quark(void);
+#define JOURNAL_ERROR journal_error_quark()
+#define JOURNAL_ERROR_NEWER (-1)
+/* journal_schema_version - the PRAGMA user_version this program writes */
+int journal_schema_version(void);
+
 /* journal_open - open or create PATH (WAL, busy timeout, synchronous
  * FULL) and prove it can be written; entries older than EXPIRE seconds
  * are removed. Any failure is an error: the caller defers the batch. */
 Journal *journal_open(const char *path, guint expire, GError **error);
 void journal_close(Journal *j);
 
-/* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST */
+/* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST; a
+ * JOURNAL_INFLIGHT row reads as JOURNAL_NONE, JOURNAL_INFLIGHT_AGAIN as
+ * JOURNAL_DELIVERED */
 JournalState journal_lookup(Journal *j, const char *queue_id,
                             const char *digest, const char *recipient,
                             GError **error);
@@ -46,5 +64,21 @@ gboolean journal_record(Journal *j, const char *queue_id, const char *digest,
 gboolean journal_record_dsn(Journal *j, const char *queue_id,
                             const char *digest, const JournalEntry *entries,
                             gsize n, gboolean dsn_sent, GError **error);
+
+/* journal_inflight - before the final dot of a transaction: mark the N
+ * RECIPIENTS in flight in one durable transaction (JOURNAL_INFLIGHT, or
+ * JOURNAL_INFLIGHT_AGAIN for a row in flight already); AGAIN[i] says
+ * which. FALSE + error when it did not reach the disk: then the dot must
+ * not be sent. */
+gboolean journal_inflight(Journal *j, const char *queue_id,
+                          const char *digest, const char *const *recipients,
+                          gsize n, gboolean *again, GError **error);
+
+/* journal_inflight_undo - the dot was not sent, or was answered with a
+ * failure: put the rows journal_inflight wrote back as they were */
+gboolean journal_inflight_undo(Journal *j, const char *queue_id,
+                               const char *digest,
+                               const char *const *recipients, gsize n,
+                               const gboolean *again, GError **error);
 
 #endif

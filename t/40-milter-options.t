@@ -141,6 +141,13 @@ p = write("long.conf", "[milter]\nreply_text = %s\n" % long_text)
 r = run("-n", "-c", p)
 ok(r.returncode == 78 and "long.conf:2:" in r.stderr,
    "-n: reply text over 512 octets -> 78", r.stderr)
+# a NUL byte is an error at its line, also when the milter starts
+p = write("nul.conf", "[milter]\nmode = strict\0\nmode = loose\n")
+for args in (["-n"], ["-f", "-p", "inet:%d@127.0.0.1" % rrtest.free_port()]):
+    r = run(*args, "-c", p)
+    ok(r.returncode == 78 and "nul.conf:2: NUL byte" in r.stderr,
+       "%s: NUL byte in the config -> exit 78, FILE:LINE" % args[0],
+       "exit %d: %s" % (r.returncode, r.stderr))
 p = write("fits.conf", "[milter]\nreply_text = %s\n" % long_text[:-1])
 r = run("-n", "-c", p)
 ok(r.returncode == 0, "-n: reply text of exactly 512 octets ok",
