@@ -13,7 +13,7 @@
 #   make torture      SEED=1 N=300 J=1: the fault-injection campaign
 #   make fuzz         the libFuzzer targets, FUZZ_TIME seconds each
 
-PKGS     = glib-2.0 libcares openssl sqlite3
+PKGS     = glib-2.0 libcares openssl sqlite3 libidn2
 CC      ?= cc
 OPT     ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -Wformat=2 -Wno-format-nonliteral \
