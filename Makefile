@@ -221,8 +221,8 @@ SEED ?= 1
 N    ?= 300
 J    ?= 1
 torture: all
-	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/torture.py --seed $(SEED) \
-	    -n $(N) -j $(J)
+	RR_BUILD=$(CURDIR)/$(B) RR_ASAN=$(if $(filter asan,$(VARIANT)),1,0) \
+	    python3 t/lib/torture.py --seed $(SEED) -n $(N) -j $(J)
 
 .PHONY: all check check-asan deps format clean install uninstall \
 	install-user demo bench torture fuzz fuzzers

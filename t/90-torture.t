@@ -18,11 +18,6 @@ import torture
 rrtest.require_root()
 rrtest.agent_binary()
 
-# Causes the fixes of issue 11 are closing right now (rows 2, 3/4, 5, 8):
-# reported as TODO until they land, every other cause fails.
-KNOWN = {"journal-disk": "issue 11 row 2", "mail-refused": "issue 11 rows 3-4",
-         "limits-mailmax": "issue 11 row 5", "sigterm": "issue 11 row 8"}
-
 seed = int(os.environ.get("RR_TORTURE_SEED", "1"))
 n = int(os.environ.get("RR_TORTURE_N", "300"))
 jobs = int(os.environ.get("RR_TORTURE_J", "2"))
@@ -39,13 +34,8 @@ causes = torture.by_cause(summary)
 for kind in ("accounting", "false-sent", "duplicate", "false-bounce", "lost",
              "deadline", "crash", "harness"):
     bad = {c: k for (kd, c), k in causes.items() if kd == kind}
-    unknown = {c: k for c, k in bad.items() if c not in KNOWN}
-    ok(not unknown, "no %s failures (%s)" % (kind, unknown or "none"))
-    for c, k in sorted(bad.items()):
-        if c in KNOWN:
-            print("not ok %d - %s failures caused by %s: %d # TODO %s"
-                  % (rrtest._count + 1, kind, c, k, KNOWN[c]), flush=True)
-            rrtest._count += 1
+    ok(not bad, "no %s failures%s" % (kind, " (by cause: %s)" % bad
+                                      if bad else ""))
 for f in summary["failures"][:30]:
     diag("seed %d (%s): %s; replay: %s" % (
         f["seed"], f["family"], f["fail"][0][:2], torture.replay_cmd(f["seed"])))
