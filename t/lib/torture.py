@@ -497,6 +497,9 @@ def accounting(sc, r, outc, rcpts, i, fail):
 def cause_of(sc, r):
     """cause_of - what a failure in run R is most likely about: the
     issue 11 row it matches, else the scenario's family."""
+    if any(x.get("cmd") == "BODY" and not x.get("action")
+           for x in sc.script.get("rules", [])):
+        return "premature-reply"                # a reply before the dot
     if sc.disk and r is not None:
         return "journal-disk"                   # issue 11 row 2
     if sc.family == "mailrefused":
