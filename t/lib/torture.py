@@ -55,8 +55,10 @@ RERUNS = 5
 TIMEOUTS = {k: "1s" for k in rrtest.TIMEOUT_KEYS}
 TIMEOUTS["data_done_timeout"] = "2s"
 
-STEPS = ("CONNECT", "EHLO", "STARTTLS", "MAIL", "RCPT", "DATA", "BODY",
-         "DOT")
+STEPS = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA",
+         "BODY", "DOT")
+AUTH_EHLO = ["PIPELINING", "AUTH PLAIN", "SIZE 1000000",
+             "ENHANCEDSTATUSCODES"]
 REPLIES = [
     ("250", "250 2.1.5 Ok"),
     ("452", "452 4.5.3 Error: too many recipients"),
@@ -207,6 +209,9 @@ class Scenario:
             if rng.random() < 0.5:
                 r["ctxn"] = rng.randint(1, 2)
             rules.append(r)
+        self.auth = any(r.get("cmd") == "AUTH" for r in rules)
+        if self.auth:               # the agent logs in: password file
+            self.script["ehlo"] = AUTH_EHLO
         if any(r.get("cmd") == "STARTTLS" for r in rules):
             self.script["ehlo"] = ["PIPELINING", "STARTTLS", "SIZE 1000000",
                                    "ENHANCEDSTATUSCODES"]
@@ -321,10 +326,19 @@ class Worker:
         res = {"seed": seed, "family": sc.family, "n": len(sc.rcpts),
                "fail": [], "window": 0, "runs": []}
         try:
+            if sc.auth:
+                pwf = os.path.join(a.dir, "sasl_passwd")
+                rrtest.write_file(pwf, "[127.0.0.1]:%d u:p\n" % port,
+                                  mode=0o600, owner=rrtest.TEST_USER)
+                conf = os.path.join(a.dir, "auth.conf")
+                rrtest.write_file(conf, rrtest.read_file(a.conf) +
+                                  "\n[sasl]\npassword_file = %s\n"
+                                  "allow_plaintext_auth = yes\n" % pwf,
+                                  owner=rrtest.TEST_USER)
             if sc.disk:
                 mnt = self._mount(sc)
                 conf = os.path.join(a.dir, "disk.conf")
-                text = rrtest.read_file(a.conf).replace(
+                text = rrtest.read_file(conf).replace(
                     "journal = %s" % a.journal,
                     "journal = %s/journal.db" % mnt)
                 rrtest.write_file(conf, text, owner=rrtest.TEST_USER)
@@ -368,8 +382,8 @@ class Worker:
             r["log"] = [l for l in lines
                         if "rapidretry/agent[%d]" % r["pid"] in l]
             runs.append(r)
-            if i == 0:
-                sink.set_script({})             # well-behaved from now on
+            if i == 0:                          # well-behaved from now on
+                sink.set_script({"ehlo": AUTH_EHLO} if sc.auth else {})
                 if sc.disk:                     # the fault is lifted
                     mnt = self.mnt
                     if sc.disk[0] == "full":
