@@ -393,7 +393,7 @@ class Worker:
                             pass
                     subprocess.run(["mount", "-o", "remount,rw,size=16m",
                                     mnt], check=True)
-            if r["killed"] is None and r["rc"] in (0, 69):
+            if r["rc"] in (0, 69):            # pipe(8): done
                 break
         check(sc, res, self.asan_dir)
 
@@ -412,7 +412,7 @@ def run_outcomes(lines):
             continue
         m = SKIP_RX.search(l)
         if m:
-            out[m.group(1).lower()].append("skipped")
+            out[m.group(1).lower()].append("skipped-" + m.group(2))
     return out
 
 
@@ -465,6 +465,14 @@ def check(sc, res, asan_dir):
             if "sent" in st and x not in taken:
                 fail.append(("false-sent", cause_of(sc, r),
                              "%s logged sent in run %d, not taken" % (x, i)))
+            if "skipped-delivered" in st and x not in first_take:
+                fail.append(("false-sent", cause_of(sc, r),
+                             "%s skipped as delivered in run %d, never "
+                             "taken" % (x, i)))
+            if "skipped-bounced" in st and x not in bounced:
+                fail.append(("accounting", cause_of(sc, r),
+                             "%s skipped as bounced in run %d, never "
+                             "bounced" % (x, i)))
             if "bounced" in st:
                 bounced.add(x)
                 if x in first_take:
