@@ -24,6 +24,26 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CPPFLAGS += -Icommon -Iagent -Imilter $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 
+# Helpful build: a missing development package is named before any
+# compiler error (pkg-config per package, libmilter by its header). Goals
+# that install the packages first (check, demo, bench, deps) skip this.
+DEV_PKGS = pkg-config:pkg-config glib-2.0:libglib2.0-dev \
+           libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev
+ifneq ($(filter all install,$(or $(MAKECMDGOALS),all)),)
+RR_MISSING := $(strip $(shell \
+    command -v $(firstword $(CC)) >/dev/null 2>&1 || echo build-essential; \
+    for pd in $(DEV_PKGS); do p=$${pd%%:*}; d=$${pd##*:}; \
+        if [ $$p = pkg-config ]; then command -v pkg-config >/dev/null || \
+            echo $$d; else pkg-config --exists $$p 2>/dev/null || echo $$d; \
+        fi; done; \
+    printf '\043include <libmilter/mfapi.h>\n' | \
+        $(CC) -E - >/dev/null 2>&1 || echo libmilter-dev))
+ifneq ($(RR_MISSING),)
+$(error missing Debian packages: $(RR_MISSING). Install them with \
+  "make deps" (as root; Debian 12) or "apt-get install $(RR_MISSING)")
+endif
+endif
+
 # Variant: the default build lives in build/default; ASan in build/asan.
 VARIANT ?= default
 ifeq ($(VARIANT),asan)
@@ -187,6 +207,21 @@ install-user:
 	        --comment "rapidretry delivery agent" $(RR_USER)
 	$(INSTALL) -d -o $(RR_USER) -g $(RR_USER) -m 750 $(DESTDIR)$(STATEDIR)
 
+# --- Debian package: built in a copy (build/pkg); the .deb goes to DEB_OUT --
+DEB_OUT ?= .
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+	    { echo "make deb needs dpkg-dev and debhelper:" \
+	        "apt-get install dpkg-dev debhelper"; exit 1; }
+	rm -rf build/pkg && mkdir -p build/pkg/rapidretry
+	tar -cf - --exclude=./build --exclude=./.git --exclude='./rapidretry_*' \
+	    --exclude=./agent/rapidretry-agent --exclude=./agent/rapidretry-log \
+	    --exclude=./milter/rapidretry-milter . | \
+	    tar -C build/pkg/rapidretry -xf -
+	cd build/pkg/rapidretry && dpkg-buildpackage -b -us -uc
+	mv build/pkg/rapidretry_*.deb $(DEB_OUT)/
+	@ls $(DEB_OUT)/rapidretry_*.deb
+
 # --- demo and bench: all set-up first, as `make check` does ----------------
 demo: deps
 	$(MAKE) all
@@ -225,5 +260,5 @@ torture: all
 	    python3 t/lib/torture.py --seed $(SEED) -n $(N) -j $(J)
 
 .PHONY: all check check-asan deps format clean install uninstall \
-	install-user demo bench torture fuzz fuzzers
+	install-user demo bench torture fuzz fuzzers deb
 .SECONDARY:

@@ -475,9 +475,9 @@ class Session:
         code = self._reply_code(rule, default)
         if not self._act(rule, default):
             return
-        take = (rule is not None and rule.get("action") == "take") or \
-            s.script.get("mail_lenient")
-        if (code == "2" or take) and not self.in_txn:
+        take = rule is not None and rule.get("action") == "take"
+        if (code == "2" or take or s.script.get("mail_lenient")) and \
+                not self.in_txn:
             self.in_txn = True
             self.mail_from = addr
             self.rcpts = []
