@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 90-torture.t - the seeded fault-injection campaign (t/lib/torture.py):
+# 96-torture.t - the seeded fault-injection campaign (t/lib/torture.py):
 # 300 scenarios of drops, stalls, garbage, 452/250 mixes, kills, full or
 # read-only journal filesystems and refused MAILs, each rerun as Postfix
 # would; no recipient lost, none delivered twice outside the end-of-data
