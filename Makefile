@@ -10,8 +10,10 @@
 #                     /etc/rapidretry/rapidretry.conf when none exists)
 #   make uninstall    remove what install put there (an edited config stays)
 #   make install-user the "rapidretry" system user and /var/lib/rapidretry
+#   make torture      SEED=1 N=300 J=1: the fault-injection campaign
+#   make fuzz         the libFuzzer targets, FUZZ_TIME seconds each
 
-PKGS     = glib-2.0 libcares openssl sqlite3
+PKGS     = glib-2.0 libcares openssl sqlite3 libidn2
 CC      ?= cc
 OPT     ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -Wformat=2 -Wno-format-nonliteral \
@@ -48,6 +50,15 @@ ifeq ($(VARIANT),asan)
 OPT      = -O1 -g -fno-omit-frame-pointer
 CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
+endif
+ifeq ($(VARIANT),fuzz)
+# gcc's build is the warning gate; clang's own extra warnings stay warnings
+WARN    := $(filter-out -Werror,$(WARN))
+CC       = clang
+OPT      = -O1 -g -fno-omit-frame-pointer
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined \
+           -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=fuzzer,address,undefined
 endif
 B = build/$(VARIANT)
 
@@ -220,6 +231,34 @@ bench: deps
 	$(MAKE) all
 	RR_BUILD=$(CURDIR)/$(B) python3 bench/bench.py
 
+# --- fuzzing (fuzz/*.c, clang's libFuzzer) ----------------------------------
+FUZZERS   = $(patsubst fuzz/%.c,build/fuzz/fuzz/%,$(wildcard fuzz/*.c))
+FUZZ_TIME ?= 5
+build/fuzz/fuzz/%: build/fuzz/fuzz/%.o $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
+fuzzers: $(FUZZERS)
+# each target FUZZ_TIME seconds from its seed corpus (fuzz/corpus/NAME);
+# new inputs go to build/fuzz/corpus/NAME, crashes to build/fuzz/crash-*
+fuzz:
+	$(MAKE) VARIANT=fuzz fuzzers
+	@for f in $(FUZZERS); do n=$$(basename $$f); \
+	    mkdir -p build/fuzz/corpus/$$n; \
+	    echo "fuzz $$n ($(FUZZ_TIME)s)"; \
+	    $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crash-$$n- \
+	        build/fuzz/corpus/$$n fuzz/corpus/$$n 2>&1 | \
+	        grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|property'; \
+	    test $${PIPESTATUS:-0} = 0 || exit 1; \
+	done
+
+# --- fault injection (t/lib/torture.py) ------------------------------------
+SEED ?= 1
+N    ?= 300
+J    ?= 1
+torture: all
+	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/torture.py --seed $(SEED) \
+	    -n $(N) -j $(J)
+
 .PHONY: all check check-asan deps format clean install uninstall \
-	install-user demo bench deb
+	install-user demo bench torture fuzz fuzzers deb
 .SECONDARY:

@@ -10,6 +10,7 @@
 #include "address.h"
 #include "conf.h"
 #include "dblog.h"
+#include "group.h"
 #include "journal.h"
 #include "rcpt.h"
 #include "smtp.h"
@@ -22,7 +23,7 @@ typedef struct {
     gboolean one_domain;  /* one recipient domain per transaction */
 } ServerLimits;
 
-typedef struct {
+struct Delivery {
     const AgentConf *conf;
     const char *queue_id;
     const char *sender;       /* as given, "" = null sender */
@@ -41,16 +42,7 @@ typedef struct {
     GHashTable *limits;       /* char* key -> ServerLimits* */
     guint rapid_rounds;       /* counters for the exit line */
     guint transactions;
-} Delivery;
-
-typedef struct {
-    GPtrArray *rcpts;   /* Rcpt*, not owned */
-    GPtrArray *targets; /* Target*, owned, in the order to try */
-    char *name;         /* for logs */
-} Group;
-
-Group *group_new(const char *name);
-void group_free(Group *g);
+}; /* Delivery: typedef in group.h */
 
 /* deliver_group - deliver every pending recipient of G; on return each
  * one is reported (sent, bounced or deferred). KEEP (may be NULL): in, an
@@ -58,6 +50,12 @@ void group_free(Group *g);
  * when it is still usable and went to that first server, for the next
  * group of the same lane (the caller closes it at the end) */
 void deliver_group(Delivery *d, Group *g, SmtpSession **keep);
+
+/* deliver_stop - SIGTERM: no new connection or transaction from now on;
+ * a transaction in flight may finish within a few seconds, else its
+ * connection is closed without the final dot; every recipient not
+ * delivered is deferred (4.3.2). Async-signal-safe. */
+void deliver_stop(void);
 
 /* deliver_report - the one exit of a recipient: sets its status once,
  * logs the Postfix line, journals final outcomes. REASON is the log

@@ -1,9 +1,9 @@
 /*
- * smtp.c - the ESMTP client engine (see smtp.h, DESIGN.md §6): sends
- * commands with separate send and receive cursors for PIPELINING, collects
- * one reply per command, and leaves what a reply means to its callers.
+ * smtp.c - the ESMTP client session (see smtp.h, DESIGN.md §6): connect,
+ * greeting, EHLO/HELO, STARTTLS, AUTH, QUIT. The line I/O is smtp-io.c,
+ * the transaction smtp-tx.c; what a reply means is the callers'.
  */
-#include "smtp.h"
+#include "smtp-int.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -15,508 +15,6 @@
 #include <openssl/err.h>
 
 #include "log.h"
-
-#define SMTP_LINE_MAX (64 * 1024)     /* longest reply line we accept */
-#define SMTP_REPLY_LINES_MAX 1000     /* most lines in one reply */
-#define SMTP_INBUF_CAP (1024 * 1024)  /* read-ahead while writing */
-#define SMTP_TEXT_CAP 2000            /* server text in failure texts */
-
-/* Where the conversation is: picks the timeout and the error wording. */
-typedef enum {
-    SMTP_ST_CONNECT,
-    SMTP_ST_GREETING,
-    SMTP_ST_EHLO,
-    SMTP_ST_HELO,
-    SMTP_ST_MAIL,
-    SMTP_ST_RCPT,
-    SMTP_ST_DATA,
-    SMTP_ST_BODY,
-    SMTP_ST_DOT,
-    SMTP_ST_RSET,
-    SMTP_ST_QUIT,
-    SMTP_ST_STARTTLS,
-    SMTP_ST_TLS,
-    SMTP_ST_AUTH,
-} SmtpState;
-
-/* Postfix's wording, so logs and DSNs read the same as smtp(8)'s. */
-static const struct {
-    const char *doing;   /* "... while DOING" */
-    const char *command; /* "(in reply to COMMAND command)" */
-} smtp_states[] = {
-    [SMTP_ST_CONNECT] = {"connecting", "CONNECT"},
-    [SMTP_ST_GREETING] = {"receiving the initial server greeting",
-                          "CONNECT"},
-    [SMTP_ST_EHLO] = {"performing the EHLO handshake", "EHLO"},
-    [SMTP_ST_HELO] = {"performing the HELO handshake", "HELO"},
-    [SMTP_ST_MAIL] = {"sending MAIL FROM", "MAIL FROM"},
-    [SMTP_ST_RCPT] = {"sending RCPT TO", "RCPT TO"},
-    [SMTP_ST_DATA] = {"sending DATA command", "DATA"},
-    [SMTP_ST_BODY] = {"sending message body", "end of DATA"},
-    [SMTP_ST_DOT] = {"sending end of data -- message may be sent more "
-                     "than once",
-                     "end of DATA"},
-    [SMTP_ST_RSET] = {"sending RSET", "RSET"},
-    [SMTP_ST_QUIT] = {"sending QUIT", "QUIT"},
-    [SMTP_ST_STARTTLS] = {"sending STARTTLS", "STARTTLS"},
-    [SMTP_ST_TLS] = {"performing the TLS handshake", "STARTTLS"},
-    [SMTP_ST_AUTH] = {"authenticating", "AUTH"},
-};
-
-/* Outcome of one low-level step. */
-typedef enum {
-    SMTP_IO_OK,
-    SMTP_IO_TIMEOUT,  /* the state's timeout passed */
-    SMTP_IO_DEADLINE, /* the caller's deadline passed */
-    SMTP_IO_LOST,     /* EOF, reset, broken pipe */
-    SMTP_IO_PROTOCOL, /* a reply we cannot parse; detail in s->detail */
-} SmtpIoStatus;
-
-/* When the current step must be done, and which limit that is. */
-typedef struct {
-    gint64 until;
-    gboolean by_deadline;
-} SmtpLimit;
-
-/* The transport: the socket, and after STARTTLS an SSL over it. WANT is
- * what the last read or write needs before it can go on (TLS may need to
- * read while writing and the other way round). */
-typedef struct {
-    int fd;
-    SSL *ssl;         /* NULL = clear text */
-    short read_want;  /* POLLIN, or POLLOUT when SSL_read wants to write */
-    short write_want; /* POLLOUT, or POLLIN */
-} SmtpIo;
-
-struct SmtpSession {
-    Target *target;
-    char *helo_name;
-    SmtpTimeouts timeouts;
-    SmtpTranscriptFn transcript;
-    gpointer transcript_ctx;
-    char *namaddr; /* "host[addr]" */
-    char *relay;   /* "host[addr]:port" */
-    SmtpIo io;
-    SmtpExt ext;
-    gboolean usable;
-    GByteArray *in; /* received, not yet consumed */
-    gsize in_off;   /* first unconsumed byte of IN */
-    gboolean in_eof;
-    GPtrArray *lines; /* lines of the last reply read */
-    char *detail;     /* what was malformed (SMTP_IO_PROTOCOL) */
-    guint starttls_timeout;
-    char *tls_key;    /* "addr:port": the TLS session cache key */
-    char *tls_line;   /* what to log about TLS, NULL = nothing */
-    gboolean tls_resumed;
-};
-
-/* smtp_reply_free - reply_free that accepts NULL */
-static void
-smtp_reply_free(Reply *reply)
-{
-    if (reply != NULL)
-        reply_free(reply);
-}
-
-/* io_ssl_result - SSL_read/SSL_write's N as recv/send would say it: the
- * poll event to wait for goes to *WANT, errors become EAGAIN/ECONNRESET */
-static gssize
-io_ssl_result(SmtpIo *io, int n, short *want)
-{
-    if (n > 0)
-        return n;
-    switch (SSL_get_error(io->ssl, n)) {
-    case SSL_ERROR_WANT_READ:
-        *want = POLLIN;
-        errno = EAGAIN;
-        return -1;
-    case SSL_ERROR_WANT_WRITE:
-        *want = POLLOUT;
-        errno = EAGAIN;
-        return -1;
-    case SSL_ERROR_ZERO_RETURN: /* close_notify: a clean EOF */
-        return 0;
-    default:
-        ERR_clear_error();
-        errno = ECONNRESET;
-        return -1;
-    }
-}
-
-/* io_read - read from the transport: >0 bytes, 0 at EOF, -1 + errno */
-static gssize
-io_read(SmtpIo *io, void *buf, gsize len)
-{
-    io->read_want = POLLIN;
-    if (io->ssl == NULL)
-        return recv(io->fd, buf, len, 0);
-    ERR_clear_error();
-    return io_ssl_result(io, SSL_read(io->ssl, buf, (int)MIN(len, INT_MAX)),
-                         &io->read_want);
-}
-
-/* io_write - write to the transport without SIGPIPE: >=0 bytes or -1 */
-static gssize
-io_write(SmtpIo *io, const void *buf, gsize len)
-{
-    io->write_want = POLLOUT;
-    if (io->ssl == NULL)
-        return send(io->fd, buf, len, MSG_NOSIGNAL);
-    ERR_clear_error();
-    return io_ssl_result(io, SSL_write(io->ssl, buf,
-                                       (int)MIN(len, INT_MAX)),
-                         &io->write_want);
-}
-
-/* smtp_limit - the earlier of now + TIMEOUT seconds and DEADLINE */
-static SmtpLimit
-smtp_limit(guint timeout, gint64 deadline)
-{
-    SmtpLimit lim;
-
-    lim.until = g_get_monotonic_time() + (gint64) timeout * G_USEC_PER_SEC;
-    lim.by_deadline = FALSE;
-    if (deadline > 0 && deadline <= lim.until) {
-        lim.until = deadline;
-        lim.by_deadline = TRUE;
-    }
-    return lim;
-}
-
-/* smtp_state_timeout - the timeout of STATE in seconds */
-static guint
-smtp_state_timeout(const SmtpSession *s, SmtpState state)
-{
-    const SmtpTimeouts *t = &s->timeouts;
-
-    switch (state) {
-    case SMTP_ST_CONNECT:
-        return t->connect;
-    case SMTP_ST_GREETING:
-    case SMTP_ST_EHLO:
-    case SMTP_ST_HELO:
-        return t->helo;
-    case SMTP_ST_MAIL:
-        return t->mail;
-    case SMTP_ST_RCPT:
-        return t->rcpt;
-    case SMTP_ST_DATA:
-        return t->data_init;
-    case SMTP_ST_BODY:
-        return t->data_xfer;
-    case SMTP_ST_DOT:
-        return t->data_done;
-    case SMTP_ST_RSET:
-        return t->rset;
-    case SMTP_ST_QUIT:
-        return t->quit;
-    case SMTP_ST_STARTTLS:
-    case SMTP_ST_TLS:
-        return s->starttls_timeout;
-    case SMTP_ST_AUTH:
-        return t->helo;
-    }
-    g_assert_not_reached();
-}
-
-/* smtp_wait - poll the socket for EVENTS until LIM */
-static SmtpIoStatus
-smtp_wait(SmtpSession *s, short events, const SmtpLimit *lim, short *revents)
-{
-    for (;;) {
-        gint64 now = g_get_monotonic_time();
-        gint64 ms;
-        struct pollfd pfd = {.fd = s->io.fd, .events = events};
-        int n;
-
-        if (now >= lim->until)
-            return lim->by_deadline ? SMTP_IO_DEADLINE : SMTP_IO_TIMEOUT;
-        ms = (lim->until - now + 999) / 1000;
-        n = poll(&pfd, 1, (int) MIN(ms, (gint64) INT_MAX));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return SMTP_IO_LOST;
-        if (n > 0) {
-            *revents = pfd.revents;
-            return SMTP_IO_OK;
-        }
-    }
-}
-
-/* smtp_recv_some - append what the socket has to the input buffer */
-static SmtpIoStatus
-smtp_recv_some(SmtpSession *s)
-{
-    guint old = s->in->len;
-    gssize n;
-
-    if (s->in_off > 0 && s->in_off == old) {
-        g_byte_array_set_size(s->in, 0);
-        s->in_off = old = 0;
-    } else if (s->in_off > SMTP_LINE_MAX) {
-        g_byte_array_remove_range(s->in, 0, (guint) s->in_off);
-        s->in_off = 0;
-        old = s->in->len;
-    }
-    g_byte_array_set_size(s->in, old + 16384);
-    do
-        n = io_read(&s->io, s->in->data + old, 16384);
-    while (n < 0 && errno == EINTR);
-    g_byte_array_set_size(s->in, old + (n > 0 ? (guint) n : 0));
-    if (n > 0)
-        return SMTP_IO_OK;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return SMTP_IO_OK;
-    s->in_eof = TRUE;
-    return SMTP_IO_LOST;
-}
-
-/* smtp_write_all - write BUF entirely by LIM. Replies that arrive in the
- * meantime are read into the input buffer, so a server that answers a
- * long pipelined batch while we still write cannot deadlock us
- * (RFC 2920 §3.1). */
-static SmtpIoStatus
-smtp_write_all(SmtpSession *s, const char *buf, gsize len,
-               const SmtpLimit *lim)
-{
-    while (len > 0) {
-        gssize n = io_write(&s->io, buf, len);
-        short events, revents = 0;
-        SmtpIoStatus st;
-
-        if (n > 0) {
-            buf += n;
-            len -= (gsize) n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return SMTP_IO_LOST;
-        events = s->io.write_want;
-        if (!s->in_eof && s->in->len - s->in_off < SMTP_INBUF_CAP)
-            events |= POLLIN;
-        st = smtp_wait(s, events, lim, &revents);
-        if (st != SMTP_IO_OK)
-            return st;
-        if ((revents & POLLIN) && (events & POLLIN))
-            (void) smtp_recv_some(s); /* EOF shows at the next write */
-    }
-    return SMTP_IO_OK;
-}
-
-/* smtp_read_line - the next line without its CR LF (bare LF accepted) */
-static SmtpIoStatus
-smtp_read_line(SmtpSession *s, const SmtpLimit *lim, char **line)
-{
-    for (;;) {
-        const guint8 *start = s->in->data + s->in_off;
-        gsize avail = s->in->len - s->in_off;
-        const guint8 *nl = avail > 0 ? memchr(start, '\n', avail) : NULL;
-        short revents = 0;
-        SmtpIoStatus st;
-
-        if (nl != NULL) {
-            gsize len = (gsize) (nl - start);
-
-            s->in_off += len + 1;
-            if (len > 0 && start[len - 1] == '\r')
-                len--;
-            if (len > SMTP_LINE_MAX)
-                goto too_long;
-            /* NUL bytes would cut the line short: make them visible */
-            *line = g_malloc(len + 1);
-            for (gsize i = 0; i < len; i++)
-                (*line)[i] = start[i] != '\0' ? (char) start[i] : '?';
-            (*line)[len] = '\0';
-            return SMTP_IO_OK;
-        }
-        if (avail > SMTP_LINE_MAX + 1)
-            goto too_long;
-        if (s->in_eof)
-            return SMTP_IO_LOST;
-        /* TLS may hold decrypted bytes the socket no longer shows */
-        if (s->io.ssl == NULL || SSL_pending(s->io.ssl) == 0) {
-            st = smtp_wait(s, s->io.read_want, lim, &revents);
-            if (st != SMTP_IO_OK)
-                return st;
-        }
-        st = smtp_recv_some(s);
-        if (st != SMTP_IO_OK)
-            return st;
-    }
-too_long:
-    g_free(s->detail);
-    s->detail = g_strdup_printf("line longer than %d bytes", SMTP_LINE_MAX);
-    return SMTP_IO_PROTOCOL;
-}
-
-/* smtp_malformed - note what was wrong with a reply, hostile text capped */
-static SmtpIoStatus
-smtp_malformed(SmtpSession *s, const char *what, const char *line)
-{
-    char *safe = log_printable(line, -1, 200);
-
-    g_free(s->detail);
-    s->detail = g_strdup_printf("%s: %s", what, safe);
-    g_free(safe);
-    return SMTP_IO_PROTOCOL;
-}
-
-/* smtp_read_reply - read one whole reply (all its lines) for STATE */
-static SmtpIoStatus
-smtp_read_reply(SmtpSession *s, SmtpState state, gint64 deadline,
-                Reply **reply)
-{
-    SmtpLimit lim = smtp_limit(smtp_state_timeout(s, state), deadline);
-    GError *error = NULL;
-    int first = 0;
-
-    *reply = NULL;
-    g_ptr_array_set_size(s->lines, 0);
-    for (;;) {
-        char *line = NULL;
-        int code;
-        gboolean last;
-        SmtpIoStatus st = smtp_read_line(s, &lim, &line);
-
-        if (st != SMTP_IO_OK)
-            return st;
-        if (s->transcript != NULL)
-            s->transcript(s->transcript_ctx, '<', line);
-        g_ptr_array_add(s->lines, line);
-        if (!reply_line_scan(line, &code, &last))
-            return smtp_malformed(s, "malformed reply", line);
-        if (s->lines->len == 1)
-            first = code;
-        else if (code != first)
-            return smtp_malformed(s, "reply codes differ", line);
-        if (last)
-            break;
-        if (s->lines->len >= SMTP_REPLY_LINES_MAX)
-            return smtp_malformed(s, "reply too long", "over 1000 lines");
-    }
-    *reply = reply_parse((const char *const *) s->lines->pdata,
-                         s->lines->len, &error);
-    if (*reply == NULL) {
-        SmtpIoStatus st = smtp_malformed(s, "malformed reply",
-                                         error != NULL ? error->message
-                                                       : "unparsable");
-
-        g_clear_error(&error);
-        return st;
-    }
-    return SMTP_IO_OK;
-}
-
-/* smtp_send_shown - send one command line (no CR LF in CMD) for STATE;
- * the transcript gets SHOWN instead (secrets masked) */
-static SmtpIoStatus
-smtp_send_shown(SmtpSession *s, SmtpState state, gint64 deadline,
-                const char *cmd, const char *shown)
-{
-    SmtpLimit lim = smtp_limit(smtp_state_timeout(s, state), deadline);
-    char *buf = g_strconcat(cmd, "\r\n", NULL);
-    gsize len = strlen(buf);
-    SmtpIoStatus st;
-
-    if (s->transcript != NULL)
-        s->transcript(s->transcript_ctx, '>', shown);
-    st = smtp_write_all(s, buf, len, &lim);
-    explicit_bzero(buf, len); /* may hold credentials */
-    g_free(buf);
-    return st;
-}
-
-/* smtp_send - send one command line (no CR LF in CMD) for STATE */
-static SmtpIoStatus
-smtp_send(SmtpSession *s, SmtpState state, gint64 deadline, const char *cmd)
-{
-    return smtp_send_shown(s, state, deadline, cmd, cmd);
-}
-
-/* smtp_reply_text - the last reply's lines joined with " ", printable */
-static char *
-smtp_reply_text(const SmtpSession *s)
-{
-    GString *all = g_string_new(NULL);
-    char *safe;
-
-    for (guint i = 0; i < s->lines->len; i++) {
-        if (i > 0)
-            g_string_append_c(all, ' ');
-        g_string_append(all, g_ptr_array_index(s->lines, i));
-    }
-    safe = log_printable(all->str, (gssize) all->len, SMTP_TEXT_CAP);
-    g_string_free(all, TRUE);
-    return safe;
-}
-
-/* smtp_said - "host h[a] said: TEXT (in reply to X command)" */
-static char *
-smtp_said(const SmtpSession *s, SmtpState state)
-{
-    char *text = smtp_reply_text(s);
-    char *out = g_strdup_printf("host %s said: %s (in reply to %s command)",
-                                s->namaddr, text,
-                                smtp_states[state].command);
-
-    g_free(text);
-    return out;
-}
-
-/* smtp_io_text - Postfix-style reason for a failed step in STATE */
-static char *
-smtp_io_text(const SmtpSession *s, SmtpIoStatus st, SmtpState state)
-{
-    const char *doing = smtp_states[state].doing;
-
-    switch (st) {
-    case SMTP_IO_TIMEOUT:
-        return g_strdup_printf("conversation with %s timed out while %s",
-                               s->namaddr, doing);
-    case SMTP_IO_DEADLINE:
-        return g_strdup_printf("delivery time limit reached in conversation "
-                               "with %s while %s",
-                               s->namaddr, doing);
-    case SMTP_IO_LOST:
-        return g_strdup_printf("lost connection with %s while %s",
-                               s->namaddr, doing);
-    case SMTP_IO_PROTOCOL:
-        return g_strdup_printf("host %s said: %s (in reply to %s command)",
-                               s->namaddr,
-                               s->detail != NULL ? s->detail
-                                                 : "malformed reply",
-                               smtp_states[state].command);
-    case SMTP_IO_OK:
-        break;
-    }
-    g_assert_not_reached();
-}
-
-/* smtp_io_status - the public status for a failed step */
-static SmtpStatus
-smtp_io_status(SmtpIoStatus st)
-{
-    switch (st) {
-    case SMTP_IO_DEADLINE:
-        return SMTP_DEADLINE;
-    case SMTP_IO_PROTOCOL:
-        return SMTP_PROTOCOL;
-    default:
-        return SMTP_LOST;
-    }
-}
-
-/* smtp_fail - fill *FAIL, taking REPLY */
-static void
-smtp_fail(SmtpFailure *fail, SmtpStatus status, Reply *reply, char *text)
-{
-    fail->status = status;
-    fail->reply = reply;
-    fail->text = text;
-}
 
 /* smtp_connect - non-blocking connect bounded by the connect timeout */
 static gboolean
@@ -553,10 +51,13 @@ smtp_connect(SmtpSession *s, gint64 deadline, SmtpFailure *fail)
         goto fail;
     }
     st = smtp_wait(s, POLLOUT, &lim, &revents);
-    if (st == SMTP_IO_DEADLINE) {
-        smtp_fail(fail, SMTP_DEADLINE, NULL,
-                  g_strdup_printf("delivery time limit reached while "
-                                  "connecting to %s",
+    if (st == SMTP_IO_DEADLINE || st == SMTP_IO_STOPPED) {
+        smtp_fail(fail, smtp_io_status(st), NULL,
+                  g_strdup_printf("%s while connecting to %s",
+                                  st == SMTP_IO_STOPPED
+                                      ? "delivery stopped (the agent was "
+                                        "asked to terminate)"
+                                      : "delivery time limit reached",
                                   s->relay));
         goto out;
     }
@@ -851,8 +352,10 @@ smtp_starttls(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
 
         g_free(why);
         return smtp_tls_fail(fail,
-                             st == SMTP_IO_DEADLINE ? SMTP_DEADLINE
-                                                    : SMTP_HANDSHAKE,
+                             st == SMTP_IO_DEADLINE ||
+                                     st == SMTP_IO_STOPPED
+                                 ? smtp_io_status(st)
+                                 : SMTP_HANDSHAKE,
                              NULL, text);
     }
     if (!smtp_tls_established(s, opt, fail))
@@ -988,6 +491,10 @@ smtp_session_free(SmtpSession *s)
         close(s->io.fd);
     g_free(s->tls_key);
     g_free(s->tls_line);
+    g_free(s->sasl_user);
+    if (s->sasl_pass != NULL)
+        memset(s->sasl_pass, 0, strlen(s->sasl_pass));
+    g_free(s->sasl_pass);
     target_free(s->target);
     g_free(s->helo_name);
     g_free(s->namaddr);
@@ -1007,6 +514,7 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
     SmtpIoStatus st;
 
     memset(fail, 0, sizeof *fail);
+    smtp_stop_init();
     s->target = target_copy(t);
     s->helo_name = g_strdup(opt->helo_name != NULL ? opt->helo_name
                                                    : "localhost");
@@ -1021,6 +529,9 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
     s->starttls_timeout = opt->starttls_timeout > 0 ? opt->starttls_timeout
                                                     : opt->timeouts.helo;
     s->tls_key = g_strdup_printf("%s:%u", t->addr, t->port);
+    s->tls_level = opt->tls_level;
+    s->sasl_user = g_strdup(opt->sasl_user);
+    s->sasl_pass = g_strdup(opt->sasl_pass);
     s->in = g_byte_array_new();
     s->lines = g_ptr_array_new_with_free_func(g_free);
 
@@ -1084,6 +595,49 @@ smtp_session_tls_resumed(const SmtpSession *s)
 }
 
 gboolean
+smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt, char **why)
+{
+    const char *host_only[] = {s->target->host, NULL};
+    const char *const *names = opt->tls_names != NULL ? opt->tls_names
+                                                      : host_only;
+    g_autofree char *peer_why = NULL;
+
+    if (g_strcmp0(s->sasl_user, opt->sasl_user) != 0 ||
+        g_strcmp0(s->sasl_pass, opt->sasl_pass) != 0) {
+        *why = g_strdup("another SASL identity");
+        return FALSE;
+    }
+    switch (opt->tls_level) {
+    case TLS_LEVEL_NONE:
+        return TRUE; /* TLS where none is asked for does no harm */
+    case TLS_LEVEL_MAY:
+        /* it tried STARTTLS, or the server does not offer it */
+        if (s->tls_level >= TLS_LEVEL_MAY || !s->ext.starttls)
+            return TRUE;
+        *why = g_strdup("opened without TLS");
+        return FALSE;
+    case TLS_LEVEL_ENCRYPT:
+        if (s->io.ssl != NULL)
+            return TRUE;
+        *why = g_strdup("not encrypted");
+        return FALSE;
+    case TLS_LEVEL_VERIFY:
+    case TLS_LEVEL_SECURE:
+        break;
+    }
+    if (s->io.ssl == NULL) {
+        *why = g_strdup("not encrypted");
+        return FALSE;
+    }
+    /* the live connection's certificate against THESE names */
+    if (tls_peer_check(s->io.ssl, names, &peer_why) == TLS_PEER_VERIFIED)
+        return TRUE;
+    *why = g_strdup_printf("server certificate not verified: %s",
+                           peer_why != NULL ? peer_why : "unknown");
+    return FALSE;
+}
+
+gboolean
 smtp_session_usable(const SmtpSession *s)
 {
     return s != NULL && s->usable;
@@ -1115,290 +669,4 @@ smtp_failure_clear(SmtpFailure *f)
     smtp_reply_free(f->reply);
     g_free(f->text);
     memset(f, 0, sizeof *f);
-}
-
-/* The transaction: MAIL, RCPT 0..n-1, DATA as commands 0..n+1. */
-
-/* tx_state - the state of command I */
-static SmtpState
-tx_state(const SmtpTxRequest *req, guint i)
-{
-    return i == 0 ? SMTP_ST_MAIL
-                  : i <= req->n_rcpts ? SMTP_ST_RCPT : SMTP_ST_DATA;
-}
-
-/* tx_command - the text of command I */
-static char *
-tx_command(const SmtpTxRequest *req, guint i)
-{
-    switch (tx_state(req, i)) {
-    case SMTP_ST_MAIL:
-        return g_strdup_printf("MAIL FROM:<%s>%s", req->mail_from,
-                               req->mail_params != NULL ? req->mail_params
-                                                        : "");
-    case SMTP_ST_RCPT:
-        return g_strdup_printf("RCPT TO:%s", req->rcpts[i - 1]);
-    default:
-        return g_strdup("DATA");
-    }
-}
-
-/* tx_may_send - without PIPELINING, whether command I is still worth
- * sending: RCPTs only after MAIL was accepted, DATA only when a RCPT was */
-static gboolean
-tx_may_send(const SmtpTxResult *res, SmtpState state)
-{
-    switch (state) {
-    case SMTP_ST_MAIL:
-        return TRUE;
-    case SMTP_ST_RCPT:
-        return res->mail != NULL && res->mail->code / 100 == 2;
-    default:
-        return res->n_accepted > 0;
-    }
-}
-
-/* tx_fail - end the transaction and the session with STATUS and TEXT */
-static void
-tx_fail(SmtpSession *s, SmtpTxResult *res, SmtpStatus status, char *text)
-{
-    s->usable = FALSE;
-    res->status = status;
-    g_free(res->failure);
-    res->failure = text;
-}
-
-/* tx_io_fail - end the transaction after a failed step in STATE */
-static void
-tx_io_fail(SmtpSession *s, SmtpTxResult *res, SmtpIoStatus st,
-           SmtpState state)
-{
-    tx_fail(s, res, smtp_io_status(st), smtp_io_text(s, st, state));
-}
-
-/* tx_send_batch - send commands FROM..TO-1 in one write (RFC 2920) */
-static SmtpIoStatus
-tx_send_batch(SmtpSession *s, const SmtpTxRequest *req, guint from, guint to,
-              gint64 deadline)
-{
-    GString *buf = g_string_new(NULL);
-    SmtpLimit lim = smtp_limit(smtp_state_timeout(s, tx_state(req, from)),
-                               deadline);
-    SmtpIoStatus st;
-
-    for (guint i = from; i < to; i++) {
-        char *cmd = tx_command(req, i);
-
-        if (s->transcript != NULL)
-            s->transcript(s->transcript_ctx, '>', cmd);
-        g_string_append(buf, cmd);
-        g_string_append(buf, "\r\n");
-        g_free(cmd);
-    }
-    st = smtp_write_all(s, buf->str, buf->len, &lim);
-    g_string_free(buf, TRUE);
-    return st;
-}
-
-/* tx_store - keep REPLY as the answer to command I */
-static void
-tx_store(const SmtpTxRequest *req, SmtpTxResult *res, guint i, Reply *reply)
-{
-    switch (tx_state(req, i)) {
-    case SMTP_ST_MAIL:
-        res->mail = reply;
-        break;
-    case SMTP_ST_RCPT:
-        res->rcpt[i - 1] = reply;
-        if (reply->code / 100 == 2)
-            res->n_accepted++;
-        break;
-    default:
-        res->data = reply;
-        break;
-    }
-}
-
-/* tx_envelope - MAIL, RCPTs, DATA with a send and a receive cursor: with
- * PIPELINING all go out at once; without, one at a time. Every reply to a
- * sent command is read, whatever it says, to stay in step with the
- * server. FALSE when the session failed. */
-static gboolean
-tx_envelope(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
-            SmtpTxResult *res)
-{
-    guint n_cmds = req->n_rcpts + 2, sent = 0, recvd = 0;
-    SmtpIoStatus write_st = SMTP_IO_OK;
-
-    while (recvd < n_cmds) {
-        SmtpState state = tx_state(req, recvd);
-        Reply *reply = NULL;
-        SmtpIoStatus st;
-
-        if (sent == recvd) {
-            guint to = s->ext.pipelining ? n_cmds : sent + 1;
-
-            if (write_st != SMTP_IO_OK)
-                break;
-            if (!s->ext.pipelining && !tx_may_send(res, state))
-                break;
-            write_st = tx_send_batch(s, req, sent, to, deadline);
-            sent = to;
-            /* a server that sent 421 and closed may have its reply
-             * waiting: read it before reporting the broken pipe */
-            if (write_st != SMTP_IO_OK && write_st != SMTP_IO_LOST) {
-                tx_io_fail(s, res, write_st, state);
-                return FALSE;
-            }
-        }
-        st = smtp_read_reply(s, state, deadline, &reply);
-        if (st != SMTP_IO_OK) {
-            tx_io_fail(s, res, st, state);
-            return FALSE;
-        }
-        tx_store(req, res, recvd, reply);
-        recvd++;
-        if (reply->code == 421) {
-            tx_fail(s, res, SMTP_LOST, smtp_said(s, state));
-            return FALSE;
-        }
-    }
-    if (write_st != SMTP_IO_OK) {
-        tx_io_fail(s, res, write_st, tx_state(req, sent - 1));
-        return FALSE;
-    }
-    return TRUE;
-}
-
-/* Where the message body goes: the socket, one timeout per piece. */
-typedef struct {
-    SmtpSession *s;
-    gint64 deadline;
-    SmtpIoStatus st;
-    guint64 octets;
-} TxBody;
-
-/* tx_body_sink - SpoolSink writing one piece of the DATA stream */
-static gboolean
-tx_body_sink(gpointer ctx, const char *buf, gsize len, GError **error)
-{
-    TxBody *b = ctx;
-    SmtpLimit lim = smtp_limit(b->s->timeouts.data_xfer, b->deadline);
-
-    b->st = smtp_write_all(b->s, buf, len, &lim);
-    if (b->st != SMTP_IO_OK) {
-        g_set_error_literal(error, G_FILE_ERROR, G_FILE_ERROR_IO,
-                            "write to server failed");
-        return FALSE;
-    }
-    b->octets += len;
-    return TRUE;
-}
-
-/* tx_body - stream the message (or, with no recipient, only ".") and
- * read the reply to the end of data */
-static gboolean
-tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
-        SmtpTxResult *res)
-{
-    TxBody b = {.s = s, .deadline = deadline, .st = SMTP_IO_OK};
-    GError *error = NULL;
-    gboolean ok;
-    char *note;
-    SmtpIoStatus st;
-
-    if (res->n_accepted > 0) {
-        ok = spool_send(req->spool, tx_body_sink, &b, &error);
-    } else {
-        /* XXX a server that answers 354 with no valid recipient (RFC 2920
-         * §3.1 wants 503/554): end the data at once, send no message */
-        ok = tx_body_sink(&b, ".\r\n", 3, &error);
-    }
-    if (s->transcript != NULL) {
-        note = g_strdup_printf("(message body, %" G_GUINT64_FORMAT
-                               " octets)",
-                               b.octets);
-        s->transcript(s->transcript_ctx, '>', note);
-        g_free(note);
-    }
-    if (!ok && b.st != SMTP_IO_OK) {
-        g_clear_error(&error);
-        tx_io_fail(s, res, b.st, SMTP_ST_BODY);
-        return FALSE;
-    }
-    if (!ok) {
-        tx_fail(s, res, SMTP_LOST,
-                g_strdup_printf("error reading the message spool while "
-                                "sending to %s: %s",
-                                s->namaddr,
-                                error != NULL ? error->message : "unknown"));
-        g_clear_error(&error);
-        return FALSE;
-    }
-    res->data_sent = res->n_accepted > 0;
-    st = smtp_read_reply(s, SMTP_ST_DOT, deadline, &res->dot);
-    if (st != SMTP_IO_OK) {
-        tx_io_fail(s, res, st, SMTP_ST_DOT);
-        return FALSE;
-    }
-    if (res->dot->code == 421) {
-        tx_fail(s, res, SMTP_LOST, smtp_said(s, SMTP_ST_DOT));
-        return FALSE;
-    }
-    return TRUE;
-}
-
-/* tx_rset - RSET after a transaction that did not end with the data; a
- * failed RSET makes the session unusable, not the transaction failed */
-static void
-tx_rset(SmtpSession *s, gint64 deadline)
-{
-    Reply *reply = NULL;
-    SmtpIoStatus st = smtp_send(s, SMTP_ST_RSET, deadline, "RSET");
-
-    if (st == SMTP_IO_OK)
-        st = smtp_read_reply(s, SMTP_ST_RSET, deadline, &reply);
-    if (st != SMTP_IO_OK || reply->code / 100 != 2)
-        s->usable = FALSE;
-    smtp_reply_free(reply);
-}
-
-void
-smtp_transaction(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
-                 SmtpTxResult *res)
-{
-    memset(res, 0, sizeof *res);
-    res->n_rcpts = req->n_rcpts;
-    res->rcpt = g_new0(Reply *, req->n_rcpts + 1);
-    res->status = SMTP_OK;
-    if (!s->usable) {
-        res->status = SMTP_LOST;
-        res->failure = g_strdup_printf("connection with %s is no longer "
-                                       "usable",
-                                       s->namaddr);
-        return;
-    }
-    if (!tx_envelope(s, req, deadline, res))
-        return;
-    if (res->data != NULL && res->data->code == 354 &&
-        !tx_body(s, req, deadline, res))
-        return;
-    if (res->n_accepted == 0 || res->dot == NULL)
-        tx_rset(s, deadline);
-}
-
-void
-smtp_tx_result_clear(SmtpTxResult *res)
-{
-    if (res == NULL)
-        return;
-    smtp_reply_free(res->mail);
-    if (res->rcpt != NULL)
-        for (guint i = 0; i < res->n_rcpts; i++)
-            smtp_reply_free(res->rcpt[i]);
-    g_free(res->rcpt);
-    smtp_reply_free(res->data);
-    smtp_reply_free(res->dot);
-    g_free(res->failure);
-    memset(res, 0, sizeof *res);
 }
