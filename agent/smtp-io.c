@@ -22,6 +22,8 @@
  * conversation must end (0 = no stop asked for); and a pipe that becomes
  * readable at the stop, so every thread's poll() wakes at once. */
 static _Atomic gint64 smtp_stop_at;
+/* a signal handler may only touch lock-free atomics */
+G_STATIC_ASSERT(ATOMIC_LONG_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2);
 static int smtp_stop_pipe[2] = {-1, -1};
 
 /* Postfix's wording, so logs and DSNs read the same as smtp(8)'s. */

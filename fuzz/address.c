@@ -2,9 +2,8 @@
  * fuzz/address.c - the envelope address parser (common/address.c) on
  * arbitrary argv text. Properties: the RFC 5321 path we would send has no
  * control character (no command injection: CR LF never reach the wire),
- * and parsing that path again gives back the same local part and the same
- * domain in its routing form (domain_lc: a UTF-8 domain is sent as its
- * A-labels, so the raw domain may differ).
+ * and parsing that path again gives back the same local part and domain
+ * (the routing form: lower case, A-labels).
  */
 #include <string.h>
 
