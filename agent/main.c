@@ -17,6 +17,7 @@
 #include "dsn.h"
 #include "log.h"
 #include "group.h"
+#include "lmtp.h"
 
 #define AGENT_USAGE                                                         \
     "usage: rapidretry-agent -c CONF -i QUEUEID [-n NEXTHOP] -f SENDER "    \
@@ -444,6 +445,8 @@ main(int argc, char **argv)
      * not for every local user */
     umask(027);
     log_init("rapidretry/agent", FALSE);
+    if (argc > 1 && strcmp(argv[1], "--lmtp") == 0) /* DESIGN §9 */
+        return lmtp_main(argc, argv, deliver_all);
     args_parse(argc, argv, &a);
 
     conf = agent_conf_load(a.conf_path, &err);
