@@ -39,6 +39,8 @@ typedef struct {
     gint64 deadline;          /* monotonic, microseconds */
     GMutex lock;              /* guards limits, journal, rcpt reports */
     GHashTable *limits;       /* char* key -> ServerLimits* */
+    const char *dsn_ret;      /* LMTP mode: RET= and ENVID= (xtext) for */
+    const char *dsn_envid;    /* servers that announce DSN; NULL = none */
     guint rapid_rounds;       /* counters for the exit line */
     guint transactions;
 } Delivery;

@@ -12,7 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dsn.h"
 #include "lmtp.h"
+#include "lmtp-dsn.h"
 #include "lmtp-proto.h"
 #include "log.h"
 
@@ -127,7 +129,9 @@ read_line(LmtpSession *s, GString *line, gboolean *timeout, gboolean *lng)
     *timeout = *lng = FALSE;
     g_string_truncate(line, 0);
     for (;;) {
-        guint8 *nl = memchr(s->buf->data, '\n', s->buf->len);
+        guint8 *nl = s->buf->len > 0
+                         ? memchr(s->buf->data, '\n', s->buf->len)
+                         : NULL;
         int rc;
 
         if (nl != NULL) {
@@ -318,6 +322,8 @@ setup_rcpts(LmtpSession *s, Delivery *d)
         JournalState js;
 
         g_ptr_array_add(rcpts, r);
+        r->notify = g_strdup(lr->notify);
+        r->orcpt = g_strdup(lr->orcpt);
         r->addr = address_parse(r->arg, FALSE, &err);
         if (r->addr == NULL) { /* lmtp-proto.c checked it: not reached */
             deliver_report(d, r, RCPT_BOUNCED, "5.1.3", NULL, err->message,
@@ -372,6 +378,39 @@ watchdog_disarm(void)
     watchdog_len = 0;
 }
 
+/* send_relayed - the "relayed" notice (RFC 3461 §5.2.2) for the ones
+ * that asked NOTIFY=SUCCESS and went to a server without DSN: Postfix
+ * sends none, since our LHLO announced DSN. Best effort: the delivery
+ * stands whatever happens here; the journal makes it happen once. */
+static void
+send_relayed(Delivery *d, GPtrArray *rcpts)
+{
+    const AgentConf *c = d->conf;
+    g_autoptr(GPtrArray) want = g_ptr_array_new();
+    LmtpNoticeInfo info = {
+        d->queue_id, d->sender,
+        c->dsn_reporting_mta[0] ? c->dsn_reporting_mta : c->helo_name,
+        d->dsn_envid, g_get_real_time() / G_USEC_PER_SEC};
+    g_autoptr(GString) msg = NULL;
+    GError *err = NULL;
+
+    for (guint i = 0; i < rcpts->len; i++)
+        if (lmtp_dsn_wants_relayed(g_ptr_array_index(rcpts, i)))
+            g_ptr_array_add(want, g_ptr_array_index(rcpts, i));
+    if (want->len == 0 || d->sender[0] == '\0')
+        return;
+    msg = lmtp_dsn_relayed(&info, (Rcpt *const *)want->pdata, want->len,
+                           d->spool, &err);
+    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg, &err)) {
+        log_error("%s: \"relayed\" notification to <%s> not sent: %s",
+                  d->queue_id, d->sender, err->message);
+        g_error_free(err);
+        return;
+    }
+    log_info("%s: sender delivery status notification (relayed) sent to "
+             "<%s> for %u recipients", d->queue_id, d->sender, want->len);
+}
+
 /* fault_drop - test fault hook: lose the connection after a delivery
  * that delivered something now, before any reply */
 static gboolean
@@ -399,6 +438,8 @@ delivery_init(LmtpSession *s, Delivery *d, Spool *sp, char **why)
     d->spool = sp;
     d->queue_id = message_key(&s->proto, sp);
     d->sender = s->proto.sender;
+    d->dsn_ret = s->proto.ret;
+    d->dsn_envid = s->proto.envid;
     d->start = g_get_monotonic_time();
     d->deadline = d->start + (gint64)c->lmtp_deadline * G_USEC_PER_SEC;
     d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
@@ -475,6 +516,7 @@ deliver_message(LmtpSession *s, Spool *sp)
     watchdog_arm(s, d.queue_id);
     s->deliver(&d, rcpts, NULL);
     watchdog_disarm();
+    send_relayed(&d, rcpts);
     if (fault_drop(rcpts)) {
         log_warning("%s: test fault: LMTP connection dropped after the "
                     "delivery, before the replies", d.queue_id);
