@@ -9,7 +9,10 @@
 #      DSN (none from rapidretry) and delivers the others;
 #   3. greylisting: only the greylisted ones are deferred, and go out on
 #      Postfix's retry;
-#   4. the LMTP connection cut after the onward delivery (a test fault):
+#   4. NOTIFY=SUCCESS,DELAY, ORCPT, RET and ENVID reach a receiver that
+#      announces DSN; for one that does not, rapidretry sends the
+#      "relayed" notice (once) and Postfix none;
+#   5. the LMTP connection cut after the onward delivery (a test fault):
 #      Postfix tries again and no recipient arrives twice
 #      (RR_LMTP_CUT_RUNS runs, 3 by default).
 import os
@@ -134,7 +137,55 @@ is_(sorted((r.lower(), s) for r, d, s, t in st or []),
     [(g, "sent") for g in grey], "Postfix's retry sent the 2")
 is_(sink.delivered(), sorted(r3), "the receiver has each of the 5 once")
 
-# --- 4. the LMTP connection cut after the onward delivery --------------------
+# --- 4. DSN parameters --------------------------------------------------------
+dsink = SmtpSink({"ehlo": ["PIPELINING", "SIZE 10240000", "8BITMIME",
+                           "ENHANCEDSTATUSCODES", "DSN"]})
+nsink = SmtpSink({})
+dport, nport = dsink.start(), nsink.start()
+rrtest.at_cleanup(dsink.stop)
+rrtest.at_cleanup(nsink.stop)
+notices = rrtest.subdir("notices", owner=rrtest.TEST_USER)
+capture = rrtest.write_file(os.path.join(rrtest.tmpdir(), "capture.sh"),
+                            "#!/bin/sh\ncat > %s/notice.$$\n" % notices,
+                            mode=0o755)
+dagent = rrtest.Agent(name="dsnd/agent", relay="", dsn_sendmail=capture,
+                      extra_text="\n[routes]\nd1.test = relay:[127.0.0.1]:%d"
+                      "\nd2.test = relay:[127.0.0.1]:%d\n" % (dport, nport))
+dsnd = LmtpSender("dsnd", agent=dagent, main=DISCARD).start()
+dm = dsnd.mark()
+q4 = dsnd.submit_smtp("s@src.test", ["k1@d1.test", "k2@d2.test"],
+                      rcpt_options=["NOTIFY=SUCCESS,DELAY",
+                                    "ORCPT=rfc822;orig+2Bx@src.test"],
+                      mail_options=["RET=HDRS", "ENVID=env+3D1"])
+st = rrtest.wait_until(lambda: len(dsnd.statuses(q4)) >= 2
+                       and dsnd.statuses(q4), 60, what="2 statuses")
+is_(sorted((r, s) for r, d, s, t in st or []),
+    [("k1@d1.test", "sent"), ("k2@d2.test", "sent")], "both sent")
+mail = [e["line"] for e in dsink.commands("MAIL")]
+rcpt = [e["line"] for e in dsink.commands("RCPT")]
+like(mail[0] if mail else "", r" RET=HDRS ENVID=env\+3D1$",
+     "the DSN receiver got RET and ENVID")
+is_(rcpt, ["RCPT TO:<k1@d1.test> NOTIFY=SUCCESS,DELAY "
+           "ORCPT=rfc822;orig+2Bx@src.test"],
+    "...and NOTIFY and ORCPT, as Postfix sent them")
+ok([e["line"] for e in nsink.commands("RCPT")] == ["RCPT TO:<k2@d2.test>"]
+   and not re.search(r"RET=|ENVID=", " ".join(
+       e["line"] for e in nsink.commands("MAIL"))),
+   "the receiver without DSN got no DSN parameters")
+got = rrtest.wait_until(lambda: os.listdir(notices), 20,
+                        what="the relayed notice") or []
+is_(len(got), 1, "rapidretry sent one notice")
+text = rrtest.read_file(os.path.join(notices, got[0])) if got else ""
+like(text, r"(?m)^Final-Recipient: rfc822; k2@d2\.test$\n"
+     r"Original-Recipient: rfc822; orig\+x@src\.test\nAction: relayed\n"
+     r"Status: 2\.0\.0\n", "for k2 only: Action relayed, Original-Recipient")
+like(text, r"(?m)^Original-Envelope-Id: env=1$", "with the envelope id")
+ok("k1@d1.test" not in text.split("message/delivery-status")[-1]
+   .split("text/rfc822-headers")[0], "nothing about k1 (its server does DSN)")
+ok(not [l for l in dsnd.log_lines(dm) if "delivery status notification"
+        in l], "Postfix sent no success notice of its own")
+
+# --- 5. the LMTP connection cut after the onward delivery --------------------
 runs = int(os.environ.get("RR_LMTP_CUT_RUNS", "3"))
 csink = SmtpSink({})
 cport = csink.start()

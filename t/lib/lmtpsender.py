@@ -28,7 +28,7 @@ class LmtpSender(Sender):
 
     def __init__(self, name="sender", relay_port=None, agent=None,
                  main=None, env=None):
-        super().__init__(name, relay_port=relay_port, smtp=True)
+        super().__init__(name, relay_port=relay_port or 25, smtp=True)
         rrtest.ensure_user()
         self.agent = agent or rrtest.Agent(
             name=name + "/agent", relay="[127.0.0.1]:%d" % relay_port)
@@ -55,7 +55,8 @@ class LmtpSender(Sender):
                 "TZ MAIL_CONFIG LANG " + " ".join(env))
         self.main.update(main or {})
 
-    def submit_smtp(self, sender, rcpts, message=None):
+    def submit_smtp(self, sender, rcpts, message=None, mail_options=(),
+                    rcpt_options=()):
         """submit_smtp - through the sender's own smtpd, so its lmtp
         client has client attributes to send with XFORWARD (IDENT among
         them); returns the queue id."""
@@ -64,7 +65,8 @@ class LmtpSender(Sender):
         mark = self.mark()
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
             c.ehlo("client.test")
-            c.sendmail(sender, list(rcpts), message.encode())
+            c.sendmail(sender, list(rcpts), message.encode(),
+                       list(mail_options), list(rcpt_options))
         lines = self.wait_log(r"smtpd\[\d+\]: %s: client=" % QID, since=mark)
         m = re.search(r": (%s): client=" % QID, lines[0]) if lines else None
         return m.group(1) if m else None
