@@ -7,6 +7,7 @@
 
 #include "deliver.h"
 #include "log.h"
+#include "plan.h"
 #include "smtp.h"
 
 #define DELIVER_TEXT_CAP 400 /* server text in log lines and statuses */
@@ -26,7 +27,24 @@ typedef struct {
     char *last_reason;
     gboolean last_permanent;
     gboolean new_session; /* the last round asks for a fresh connection */
+    guint asked;          /* reconnects the server asked for (MAILMAX):
+                             not failures, not held against
+                             max_reconnects */
 } Run;
+
+/* The journal's part in one transaction: rows "in flight" written before
+ * its final dot (DESIGN §7: no dot without them), settled after it. */
+typedef struct {
+    Run *run;
+    GPtrArray *pick;      /* Rcpt*, the transaction's recipients */
+    GPtrArray *names;     /* const char*: the accepted ones' argv form */
+    gboolean *again;      /* per name: in flight already before */
+    gboolean written;
+} TxFlight;
+
+#define DELIVER_STOP_GRACE 5 /* seconds a transaction may still finish */
+#define DELIVER_STOP_TEXT "delivery stopped: the agent was asked to " \
+                          "terminate; the rest is retried later"
 
 Group *
 group_new(const char *name)
@@ -109,6 +127,19 @@ deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
     log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
              d->queue_id, r->arg, r->relay, delay, r->dsn,
              rcpt_status_name(st), r->reason);
+}
+
+void
+deliver_stop(void)
+{
+    smtp_stop(DELIVER_STOP_GRACE);
+}
+
+/* stopping - deliver_stop() was called: no new connection or transaction */
+static gboolean
+stopping(void)
+{
+    return smtp_stop_time() > 0;
 }
 
 /* report_reply - report R with the server's reply REPLY to COMMAND */
@@ -365,15 +396,21 @@ session_open(Run *run)
         SmtpFailure f = {0};
         guint n_targets = run->g->targets->len;
 
+        if (stopping()) {
+            report_all(run, RCPT_DEFERRED, "4.3.2", NULL, DELIVER_STOP_TEXT,
+                       NULL);
+            return FALSE;
+        }
         if (g_get_monotonic_time() >= d->deadline) {
             report_all(run, RCPT_DEFERRED, "4.4.2", NULL,
                        "delivery deadline reached before the "
                        "message could be delivered", NULL);
             return FALSE;
         }
-        /* one connection per address, then max_reconnects extra ones */
-        if (n_targets == 0 || run->connections >= n_targets +
-                                                      c->max_reconnects) {
+        /* one connection per address, then max_reconnects extra ones;
+         * the ones the server asked for do not count */
+        if (n_targets == 0 || run->connections - run->asked >=
+                                  n_targets + c->max_reconnects) {
             report_all(run, run->last_permanent ? RCPT_BOUNCED
                                                 : RCPT_DEFERRED,
                        run->last_dsn ? run->last_dsn : "4.4.1", NULL,
@@ -386,7 +423,8 @@ session_open(Run *run)
             if (run->last_reason != NULL && !run->progressed) {
                 /* every address failed once: no second round of the
                  * same failures (Postfix defers here too) */
-                run->connections = n_targets + c->max_reconnects;
+                run->connections = run->asked + n_targets +
+                                   c->max_reconnects;
                 continue;
             }
             run->target = 0;
@@ -504,147 +542,178 @@ rcpt_path(Run *run, Rcpt *r)
     return full;
 }
 
-/* learn - what the rapid replies of a round teach (DESIGN §6): a count
- * limit when they form a suffix, one domain per transaction when they
- * are exactly the other domains, nothing when they interleave */
+/* flight_names - the recipients of PICK whose RCPT got 2xx: the ones the
+ * message goes to */
 static void
-learn(Run *run, GPtrArray *pick, guint n, const ReplyClass *cls,
-      const Reply *first)
+flight_names(TxFlight *fl, const SmtpTxResult *res)
 {
-    guint k = 0;
-    gboolean suffix = TRUE, other_domains = TRUE, any_other = FALSE;
-    const char *dom = NULL;
-
-    while (k < n && cls[k] != REPLY_RAPID)
-        k++;
-    for (guint i = k; i < n; i++)
-        suffix &= cls[i] == REPLY_RAPID;
-    for (guint i = 0; i < n; i++) {
-        Rcpt *r = g_ptr_array_index(pick, i);
-
-        if (cls[i] == REPLY_OK && dom == NULL)
-            dom = r->addr->domain_lc;
-    }
-    for (guint i = 0; dom != NULL && i < n; i++) {
-        Rcpt *r = g_ptr_array_index(pick, i);
-        gboolean other = g_ascii_strcasecmp(r->addr->domain_lc, dom) != 0;
-
-        any_other |= other;
-        if (other != (cls[i] == REPLY_RAPID))
-            other_domains = FALSE;
-    }
-    if (dom != NULL && ((any_other && other_domains) ||
-                        (reply_one_domain(first) && !suffix)))
-        limits_learn(run, 0, TRUE);
-    else if (suffix && k > 0)
-        limits_learn(run, k, FALSE);
+    g_ptr_array_set_size(fl->names, 0);
+    for (guint i = 0; i < fl->pick->len && i < res->n_rcpts; i++)
+        if (res->rcpt[i] != NULL && res->rcpt[i]->code / 100 == 2)
+            g_ptr_array_add(fl->names,
+                            ((Rcpt *)g_ptr_array_index(fl->pick, i))->arg);
 }
 
-/* journal_sent - ACCEPTED were delivered with REPLY: one durable journal
- * transaction for all of them, before they are reported */
-static void
-journal_sent(Run *run, GPtrArray *accepted, const Reply *reply)
+/* flight_before_dot - SmtpBeforeDotFn: the accepted recipients in flight
+ * in the journal, durably, or no final dot (the server then discards the
+ * message, and nothing can be delivered without a trace) */
+static gboolean
+flight_before_dot(gpointer ctx, const SmtpTxResult *res, char **why)
 {
-    Delivery *d = run->d;
-    g_autofree JournalEntry *e = g_new0(JournalEntry, accepted->len);
-    g_autofree char *line = reply_oneline(reply);
-    const char *relay = smtp_session_relay(run->session);
+    TxFlight *fl = ctx;
+    Delivery *d = fl->run->d;
     GError *err = NULL;
-    char dsn[16];
-    gboolean ok;
 
     if (d->journal == NULL)
-        return;
-    reply_dsn(reply, dsn);
-    for (guint i = 0; i < accepted->len; i++) {
-        Rcpt *r = g_ptr_array_index(accepted, i);
-
-        e[i] = (JournalEntry){r->arg, JOURNAL_DELIVERED, relay, dsn, line};
-        r->journaled = TRUE;
-    }
+        return TRUE;
+    flight_names(fl, res);
+    g_free(fl->again);
+    fl->again = g_new0(gboolean, fl->names->len + 1);
     g_mutex_lock(&d->lock);
-    ok = journal_record(d->journal, d->queue_id, spool_digest(d->spool), e,
-                        accepted->len, &err);
+    fl->written = journal_inflight(d->journal, d->queue_id,
+                                   spool_digest(d->spool),
+                                   (const char *const *)fl->names->pdata,
+                                   fl->names->len, fl->again, &err);
     g_mutex_unlock(&d->lock);
-    if (!ok) {
-        log_error("%s: %u recipients delivered, but the journal write "
-                  "failed (%s): a retry of this batch may deliver them "
-                  "again", d->queue_id, accepted->len, err->message);
-        g_error_free(err);
-    }
+    if (fl->written)
+        return TRUE;
+    *why = g_strdup_printf("cannot write the journal before the end of "
+                           "data (%s); message not sent, connection closed "
+                           "without the final dot", err->message);
+    log_error("%s: %s", d->queue_id, *why);
+    g_error_free(err);
+    return FALSE;
 }
 
-/* finish_message - the end-of-data outcome for the ACCEPTED recipients */
+/* flight_settle - right after the end of data: the in-flight rows become
+ * "delivered" on a 2xx (first thing, to keep the window from the dot to
+ * the commit short), else go back to what they were */
+static void
+flight_settle(TxFlight *fl, const SmtpTxResult *tx, const char *relay)
+{
+    Delivery *d = fl->run->d;
+    const char *const *names = (const char *const *)fl->names->pdata;
+    gboolean sent = tx->dot != NULL && tx->dot->code / 100 == 2;
+    GError *err = NULL;
+    gboolean ok;
+
+    if (!fl->written)
+        return;
+    g_mutex_lock(&d->lock);
+    if (sent) {
+        g_autofree JournalEntry *e = g_new0(JournalEntry, fl->names->len);
+        g_autofree char *line = reply_oneline(tx->dot);
+        char dsn[16];
+
+        reply_dsn(tx->dot, dsn);
+        for (guint i = 0; i < fl->names->len; i++)
+            e[i] = (JournalEntry){names[i], JOURNAL_DELIVERED, relay, dsn,
+                                  line};
+        ok = journal_record(d->journal, d->queue_id, spool_digest(d->spool),
+                            e, fl->names->len, &err);
+    } else
+        ok = journal_inflight_undo(d->journal, d->queue_id,
+                                   spool_digest(d->spool), names,
+                                   fl->names->len, fl->again, &err);
+    g_mutex_unlock(&d->lock);
+    for (guint i = 0; sent && i < fl->pick->len; i++)
+        ((Rcpt *)g_ptr_array_index(fl->pick, i))->journaled = TRUE;
+    if (!ok && sent)
+        log_error("%s: %u recipients delivered, but the journal write "
+                  "failed (%s): they stay in flight, and a retry of this "
+                  "batch sends them once more (RFC 5321 §6.1), not twice",
+                  d->queue_id, fl->names->len, err->message);
+    else if (!ok)
+        log_warning("%s: cannot clear the in-flight mark of %u recipients "
+                    "(%s)", d->queue_id, fl->names->len, err->message);
+    g_clear_error(&err);
+}
+
+/* finish_message - apply the end-of-data outcome (plan_dot) to the
+ * ACCEPTED recipients */
 static void
 finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
 {
     const Reply *r = tx->dot != NULL ? tx->dot : tx->data;
     ReplyStage stage = tx->dot != NULL ? REPLY_STAGE_DOT : REPLY_STAGE_DATA;
     const char *cmd = tx->dot != NULL ? "end of DATA" : "DATA";
+    ReplyClass cls = r != NULL ? reply_classify(r, stage,
+                                                &run->d->conf->rules)
+                               : REPLY_DEFER;
+    RcptStatus st = RCPT_DEFERRED;
 
-    if (r == NULL || r->code == 421 || (tx->dot == NULL && r->code == 354)) {
-        if (tx->data_sent) {
-            /* the body went out but no final reply came back: the
-             * server may have taken it, so no immediate second copy
-             * (RFC 5321 §4.1.1.4); Postfix's queue retries later */
-            for (guint i = 0; i < accepted->len; i++)
-                deliver_report(run->d, g_ptr_array_index(accepted, i),
-                               RCPT_DEFERRED, "4.4.2",
-                               smtp_session_relay(run->session),
-                               tx->failure ? tx->failure
-                                           : "lost connection after end "
-                                             "of data",
-                               NULL);
-            return;
-        }
-        for (guint i = 0; i < accepted->len; i++) /* not sent: again */
-            g_ptr_array_add(run->pending, g_ptr_array_index(accepted, i));
-        return;
-    }
-    switch (reply_classify(r, stage, &run->d->conf->rules)) {
-    case REPLY_OK:
-        if (tx->dot == NULL) /* 354 handled above */
-            break;
-        journal_sent(run, accepted, r);
+    switch (plan_dot(tx->data != NULL ? tx->data->code : 0,
+                     tx->dot != NULL ? tx->dot->code : 0, cls,
+                     tx->data_sent)) {
+    case PLAN_DOT_UNSURE:
+        /* the body went out but no final reply came back: the server
+         * may have taken it, so no immediate second copy (RFC 5321
+         * §4.1.1.4); Postfix's queue retries later */
         for (guint i = 0; i < accepted->len; i++)
-            report_reply(run, g_ptr_array_index(accepted, i), RCPT_SENT, r,
-                         cmd);
-        run->progressed = TRUE;
+            deliver_report(run->d, g_ptr_array_index(accepted, i),
+                           RCPT_DEFERRED, "4.4.2",
+                           smtp_session_relay(run->session),
+                           tx->failure ? tx->failure
+                                       : "lost connection after end of data",
+                           NULL);
         return;
-    case REPLY_BOUNCE:
-        for (guint i = 0; i < accepted->len; i++)
-            report_reply(run, g_ptr_array_index(accepted, i), RCPT_BOUNCED,
-                         r, cmd);
-        run->progressed = TRUE;
+    case PLAN_DOT_AGAIN: /* not sent: again */
+        g_ptr_array_extend(run->pending, accepted, NULL, NULL);
         return;
-    default:
+    case PLAN_DOT_SENT: /* journaled by flight_settle() already */
+        st = RCPT_SENT;
+        run->progressed = TRUE;
+        break;
+    case PLAN_DOT_BOUNCE:
+        st = RCPT_BOUNCED;
+        run->progressed = TRUE;
+        break;
+    case PLAN_DOT_DEFER:
         break;
     }
     for (guint i = 0; i < accepted->len; i++)
-        report_reply(run, g_ptr_array_index(accepted, i), RCPT_DEFERRED, r,
-                     cmd);
+        report_reply(run, g_ptr_array_index(accepted, i), st, r, cmd);
 }
 
-/* mail_refused - MAIL FROM was refused: it speaks for the whole message */
+/* mail_refused - MAIL FROM was refused: it speaks for the whole message
+ * (plan_mail) */
 static void
 mail_refused(Run *run, GPtrArray *pick, const Reply *r)
 {
     ReplyClass c = reply_classify(r, REPLY_STAGE_MAIL, &run->d->conf->rules);
+    g_autofree char *line = NULL;
+    char dsn[16];
 
-    if (r->code == 421 || (c == REPLY_DEFER && run->session_tx > 1)) {
-        /* closing, or a per-connection message limit: reconnect */
-        for (guint i = 0; i < pick->len; i++)
-            g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
+    g_ptr_array_extend(run->pending, pick, NULL, NULL);
+    switch (plan_mail(r->code, c, run->session_tx)) {
+    case PLAN_MAIL_RECONNECT: /* the same server on a new connection */
         session_end(run);
         return;
+    case PLAN_MAIL_BOUNCE:
+        for (guint i = 0; i < run->pending->len; i++)
+            report_reply(run, g_ptr_array_index(run->pending, i),
+                         RCPT_BOUNCED, r, "MAIL FROM");
+        g_ptr_array_set_size(run->pending, 0);
+        return;
+    case PLAN_MAIL_NEXT_MX:
+        break;
     }
-    for (guint i = 0; i < pick->len; i++)
-        g_ptr_array_add(run->pending, g_ptr_array_index(pick, i));
-    for (guint i = 0; i < run->pending->len; i++)
-        report_reply(run, g_ptr_array_index(run->pending, i),
-                     c == REPLY_BOUNCE ? RCPT_BOUNCED : RCPT_DEFERRED, r,
-                     "MAIL FROM");
-    g_ptr_array_set_size(run->pending, 0);
+    /* the next MX with every pending recipient, as Postfix does; after
+     * the last one they are deferred with this reply (session_open) */
+    line = reply_oneline(r);
+    reply_dsn(r, dsn);
+    dsn[0] = '4';
+    g_free(run->last_dsn);
+    g_free(run->last_reason);
+    run->last_dsn = g_strdup(dsn);
+    run->last_reason = g_strdup_printf("host %s said: %s (in reply to MAIL "
+                                       "FROM command)",
+                                       smtp_session_relay(run->session),
+                                       line);
+    run->last_permanent = FALSE;
+    log_info("%s: %s", run->d->queue_id, run->last_reason);
+    run->progressed = FALSE; /* the next server, not this one again */
+    session_end(run);
 }
 
 /* sort_pending - keep argv order after recipients came back */
@@ -656,97 +725,69 @@ rcpt_cmp(gconstpointer a, gconstpointer b)
     return (x->index > y->index) - (x->index < y->index);
 }
 
-/* round_replies - each recipient takes the class of its own reply; the
- * rapid ones go back to pending (or are deferred when the round cannot
- * make progress). Returns the accepted ones. */
+/* round_log - the log line of a rapid retry, with the first rapid reply */
+static void
+round_log(Run *run, guint n, const char *what, const Reply *first)
+{
+    g_autofree char *line = reply_oneline(first);
+
+    log_info("%s: rapid retry: %u recipients, %s after \"%s\"",
+             run->d->queue_id, n, what, line);
+}
+
+/* round_replies - classify the RCPT replies, plan the round (plan.c:
+ * each recipient takes the class of its own reply) and apply the plan.
+ * Returns the accepted ones. */
 static GPtrArray *
 round_replies(Run *run, GPtrArray *pick, const SmtpTxResult *tx)
 {
     GPtrArray *accepted = g_ptr_array_new();
-    g_autofree ReplyClass *cls = g_new0(ReplyClass, pick->len);
-    g_autoptr(GPtrArray) rapid = g_ptr_array_new();
-    const Reply *first_rapid = NULL;
-    gboolean progress = FALSE;
-    guint answered = pick->len;
+    g_autofree PlanRcpt *rc = g_new0(PlanRcpt, pick->len + 1);
+    PlanContext ctx = {.session_tx = run->session_tx};
+    const Reply *first = NULL;
+    Plan plan;
 
+    plan_classify((const Reply *const *)tx->rcpt, pick->len,
+                  &run->d->conf->rules, rc);
+    for (guint i = 0; i < pick->len; i++) {
+        rc[i].domain = ((Rcpt *)g_ptr_array_index(pick, i))->addr->domain_lc;
+        if (first == NULL && rc[i].answered && rc[i].cls == REPLY_RAPID)
+            first = tx->rcpt[i];
+    }
+    ctx.one_domain_text = first != NULL && reply_one_domain(first);
+    plan_round(rc, pick->len, &ctx, &plan);
     for (guint i = 0; i < pick->len; i++) {
         Rcpt *r = g_ptr_array_index(pick, i);
-        const Reply *rep = tx->rcpt[i];
 
-        if (rep == NULL || rep->code == 421) { /* not answered: again */
-            cls[i] = REPLY_DEFER;
-            g_ptr_array_add(run->pending, r);
-            continue;
-        }
-        cls[i] = reply_classify(rep, REPLY_STAGE_RCPT,
-                                &run->d->conf->rules);
-        switch (cls[i]) {
-        case REPLY_OK:
+        switch (plan.action[i]) {
+        case PLAN_SEND:
             g_ptr_array_add(accepted, r);
-            progress = TRUE;
             break;
-        case REPLY_RAPID:
-            if (i == 0 && run->session_tx > 1 && !run->new_session) {
-                /* refused first on a connection that carried earlier
-                 * transactions: a per-connection limit, which a new
-                 * connection resets (bounded by max_reconnects) */
-                run->new_session = TRUE;
-                g_ptr_array_add(rapid, r);
-                first_rapid = rep;
-            } else if (i == 0) /* alone in a transaction, still refused */
-                report_reply(run, r, RCPT_DEFERRED, rep, "RCPT TO");
-            else {
-                g_ptr_array_add(rapid, r);
-                if (first_rapid == NULL)
-                    first_rapid = rep;
-            }
+        case PLAN_RETRY:
+            g_ptr_array_add(run->pending, r);
             break;
-        case REPLY_BOUNCE:
-            report_reply(run, r, RCPT_BOUNCED, rep, "RCPT TO");
-            progress = TRUE;
+        case PLAN_DEFER:
+            report_reply(run, r, RCPT_DEFERRED, tx->rcpt[i], "RCPT TO");
             break;
-        case REPLY_DEFER:
-            report_reply(run, r, RCPT_DEFERRED, rep, "RCPT TO");
-            progress = TRUE;
+        case PLAN_BOUNCE:
+            report_reply(run, r, RCPT_BOUNCED, tx->rcpt[i], "RCPT TO");
             break;
         }
     }
-    /* replies come in order: the ones a 421 or a lost connection left
-     * unanswered are a suffix and teach nothing about the limit */
-    while (answered > 0 && (tx->rcpt[answered - 1] == NULL ||
-                            tx->rcpt[answered - 1]->code == 421))
-        answered--;
-    if (run->new_session) {
-        g_autofree char *line = reply_oneline(first_rapid);
-
-        log_info("%s: rapid retry: %u recipients, new connection after "
-                 "\"%s\"", run->d->queue_id, rapid->len, line);
-        g_ptr_array_extend(run->pending, rapid, NULL, NULL);
-    } else if (rapid->len > 0 && !progress) {
-        /* no recipient finished and none accepted: retrying the same
-         * set cannot help (livelock guard) */
-        for (guint i = 0; i < rapid->len; i++) {
-            Rcpt *r = g_ptr_array_index(rapid, i);
-
-            for (guint j = 0; j < pick->len; j++)
-                if (g_ptr_array_index(pick, j) == r)
-                    report_reply(run, r, RCPT_DEFERRED, tx->rcpt[j],
-                                 "RCPT TO");
-        }
-    } else if (rapid->len > 0) {
-        g_autofree char *line = reply_oneline(first_rapid);
-
-        learn(run, pick, answered, cls, first_rapid);
-        log_info("%s: rapid retry: %u recipients, new transaction after "
-                 "\"%s\"", run->d->queue_id, rapid->len, line);
+    if (plan.reconnect) {
+        run->new_session = TRUE;
+        round_log(run, plan.n_retry, "new connection", first);
+    } else if (plan.rapid_round) {
+        if (plan.learn_limit > 0 || plan.learn_one_domain)
+            limits_learn(run, plan.learn_limit, plan.learn_one_domain);
+        round_log(run, plan.n_retry, "new transaction", first);
         g_mutex_lock(&run->d->lock);
         run->d->rapid_rounds++;
         g_mutex_unlock(&run->d->lock);
-        for (guint i = 0; i < rapid->len; i++)
-            g_ptr_array_add(run->pending, g_ptr_array_index(rapid, i));
     }
-    if (progress)
+    if (plan.progress)
         run->progressed = TRUE;
+    plan_clear(&plan);
     return accepted;
 }
 
@@ -765,6 +806,7 @@ one_round(Run *run)
     g_autofree char *params = mail_params(run, pick);
     SmtpTxRequest req = {0};
     SmtpTxResult tx = {0};
+    TxFlight fl = {.run = run, .pick = pick, .names = g_ptr_array_new()};
 
     for (guint i = 0; i < pick->len; i++) {
         g_ptr_array_remove(run->pending, g_ptr_array_index(pick, i));
@@ -776,6 +818,8 @@ one_round(Run *run)
     req.rcpts = (const char *const *)paths->pdata;
     req.n_rcpts = paths->len;
     req.spool = run->d->spool;
+    req.before_dot = flight_before_dot;
+    req.before_dot_ctx = &fl;
     run->rounds++;
     run->session_tx++;
     g_mutex_lock(&run->d->lock);
@@ -783,6 +827,9 @@ one_round(Run *run)
     dblog_set_transaction(run->d->transactions); /* for its log rows */
     g_mutex_unlock(&run->d->lock);
     smtp_transaction(run->session, &req, run->d->deadline, &tx);
+    flight_settle(&fl, &tx, smtp_session_relay(run->session));
+    g_ptr_array_unref(fl.names);
+    g_free(fl.again);
 
     if (tx.mail == NULL) { /* nothing answered: all back, reconnect */
         g_ptr_array_extend(run->pending, pick, NULL, NULL);
@@ -798,6 +845,9 @@ one_round(Run *run)
         session_end(run);
     }
     g_ptr_array_sort(run->pending, rcpt_cmp);
+    if (tx.dot_withheld && !stopping()) /* the journal cannot take them */
+        report_all(run, RCPT_DEFERRED, "4.3.0",
+                   smtp_session_relay(run->session), tx.failure, NULL);
     if (run->session != NULL && tx.status != SMTP_OK) {
         SmtpFailure f = {tx.status, NULL, tx.failure};
 
@@ -846,6 +896,12 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
             check_session_fit(&run);
         if (run.pending->len == 0)
             break;
+        if (stopping()) {
+            report_all(&run, RCPT_DEFERRED, "4.3.2",
+                       smtp_session_relay(run.session), DELIVER_STOP_TEXT,
+                       NULL);
+            break;
+        }
         if (run.rounds >= d->conf->max_rounds) {
             report_all(&run, RCPT_DEFERRED, "4.4.5",
                        smtp_session_relay(run.session),
@@ -862,6 +918,7 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
         }
         if (mailmax_reached(&run)) {
             run.progressed = TRUE; /* same server again */
+            run.asked++;
             session_end(&run);
             continue;
         }

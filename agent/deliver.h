@@ -61,6 +61,12 @@ void group_free(Group *g);
  * group of the same lane (the caller closes it at the end) */
 void deliver_group(Delivery *d, Group *g, SmtpSession **keep);
 
+/* deliver_stop - SIGTERM: no new connection or transaction from now on;
+ * a transaction in flight may finish within a few seconds, else its
+ * connection is closed without the final dot; every recipient not
+ * delivered is deferred (4.3.2). Async-signal-safe. */
+void deliver_stop(void);
+
 /* deliver_report - the one exit of a recipient: sets its status once,
  * logs the Postfix line, journals final outcomes. REASON is the log
  * text; DIAGNOSTIC the server's reply (NULL when ours). A second report

@@ -219,6 +219,8 @@ journal_lookup(Journal *j, const char *queue_id, const char *digest,
 
         if (v == JOURNAL_DELIVERED || v == JOURNAL_BOUNCED)
             state = (JournalState)v;
+        else if (v == JOURNAL_INFLIGHT_AGAIN)
+            state = JOURNAL_DELIVERED; /* two copies went out already */
     } else if (rc != SQLITE_DONE) {
         journal_set_error(j, error, "cannot look up");
     }
@@ -296,4 +298,105 @@ out:
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     g_mutex_unlock(&j->lock);
     return ok;
+}
+
+/* journal_flight_step - one recipient's in-flight change: SQL for the
+ * row, run with the key bound as ?1 ?2 ?3 and the time as ?4 (when the
+ * statement has it: binding a missing parameter is a no-op) */
+static gboolean
+journal_flight_step(Journal *j, const char *sql, const char *queue_id,
+                    const char *digest, const char *recipient,
+                    GError **error)
+{
+    sqlite3_stmt *st = NULL;
+    gboolean ok = FALSE;
+
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, recipient, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, g_get_real_time() / G_USEC_PER_SEC);
+    ok = sqlite3_step(st) == SQLITE_DONE;
+out:
+    if (!ok)
+        journal_set_error(j, error, "cannot record in-flight state");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* journal_flight - run the step for N recipients in one durable write
+ * transaction; AGAIN (may be NULL) in or out, see the callers */
+static gboolean
+journal_flight(Journal *j, const char *queue_id, const char *digest,
+               const char *const *recipients, gsize n, gboolean *again,
+               gboolean undo, GError **error)
+{
+    /* INSERT: a row in flight already becomes INFLIGHT_AGAIN */
+    static const char mark[] =
+        "INSERT INTO journal (queue_id, digest, recipient, state, time)"
+        " VALUES (?1, ?2, ?3, 3, ?4)"
+        " ON CONFLICT (queue_id, digest, recipient) DO UPDATE SET"
+        " state = CASE WHEN state IN (3, 4) THEN 4 ELSE 3 END,"
+        " time = ?4";
+    static const char find[] =
+        "SELECT state FROM journal WHERE queue_id = ?1 AND digest = ?2"
+        " AND recipient = ?3 AND state IN (3, 4)";
+    static const char back_once[] =
+        "UPDATE journal SET state = 3 WHERE queue_id = ?1 AND digest = ?2"
+        " AND recipient = ?3 AND state = 4";
+    static const char back_none[] =
+        "DELETE FROM journal WHERE queue_id = ?1 AND digest = ?2"
+        " AND recipient = ?3 AND state = 3";
+    gboolean ok = FALSE;
+
+    if (n == 0)
+        return TRUE;
+    g_mutex_lock(&j->lock);
+    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+        goto unlock;
+    for (gsize i = 0; i < n; i++) {
+        if (!undo) {
+            sqlite3_stmt *st = NULL;
+
+            again[i] = FALSE;
+            if (sqlite3_prepare_v2(j->db, find, -1, &st, NULL) == SQLITE_OK) {
+                sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 3, recipients[i], -1, SQLITE_STATIC);
+                again[i] = sqlite3_step(st) == SQLITE_ROW;
+            }
+            sqlite3_finalize(st);
+        }
+        if (!journal_flight_step(j, !undo ? mark
+                                    : again[i] ? back_once : back_none,
+                                 queue_id, digest, recipients[i], error))
+            goto out;
+    }
+    /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
+    ok = journal_exec(j, "COMMIT", "cannot commit", error);
+out:
+    if (!ok)
+        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+unlock:
+    g_mutex_unlock(&j->lock);
+    return ok;
+}
+
+gboolean
+journal_inflight(Journal *j, const char *queue_id, const char *digest,
+                 const char *const *recipients, gsize n, gboolean *again,
+                 GError **error)
+{
+    return journal_flight(j, queue_id, digest, recipients, n, again, FALSE,
+                          error);
+}
+
+gboolean
+journal_inflight_undo(Journal *j, const char *queue_id, const char *digest,
+                      const char *const *recipients, gsize n,
+                      const gboolean *again, GError **error)
+{
+    return journal_flight(j, queue_id, digest, recipients, n,
+                          (gboolean *)again, TRUE, error);
 }

@@ -14,6 +14,13 @@ typedef enum {
     JOURNAL_NONE,      /* nothing final recorded */
     JOURNAL_DELIVERED,
     JOURNAL_BOUNCED,
+    /* rows only, never returned by journal_lookup: the message's final
+     * dot was (about to be) sent and no outcome was recorded after it */
+    JOURNAL_INFLIGHT,       /* once: a rerun delivers again (RFC 5321
+                               §6.1: a duplicate is better than a loss) */
+    JOURNAL_INFLIGHT_AGAIN, /* twice: a rerun takes it as delivered, so a
+                               journal that cannot be written costs at
+                               most one extra copy per recipient */
 } JournalState;
 
 typedef struct {
@@ -30,7 +37,9 @@ typedef struct {
 Journal *journal_open(const char *path, guint expire, GError **error);
 void journal_close(Journal *j);
 
-/* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST */
+/* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST; a
+ * JOURNAL_INFLIGHT row reads as JOURNAL_NONE, JOURNAL_INFLIGHT_AGAIN as
+ * JOURNAL_DELIVERED */
 JournalState journal_lookup(Journal *j, const char *queue_id,
                             const char *digest, const char *recipient,
                             GError **error);
@@ -46,5 +55,21 @@ gboolean journal_record(Journal *j, const char *queue_id, const char *digest,
 gboolean journal_record_dsn(Journal *j, const char *queue_id,
                             const char *digest, const JournalEntry *entries,
                             gsize n, gboolean dsn_sent, GError **error);
+
+/* journal_inflight - before the final dot of a transaction: mark the N
+ * RECIPIENTS in flight in one durable transaction (JOURNAL_INFLIGHT, or
+ * JOURNAL_INFLIGHT_AGAIN for a row in flight already); AGAIN[i] says
+ * which. FALSE + error when it did not reach the disk: then the dot must
+ * not be sent. */
+gboolean journal_inflight(Journal *j, const char *queue_id,
+                          const char *digest, const char *const *recipients,
+                          gsize n, gboolean *again, GError **error);
+
+/* journal_inflight_undo - the dot was not sent, or was answered with a
+ * failure: put the rows journal_inflight wrote back as they were */
+gboolean journal_inflight_undo(Journal *j, const char *queue_id,
+                               const char *digest,
+                               const char *const *recipients, gsize n,
+                               const gboolean *again, GError **error);
 
 #endif

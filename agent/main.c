@@ -424,6 +424,14 @@ queued_seconds(Spool *spool, const char *queue_id)
     return now > at ? now - at : 0;
 }
 
+/* agent_term - SIGTERM: stop cleanly, defer the rest (deliver_stop) */
+static void
+agent_term(int sig)
+{
+    (void)sig;
+    deliver_stop();
+}
+
 int
 main(int argc, char **argv)
 {
@@ -441,6 +449,12 @@ main(int argc, char **argv)
         close(null_fd);
     }
     signal(SIGPIPE, SIG_IGN);
+    {
+        struct sigaction sa = {.sa_handler = agent_term};
+
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+    }
     /* the journal, the delivery log and their transcripts hold addresses:
      * not for every local user */
     umask(027);

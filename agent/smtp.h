@@ -69,6 +69,7 @@ typedef enum {
     SMTP_HANDSHAKE, /* the TLS handshake failed or timed out: at "may"
                        the caller may retry without TLS (Postfix does) */
     SMTP_AUTH,      /* AUTH refused (reply stored) or not possible */
+    SMTP_STOPPED,   /* the stop time passed (smtp_stop) */
 } SmtpStatus;
 
 typedef struct SmtpSession SmtpSession;
@@ -107,15 +108,33 @@ gboolean smtp_session_usable(const SmtpSession *s);
  * quit timeout), then close and free */
 void smtp_session_close(SmtpSession *s);
 
+/* smtp_stop - from now on every conversation ends at now + GRACE
+ * seconds at the latest (a read or write still waiting then fails with
+ * SMTP_STOPPED; a transaction whose body is not through by then is closed
+ * without its final dot). Async-signal-safe: for a SIGTERM handler. */
+void smtp_stop(guint grace);
+/* smtp_stop_time - the monotonic time smtp_stop set, 0 = none asked */
+gint64 smtp_stop_time(void);
+
+/* Called after the message body went out, before its final "." (the
+ * last moment the transaction can still be abandoned without a copy at
+ * the server). FALSE + *WHY (allocated): close the connection without
+ * the dot; the server discards the message (RFC 5321 §4.1.1.4). */
+typedef struct SmtpTxResult SmtpTxResult;
+typedef gboolean (*SmtpBeforeDotFn)(gpointer ctx, const SmtpTxResult *res,
+                                    char **why);
+
 typedef struct {
     const char *mail_from;      /* path without <>, "" = null sender */
     const char *mail_params;    /* " SIZE=123 BODY=8BITMIME SMTPUTF8" or "" */
     const char *const *rcpts;   /* paths as sent, e.g. "<a@b>" */
     guint n_rcpts;
     Spool *spool;
+    SmtpBeforeDotFn before_dot; /* NULL = none */
+    gpointer before_dot_ctx;
 } SmtpTxRequest;
 
-typedef struct {
+struct SmtpTxResult {
     Reply *mail;    /* NULL when no reply was read */
     Reply **rcpt;   /* n_rcpts entries, NULL where no reply was read */
     guint n_rcpts;  /* entries in rcpt (= the request's n_rcpts) */
@@ -123,13 +142,16 @@ typedef struct {
     Reply *dot;     /* reply to the end of data, NULL if none */
     guint n_accepted; /* RCPTs answered 2xx */
     gboolean data_sent; /* the message body went out (end-of-data sent) */
+    gboolean dot_withheld; /* body sent, final "." not: BEFORE_DOT said
+                              no or the stop time passed; the connection
+                              is closed (status != SMTP_OK) */
     SmtpStatus status;  /* SMTP_OK unless the session failed during the
                            transaction (a failed RSET only makes the
                            session unusable: check smtp_session_usable) */
     char *failure;  /* reason when status != SMTP_OK: "lost connection
                        with h[a] while sending RCPT TO", "conversation
                        with h[a] timed out while sending message body" */
-} SmtpTxResult;
+};
 
 /* smtp_transaction - one MAIL, N RCPTs, DATA and the message when at
  * least one RCPT got 2xx. With PIPELINING, MAIL, all RCPTs and DATA go
@@ -138,7 +160,9 @@ typedef struct {
  * replies read). Without, one command at a time: no RCPT after a refused
  * MAIL, all RCPTs otherwise (whatever their replies), DATA only when a
  * RCPT got 2xx. The message follows a 354 when a RCPT was accepted (a
- * 354 with none accepted gets only "."). RSET follows when no RCPT was
+ * 354 with none accepted gets only "."; a 354 after a refused MAIL gets
+ * nothing: the connection is closed, and RCPT 2xx replies after a refused
+ * MAIL are not counted in n_accepted). RSET follows when no RCPT was
  * accepted or the data was not sent. A 421 reply anywhere ends the
  * session (status SMTP_LOST) and is stored as that command's reply. The
  * engine only looks at "2xx?", "354?" and "421?": meaning is the

@@ -14,6 +14,8 @@ Script keys:
               ENHANCEDSTATUSCODES; e.g. "LIMITS RCPTMAX=2 RCPTDOMAINMAX=1"
   rcpt_max    accept at most K recipients per transaction, then
               "452 4.5.3 Error: too many recipients"
+  mail_lenient  true: a refused MAIL still opens the transaction (RCPTs
+              accepted, DATA 354, the message kept), against RFC 2920
   one_domain  refuse recipients outside the first accepted one's domain
               with "451 4.3.0 Multiple destination domains per transaction
               is unsupported"
@@ -410,7 +412,8 @@ class Session:
         code = self._reply_code(rule, default)
         if not self._act(rule, default):
             return
-        if code == "2" and not self.in_txn:
+        if (code == "2" or s.script.get("mail_lenient")) and \
+                not self.in_txn:
             self.in_txn = True
             self.mail_from = addr
             self.rcpts = []
