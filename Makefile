@@ -11,7 +11,7 @@
 #   make uninstall    remove what install put there (an edited config stays)
 #   make install-user the "rapidretry" system user and /var/lib/rapidretry
 
-PKGS     = glib-2.0 libcares openssl sqlite3
+PKGS     = glib-2.0 libcares openssl sqlite3 libidn2
 CC      ?= cc
 OPT     ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -Wformat=2 -Wno-format-nonliteral \

@@ -9,7 +9,8 @@
 #include "config.h"
 #include "reply.h"
 #include "sasl.h"
-#include "smtp.h"
+#include "smtpopt.h"
+#include "target.h"
 #include "tls.h"
 
 /* [log] transcript: which SMTP conversations the delivery log keeps */

@@ -14,6 +14,8 @@
 
 #define DBLOG_BUSY_MS 2000       /* maxproc agents share the file */
 #define DBLOG_PRUNE_ROWS 2000    /* rows removed per run, at most */
+#define DBLOG_MAINT_INTERVAL 300 /* seconds between retention runs */
+#define DBLOG_WAL_PAGES 128      /* WAL length that starts a checkpoint */
 #define DBLOG_LINE_CAP 1000      /* bytes kept per transcript line */
 #define DBLOG_TEXT_CAP (256 * 1024) /* bytes kept per transcript */
 
@@ -81,6 +83,10 @@ static const char *const dblog_schema[] = {
     "CREATE TABLE IF NOT EXISTS limits ("
     " server TEXT PRIMARY KEY, rcpt_limit INTEGER NOT NULL,"
     " one_domain INTEGER NOT NULL, time INTEGER NOT NULL);",
+    /* 1 -> 2: when retention last ran (dblog_maint_claim) */
+    "CREATE TABLE IF NOT EXISTS maintenance ("
+    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO maintenance VALUES ('prune', 0);",
 };
 
 /* row_free - one buffered row */
@@ -180,6 +186,21 @@ fail:
     return FALSE;
 }
 
+/* dblog_wal_hook - the WAL policy after each commit, as in journal.c:
+ * past DBLOG_WAL_PAGES pages, checkpoint and truncate without waiting */
+static int
+dblog_wal_hook(void *data, sqlite3 *db, const char *name, int pages)
+{
+    (void)data;
+    if (pages < DBLOG_WAL_PAGES)
+        return SQLITE_OK;
+    sqlite3_busy_timeout(db, 0);
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL,
+                              NULL);
+    sqlite3_busy_timeout(db, DBLOG_BUSY_MS);
+    return SQLITE_OK;
+}
+
 /* dblog_open_db - open and prepare the file; FALSE + error */
 static gboolean
 dblog_open_db(DbLog *l, GError **error)
@@ -201,13 +222,16 @@ dblog_open_db(DbLog *l, GError **error)
         return FALSE;
     }
     sqlite3_busy_timeout(l->db, DBLOG_BUSY_MS);
-    /* auto_vacuum only takes effect before the first table exists */
-    return dblog_exec(l, "PRAGMA auto_vacuum = INCREMENTAL", "cannot set "
-                      "auto_vacuum", error)
+    sqlite3_wal_hook(l->db, dblog_wal_hook, NULL);
+    /* auto_vacuum only takes effect before the first table exists, and
+     * setting it is a write: only for a new file */
+    return dblog_exec(l, "PRAGMA synchronous = NORMAL", "cannot set "
+                      "synchronous", error)
+           && (dblog_int(l, "PRAGMA page_count") > 0
+               || dblog_exec(l, "PRAGMA auto_vacuum = INCREMENTAL",
+                             "cannot set auto_vacuum", error))
            && dblog_exec(l, "PRAGMA journal_mode = WAL", "cannot set WAL "
                          "mode", error)
-           && dblog_exec(l, "PRAGMA synchronous = NORMAL", "cannot set "
-                         "synchronous", error)
            && dblog_migrate(l, error);
 }
 
@@ -565,14 +589,45 @@ flush_limits(DbLog *l, gint64 now, GError **error)
     return ok;
 }
 
+/* dblog_maint_claim - TRUE when this run does the retention work: the
+ * stamp is older than the interval and this run, inside the flush's write
+ * transaction, moves it to NOW, so no other run does it before the next
+ * interval and no run waits for another's */
+static gboolean
+dblog_maint_claim(DbLog *l, gint64 now)
+{
+    g_autofree char *sql = g_strdup_printf(
+        "UPDATE maintenance SET time = %1$" G_GINT64_FORMAT
+        " WHERE name = 'prune' AND time <= %1$" G_GINT64_FORMAT " - %2$d",
+        now, DBLOG_MAINT_INTERVAL);
+
+    return sqlite3_exec(l->db, sql, NULL, NULL, NULL) == SQLITE_OK
+           && sqlite3_changes(l->db) == 1;
+}
+
+/* dblog_prune_chunk - run DELETE_SQL (BEGIN ... COMMIT, at most
+ * DBLOG_PRUNE_ROWS per table); TRUE when a table had more to remove */
+static gboolean
+dblog_prune_chunk(DbLog *l, const char *delete_sql, gboolean *more)
+{
+    gint64 before = sqlite3_total_changes(l->db);
+
+    if (sqlite3_exec(l->db, delete_sql, NULL, NULL, NULL) != SQLITE_OK)
+        return FALSE;
+    *more |= sqlite3_total_changes(l->db) - before >= DBLOG_PRUNE_ROWS;
+    return TRUE;
+}
+
 /* dblog_prune - retention by age, then by size: a bounded number of the
- * oldest rows per run, so no run pays for a big backlog at once */
+ * oldest rows per run, so no run pays for a big backlog at once; when a
+ * chunk was full the stamp goes back to 0 and the next run goes on */
 static void
 dblog_prune(DbLog *l, gint64 now)
 {
     g_autofree char *age = NULL;
     gint64 pages, free_pages, page_size;
     const char *why = NULL;
+    gboolean more = FALSE;
 
     age = g_strdup_printf(
         "BEGIN IMMEDIATE;"
@@ -582,7 +637,7 @@ dblog_prune(DbLog *l, gint64 now)
         " WHERE time < %1$" G_GINT64_FORMAT " ORDER BY id LIMIT %2$d);"
         "DELETE FROM limits WHERE time < %1$" G_GINT64_FORMAT ";"
         "COMMIT;", now - (gint64)l->retention, DBLOG_PRUNE_ROWS);
-    if (sqlite3_exec(l->db, age, NULL, NULL, NULL) != SQLITE_OK) {
+    if (!dblog_prune_chunk(l, age, &more)) {
         why = "age";
         goto out;
     }
@@ -594,7 +649,8 @@ dblog_prune(DbLog *l, gint64 now)
     if (pages < 0 || free_pages < 0 || page_size < 0
         || (guint64)((pages - free_pages) * page_size) <= l->max_size)
         goto out;
-    if (sqlite3_exec(l->db,
+    more = TRUE; /* the next run checks the size again */
+    if (!dblog_prune_chunk(l,
             "BEGIN IMMEDIATE;"
             "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
             " ORDER BY id LIMIT " G_STRINGIFY(DBLOG_PRUNE_ROWS) ");"
@@ -602,8 +658,7 @@ dblog_prune(DbLog *l, gint64 now)
             " transcripts ORDER BY id LIMIT "
             G_STRINGIFY(DBLOG_PRUNE_ROWS) ");"
             "COMMIT;"
-            "PRAGMA incremental_vacuum(1000);", NULL, NULL, NULL)
-        != SQLITE_OK)
+            "PRAGMA incremental_vacuum(1000);", &more))
         why = "size";
     else
         log_info("%s: delivery log %s over %" G_GUINT64_FORMAT " bytes: "
@@ -614,13 +669,16 @@ out:
                     l->queue_id, l->path, why, sqlite3_errmsg(l->db));
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
     }
+    if (more || why != NULL)
+        sqlite3_exec(l->db, "UPDATE maintenance SET time = 0"
+                     " WHERE name = 'prune'", NULL, NULL, NULL);
 }
 
 gboolean
 dblog_flush(DbLog *l, GError **error)
 {
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
-    gboolean ok = FALSE;
+    gboolean ok = FALSE, maint;
 
     if (l->db == NULL)
         return TRUE; /* already logged at open */
@@ -628,11 +686,12 @@ dblog_flush(DbLog *l, GError **error)
     if (!dblog_exec(l, "BEGIN IMMEDIATE", "cannot begin", error))
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
-         && flush_limits(l, now, error)
-         && dblog_exec(l, "COMMIT", "cannot commit", error);
+         && flush_limits(l, now, error);
+    maint = ok && dblog_maint_claim(l, now);
+    ok = ok && dblog_exec(l, "COMMIT", "cannot commit", error);
     if (!ok)
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-    else
+    else if (maint)
         dblog_prune(l, now);
 out:
     g_mutex_unlock(&l->lock);

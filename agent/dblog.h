@@ -10,7 +10,7 @@
 
 #include <glib.h>
 #include "conf.h"
-#include "smtp.h"
+#include "smtpopt.h"
 
 typedef struct DbLog DbLog;
 typedef struct DbLogConn DbLogConn;

@@ -46,28 +46,6 @@ typedef struct {
 #define DELIVER_STOP_TEXT "delivery stopped: the agent was asked to " \
                           "terminate; the rest is retried later"
 
-Group *
-group_new(const char *name)
-{
-    Group *g = g_new0(Group, 1);
-
-    g->rcpts = g_ptr_array_new();
-    g->targets = g_ptr_array_new_with_free_func((GDestroyNotify)target_free);
-    g->name = g_strdup(name);
-    return g;
-}
-
-void
-group_free(Group *g)
-{
-    if (g == NULL)
-        return;
-    g_ptr_array_unref(g->rcpts);
-    g_ptr_array_unref(g->targets);
-    g_free(g->name);
-    g_free(g);
-}
-
 /* reply_oneline - the server's reply as one printable, capped line */
 static char *
 reply_oneline(const Reply *r)

@@ -10,6 +10,7 @@
 #include "address.h"
 #include "conf.h"
 #include "dblog.h"
+#include "group.h"
 #include "journal.h"
 #include "rcpt.h"
 #include "smtp.h"
@@ -22,7 +23,7 @@ typedef struct {
     gboolean one_domain;  /* one recipient domain per transaction */
 } ServerLimits;
 
-typedef struct {
+struct Delivery {
     const AgentConf *conf;
     const char *queue_id;
     const char *sender;       /* as given, "" = null sender */
@@ -43,16 +44,7 @@ typedef struct {
     const char *dsn_envid;    /* servers that announce DSN; NULL = none */
     guint rapid_rounds;       /* counters for the exit line */
     guint transactions;
-} Delivery;
-
-typedef struct {
-    GPtrArray *rcpts;   /* Rcpt*, not owned */
-    GPtrArray *targets; /* Target*, owned, in the order to try */
-    char *name;         /* for logs */
-} Group;
-
-Group *group_new(const char *name);
-void group_free(Group *g);
+}; /* Delivery: typedef in group.h */
 
 /* deliver_group - deliver every pending recipient of G; on return each
  * one is reported (sent, bounced or deferred). KEEP (may be NULL): in, an

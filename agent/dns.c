@@ -215,6 +215,19 @@ numeric_target(const char *host, guint16 port)
     return NULL;
 }
 
+GPtrArray *
+dns_literal(const char *host, guint16 port)
+{
+    Target *t = numeric_target(host, port);
+    GPtrArray *out;
+
+    if (t == NULL)
+        return NULL;
+    out = dns_targets_new();
+    g_ptr_array_add(out, t);
+    return out;
+}
+
 /* host_deliver - hand a finished entry's answer to one waiter */
 static void
 host_deliver(HostEntry *e, const Waiter *w)
@@ -322,15 +335,11 @@ dns_host_start(Dns *dns, const char *host, guint16 port, gboolean want_v6,
     struct ares_addrinfo_hints hints;
     Waiter *w;
     HostEntry *e;
-    Target *num;
+    GPtrArray *num;
     char *name, *key;
 
-    num = numeric_target(host, port);
-    if (num != NULL) {
-        GPtrArray *out = dns_targets_new();
-
-        g_ptr_array_add(out, num);
-        done(DNS_OK, out, NULL, data);
+    if ((num = dns_literal(host, port)) != NULL) {
+        done(DNS_OK, num, NULL, data);
         return;
     }
     name = dns_norm_name(host);

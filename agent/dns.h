@@ -43,6 +43,10 @@ const char *dns_status_dsn(DnsStatus status);
 typedef void (*DnsDone)(DnsStatus status, GPtrArray *targets,
                         const char *text, gpointer data);
 
+/* dns_literal - a numeric HOST (IPv4, IPv6) as a one-Target array with
+ * PORT; NULL for a name. Needs no Dns object (nor a resolver set up). */
+GPtrArray *dns_literal(const char *host, guint16 port);
+
 /* dns_host_start - addresses of HOST (A, and AAAA when WANT_V6; IPv4
  * first unless PREFER_V6), as Targets with PORT. A numeric HOST (IPv4,
  * IPv6) is answered at once without a query. Each host is looked up once

@@ -6,9 +6,32 @@
  */
 #include <string.h>
 
+#include "deliver.h"
 #include "group.h"
 #include "log.h"
 #include "route.h"
+
+Group *
+group_new(const char *name)
+{
+    Group *g = g_new0(Group, 1);
+
+    g->rcpts = g_ptr_array_new();
+    g->targets = g_ptr_array_new_with_free_func((GDestroyNotify)target_free);
+    g->name = g_strdup(name);
+    return g;
+}
+
+void
+group_free(Group *g)
+{
+    if (g == NULL)
+        return;
+    g_ptr_array_unref(g->rcpts);
+    g_ptr_array_unref(g->targets);
+    g_free(g->name);
+    g_free(g);
+}
 
 /* defer_config - a configuration error: every pending recipient waits in
  * Postfix's queue until it is fixed (4.3.5), nothing bounces */
@@ -31,19 +54,46 @@ report_result(Delivery *d, Rcpt *r, const RouteResult *res)
     deliver_report(d, r, st, res->dsn, NULL, res->text, NULL);
 }
 
+/* policy_key - what of the configuration's per-domain policy applies to
+ * DOMAIN at RES's first server: its [tls_policy] entry and its SASL
+ * identity. Recipients whose domains share the servers but not these go
+ * into groups of their own, so each is delivered as it would be alone
+ * (issue 11 row 1); a server entry applies to all alike. */
+static char *
+policy_key(const AgentConf *c, const RouteResult *res, const char *domain)
+{
+    const Target *t = res->targets->len > 0
+                          ? g_ptr_array_index(res->targets, 0)
+                          : NULL;
+    const TlsPolicy *p = NULL;
+    const char *user = NULL, *pass = NULL;
+
+    if (t != NULL && tls_policy_find(c->tls_policies, t->host, t->port,
+                                     NULL) == NULL)
+        p = tls_policy_find(c->tls_policies, NULL, 0, domain);
+    if (t != NULL && c->sasl != NULL)
+        (void)sasl_table_find(c->sasl, t->host, t->port, domain, &user,
+                              &pass);
+    return g_strdup_printf("%s|%p|%s", res->group_key, (const void *)p,
+                           user != NULL ? user : "");
+}
+
 /* group_for - the group with KEY, made from RES when new */
 static Group *
-group_for(GHashTable *by_key, GPtrArray *groups, const RouteResult *res)
+group_for(GHashTable *by_key, GPtrArray *groups, const RouteResult *res,
+          char *key)
 {
-    Group *g = g_hash_table_lookup(by_key, res->group_key);
+    Group *g = g_hash_table_lookup(by_key, key);
 
-    if (g != NULL)
+    if (g != NULL) {
+        g_free(key);
         return g;
+    }
     g = group_new(res->group_key);
     for (guint i = 0; i < res->targets->len; i++)
         g_ptr_array_add(g->targets,
                         target_copy(g_ptr_array_index(res->targets, i)));
-    g_hash_table_insert(by_key, g->name, g);
+    g_hash_table_insert(by_key, key, g);
     g_ptr_array_add(groups, g);
     return g;
 }
@@ -55,7 +105,8 @@ static_group(Delivery *d, Router *router, GPtrArray *rcpts, const char *spec,
 {
     GError *err = NULL;
     RouteResult *res = router_static(router, spec, d->deadline, &err);
-    g_autoptr(GHashTable) by_key = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) by_key =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 
     if (res == NULL) {
         g_autofree char *why = g_strdup_printf("bad relay \"%s\": %s", spec,
@@ -78,7 +129,8 @@ static_group(Delivery *d, Router *router, GPtrArray *rcpts, const char *spec,
             soft.dsn[0] = '4';
             report_result(d, r, &soft);
         } else
-            g_ptr_array_add(group_for(by_key, groups, res)->rcpts, r);
+            g_ptr_array_add(group_for(by_key, groups, res,
+                                      g_strdup(res->group_key))->rcpts, r);
     }
     route_result_free(res);
 }
@@ -92,7 +144,8 @@ domain_groups(Delivery *d, Router *router, GPtrArray *rcpts,
     g_autoptr(GPtrArray) domains = g_ptr_array_new();
     g_autoptr(GPtrArray) results =
         g_ptr_array_new_with_free_func((GDestroyNotify)route_result_free);
-    g_autoptr(GHashTable) by_key = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) by_key =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 
     for (guint i = 0; i < rcpts->len; i++) {
         Rcpt *r = g_ptr_array_index(rcpts, i);
@@ -113,7 +166,11 @@ domain_groups(Delivery *d, Router *router, GPtrArray *rcpts,
         if (res->status != DNS_OK || res->group_key == NULL)
             report_result(d, r, res);
         else
-            g_ptr_array_add(group_for(by_key, groups, res)->rcpts, r);
+            g_ptr_array_add(group_for(by_key, groups, res,
+                                      policy_key(d->conf, res,
+                                                 r->addr->domain_lc))
+                                ->rcpts,
+                            r);
     }
 }
 
@@ -124,13 +181,17 @@ domain_groups(Delivery *d, Router *router, GPtrArray *rcpts,
 static gboolean
 nexthop_is_relay(GPtrArray *rcpts, const char *nexthop)
 {
+    /* an IDN domain as Postfix passes it (UTF-8) against our A-labels */
+    g_autofree char *ascii = address_domain_ascii(nexthop, NULL);
+
     if (strchr(nexthop, '.') == NULL)
         return FALSE;
     for (guint i = 0; i < rcpts->len; i++) {
         const Rcpt *r = g_ptr_array_index(rcpts, i);
 
         if (r->addr != NULL &&
-            g_ascii_strcasecmp(r->addr->domain_lc, nexthop) == 0)
+            (g_ascii_strcasecmp(r->addr->domain_lc, nexthop) == 0 ||
+             g_strcmp0(r->addr->domain_lc, ascii) == 0))
             return FALSE;
     }
     return TRUE;

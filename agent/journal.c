@@ -8,6 +8,9 @@
 #include <sqlite3.h>
 
 #define JOURNAL_BUSY_MS 10000
+#define JOURNAL_MAINT_INTERVAL 300 /* seconds between expiry runs */
+#define JOURNAL_EXPIRE_ROWS 2000   /* entries expired per run, at most */
+#define JOURNAL_WAL_PAGES 64     /* WAL length that starts a checkpoint */
 
 struct Journal {
     sqlite3 *db;
@@ -58,6 +61,10 @@ static const char *const journal_schema[] = {
     /* 1 -> 2: bounced ones record whether our DSN was sent (DESIGN §7);
      * the delivery log lives in its own database (dblog.c) */
     "ALTER TABLE journal ADD COLUMN dsn_sent INTEGER NOT NULL DEFAULT 0;",
+    /* 2 -> 3: when expiry last ran (journal_maint_claim) */
+    "CREATE TABLE IF NOT EXISTS maintenance ("
+    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO maintenance VALUES ('expire', 0);",
 };
 
 /* journal_version - PRAGMA user_version, or -1 + error */
@@ -79,19 +86,78 @@ out:
     return v;
 }
 
-/* journal_expire - delete entries older than EXPIRE seconds */
-static gboolean
-journal_expire(Journal *j, guint expire, GError **error)
+/*
+ * journal_wal_hook - the WAL policy, after each commit. A run that finds
+ * no other run open replays the whole WAL into a fresh index (SQLite
+ * empties the -shm file then), and only a run whose index is intact ever
+ * starts the WAL over: left to itself (automatic passive checkpoints)
+ * the WAL of agents that run one after another grows without end, and
+ * every run reads all of it. So once it holds JOURNAL_WAL_PAGES pages the
+ * committing run checkpoints and truncates it, without waiting: when
+ * another run is reading or writing, the checkpoint copies what it can
+ * and leaves the rest for a later commit (by then that run's index is
+ * shared and the WAL restarts the usual way).
+ */
+static int
+journal_wal_hook(void *data, sqlite3 *db, const char *name, int pages)
 {
-    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    (void)data;
+    if (pages < JOURNAL_WAL_PAGES)
+        return SQLITE_OK;
+    sqlite3_busy_timeout(db, 0);
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL,
+                              NULL);
+    sqlite3_busy_timeout(db, JOURNAL_BUSY_MS);
+    return SQLITE_OK; /* a busy checkpoint is no failure of the commit */
+}
+
+/* journal_maint_claim - 1 when this run does the maintenance: the stamp
+ * is older than the interval, and this run moves it to NOW inside the
+ * write transaction it already holds, so no other run does it before the
+ * next interval; 0 when not due; -1 + error */
+static int
+journal_maint_claim(Journal *j, gint64 now, GError **error)
+{
+    sqlite3_stmt *st = NULL;
+    gboolean ok;
+
+    if (sqlite3_prepare_v2(j->db, "UPDATE maintenance SET time = ?1"
+                           " WHERE name = 'expire' AND time <= ?1 - ?2",
+                           -1, &st, NULL) != SQLITE_OK) {
+        journal_set_error(j, error, "cannot read the maintenance stamp");
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, JOURNAL_MAINT_INTERVAL);
+    ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    if (!ok) {
+        journal_set_error(j, error, "cannot write the maintenance stamp");
+        return -1;
+    }
+    return sqlite3_changes(j->db) == 1 ? 1 : 0;
+}
+
+/* journal_expire - delete at most JOURNAL_EXPIRE_ROWS entries older than
+ * EXPIRE seconds; when that many went, the stamp goes back to 0 so that
+ * the next run takes the next chunk: no run pays for a backlog at once */
+static gboolean
+journal_expire(Journal *j, gint64 now, guint expire, GError **error)
+{
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
 
-    if (sqlite3_prepare_v2(j->db, "DELETE FROM journal WHERE time < ?", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(j->db, "DELETE FROM journal WHERE rowid IN"
+                           " (SELECT rowid FROM journal WHERE time < ?"
+                           " LIMIT " G_STRINGIFY(JOURNAL_EXPIRE_ROWS) ")",
+                           -1, &st, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_int64(st, 1, now - (gint64)expire);
     ok = sqlite3_step(st) == SQLITE_DONE;
+    if (ok && sqlite3_changes(j->db) >= JOURNAL_EXPIRE_ROWS)
+        ok = sqlite3_exec(j->db, "UPDATE maintenance SET time = 0"
+                          " WHERE name = 'expire'", NULL, NULL, NULL)
+             == SQLITE_OK;
 out:
     if (!ok)
         journal_set_error(j, error, "cannot expire entries");
@@ -99,18 +165,24 @@ out:
     return ok;
 }
 
-/* journal_migrate - bring the schema up to date and expire old entries
- * in one write transaction. Even with nothing to change, this commits a
- * write: proof that the database can be written now. */
+/* journal_migrate - bring the schema up to date in one write transaction
+ * and, once per JOURNAL_MAINT_INTERVAL, expire old entries. Even with
+ * nothing to change, this commits a write: proof that the database can
+ * be written now, before any server is contacted. The commit is not
+ * synced (synchronous=NORMAL for it): nothing depends on the proof
+ * surviving a power loss, and the next FULL commit syncs the WAL anyway. */
 static gboolean
 journal_migrate(Journal *j, guint expire, GError **error)
 {
     int want = (int)G_N_ELEMENTS(journal_schema);
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
     gboolean ok = FALSE;
     char *sql = NULL;
-    int v;
+    int v, claim;
 
-    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!journal_exec(j, "PRAGMA synchronous = NORMAL",
+                      "cannot set synchronous", error)
+        || !journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
         return FALSE;
     v = journal_version(j, error);
     if (v < 0)
@@ -126,15 +198,20 @@ journal_migrate(Journal *j, guint expire, GError **error)
             goto out;
     /* rewriting the version is the write that proves we can write */
     sql = g_strdup_printf("PRAGMA user_version = %d", want);
-    if (!journal_exec(j, sql, "cannot write", error)
-        || !journal_expire(j, expire, error))
+    if (!journal_exec(j, sql, "cannot write", error))
+        goto out;
+    claim = journal_maint_claim(j, now, error);
+    if (claim < 0 || (claim == 1 && !journal_expire(j, now, expire, error)))
         goto out;
     ok = journal_exec(j, "COMMIT", "cannot commit", error);
 out:
     g_free(sql);
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
-    return ok;
+    /* every outcome from here on is synced before it is reported */
+    return journal_exec(j, "PRAGMA synchronous = FULL",
+                        "cannot set synchronous", ok ? error : NULL)
+           && ok;
 }
 
 Journal *
@@ -168,10 +245,9 @@ journal_open(const char *path, guint expire, GError **error)
     }
     /* the busy handler also covers the PRAGMA that switches to WAL */
     sqlite3_busy_timeout(j->db, JOURNAL_BUSY_MS);
+    sqlite3_wal_hook(j->db, journal_wal_hook, NULL);
     if (!journal_exec(j, "PRAGMA journal_mode = WAL", "cannot set WAL mode",
                       error)
-        || !journal_exec(j, "PRAGMA synchronous = FULL",
-                         "cannot set synchronous", error)
         || !journal_migrate(j, expire, error))
         goto out;
     ok = TRUE;

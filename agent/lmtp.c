@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "dsn.h"
 #include "lmtp.h"
 #include "lmtp-dsn.h"
@@ -26,7 +27,6 @@
 
 typedef struct {
     const AgentConf *conf;
-    LmtpDeliverFn deliver;
     int in, out;
     GByteArray *buf;     /* input not used yet */
     GString *wbuf;       /* replies not written yet */
@@ -307,44 +307,24 @@ reply_all(LmtpSession *s, const char *fmt, const char *arg)
     }
 }
 
-/* setup_rcpts - the transaction's recipients; those the journal has as
- * delivered in an earlier attempt are not delivered again */
+/* setup_rcpts - the transaction's recipients with their DSN parameters;
+ * those the journal has as delivered in an earlier attempt are done */
 static GPtrArray *
 setup_rcpts(LmtpSession *s, Delivery *d)
 {
-    GPtrArray *rcpts = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)rcpt_free);
+    g_autofree const char **args = g_new0(const char *,
+                                          s->proto.rcpts->len + 1);
+    GPtrArray *rcpts;
 
-    for (guint i = 0; i < s->proto.rcpts->len; i++) {
+    for (guint i = 0; i < s->proto.rcpts->len; i++)
+        args[i] = ((LmtpRcpt *)g_ptr_array_index(s->proto.rcpts, i))->addr;
+    rcpts = batch_recipients(d, args, s->proto.rcpts->len);
+    for (guint i = 0; i < rcpts->len; i++) {
         LmtpRcpt *lr = g_ptr_array_index(s->proto.rcpts, i);
-        Rcpt *r = rcpt_new(lr->addr, i);
-        GError *err = NULL;
-        JournalState js;
+        Rcpt *r = g_ptr_array_index(rcpts, i);
 
-        g_ptr_array_add(rcpts, r);
         r->notify = g_strdup(lr->notify);
         r->orcpt = g_strdup(lr->orcpt);
-        r->addr = address_parse(r->arg, FALSE, &err);
-        if (r->addr == NULL) { /* lmtp-proto.c checked it: not reached */
-            deliver_report(d, r, RCPT_BOUNCED, "5.1.3", NULL, err->message,
-                           NULL);
-            g_error_free(err);
-            continue;
-        }
-        js = journal_lookup(d->journal, d->queue_id, spool_digest(d->spool),
-                            r->arg, &err);
-        if (err != NULL) {
-            g_autofree char *why = g_strdup_printf(
-                "cannot read journal: %s", err->message);
-
-            deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
-            g_error_free(err);
-        } else if (js == JOURNAL_DELIVERED) {
-            r->done = TRUE;
-            r->status = RCPT_EARLIER;
-            log_info("%s: to=<%s>, skipped: delivered in an earlier "
-                     "delivery attempt", d->queue_id, r->arg);
-        }
     }
     return rcpts;
 }
@@ -514,7 +494,7 @@ deliver_message(LmtpSession *s, Spool *sp)
              s->proto.rcpts->len);
     rcpts = setup_rcpts(s, &d);
     watchdog_arm(s, d.queue_id);
-    s->deliver(&d, rcpts, NULL);
+    batch_deliver(&d, rcpts, NULL); /* routes from the configuration */
     watchdog_disarm();
     send_relayed(&d, rcpts);
     if (fault_drop(rcpts)) {
@@ -662,7 +642,7 @@ lmtp_refuse(const char *why)
 }
 
 int
-lmtp_main(int argc, char **argv, LmtpDeliverFn deliver)
+lmtp_main(int argc, char **argv)
 {
     const char *conf_path;
     gboolean verbose;
@@ -683,7 +663,6 @@ lmtp_main(int argc, char **argv, LmtpDeliverFn deliver)
     }
     log_set_verbose(conf->verbose || verbose);
     s.conf = conf;
-    s.deliver = deliver;
     s.in = STDIN_FILENO;
     s.out = STDOUT_FILENO;
     s.buf = g_byte_array_new();

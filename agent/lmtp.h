@@ -9,15 +9,9 @@
 #include <glib.h>
 #include "deliver.h"
 
-/* The delivery core: every recipient of RCPTS (Rcpt*) has its one
- * outcome when it returns (batch_deliver; NEXTHOP NULL = route from the
- * configuration) */
-typedef void (*LmtpDeliverFn)(Delivery *d, GPtrArray *rcpts,
-                              const char *nexthop);
-
 /* lmtp_main - "--lmtp [-c CONF] [-v]": serve one LMTP session on fd 0/1
  * until QUIT, EOF, the idle timeout or the age limit; the exit status */
-int lmtp_main(int argc, char **argv, LmtpDeliverFn deliver);
+int lmtp_main(int argc, char **argv);
 
 /* lmtp_reply_line - the LMTP reply for one recipient's outcome (no line
  * end): "250 2.0.0 <r>: h[a]:25 said: 250 ...", the remote's code and

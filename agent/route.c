@@ -529,6 +529,12 @@ route_start(Router *r, const Route *rt, const char *domain,
     p->res = res;
     p->relay = rt->kind == ROUTE_RELAY;
     if (rt->kind == ROUTE_RELAY && !rt->mx) {
+        GPtrArray *num = dns_literal(rt->host, rt->port);
+
+        if (num != NULL) { /* no resolver set up for an address */
+            route_done(DNS_OK, num, NULL, p);
+            return NULL;
+        }
         dns = router_dns(r, NULL, TRUE);
         if (dns == NULL)
             goto fail;

@@ -79,6 +79,9 @@ struct SmtpSession {
     char *tls_key;    /* "addr:port": the TLS session cache key */
     char *tls_line;   /* what to log about TLS, NULL = nothing */
     gboolean tls_resumed;
+    /* the policy it was opened under, for smtp_session_fits() */
+    TlsLevel tls_level;
+    char *sasl_user, *sasl_pass;
 };
 
 /* smtp-io.c: transport, replies, failure texts */

@@ -491,6 +491,10 @@ smtp_session_free(SmtpSession *s)
         close(s->io.fd);
     g_free(s->tls_key);
     g_free(s->tls_line);
+    g_free(s->sasl_user);
+    if (s->sasl_pass != NULL)
+        memset(s->sasl_pass, 0, strlen(s->sasl_pass));
+    g_free(s->sasl_pass);
     target_free(s->target);
     g_free(s->helo_name);
     g_free(s->namaddr);
@@ -525,6 +529,9 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
     s->starttls_timeout = opt->starttls_timeout > 0 ? opt->starttls_timeout
                                                     : opt->timeouts.helo;
     s->tls_key = g_strdup_printf("%s:%u", t->addr, t->port);
+    s->tls_level = opt->tls_level;
+    s->sasl_user = g_strdup(opt->sasl_user);
+    s->sasl_pass = g_strdup(opt->sasl_pass);
     s->in = g_byte_array_new();
     s->lines = g_ptr_array_new_with_free_func(g_free);
 
@@ -585,6 +592,49 @@ gboolean
 smtp_session_tls_resumed(const SmtpSession *s)
 {
     return s->tls_resumed;
+}
+
+gboolean
+smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt, char **why)
+{
+    const char *host_only[] = {s->target->host, NULL};
+    const char *const *names = opt->tls_names != NULL ? opt->tls_names
+                                                      : host_only;
+    g_autofree char *peer_why = NULL;
+
+    if (g_strcmp0(s->sasl_user, opt->sasl_user) != 0 ||
+        g_strcmp0(s->sasl_pass, opt->sasl_pass) != 0) {
+        *why = g_strdup("another SASL identity");
+        return FALSE;
+    }
+    switch (opt->tls_level) {
+    case TLS_LEVEL_NONE:
+        return TRUE; /* TLS where none is asked for does no harm */
+    case TLS_LEVEL_MAY:
+        /* it tried STARTTLS, or the server does not offer it */
+        if (s->tls_level >= TLS_LEVEL_MAY || !s->ext.starttls)
+            return TRUE;
+        *why = g_strdup("opened without TLS");
+        return FALSE;
+    case TLS_LEVEL_ENCRYPT:
+        if (s->io.ssl != NULL)
+            return TRUE;
+        *why = g_strdup("not encrypted");
+        return FALSE;
+    case TLS_LEVEL_VERIFY:
+    case TLS_LEVEL_SECURE:
+        break;
+    }
+    if (s->io.ssl == NULL) {
+        *why = g_strdup("not encrypted");
+        return FALSE;
+    }
+    /* the live connection's certificate against THESE names */
+    if (tls_peer_check(s->io.ssl, names, &peer_why) == TLS_PEER_VERIFIED)
+        return TRUE;
+    *why = g_strdup_printf("server certificate not verified: %s",
+                           peer_why != NULL ? peer_why : "unknown");
+    return FALSE;
 }
 
 gboolean

@@ -13,37 +13,10 @@
 
 #include <glib.h>
 #include "reply.h"
+#include "smtpopt.h"
 #include "spool.h"
 #include "target.h"
 #include "tls.h"
-
-typedef struct {
-    guint connect, helo, mail, rcpt, data_init, data_xfer, data_done, rset,
-        quit; /* seconds, Postfix's smtp_*_timeout defaults: 30 300 300
-                 300 120 180 600 20 300 */
-} SmtpTimeouts;
-
-/* One line of the conversation, for -v logging and transcripts.
- * DIR is '>' (sent) or '<' (received); LINE has no CR LF. */
-typedef void (*SmtpTranscriptFn)(gpointer ctx, char dir, const char *line);
-
-typedef struct {
-    const char *helo_name;
-    SmtpTimeouts timeouts;
-    SmtpTranscriptFn transcript; /* NULL = none */
-    gpointer transcript_ctx;
-    /* STARTTLS: at MAY and above when the server offers it; ENCRYPT and
-     * above fail (SMTP_TLS) when it cannot be done or, at VERIFY/SECURE,
-     * when the peer is not verified against TLS_NAMES */
-    TlsContext *tls;            /* NULL = never STARTTLS */
-    TlsLevel tls_level;
-    const char *const *tls_names; /* NULL-terminated; NULL = target host */
-    guint starttls_timeout;     /* seconds for STARTTLS + handshake */
-    /* AUTH after (the second) EHLO when the server offers it */
-    const char *sasl_user;      /* NULL = no AUTH */
-    const char *sasl_pass;      /* never logged nor put in transcripts */
-    gboolean sasl_plaintext;    /* AUTH allowed without TLS */
-} SmtpOptions;
 
 typedef struct {
     gboolean esmtp; /* EHLO worked (else HELO) */
@@ -104,6 +77,10 @@ const char *smtp_session_tls(const SmtpSession *s);
 gboolean smtp_session_tls_resumed(const SmtpSession *s);
 /* smtp_session_usable - no error so far, may carry another transaction */
 gboolean smtp_session_usable(const SmtpSession *s);
+/* smtp_session_fits - S meets OPT's TLS level, certificate names and
+ * SASL identity, so a group with OPT may reuse it; FALSE + *WHY */
+gboolean smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt,
+                           char **why);
 /* smtp_session_close - QUIT when usable (reply not waited for beyond the
  * quit timeout), then close and free */
 void smtp_session_close(SmtpSession *s);

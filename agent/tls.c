@@ -15,6 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "log.h"
 
 static const char *const tls_level_names[] = {
     [TLS_LEVEL_NONE] = "none",       [TLS_LEVEL_MAY] = "may",
@@ -23,9 +24,11 @@ static const char *const tls_level_names[] = {
 };
 
 struct TlsContext {
-    SSL_CTX *ctx;
-    GMutex lock;        /* guards sessions: lanes run in threads */
+    SSL_CTX *ctx;       /* NULL until the first STARTTLS (tls_ssl_new) */
+    GMutex lock;        /* guards ctx and sessions: lanes run in threads */
     GHashTable *sessions; /* "addr:port" -> SSL_SESSION* */
+    char *ca_file, *ca_path, *cert_file, *key_file;
+    int min_version;
 };
 
 static int tls_key_index = -1; /* SSL ex_data: the cache key */
@@ -255,35 +258,52 @@ tls_readable(const char *what, const char *path, GError **error)
     return FALSE;
 }
 
-/* tls_load_certs - the CA store and the optional client certificate */
+/* tls_trust_store - the CA store: the configured file and/or directory;
+ * without either, the system's hashed certificate directory (SSL_CERT_DIR,
+ * else OpenSSL's default, /etc/ssl/certs on Debian), which OpenSSL reads
+ * one issuer at a time while it checks a chain. OpenSSL's own default
+ * also parses the whole bundle file (ca-certificates.crt, ~140
+ * certificates, most of a run's CPU) before the first handshake; the
+ * bundle is read only when SSL_CERT_FILE names it explicitly. */
 static gboolean
-tls_load_certs(SSL_CTX *ctx, const TlsSettings *set, GError **error)
+tls_trust_store(SSL_CTX *ctx, const TlsContext *tc, GError **error)
 {
-    const char *cafile = set->ca_file[0] ? set->ca_file : NULL;
-    const char *capath = set->ca_path[0] ? set->ca_path : NULL;
-    const char *key = set->key_file[0] ? set->key_file : set->cert_file;
+    const char *cafile = tc->ca_file[0] ? tc->ca_file : NULL;
+    const char *capath = tc->ca_path[0] ? tc->ca_path : NULL;
+    const char *env_file, *env_dir;
 
-    if (cafile != NULL && !tls_readable("ca_file", cafile, error))
-        return FALSE;
-    if (capath != NULL && !tls_readable("ca_path", capath, error))
-        return FALSE;
     if (cafile != NULL || capath != NULL) {
-        if (SSL_CTX_load_verify_locations(ctx, cafile, capath) != 1) {
-            tls_set_error(error, cafile ? "ca_file" : "ca_path",
-                          cafile ? cafile : capath);
-            return FALSE;
-        }
-    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        tls_set_error(error, "system CA store", "(default paths)");
+        if (SSL_CTX_load_verify_locations(ctx, cafile, capath) == 1)
+            return TRUE;
+        tls_set_error(error, cafile ? "ca_file" : "ca_path",
+                      cafile ? cafile : capath);
         return FALSE;
     }
-    if (set->cert_file[0] == '\0')
-        return TRUE;
-    if (!tls_readable("cert_file", set->cert_file, error) ||
-        !tls_readable("key_file", key, error))
+    env_file = g_getenv(X509_get_default_cert_file_env());
+    env_dir = g_getenv(X509_get_default_cert_dir_env());
+    if (env_dir == NULL || *env_dir == '\0')
+        env_dir = X509_get_default_cert_dir();
+    if (env_file != NULL && *env_file != '\0'
+        && SSL_CTX_load_verify_file(ctx, env_file) != 1) {
+        tls_set_error(error, "system CA store", env_file);
         return FALSE;
-    if (SSL_CTX_use_certificate_chain_file(ctx, set->cert_file) != 1) {
-        tls_set_error(error, "cert_file", set->cert_file);
+    }
+    /* a missing directory is no error: every chain is then Untrusted */
+    if (SSL_CTX_load_verify_dir(ctx, env_dir) != 1)
+        ERR_clear_error();
+    return TRUE;
+}
+
+/* tls_client_cert - the optional client certificate and its key */
+static gboolean
+tls_client_cert(SSL_CTX *ctx, const TlsContext *tc, GError **error)
+{
+    const char *key = tc->key_file[0] ? tc->key_file : tc->cert_file;
+
+    if (tc->cert_file[0] == '\0')
+        return TRUE;
+    if (SSL_CTX_use_certificate_chain_file(ctx, tc->cert_file) != 1) {
+        tls_set_error(error, "cert_file", tc->cert_file);
         return FALSE;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
@@ -297,39 +317,74 @@ tls_load_certs(SSL_CTX *ctx, const TlsSettings *set, GError **error)
     return TRUE;
 }
 
+/* tls_ctx_build - the OpenSSL context; called with tc->lock held, the
+ * first time a server's STARTTLS is about to be used (or at start when a
+ * client certificate is configured). FALSE + error */
+static gboolean
+tls_ctx_build(TlsContext *tc, GError **error)
+{
+    SSL_CTX *ctx;
+
+    if (tls_key_index < 0)
+        tls_key_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        tls_set_error(error, "OpenSSL", "context");
+        return FALSE;
+    }
+    SSL_CTX_set_min_proto_version(ctx, tc->min_version);
+    /* the chain is checked after the handshake (tls_peer_check), so that
+     * "may" and "encrypt" can log Trusted/Untrusted and "verify" can
+     * defer with Postfix's reason instead of a bare alert */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+                                            SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+    SSL_CTX_set_app_data(ctx, tc);
+    if (!tls_trust_store(ctx, tc, error) || !tls_client_cert(ctx, tc, error)) {
+        SSL_CTX_free(ctx);
+        return FALSE;
+    }
+    tc->ctx = ctx;
+    return TRUE;
+}
+
+/*
+ * tls_context_new checks what can be checked cheaply (the protocol name,
+ * that the files can be read) and builds nothing else: most runs meet no
+ * server that offers STARTTLS, and OpenSSL's set-up costs more than the
+ * rest of such a run. A configured client certificate is loaded at once,
+ * so a bad one stays a configuration error.
+ */
 TlsContext *
 tls_context_new(const TlsSettings *set, GError **error)
 {
     TlsContext *tc = g_new0(TlsContext, 1);
-    int minv = tls_protocol(set->min_protocol);
+    const char *key = set->key_file[0] ? set->key_file : set->cert_file;
 
     g_mutex_init(&tc->lock);
     tc->sessions = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                          (GDestroyNotify)SSL_SESSION_free);
-    if (minv == 0) {
+    tc->ca_file = g_strdup(set->ca_file);
+    tc->ca_path = g_strdup(set->ca_path);
+    tc->cert_file = g_strdup(set->cert_file);
+    tc->key_file = g_strdup(set->key_file);
+    tc->min_version = tls_protocol(set->min_protocol);
+    if (tc->min_version == 0) {
         g_set_error(error, CONFIG_ERROR, 0, "min_protocol \"%s\": use "
                     "TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3", set->min_protocol);
         goto fail;
     }
-    if (tls_key_index < 0)
-        tls_key_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    tc->ctx = SSL_CTX_new(TLS_client_method());
-    if (tc->ctx == NULL) {
-        tls_set_error(error, "OpenSSL", "context");
+    if ((set->ca_file[0] && !tls_readable("ca_file", set->ca_file, error))
+        || (set->ca_path[0]
+            && !tls_readable("ca_path", set->ca_path, error)))
         goto fail;
-    }
-    SSL_CTX_set_min_proto_version(tc->ctx, minv);
-    /* the chain is checked after the handshake (tls_peer_check), so that
-     * "may" and "encrypt" can log Trusted/Untrusted and "verify" can
-     * defer with Postfix's reason instead of a bare alert */
-    SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_mode(tc->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_CTX_set_session_cache_mode(tc->ctx, SSL_SESS_CACHE_CLIENT |
-                                                SSL_SESS_CACHE_NO_INTERNAL);
-    SSL_CTX_sess_set_new_cb(tc->ctx, tls_new_session);
-    SSL_CTX_set_app_data(tc->ctx, tc);
-    if (!tls_load_certs(tc->ctx, set, error))
+    if (set->cert_file[0] != '\0'
+        && (!tls_readable("cert_file", set->cert_file, error)
+            || !tls_readable("key_file", key, error)
+            || !tls_ctx_build(tc, error)))
         goto fail;
     return tc;
 fail:
@@ -346,6 +401,10 @@ tls_context_free(TlsContext *tc)
         SSL_CTX_free(tc->ctx);
     g_hash_table_unref(tc->sessions);
     g_mutex_clear(&tc->lock);
+    g_free(tc->ca_file);
+    g_free(tc->ca_path);
+    g_free(tc->cert_file);
+    g_free(tc->key_file);
     g_free(tc);
 }
 
@@ -362,9 +421,21 @@ tls_is_literal(const char *host)
 SSL *
 tls_ssl_new(TlsContext *tc, int fd, const char *sni, const char *cache_key)
 {
-    SSL *ssl = SSL_new(tc->ctx);
+    SSL *ssl;
     SSL_SESSION *sess;
+    GError *err = NULL;
 
+    g_mutex_lock(&tc->lock);
+    if (tc->ctx == NULL && !tls_ctx_build(tc, &err)) {
+        g_mutex_unlock(&tc->lock);
+        /* the caller says "cannot create a TLS session"; the file and
+         * OpenSSL's reason go to the log once */
+        log_warning("STARTTLS: %s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    g_mutex_unlock(&tc->lock);
+    ssl = SSL_new(tc->ctx);
     if (ssl == NULL)
         return NULL;
     if (SSL_set_fd(ssl, fd) != 1) {
@@ -389,32 +460,70 @@ tls_ssl_new(TlsContext *tc, int fd, const char *sni, const char *cache_key)
     return ssl;
 }
 
-/* tls_cert_names - the DNS names in CERT, for the mismatch reason */
+/*
+ * Names from the peer's certificate are hostile text like any server
+ * reply: each is made printable and capped, and at most a few are shown,
+ * before they go into a reason that reaches the log, the delivery log and
+ * pipe(8)'s status line.
+ */
+#define TLS_NAME_CAP 255 /* octets of one name shown (a DNS name's most) */
+#define TLS_NAMES_SHOWN 8 /* names shown in a mismatch reason */
+
+/* tls_name_text - ASN.1 string S as a printable, capped C string */
+static char *
+tls_name_text(const ASN1_STRING *s)
+{
+    unsigned char *utf8 = NULL;
+    int len = s != NULL ? ASN1_STRING_to_UTF8(&utf8, s) : -1;
+    char *out;
+
+    if (len < 0)
+        return g_strdup("?");
+    out = log_printable((const char *)utf8, len, TLS_NAME_CAP);
+    OPENSSL_free(utf8);
+    return out;
+}
+
+/* tls_x509_cn - the (first) common name of NAME, printable, or NULL */
+static char *
+tls_x509_cn(const X509_NAME *name)
+{
+    int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    const X509_NAME_ENTRY *e = i >= 0 ? X509_NAME_get_entry(name, i) : NULL;
+
+    return e != NULL ? tls_name_text(X509_NAME_ENTRY_get_data(e)) : NULL;
+}
+
+/* tls_cert_names - the DNS names in CERT (else its subject CN), for the
+ * mismatch reason */
 static char *
 tls_cert_names(X509 *cert)
 {
     GString *s = g_string_new(NULL);
     GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name,
                                            NULL, NULL);
+    int shown = 0, more = 0;
 
     for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        g_autofree char *name = NULL;
 
         if (g->type != GEN_DNS)
             continue;
-        if (s->len > 0)
-            g_string_append(s, ", ");
-        g_string_append_len(s, (const char *)ASN1_STRING_get0_data(
-                                   g->d.dNSName),
-                            ASN1_STRING_length(g->d.dNSName));
+        if (shown == TLS_NAMES_SHOWN) {
+            more++;
+            continue;
+        }
+        name = tls_name_text(g->d.dNSName);
+        g_string_append_printf(s, "%s%s", shown++ > 0 ? ", " : "", name);
     }
     GENERAL_NAMES_free(gens);
+    if (more > 0)
+        g_string_append_printf(s, " and %d more", more);
     if (s->len == 0) {
-        char cn[256] = "";
+        g_autofree char *cn = tls_x509_cn(X509_get_subject_name(cert));
 
-        X509_NAME_get_text_by_NID(X509_get_subject_name(cert),
-                                  NID_commonName, cn, sizeof cn);
-        g_string_append(s, cn);
+        g_string_append(s, cn != NULL ? cn : "(none)");
     }
     return g_string_free(s, FALSE);
 }
@@ -423,21 +532,31 @@ TlsPeer
 tls_peer_check(SSL *ssl, const char *const *names, char **why)
 {
     X509 *cert = SSL_get1_peer_certificate(ssl);
-    long vr;
-    TlsPeer res = TLS_PEER_UNTRUSTED;
+    TlsPeer res;
 
     *why = NULL;
     if (cert == NULL) {
         *why = g_strdup("no certificate presented");
         return TLS_PEER_UNTRUSTED;
     }
-    vr = SSL_get_verify_result(ssl);
-    if (vr != X509_V_OK) {
-        *why = g_strdup_printf("untrusted issuer: %s",
-                               X509_verify_cert_error_string(vr));
-        goto out;
+    res = tls_cert_check(cert, SSL_get_verify_result(ssl), names, why);
+    X509_free(cert);
+    return res;
+}
+
+TlsPeer
+tls_cert_check(X509 *cert, long verify_result, const char *const *names,
+               char **why)
+{
+    *why = NULL;
+    if (verify_result != X509_V_OK) {
+        g_autofree char *issuer = tls_x509_cn(X509_get_issuer_name(cert));
+
+        *why = g_strdup_printf("untrusted issuer: %s (issuer CN %s)",
+                               X509_verify_cert_error_string(verify_result),
+                               issuer != NULL ? issuer : "(none)");
+        return TLS_PEER_UNTRUSTED;
     }
-    res = TLS_PEER_TRUSTED;
     for (guint i = 0; names != NULL && names[i] != NULL; i++) {
         const char *n = names[i];
         unsigned int flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
@@ -446,10 +565,8 @@ tls_peer_check(SSL *ssl, const char *const *names, char **why)
             continue;
         if (*n == '.')
             flags |= _X509_CHECK_FLAG_DOT_SUBDOMAINS;
-        if (X509_check_host(cert, n, 0, flags, NULL) == 1) {
-            res = TLS_PEER_VERIFIED;
-            goto out;
-        }
+        if (X509_check_host(cert, n, 0, flags, NULL) == 1)
+            return TLS_PEER_VERIFIED;
     }
     {
         g_autofree char *have = tls_cert_names(cert);
@@ -459,9 +576,7 @@ tls_peer_check(SSL *ssl, const char *const *names, char **why)
         *why = g_strdup_printf("name mismatch: certificate names %s, "
                                "expected %s", have, want);
     }
-out:
-    X509_free(cert);
-    return res;
+    return TLS_PEER_TRUSTED;
 }
 
 const char *

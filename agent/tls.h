@@ -73,6 +73,10 @@ typedef enum {
  * (RFC 6125: DNS-ID, wildcard in the left-most label only; a name with a
  * leading "." matches any subdomain). *WHY says why not VERIFIED. */
 TlsPeer tls_peer_check(SSL *ssl, const char *const *names, char **why);
+/* tls_cert_check - the same for CERT with the chain's VERIFY_RESULT;
+ * names from the certificate in *WHY are printable and capped */
+TlsPeer tls_cert_check(X509 *cert, long verify_result,
+                       const char *const *names, char **why);
 const char *tls_peer_name(TlsPeer p); /* "Untrusted" .. "Verified" */
 
 /* tls_error_text - OpenSSL's error queue as one line (queue emptied) */

@@ -1,12 +1,15 @@
 /*
  * address.c - envelope addresses from pipe(8)'s argv: unquote, split at
  * the last '@', check the domain, and quote again for the RFC 5321 path.
+ * An internationalised domain becomes its A-label (IDNA2008, UTS #46).
  */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <string.h>
 
 #include "address.h"
+
+#include <idn2.h> /* after GLib: it defines G_GNUC_DEPRECATED otherwise */
 
 G_DEFINE_QUARK(rapidretry_address_error, address_error)
 
@@ -182,7 +185,7 @@ hostname_ok(const char *domain, GError **error)
         if (c >= 0x80)
             ascii = FALSE;
     }
-    /* with UTF-8 labels the A-label form decides; it is not ours to make */
+    /* with UTF-8 labels the A-label form decides (address_domain_ascii) */
     if (strlen(domain) > 253 && !has_high(domain)) {
         bad(error, "domain longer than 253 octets");
         return FALSE;
@@ -190,12 +193,48 @@ hostname_ok(const char *domain, GError **error)
     return TRUE;
 }
 
+/*
+ * address_domain_ascii - DOMAIN in the form DNS, routes and the wire use:
+ * ASCII names lower-cased as they are, a name with UTF-8 labels mapped
+ * and converted to A-labels as Postfix does it (libidn2: UTS #46
+ * non-transitional processing, so "ß" stays "ß" and "faß.de" is
+ * "xn--fa-hia.de", not IDNA2003's "fass.de"; transitional only for what
+ * non-transitional disallows). NULL + error when it has no A-label form.
+ */
+char *
+address_domain_ascii(const char *domain, GError **error)
+{
+    uint8_t *alabel = NULL;
+    char *out;
+    int rc;
+
+    if (!has_high(domain))
+        return g_ascii_strdown(domain, -1);
+    rc = idn2_lookup_u8((const uint8_t *)domain, &alabel,
+                        IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+    if (rc == IDN2_DISALLOWED)
+        rc = idn2_lookup_u8((const uint8_t *)domain, &alabel,
+                            IDN2_NFC_INPUT | IDN2_TRANSITIONAL);
+    if (rc != IDN2_OK) {
+        bad(error, "domain has no A-label form: %s", idn2_strerror(rc));
+        return NULL;
+    }
+    if (strlen((const char *)alabel) > 253) {
+        idn2_free(alabel);
+        bad(error, "domain longer than 253 octets as A-labels");
+        return NULL;
+    }
+    out = g_ascii_strdown((const char *)alabel, -1);
+    idn2_free(alabel);
+    return out;
+}
+
 /* address_parse - "local@domain", quoted local parts, <> tolerated */
 Address *
 address_parse(const char *in, gboolean allow_empty, GError **error)
 {
     Address *a = NULL;
-    char *s = NULL, *local = NULL;
+    char *s = NULL, *local = NULL, *domain_lc = NULL;
     const char *at;
     gsize len;
     gboolean unbalanced;
@@ -263,13 +302,22 @@ address_parse(const char *in, gboolean allow_empty, GError **error)
     } else if (!hostname_ok(at + 1, error))
         goto out;
 
+    if (at[1] == '[')
+        domain_lc = g_ascii_strdown(at + 1, -1);
+    else if ((domain_lc = address_domain_ascii(at + 1, error)) == NULL)
+        goto out;
+
     a = g_new0(Address, 1);
     a->local = local;
     local = NULL;
     a->domain = g_strdup(at + 1);
-    a->domain_lc = g_ascii_strdown(a->domain, -1);
-    a->utf8 = has_high(a->local) || has_high(a->domain);
+    a->domain_lc = domain_lc;
+    domain_lc = NULL;
+    /* RFC 6531 §3.2: only a UTF-8 local part needs SMTPUTF8; the domain
+       goes as A-labels to every server */
+    a->utf8 = has_high(a->local);
 out:
+    g_free(domain_lc);
     g_free(local);
     g_free(s);
     return a;
@@ -314,7 +362,8 @@ is_dot_atom(const char *s)
     return !want_atext;
 }
 
-/* address_path - "<local@domain>", quoting the local part when needed */
+/* address_path - "<local@domain>", quoting the local part when needed;
+ * an internationalised domain as its A-label */
 char *
 address_path(const Address *a)
 {
@@ -334,6 +383,9 @@ address_path(const Address *a)
         }
         g_string_append_c(out, '"');
     }
-    g_string_append_printf(out, "@%s>", a->domain);
+    /* A-labels go to every server (RFC 6531 §3.2 allows them with
+       SMTPUTF8 too); ASCII domains keep their case */
+    g_string_append_printf(out, "@%s>",
+                           has_high(a->domain) ? a->domain_lc : a->domain);
     return g_string_free(out, FALSE);
 }

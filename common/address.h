@@ -13,8 +13,10 @@
 typedef struct {
     char *local;  /* unquoted local part */
     char *domain; /* domain as given; "" only for the null sender */
-    char *domain_lc; /* lower-case domain, for routing and grouping */
-    gboolean utf8; /* needs SMTPUTF8 (non-ASCII local part or domain) */
+    char *domain_lc; /* lower-case domain, for routing and grouping; an
+                        internationalised one as A-labels ("xn--...") */
+    gboolean utf8; /* needs SMTPUTF8: a non-ASCII local part (a non-ASCII
+                      domain goes as A-labels instead, RFC 6531 §3.2) */
 } Address;
 
 /* address_parse - parse IN (no angle brackets expected, tolerated);
@@ -25,8 +27,14 @@ void address_free(Address *a);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Address, address_free)
 
 /* address_path - "<local@domain>" with the local part quoted when it is
- * not a dot-atom (RFC 5321 §4.1.2); "<>" for the null sender */
+ * not a dot-atom (RFC 5321 §4.1.2), a non-ASCII domain as A-labels;
+ * "<>" for the null sender */
 char *address_path(const Address *a);
+
+/* address_domain_ascii - DOMAIN (a host name, no literal) lower-cased,
+ * with UTF-8 labels as A-labels (IDNA2008 with UTS #46 mapping, as
+ * Postfix: "ß" stays "ß"); NULL + error when it has none */
+char *address_domain_ascii(const char *domain, GError **error);
 
 typedef enum {
     ADDRESS_ERROR_MALFORMED, /* "malformed address: ..." */

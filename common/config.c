@@ -91,16 +91,30 @@ config_file_parse(const char *path, const char *text, GError **error)
     return cf;
 }
 
+/* config_file_load - read PATH whole; a NUL byte in it is an error at
+ * its line: the string functions would stop there and silently ignore
+ * the rest of the file */
 ConfigFile *
 config_file_load(const char *path, GError **error)
 {
     g_autofree char *text = NULL;
     GError *err = NULL;
+    gsize len = 0;
+    const char *nul;
 
-    if (!g_file_get_contents(path, &text, NULL, &err)) {
+    if (!g_file_get_contents(path, &text, &len, &err)) {
         g_set_error(error, CONFIG_ERROR, 0, "cannot read %s: %s", path,
                     err->message);
         g_error_free(err);
+        return NULL;
+    }
+    if ((nul = memchr(text, '\0', len)) != NULL) {
+        guint lineno = 1;
+
+        for (const char *p = text; p < nul; p++)
+            lineno += *p == '\n';
+        g_set_error(error, CONFIG_ERROR, 0, "%s:%u: NUL byte in the file",
+                    path, lineno);
         return NULL;
     }
     return config_file_parse(path, text, error);

@@ -27,6 +27,26 @@ reply_line_scan(const char *line, int *code, gboolean *last)
     return TRUE;
 }
 
+/* reply_keep_line - keep LINE cut to REPLY_KEEP_LINE octets while the
+ * reply has room; the last line always, in the room kept for it */
+char *
+reply_keep_line(ReplyKeep *k, const char *line, gboolean last)
+{
+    gsize len = strlen(line), cut = MIN(len, REPLY_KEEP_LINE);
+
+    /* the room for the last line is held back from the others */
+    if (!last && (k->dropped_lines > 0 || k->lines + 1 >= REPLY_KEEP_LINES ||
+                  k->bytes + cut > REPLY_KEEP_BYTES - REPLY_KEEP_LINE)) {
+        k->dropped_lines++;
+        k->dropped_bytes += len;
+        return NULL;
+    }
+    k->lines++;
+    k->bytes += cut;
+    k->dropped_bytes += len - cut;
+    return g_strndup(line, cut);
+}
+
 /* scan_digits - 1 to 3 digits at S; returns how many, 0 when none */
 static gsize
 scan_digits(const char *s)
@@ -131,6 +151,7 @@ reply_parse(const char *const *lines, gsize n, GError **error)
 {
     Reply *reply = NULL;
     GString *text = NULL, *raw = NULL;
+    ReplyKeep keep = {0};
     int code = 0;
     char enhanced[16] = "";
 
@@ -170,17 +191,21 @@ reply_parse(const char *const *lines, gsize n, GError **error)
     text = g_string_new(NULL);
     raw = g_string_new(NULL);
     for (gsize i = 0; i < n; i++) {
-        const char *t = line_text(lines[i]);
+        g_autofree char *kept = reply_keep_line(&keep, lines[i], i + 1 == n);
+        const char *t;
         char here[16];
 
+        if (kept == NULL)
+            continue;
         /* Gmail repeats the enhanced code on every line: drop it there */
+        t = line_text(kept);
         if (enhanced[0] != '\0' && enhanced_scan(t, here) > 0 &&
             strcmp(here, enhanced) == 0)
             t += strlen(here);
         append_text(text, t);
-        if (i > 0)
+        if (raw->len > 0)
             g_string_append_c(raw, '\n');
-        g_string_append(raw, lines[i]);
+        g_string_append(raw, kept);
     }
 
     reply = g_new0(Reply, 1);
@@ -267,11 +292,12 @@ reply_free(Reply *reply)
 
 /*
  * The rules for 4xx/5xx replies at RCPT, first match wins; what no rule
- * takes is defer (4xx) or bounce (5xx). The basic code says temporary or
- * permanent; the enhanced code, when there is one, says why, and it
- * decides over the basic code (DESIGN.md §4). Text is weak evidence: it
- * counts only for known phrasings where the enhanced code is absent or
- * says nothing (4.3.0).
+ * takes goes to the administrator's patterns, and what none of them takes
+ * is defer (4xx) or bounce (5xx). Every defer row is a never-rapid rule.
+ * The basic code says temporary or permanent; the enhanced code, when
+ * there is one, says why, and it decides over the basic code (DESIGN.md
+ * §4). Text is weak evidence: it counts only for known phrasings where
+ * the enhanced code is absent or says nothing (4.3.0).
  */
 typedef struct {
     int code;             /* 452 exactly, or 4 / 5 for any 4xx / 5xx */
@@ -394,15 +420,14 @@ classify_rcpt(const Reply *reply, const ReplyRules *rules)
     ReplyClass class = reply->code / 100 == 4 ? REPLY_DEFER : REPLY_BOUNCE;
     char *lc = g_ascii_strdown(reply->text != NULL ? reply->text : "", -1);
 
-    /* 421 closes the connection: no pattern can make it rapid */
-    if (reply->code != 421 && rules != NULL && rules->patterns != NULL) {
-        for (guint i = 0; i < rules->patterns->len; i++) {
-            if (pattern_matches(rules->patterns->pdata[i], reply)) {
-                class = REPLY_RAPID;
-                goto out;
-            }
-        }
-    }
+    /*
+     * The built-in rules first: their defer rows are the never-rapid ones
+     * (421, greylisting and rate limits 4.2.x / 4.7.x, storage 4.3.1,
+     * routing 4.4.x), so no administrator's pattern can make them rapid
+     * (DESIGN.md §4: `* * /too many/i` must leave Postfix's "450 4.7.1
+     * Error: too many recipients from [addr]" deferred). The patterns
+     * come after them and before the default class.
+     */
     for (gsize i = 0; i < G_N_ELEMENTS(rcpt_rules); i++) {
         const ReplyRule *r = &rcpt_rules[i];
 
@@ -412,6 +437,14 @@ classify_rcpt(const Reply *reply, const ReplyRules *rules)
             (!r->retry0 || reply->retry == 0)) {
             class = r->class;
             goto out;
+        }
+    }
+    if (rules != NULL && rules->patterns != NULL) {
+        for (guint i = 0; i < rules->patterns->len; i++) {
+            if (pattern_matches(rules->patterns->pdata[i], reply)) {
+                class = REPLY_RAPID;
+                goto out;
+            }
         }
     }
 out:

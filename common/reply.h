@@ -54,8 +54,35 @@ typedef struct {
  * it is not "DDD" "DDD " or "DDD-"; *LAST is TRUE on the final line */
 gboolean reply_line_scan(const char *line, int *code, gboolean *last);
 
+/*
+ * What of one reply is kept: a hostile server may send a reply of any
+ * size, and the text, the raw form and the copies made to classify it
+ * must stay small. RFC 5321 §4.5.3.1.5 limits a reply line to 512
+ * octets; Postfix keeps about 2 KiB of a reply (line_length_limit). We
+ * keep at most 40 lines and 4 KiB: twice Postfix, room for the longest
+ * real replies (EHLO with every extension, Gmail's and Microsoft's
+ * multi-line texts run to 3-20 lines of under 200 octets); the last line
+ * is always kept (it ends the reply). The rest is read and dropped.
+ */
+#define REPLY_KEEP_LINE 512   /* octets kept of one line */
+#define REPLY_KEEP_LINES 40   /* lines kept of one reply */
+#define REPLY_KEEP_BYTES 4096 /* octets kept of one reply */
+
+typedef struct {
+    guint lines;          /* lines kept */
+    gsize bytes;          /* octets kept */
+    guint dropped_lines;  /* lines dropped whole */
+    gsize dropped_bytes;  /* octets dropped (whole lines and cut ends) */
+} ReplyKeep;
+
+/* reply_keep_line - LINE of a reply (after reply_line_scan; LAST when it
+ * ends the reply) as it is to be kept, cut to REPLY_KEEP_LINE octets, or
+ * NULL when it is dropped; K counts both (zero it for each reply) */
+char *reply_keep_line(ReplyKeep *k, const char *line, gboolean last);
+
 /* reply_parse - build a Reply from its LINES (N >= 1, each already passed
- * reply_line_scan, all the same code); NULL + error on a malformed reply */
+ * reply_line_scan, all the same code); NULL + error on a malformed reply.
+ * Only what reply_keep_line keeps goes into the text and the raw form. */
 Reply *reply_parse(const char *const *lines, gsize n, GError **error);
 /* reply_parse_text - the same from one string, lines split at "\n"
  * (tests, configs) */

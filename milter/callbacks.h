@@ -17,5 +17,8 @@ gboolean callbacks_register(const char *name);
 void callbacks_set_conf(MilterConf *mc);
 /* callbacks_log_stats - one log line with the counters; WHEN says why */
 void callbacks_log_stats(const char *when);
+/* callbacks_write_stats - the counters into PATH (Prometheus text
+ * format), replaced atomically */
+gboolean callbacks_write_stats(const char *path, GError **error);
 
 #endif

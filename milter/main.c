@@ -1,15 +1,18 @@
 /*
  * main.c - rapidretry-milter: options, config, listening socket,
  * privileges, daemon mode; libmilter runs in a thread of its own while the
- * main thread handles signals (SIGHUP/SIGUSR1 reload, SIGTERM stop) and
- * logs the counters (DESIGN.md §8).
+ * main thread takes the signals (SIGHUP/SIGUSR1 reload, SIGTERM/SIGINT
+ * stop), logs the counters and writes the stats file (DESIGN.md §8).
  *
- * libmilter has a signal thread of its own that stops the milter on
- * SIGHUP, SIGTERM and SIGINT (sigwait). Linux gives a process signal to
- * the main thread when it does not block it and has nothing pending: so
- * the main thread keeps those unblocked (a handler with an empty mask)
- * and never waits for blocked signals; the handler sets a flag and wakes
- * the main loop through a pipe. A flood of SIGHUPs in t/45 shows it.
+ * Signals. libmilter starts a signal thread of its own that stops the
+ * milter on the first SIGHUP, SIGTERM or SIGINT it takes (sigwait). So the
+ * four signals are blocked in the first lines of main(), before anything
+ * else runs and before any thread exists (threads inherit the mask), and
+ * stay blocked in every thread; the main thread reads them from a
+ * signalfd. libmilter's thread would still take them from the process's
+ * pending set through sigwait(): the sigwait() below replaces the C
+ * library's for this program (libmilter is its only caller) and never
+ * returns. A flood of SIGHUP/SIGUSR1 from the start shows it (t/45).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -45,12 +49,30 @@ typedef struct {
     const char *user;
     const char *pidfile;
     gboolean foreground, check, verbose;
+    gboolean conf_given; /* -c: a missing file is an error */
 } Options;
 
-static volatile sig_atomic_t stop_signal;   /* SIGTERM or SIGINT seen */
-static volatile sig_atomic_t reload_wanted; /* SIGHUP or SIGUSR1 seen */
+static const int caught_signals[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
 static volatile sig_atomic_t milter_ended;  /* smfi_main() returned */
+static volatile sig_atomic_t sigwait_held;  /* libmilter called sigwait() */
 static int wake_pipe[2] = {-1, -1};         /* wakes the main loop */
+
+/* sigwait - the C library's, replaced (see the top of the file): the
+ * calling thread sleeps until the process ends, so every signal stays
+ * for the main thread's signalfd */
+int
+sigwait(const sigset_t *set, int *sig)
+{
+    sigset_t all;
+
+    (void)set;
+    (void)sig;
+    sigwait_held = 1;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;)
+        pause();
+}
 
 /* wake - a byte into the pipe; a full pipe wakes the loop anyway */
 static void
@@ -103,7 +125,7 @@ parse_options(int argc, char **argv, Options *o)
     while ((c = getopt(argc, argv, "p:c:u:fP:nvV")) != -1) {
         switch (c) {
         case 'p': o->socket = optarg; break;
-        case 'c': o->conf = optarg; break;
+        case 'c': o->conf = optarg; o->conf_given = TRUE; break;
         case 'u': o->user = optarg; break;
         case 'f': o->foreground = TRUE; break;
         case 'P': o->pidfile = optarg; break;
@@ -251,7 +273,7 @@ write_pidfile(const char *path)
 }
 
 /* milter_thread - libmilter's main loop; tells the main thread when it
- * ends on its own (libmilter stops on a signal it caught itself) */
+ * ends on its own (an error in libmilter's listener) */
 static void *
 milter_thread(void *unused)
 {
@@ -266,84 +288,110 @@ milter_thread(void *unused)
     return NULL;
 }
 
-/* reload - load CONF anew; a bad one is refused and the old one stays;
- * *STATS_INTERVAL follows the new one */
+/* load_conf - the configuration file, or the built-in defaults when the
+ * default file (no -c) does not exist; NULL with an error otherwise */
+static MilterConf *
+load_conf(const Options *o, GError **error)
+{
+    if (!o->conf_given && !g_file_test(o->conf, G_FILE_TEST_EXISTS)) {
+        log_info("%s does not exist: using the built-in defaults", o->conf);
+        return milterconf_defaults(o->conf);
+    }
+    return milterconf_load(o->conf, error);
+}
+
+/* reload - load the configuration anew; a bad one is refused and the old
+ * one (*MC) stays */
 static void
-reload(const char *conf, guint *stats_interval)
+reload(const Options *o, MilterConf **mc)
 {
     g_autoptr(GError) error = NULL;
-    MilterConf *mc = milterconf_load(conf, &error);
+    MilterConf *fresh = load_conf(o, &error);
 
-    if (mc == NULL) {
+    if (fresh == NULL) {
         log_error("reload refused, keeping the old configuration: %s",
                   error->message);
         return;
     }
-    *stats_interval = mc->stats_interval;
-    callbacks_set_conf(mc);
-    log_info("configuration reloaded from %s (mode %s)", conf,
-             policy_mode_name(mc->policy->mode));
+    milterconf_unref(*mc);
+    *mc = fresh;
+    callbacks_set_conf(milterconf_ref(fresh));
+    log_info("configuration reloaded from %s (mode %s)", o->conf,
+             policy_mode_name(fresh->policy->mode));
 }
 
-/* on_signal - HUP/USR1 reload, TERM/INT stop: a flag and a wake-up */
+/* stats - log the counters; rewrite the stats file when there is one */
 static void
-on_signal(int sig)
+stats(const MilterConf *mc, const char *when)
 {
-    if (sig == SIGHUP || sig == SIGUSR1)
-        reload_wanted = 1;
-    else
-        stop_signal = sig;
-    wake();
+    g_autoptr(GError) error = NULL;
+
+    callbacks_log_stats(when);
+    if (mc->stats_file != NULL &&
+        !callbacks_write_stats(mc->stats_file, &error))
+        log_warning("stats_file: %s", error->message);
 }
 
-/* serve - run libmilter and handle signals until the end */
-static int
-serve(const Options *o, guint stats_interval)
+/* take_signals - read what the signalfd holds: stop (SIGTERM/SIGINT, the
+ * signal number) or reload wanted */
+static void
+take_signals(int sfd, int *stop, gboolean *reload_wanted)
 {
-    static const int caught[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigset_t keep;
+    struct signalfd_siginfo si;
+
+    while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP || si.ssi_signo == SIGUSR1)
+            *reload_wanted = TRUE;
+        else if (*stop == 0)
+            *stop = (int)si.ssi_signo;
+    }
+}
+
+/* serve - run libmilter and handle signals until the end; the signals
+ * are blocked already (main) */
+static int
+serve(const Options *o, MilterConf *mc)
+{
+    sigset_t set;
     pthread_t tid;
     gint64 next_stats = 0;
-    int status = EX_OK;
+    int status = EX_OK, sfd, stop = 0;
 
-    if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-        die(EX_OSERR, "pipe: %s", g_strerror(errno));
-    sigemptyset(&keep);
-    for (gsize i = 0; i < G_N_ELEMENTS(caught); i++)
-        sigaddset(&keep, caught[i]);
-    /* libmilter's threads inherit the blocked set; the main thread
-     * unblocks it once they exist (see the top of the file) */
-    pthread_sigmask(SIG_BLOCK, &keep, NULL);
-    sigemptyset(&sa.sa_mask);
-    for (gsize i = 0; i < G_N_ELEMENTS(caught); i++)
-        sigaction(caught[i], &sa, NULL);
+    sigemptyset(&set);
+    for (gsize i = 0; i < G_N_ELEMENTS(caught_signals); i++)
+        sigaddset(&set, caught_signals[i]);
+    sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0 || pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        die(EX_OSERR, "signalfd/pipe: %s", g_strerror(errno));
     if (pthread_create(&tid, NULL, milter_thread, NULL) != 0)
         die(EX_OSERR, "cannot start the milter thread");
-    pthread_sigmask(SIG_UNBLOCK, &keep, NULL);
     log_info("started: version %s, socket %s, config %s", RR_VERSION,
              o->socket, o->conf);
+    stats(mc, "start");
     for (;;) {
-        struct pollfd pfd = {.fd = wake_pipe[0], .events = POLLIN};
+        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = wake_pipe[0], .events = POLLIN}};
         gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
         int timeout = -1;
+        gboolean reload_wanted = FALSE;
         char buf[64];
 
-        if (stats_interval > 0) {
+        if (mc->stats_interval > 0) {
             if (next_stats == 0)
-                next_stats = now + stats_interval;
+                next_stats = now + mc->stats_interval;
             if (now >= next_stats) {
-                callbacks_log_stats("interval");
-                next_stats = now + stats_interval;
+                stats(mc, "interval");
+                next_stats = now + mc->stats_interval;
             }
             timeout = (int)MIN(next_stats - now, G_MAXINT / 1000) * 1000;
         }
-        if (!stop_signal && !reload_wanted && !milter_ended)
-            (void)poll(&pfd, 1, timeout);
+        if (!milter_ended)
+            (void)poll(pfd, 2, timeout);
         while (read(wake_pipe[0], buf, sizeof buf) > 0)
             ;
-        if (stop_signal) {
-            log_info("stopping on signal %d", (int)stop_signal);
+        take_signals(sfd, &stop, &reload_wanted);
+        if (stop) {
+            log_info("stopping on signal %d", stop);
             smfi_stop(); /* libmilter's poll() ends within 5 s */
             break;
         }
@@ -353,13 +401,65 @@ serve(const Options *o, guint stats_interval)
             break;
         }
         if (reload_wanted) {
-            reload_wanted = 0;
-            reload(o->conf, &stats_interval);
+            reload(o, &mc);
             next_stats = 0;
         }
     }
     pthread_join(tid, NULL);
-    callbacks_log_stats("exit");
+    if (!sigwait_held) /* libmilter changed: its thread may take signals */
+        log_warning("libmilter's signal thread did not call sigwait()");
+    stats(mc, "exit");
+    milterconf_unref(mc);
+    close(sfd);
+    return status;
+}
+
+/* check - -n: the configuration as the daemon would load it, the socket
+ * and the user of the command line; the settings in effect on stdout */
+static int
+check(const Options *o)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(MilterConf) mc = load_conf(o, &error);
+    int status = EX_OK;
+
+    if (mc == NULL) {
+        fprintf(stderr, "rapidretry-milter: %s\n", error->message);
+        return EX_CONFIG;
+    }
+    if (o->socket != NULL && !check_socket_spec(o->socket)) {
+        fprintf(stderr, "rapidretry-milter: -p: bad socket \"%s\" "
+                "(unix:/path or inet:PORT@ADDRESS)\n", o->socket);
+        status = EX_CONFIG;
+    }
+    if (o->user != NULL) {
+        g_auto(GStrv) f = g_strsplit(o->user, ":", 2);
+
+        if (getpwnam(f[0]) == NULL) {
+            fprintf(stderr, "rapidretry-milter: -u: unknown user \"%s\"\n",
+                    f[0]);
+            status = EX_CONFIG;
+        }
+        if (f[1] != NULL && getgrnam(f[1]) == NULL) {
+            fprintf(stderr, "rapidretry-milter: -u: unknown group \"%s\"\n",
+                    f[1]);
+            status = EX_CONFIG;
+        }
+    }
+    if (mc->stats_file != NULL) {
+        g_autofree char *dir = g_path_get_dirname(mc->stats_file);
+
+        if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+            fprintf(stderr, "rapidretry-milter: %s: stats_file: directory "
+                    "%s does not exist\n", o->conf, dir);
+            status = EX_CONFIG;
+        }
+    }
+    printf("# %s\n%s", o->conf, mc->settings);
+    if (o->socket != NULL || o->user != NULL)
+        printf("# command line: socket %s, user %s\n",
+               o->socket ? o->socket : "(none)", o->user ? o->user : "root");
+    printf("# %s\n", status == EX_OK ? "configuration OK" : "errors above");
     return status;
 }
 
@@ -373,22 +473,25 @@ main(int argc, char **argv)
     uid_t uid = 0;
     gid_t gid = 0;
     g_autofree char *user_name = NULL;
+    sigset_t set;
     int status;
+
+    /* first of all, before any thread exists (see the top of the file) */
+    sigemptyset(&set);
+    for (gsize i = 0; i < G_N_ELEMENTS(caught_signals); i++)
+        sigaddset(&set, caught_signals[i]);
+    sigprocmask(SIG_BLOCK, &set, NULL);
 
     parse_options(argc, argv, &o);
     log_stderr = o.foreground || o.check;
     log_init("rapidretry/milter", log_stderr);
     log_set_verbose(o.verbose);
-    mc = milterconf_load(o.conf, &error);
+    if (o.check)
+        return check(&o);
+    mc = load_conf(&o, &error);
     if (mc == NULL) {
         fprintf(stderr, "rapidretry-milter: %s\n", error->message);
         return EX_CONFIG;
-    }
-    if (o.check) {
-        printf("%s: OK (mode %s)\n", o.conf,
-               policy_mode_name(mc->policy->mode));
-        milterconf_unref(mc);
-        return EX_OK;
     }
     if (o.user != NULL)
         lookup_user(o.user, &uid, &gid, &user_name);
@@ -399,8 +502,8 @@ main(int argc, char **argv)
         write_pidfile(o.pidfile);
     if (o.user != NULL)
         drop_privileges(uid, gid, user_name);
-    callbacks_set_conf(mc);
-    status = serve(&o, mc->stats_interval);
+    callbacks_set_conf(milterconf_ref(mc));
+    status = serve(&o, mc);
     callbacks_set_conf(NULL);
     if (o.pidfile != NULL)
         unlink(o.pidfile); /* fails quietly after dropping privileges */

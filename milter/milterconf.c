@@ -17,7 +17,9 @@ typedef struct {
     GPtrArray *exempt_daemons;
     gboolean exempt_notify_never;
     char *reply_text;
+    char *reply_code;
     guint stats_interval;
+    char *stats_file;
 } MilterSection;
 
 #define M(field) offsetof(MilterSection, field)
@@ -36,8 +38,14 @@ static const ConfSpec milter_spec[] = {
      M(exempt_notify_never), "recipients with NOTIFY=NEVER are accepted"},
     {"milter", "reply_text", CONF_STRING, POLICY_DEFAULT_TEXT, M(reply_text),
      "text after \"451 4.5.3 \""},
+    {"milter", "reply_code", CONF_STRING, POLICY_REPLY_CODE, M(reply_code),
+     "451 or 452: the basic code before \"4.5.3\""},
     {"milter", "stats_interval", CONF_TIME, "10m", M(stats_interval),
-     "log the counters this often (0 = only at exit)"},
+     "log the counters (and write stats_file) this often (0 = only at "
+     "exit)"},
+    {"milter", "stats_file", CONF_STRING, NULL, M(stats_file),
+     "the counters in the Prometheus text format, rewritten every "
+     "stats_interval"},
 };
 #undef M
 
@@ -163,6 +171,12 @@ build_policy(const ConfigFile *cf, const MilterSection *s, GError **error)
     }
     g_free(p->reply_text);
     p->reply_text = g_strdup(s->reply_text);
+    if (!policy_parse_reply_code(s->reply_code, &p->reply_code)) {
+        g_set_error(error, POLICY_ERROR, 0, "%s:%u: reply_code: \"%s\" is "
+                    "not 451 or 452", cf->path, entry_line(cf, "reply_code"),
+                    s->reply_code);
+        return NULL;
+    }
     if (p->mode == POLICY_MODE_POLICY && s->class_map == NULL) {
         g_set_error(error, POLICY_ERROR, 0, "%s:%u: mode policy needs "
                     "class_map", cf->path, entry_line(cf, "mode"));
@@ -175,6 +189,46 @@ build_policy(const ConfigFile *cf, const MilterSection *s, GError **error)
     return g_steal_pointer(&p);
 }
 
+/* settings_text - every key of the [milter] section with the value in
+ * effect, as it would be written in the file (like postconf): first the
+ * keys the file sets, then the defaults of the others */
+static char *
+settings_text(const ConfigFile *cf)
+{
+    GString *set = g_string_new("[milter]\n");
+    g_autoptr(GString) dflt = g_string_new(NULL);
+
+    for (gsize i = 0; i < G_N_ELEMENTS(milter_spec); i++) {
+        const ConfSpec *sp = &milter_spec[i];
+        g_autoptr(GPtrArray) vals = g_ptr_array_new();
+
+        for (guint j = 0; j < cf->entries->len; j++) {
+            const ConfigEntry *e = g_ptr_array_index(cf->entries, j);
+
+            if (strcmp(e->section, "milter") != 0 ||
+                strcmp(e->key, sp->key) != 0)
+                continue;
+            if (sp->type != CONF_LIST)
+                g_ptr_array_set_size(vals, 0); /* the last one counts */
+            g_ptr_array_add(vals, e->value);
+        }
+        if (vals->len == 0) {
+            g_string_append_printf(dflt, "%s = %s\n", sp->key,
+                                   sp->deflt ? sp->deflt : "");
+            continue;
+        }
+        g_string_append_printf(set, "%s = ", sp->key);
+        for (guint j = 0; j < vals->len; j++)
+            g_string_append_printf(set, "%s%s", j ? ", " : "",
+                                   (char *)g_ptr_array_index(vals, j));
+        g_string_append_c(set, '\n');
+    }
+    if (dflt->len > 0)
+        g_string_append_printf(set, "# defaults (not set in the file):\n%s",
+                               dflt->str);
+    return g_string_free(set, FALSE);
+}
+
 /* milterconf_free - the last reference is gone */
 static void
 milterconf_free(gpointer data)
@@ -183,6 +237,8 @@ milterconf_free(gpointer data)
 
     policy_free(mc->policy);
     g_free(mc->path);
+    g_free(mc->stats_file);
+    g_free(mc->settings);
 }
 
 /* milterconf_from - MilterConf from a parsed file */
@@ -209,10 +265,21 @@ milterconf_from(const ConfigFile *cf, GError **error)
         goto out;
     if ((p = build_policy(cf, &s, error)) == NULL)
         goto out;
+    if (s.stats_file != NULL && *s.stats_file != '\0' &&
+        !g_path_is_absolute(s.stats_file)) {
+        g_set_error(error, POLICY_ERROR, 0, "%s:%u: stats_file: \"%s\" is "
+                    "not an absolute path", cf->path,
+                    entry_line(cf, "stats_file"), s.stats_file);
+        policy_free(p);
+        goto out;
+    }
     mc = g_atomic_rc_box_new0(MilterConf);
     mc->policy = p;
     mc->stats_interval = s.stats_interval;
+    mc->stats_file = s.stats_file && *s.stats_file ? g_strdup(s.stats_file)
+                                                    : NULL;
     mc->path = g_strdup(cf->path);
+    mc->settings = settings_text(cf);
 out:
     config_clear(milter_spec, G_N_ELEMENTS(milter_spec), &s);
     return mc;
@@ -234,6 +301,17 @@ milterconf_load(const char *path, GError **error)
     g_autoptr(ConfigFile) cf = config_file_load(path, error);
 
     return cf ? milterconf_from(cf, error) : NULL;
+}
+
+/* milterconf_defaults - see milterconf.h */
+MilterConf *
+milterconf_defaults(const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    MilterConf *mc = milterconf_parse(path, "", &error);
+
+    g_assert(mc != NULL); /* the built-in defaults are valid */
+    return mc;
 }
 
 /* milterconf_ref - one more user */

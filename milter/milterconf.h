@@ -16,7 +16,9 @@
 typedef struct {
     Policy *policy;
     guint stats_interval; /* seconds; 0 = only at exit */
+    char *stats_file;     /* Prometheus text file, or NULL */
     char *path;
+    char *settings;       /* every key and its value in effect (-n) */
 } MilterConf;
 
 /* milterconf_load - read PATH (sections other than [milter] belong to
@@ -26,6 +28,9 @@ MilterConf *milterconf_load(const char *path, GError **error);
  * from the file the text names */
 MilterConf *milterconf_parse(const char *path, const char *text,
                              GError **error);
+/* milterconf_defaults - the built-in settings, for a missing default
+ * file (PATH is named in the settings only) */
+MilterConf *milterconf_defaults(const char *path);
 MilterConf *milterconf_ref(MilterConf *mc);
 void milterconf_unref(MilterConf *mc);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MilterConf, milterconf_unref)

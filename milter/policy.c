@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 
+#include "address.h"
 #include "policy.h"
 
 G_DEFINE_QUARK(rapidretry-policy-error, policy_error)
@@ -26,6 +27,7 @@ policy_new(void)
     p->exempt_daemons = g_ptr_array_new_with_free_func(g_free);
     p->exempt_notify_never = TRUE;
     p->reply_text = g_strdup(POLICY_DEFAULT_TEXT);
+    p->reply_code = POLICY_REPLY_CODE;
     return p;
 }
 
@@ -164,6 +166,21 @@ policy_net_match(const PolicyNet *net, int family, const guint8 *addr)
             return FALSE;
     }
     return TRUE;
+}
+
+/* policy_parse_reply_code - see policy.h */
+gboolean
+policy_parse_reply_code(const char *s, const char **code)
+{
+    static const char *const codes[] = {"451", "452"};
+
+    for (gsize i = 0; i < G_N_ELEMENTS(codes); i++) {
+        if (s != NULL && strcmp(s, codes[i]) == 0) {
+            *code = codes[i];
+            return TRUE;
+        }
+    }
+    return FALSE;
 }
 
 /* policy_check_reply_text - see policy.h; libmilter drops texts with CR,
@@ -305,14 +322,19 @@ out:
     return ok;
 }
 
-/* rcpt_normalize - "<Local@Example.COM.>" -> "local@example.com": angle
- * brackets, an RFC 5321 source route and a trailing dot go; lower case */
+/* rcpt_normalize - "<Local@Example.COM.>" -> "local@example.com": what
+ * is not an address (an RFC 5321 source route, a trailing dot of the
+ * domain) goes here, the rest is address.c's (brackets, quoting, the
+ * split at the last '@'); lower case. Never fails: what address.c
+ * refuses is only lower-cased, so it still gets a class. */
 static char *
 rcpt_normalize(const char *rcpt)
 {
     const char *s = rcpt ? rcpt : "";
+    g_autofree char *path = NULL;
+    g_autoptr(Address) a = NULL;
+    g_autofree char *local = NULL;
     gsize len;
-    char *out;
 
     if (*s == '<')
         s++;
@@ -323,8 +345,12 @@ rcpt_normalize(const char *rcpt)
         len--;
     if (len > 0 && s[len - 1] == '.')
         len--;
-    out = g_ascii_strdown(s, (gssize)len);
-    return out;
+    path = g_strndup(s, len);
+    a = address_parse(path, FALSE, NULL);
+    if (a == NULL)
+        return g_ascii_strdown(path, -1);
+    local = g_ascii_strdown(a->local, -1);
+    return g_strconcat(local, "@", a->domain_lc, NULL);
 }
 
 /* domain_within - is DOMAIN equal to PARENT or below it? */

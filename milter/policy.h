@@ -15,11 +15,11 @@ typedef enum {
     POLICY_MODE_POLICY, /* one class of the class map per transaction */
 } PolicyMode;
 
-/* The default reply text after "451 4.5.3 " */
+/* The default reply text after "451 4.5.3 " (or "452 4.5.3 ") */
 #define POLICY_DEFAULT_TEXT                                                    \
     "Use PRDR or retry immediately, possibly in the same TCP connection, "     \
     "after DATA End of data; retry=0"
-#define POLICY_REPLY_CODE "451"
+#define POLICY_REPLY_CODE "451" /* the default; reply_code = 452 too */
 #define POLICY_REPLY_DSN "4.5.3"
 /* The whole reply line "451 4.5.3 TEXT" is capped at this many octets */
 #define POLICY_REPLY_MAX 512
@@ -42,6 +42,7 @@ typedef struct {
     GPtrArray *exempt_daemons; /* char* {daemon_name} values */
     gboolean exempt_notify_never;
     char *reply_text;      /* after "451 4.5.3 ", checked */
+    const char *reply_code; /* "451" or "452" (static strings) */
 } Policy;
 
 /* The message state's part that policy owns: the transaction's class. */
@@ -68,6 +69,11 @@ const char *policy_mode_name(PolicyMode mode);
 gboolean policy_parse_net(const char *s, PolicyNet *net, const char **err);
 /* policy_add_net - parse S and append it to the exempt networks */
 gboolean policy_add_net(Policy *p, const char *s, GError **error);
+
+/* policy_parse_reply_code - "451" or "452" -> a static string in *CODE;
+ * 452 with 4.5.3 is what some senders (mox, KumoMTA) take as "send the
+ * rest now", 451 what RFC 5321 clients retry later (README's matrix) */
+gboolean policy_parse_reply_code(const char *s, const char **code);
 
 /* policy_check_reply_text - the text after "451 4.5.3 ": printable
  * ASCII, one line, not empty, every '%' doubled ("%%"), the whole reply

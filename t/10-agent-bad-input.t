@@ -70,6 +70,15 @@ res = agent.run(RCPT, conf=bad)
 check("unknown config key", res, 75, USAGE)
 like(res.out, r"%s:4\b" % bad, "unknown key: the status names FILE:LINE")
 
+# a NUL byte: an error at its line, not the silent end of the file
+text = rrtest.read_file(agent.conf).splitlines()
+text[4] += "\0 ignored"
+nul = rrtest.write_file(os.path.join(agent.dir, "nul.conf"),
+                        "\n".join(text) + "\n", owner=rrtest.TEST_USER)
+res = agent.run(RCPT, conf=nul)
+check("NUL byte in config", res, 75, USAGE)
+like(res.out, r"%s:5: NUL byte" % nul, "NUL byte: the status names FILE:LINE")
+
 is_(sink.connections(), 0, "no usage or config error contacted a server")
 
 # --- recipients and message ------------------------------------------------

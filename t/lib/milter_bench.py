@@ -1,84 +1,128 @@
 #!/usr/bin/env python3
-"""milter_bench.py - a quick measurement, not a test: messages/s that a
-throw-away Postfix smtpd accepts with and without rapidretry-milter
-(domain mode; every message one connection, 2 recipients of one domain,
-so the milter sees connect, MAIL, 2 RCPT, end of message).
+"""milter_bench.py - a measurement, not a test: the message rate of one
+throw-away Postfix smtpd without rapidretry-milter, with it over a UNIX
+socket and with it over TCP (inet:PORT@127.0.0.1), in one run. One
+Postfix instance listens on three ports that differ only in
+smtpd_milters; smtp-source sends 1-recipient messages to `discard`,
+one message per connection (or many with -d), and the three kinds
+alternate round by round so a busy machine hurts them alike.
 
-    RR_BUILD=$PWD/build/default python3 t/lib/milter_bench.py [N] [CLIENTS]
+    RR_BUILD=$PWD/build/default python3 t/lib/milter_bench.py \\
+        [-m MESSAGES] [-s SESSIONS] [-r ROUNDS] [-d] [--conf TEXT]
 """
 
-import itertools
+import argparse
 import os
+import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rrtest                                          # noqa: E402
-from postfix import Receiver                           # noqa: E402
-from rrmilter import Milter, Smtp                      # noqa: E402
+from postfix import Receiver, MILTER_MAIN              # noqa: E402
+from rrmilter import Milter                            # noqa: E402
 
-_runs = itertools.count(1)
-
-
-def blast(port, n, clients):
-    """N messages over CLIENTS threads, one connection per message."""
-    errors = []
-
-    def worker(k):
-        for i in range(k, n, clients):
-            try:
-                s = Smtp(port)
-                s.cmd("EHLO bench.test")
-                replies, final = s.message(
-                    "s@bench.test", ["a%d@d1.test" % i, "b%d@d1.test" % i])
-                if final is None or not final.startswith(b"250"):
-                    errors.append(final)
-                s.close()
-            except Exception as e:  # noqa: BLE001 - counted, reported
-                errors.append(e)
-    threads = [threading.Thread(target=worker, args=(k,))
-               for k in range(clients)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.monotonic() - t0, errors
+KINDS = ("none", "unix", "inet")
+CONF = "[milter]\nmode = domain\nstats_interval = 0\n"
 
 
-def run(with_milter, n, clients):
-    """N messages to a fresh receiver; (messages/s, errors). Without the
-    milter its smtpd keeps the other settings (smtpd_milters empty)."""
-    name = "milter-bench-%d" % next(_runs)
-    milter = Milter(rrtest.subdir(name + "/milter"),
-                    "[milter]\nmode = domain\nstats_interval = 0\n")
-    main = {"virtual_transport": "discard"}
-    if not with_milter:
-        main["smtpd_milters"] = ""
-    pf = Receiver(name, domains=["d1.test"], milter=milter.socket,
-                  main=main)
+class Bench:
+    """Bench - one Postfix with three smtpd ports (no milter, the milter
+    on a UNIX socket, the same milter configuration on TCP)."""
+
+    def __init__(self, name="milter-bench", conf=CONF, main=None):
+        self.unix = Milter(rrtest.subdir(name + "/unix"), conf)
+        self.inet_port = rrtest.free_port()
+        self.inet = Milter(rrtest.subdir(name + "/inet"), conf,
+                           spec="inet:%d@127.0.0.1" % self.inet_port)
+        self.ports = {"none": rrtest.free_port(), "unix": None,
+                      "inet": rrtest.free_port()}
+        settings = dict(MILTER_MAIN)
+        settings.update({"virtual_transport": "discard",
+                         "smtpd_milters": "unix:" + self.unix.socket})
+        settings.update(main or {})
+        extra = ("127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=\n"
+                 % self.ports["none"] +
+                 "127.0.0.1:%d inet n - n - - smtpd -o "
+                 "smtpd_milters=inet:127.0.0.1:%d\n"
+                 % (self.ports["inet"], self.inet_port))
+        self.pf = Receiver(name, domains=["d1.test"], main=settings,
+                           master_extra=extra)
+        self.ports["unix"] = self.pf.port
+
+    def start(self):
+        """start - both milters, then Postfix."""
+        for m in (self.unix, self.inet):
+            if not m.start():
+                sys.exit("milter did not start:\n" + m.read_log())
+        self.pf.start()
+        for p in self.ports.values():
+            rrtest.wait_until(lambda: rrtest.port_listening(p), 20,
+                              what="smtpd port %d" % p)
+        return self
+
+    def stop(self):
+        self.unix.stop()
+        self.inet.stop()
+        self.pf.stop()
+
+    def blast(self, kind, n, sessions, reuse=False):
+        """blast - N messages through smtp-source to KIND's port; seconds
+        taken (None when smtp-source failed)."""
+        cmd = ["smtp-source", "-s", str(sessions), "-m", str(n), "-r", "1",
+               "-f", "s@bench.test", "-t", "r@d1.test", "-c"]
+        if reuse:
+            cmd.append("-d")
+        cmd.append("127.0.0.1:%d" % self.ports[kind])
+        t0 = time.monotonic()
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        took = time.monotonic() - t0
+        if p.returncode != 0:
+            rrtest.diag("smtp-source %s: rc=%d %s" % (kind, p.returncode,
+                                                      p.stderr[-500:]))
+            return None
+        return took
+
+
+def measure(n=1000, sessions=4, rounds=1, reuse=False, conf=CONF,
+            main=None, name="milter-bench"):
+    """measure - {kind: messages/s} over ROUNDS alternating rounds of N
+    messages each; a warm-up round of 50 first."""
+    b = Bench(name, conf, main).start()
+    took = {k: 0.0 for k in KINDS}
     try:
-        if with_milter and not milter.start():
-            sys.exit("milter did not start:\n" + milter.read_log())
-        pf.start()
-        blast(pf.port, 20, clients)                    # warm-up
-        took, errors = blast(pf.port, n, clients)
-        return n / took, errors
+        for k in KINDS:
+            b.blast(k, 50, sessions, reuse)
+        for _ in range(rounds):
+            for k in KINDS:
+                t = b.blast(k, n, sessions, reuse)
+                if t is None:
+                    sys.exit("smtp-source failed (%s)" % k)
+                took[k] += t
     finally:
-        milter.kill()
-        pf.stop()
+        b.stop()
+    return {k: n * rounds / took[k] for k in KINDS}
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
-    clients = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    without, e1 = run(False, n, clients)
-    with_, e2 = run(True, n, clients)
-    print("messages=%d clients=%d" % (n, clients))
-    print("without milter: %.0f msg/s (%d errors)" % (without, len(e1)))
-    print("with milter:    %.0f msg/s (%d errors)" % (with_, len(e2)))
-    print("ratio with/without: %.2f" % (with_ / without))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-m", type=int, default=1000)
+    ap.add_argument("-s", type=int, default=4)
+    ap.add_argument("-r", type=int, default=1)
+    ap.add_argument("-d", action="store_true",
+                    help="many messages per connection")
+    ap.add_argument("--conf", default=CONF)
+    ap.add_argument("--main", action="append", default=[],
+                    help="NAME=VALUE for the receiver's main.cf")
+    a = ap.parse_args()
+    main_cf = dict(kv.split("=", 1) for kv in a.main)
+    rate = measure(a.m, a.s, a.r, a.d, a.conf.replace("\\n", "\n"), main_cf)
+    print("messages=%d sessions=%d rounds=%d %s" % (
+        a.m, a.s, a.r, "one connection, many messages" if a.d
+        else "one message per connection"))
+    for k in KINDS:
+        print("%-5s %7.1f msg/s  %.2fx" % (k, rate[k],
+                                           rate[k] / rate["none"]))
     rrtest._done = True         # not a TAP test: no plan, no warning
 
 

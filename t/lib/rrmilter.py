@@ -30,10 +30,12 @@ class Milter:
     DIR, run as nobody:postfix so smtpd (user postfix) can reach the
     socket; stopped at exit."""
 
-    def __init__(self, d, conf, classes=None, name="milter"):
+    def __init__(self, d, conf, classes=None, name="milter", spec=None):
         self.dir = d
         self.conf = os.path.join(d, name + ".conf")
         self.socket = os.path.join(d, name + ".sock")
+        # SPEC: another socket, e.g. "inet:PORT@127.0.0.1"
+        self.spec = spec or "unix:" + self.socket
         self.log = os.path.join(d, name + ".log")
         self.write_conf(conf, classes)
         self.proc = None
@@ -46,13 +48,17 @@ class Milter:
             rrtest.write_file(os.path.join(self.dir, "classes"), classes)
         rrtest.write_file(self.conf, conf)
 
-    def start(self, extra=()):
-        """start - run it; True once it logged `started:`."""
-        cmd = [binary(), "-f", "-p", "unix:" + self.socket, "-c", self.conf,
+    def launch(self, extra=()):
+        """launch - run it and return at once (its pid in self.proc)."""
+        cmd = [binary(), "-f", "-p", self.spec, "-c", self.conf,
                "-u", "nobody:postfix"] + list(extra)
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.logf,
                                      stderr=subprocess.STDOUT)
+
+    def start(self, extra=()):
+        """start - run it; True once it logged `started:`."""
+        self.launch(extra)
         up = rrtest.wait_until(lambda: self.proc.poll() is not None or
                                "started:" in self.read_log(), 15,
                                what="milter start")

@@ -61,17 +61,26 @@ static const GoodCase good[] = {
      "<u@[192.0.2.1]>"},
     {"u@[IPv6:2001:db8::1]", FALSE, "u", "[IPv6:2001:db8::1]",
      "[ipv6:2001:db8::1]", FALSE, "<u@[IPv6:2001:db8::1]>"},
-    /* SMTPUTF8 */
+    /* SMTPUTF8 only for a UTF-8 local part (RFC 6531 §3.2); a UTF-8
+       domain goes as A-labels (IDNA2008, UTS #46 non-transitional) */
     {"jörg@example.com", FALSE, "jörg", "example.com", "example.com", TRUE,
      "<jörg@example.com>"},
-    {"user@bücher.example", FALSE, "user", "bücher.example", "bücher.example",
-     TRUE, "<user@bücher.example>"},
-    {"用户@例子.广告", FALSE, "用户", "例子.广告", "例子.广告", TRUE,
-     "<用户@例子.广告>"},
+    {"user@bücher.example", FALSE, "user", "bücher.example",
+     "xn--bcher-kva.example", FALSE, "<user@xn--bcher-kva.example>"},
+    {"用户@例子.广告", FALSE, "用户", "例子.广告", "xn--fsqu00a.xn--4rr70v",
+     TRUE, "<用户@xn--fsqu00a.xn--4rr70v>"},
     {"user@xn--bcher-kva.example", FALSE, "user", "xn--bcher-kva.example",
      "xn--bcher-kva.example", FALSE, "<user@xn--bcher-kva.example>"},
     {"\"a b\"@Ünïcode.Example", FALSE, "a b", "Ünïcode.Example",
-     "Ünïcode.example", TRUE, "<\"a b\"@Ünïcode.Example>"},
+     "xn--ncode-cta3g.example", FALSE, "<\"a b\"@xn--ncode-cta3g.example>"},
+    /* ß stays ß (IDNA2008), not IDNA2003's "ss": a different domain */
+    {"user@faß.de", FALSE, "user", "faß.de", "xn--fa-hia.de", FALSE,
+     "<user@xn--fa-hia.de>"},
+    {"user@FASS.de", FALSE, "user", "FASS.de", "fass.de", FALSE,
+     "<user@FASS.de>"},
+    /* UTS #46 mapping lower-cases what ASCII lower-casing cannot */
+    {"jörg@BÜCHER.Example", FALSE, "jörg", "BÜCHER.Example",
+     "xn--bcher-kva.example", TRUE, "<jörg@xn--bcher-kva.example>"},
 };
 
 /* test_good - valid forms: fields, path, and the path parses back */
@@ -97,7 +106,7 @@ test_good(gconstpointer data)
     g_assert_no_error(error);
     g_assert_nonnull(back);
     g_assert_cmpstr(back->local, ==, a->local);
-    g_assert_cmpstr(back->domain, ==, a->domain);
+    g_assert_cmpstr(back->domain_lc, ==, a->domain_lc);
     path2 = address_path(back);
     g_assert_cmpstr(path2, ==, path);
 }
@@ -146,6 +155,9 @@ static const BadCase bad_cases[] = {
      FALSE, "longer than 63"},
     {"domain-utf8-symbol", "user@ex\xe2\x98\x83mple.com", FALSE,
      "invalid character"},
+    /* IDNA2008 CONTEXTJ: a zero-width joiner only after a virama */
+    {"domain-no-a-label", "user@a\u200db.example", FALSE,
+     "no A-label form"},
     {"literal-bad-v4", "user@[192.0.2.300]", FALSE, "address literal"},
     {"literal-v6-untagged", "user@[2001:db8::1]", FALSE, "address literal"},
     {"literal-bad-v6", "user@[IPv6:2001:db8::g]", FALSE, "address literal"},
@@ -192,6 +204,24 @@ test_long_domain(void)
     g_string_free(d, TRUE);
 }
 
+/* test_long_idn - a UTF-8 name short in octets but over 253 as A-labels */
+static void
+test_long_idn(void)
+{
+    GString *d = g_string_new("u@");
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Address) a = NULL;
+
+    for (int i = 0; i < 20; i++)
+        g_string_append(d, "bücher."); /* 8 octets, 14 as "xn--bcher-kva." */
+    g_string_append(d, "example");
+    a = address_parse(d->str, FALSE, &error);
+    g_assert_null(a);
+    g_assert_error(error, ADDRESS_ERROR, ADDRESS_ERROR_MALFORMED);
+    g_assert_nonnull(strstr(error->message, "longer than"));
+    g_string_free(d, TRUE);
+}
+
 /* test_null - NULL input and NULL free */
 static void
 test_null(void)
@@ -221,6 +251,7 @@ main(int argc, char **argv)
         g_free(path);
     }
     g_test_add_func("/address/long-domain", test_long_domain);
+    g_test_add_func("/address/long-idn", test_long_idn);
     g_test_add_func("/address/null", test_null);
     return g_test_run();
 }

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include "config.h"
 
 typedef struct {
@@ -116,6 +118,39 @@ test_config_missing_file(void)
     g_error_free(err);
 }
 
+/* test_config_nul - a NUL byte is an error at its line, not the end of
+ * the file; the same text without it loads */
+static void
+test_config_nul(void)
+{
+    static const char text[] = "[s]\nname = a\n\ncount = 1\0\nbogus\n";
+    g_autofree char *dir = g_dir_make_tmp("rr-config-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "nul.conf", NULL);
+    g_autofree char *want = g_strdup_printf("%s:4: NUL byte", path);
+    GError *err = NULL;
+    ConfigFile *cf;
+
+    g_assert_nonnull(dir);
+    g_assert_true(g_file_set_contents(path, text, sizeof(text) - 1, NULL));
+    g_assert_null(config_file_load(path, &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, want));
+    g_clear_error(&err);
+    /* a NUL on the first line */
+    g_assert_true(g_file_set_contents(path, "\0[s]\n", 5, NULL));
+    g_assert_null(config_file_load(path, &err));
+    g_assert_nonnull(strstr(err->message, ":1: NUL byte"));
+    g_clear_error(&err);
+    /* a file without one loads */
+    g_assert_true(g_file_set_contents(path, "[s]\ncount = 1\n", -1, NULL));
+    cf = config_file_load(path, &err);
+    g_assert_no_error(err);
+    g_assert_cmpuint(cf->entries->len, ==, 1);
+    config_file_free(cf);
+    g_unlink(path);
+    g_rmdir(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -123,6 +158,7 @@ main(int argc, char **argv)
     g_test_add_func("/config/defaults", test_config_defaults);
     g_test_add_func("/config/values", test_config_values);
     g_test_add_func("/config/errors", test_config_errors);
+    g_test_add_func("/config/nul", test_config_nul);
     g_test_add_func("/config/missing-file", test_config_missing_file);
     return g_test_run();
 }

@@ -140,7 +140,7 @@ test_flush(void)
         one_run(path, "Q2", cases[i].mode); /* schema exists: appends */
         g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts"),
                         ==, 4);
-        g_assert_cmpint(query_int(path, "PRAGMA user_version"), ==, 1);
+        g_assert_cmpint(query_int(path, "PRAGMA user_version"), ==, 2);
         rm_db(path, dir);
         g_free(path);
         g_free(dir);
@@ -184,6 +184,61 @@ test_limits(void)
     g_free(dir);
 }
 
+/* exec - SQL on PATH past the module (test only) */
+static void
+exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(db, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* retention: rows older than it go on a flush when the maintenance is
+ * due (interval passed), 2000 per table and flush, and a full chunk
+ * leaves the next flush due; a flush within the interval removes none */
+static void
+test_retention(void)
+{
+    static const struct {
+        gboolean make_due;
+        gint64 old_left; /* of 2500 old rows */
+    } steps[] = {
+        {FALSE, 2500}, /* the first flush claimed the interval */
+        {TRUE, 500},
+        {FALSE, 0},    /* a full chunk: the next flush is due again */
+        {FALSE, 0},
+    };
+    char *dir = g_dir_make_tmp("dblog-XXXXXX", NULL);
+    char *path = g_build_filename(dir, "log.db", NULL);
+    char *sql;
+
+    one_run(path, "Q0", AGENT_TRANSCRIPT_NO);
+    sql = g_strdup_printf(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+        " WHERE i < 2500) INSERT INTO attempts (time, run, queue_id, sender,"
+        " recipient, status) SELECT %" G_GINT64_FORMAT ", 'r', 'OLD', '',"
+        " 'x@d.test', 'sent' FROM n",
+        g_get_real_time() / G_USEC_PER_SEC - 7200);
+    exec(path, sql);
+    g_free(sql);
+    for (gsize i = 0; i < G_N_ELEMENTS(steps); i++) {
+        if (steps[i].make_due)
+            exec(path, "UPDATE maintenance SET time = 0");
+        one_run(path, "Q1", AGENT_TRANSCRIPT_NO);
+        g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts"
+                                        " WHERE queue_id = 'OLD'"), ==,
+                        steps[i].old_left);
+    }
+    g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts"
+                                    " WHERE queue_id != 'OLD'"), ==,
+                    2 * (1 + G_N_ELEMENTS(steps)));
+    rm_db(path, dir);
+    g_free(path);
+    g_free(dir);
+}
+
 /* an unusable database: rows are dropped, nothing fails */
 static void
 test_unusable(void)
@@ -222,6 +277,7 @@ main(int argc, char **argv)
     g_test_add_func("/dblog/mask", test_mask);
     g_test_add_func("/dblog/flush", test_flush);
     g_test_add_func("/dblog/limits", test_limits);
+    g_test_add_func("/dblog/retention", test_retention);
     g_test_add_func("/dblog/unusable", test_unusable);
     return g_test_run();
 }

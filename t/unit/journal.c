@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -162,7 +163,33 @@ test_replace(void)
     tmpdir_remove(dir);
 }
 
-/* rows older than EXPIRE seconds are gone after the next open */
+/* count_rows - SELECT count(*) FROM journal on PATH */
+static gint64
+count_rows(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    gint64 n = -1;
+
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(db, "SELECT count(*) FROM journal",
+                                       -1, &st, NULL), ==, SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* due - make the next open's maintenance due (the interval has passed) */
+static void
+due(const char *path)
+{
+    raw_exec(path, "UPDATE maintenance SET time = 0 WHERE name = 'expire'");
+}
+
+/* rows older than EXPIRE seconds are gone after the next open on which
+ * maintenance is due, and only then */
 static void
 test_expiry(void)
 {
@@ -186,11 +213,19 @@ test_expiry(void)
     raw_exec(path, sql);
     g_free(sql);
 
+    /* the first open ran the maintenance: the next one is not due */
+    j = open_ok(path, 3600);
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "old@example.org"), ==,
+                    JOURNAL_DELIVERED);
+    journal_close(j);
+
+    due(path);
     j = open_ok(path, 86400); /* nothing old enough */
     g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "old@example.org"), ==,
                     JOURNAL_DELIVERED);
     journal_close(j);
 
+    due(path);
     j = open_ok(path, 3600);
     g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "old@example.org"), ==,
                     JOURNAL_NONE);
@@ -199,6 +234,76 @@ test_expiry(void)
     g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "new@example.org"), ==,
                     JOURNAL_DELIVERED);
     journal_close(j);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
+/* a backlog is expired in chunks of 2000 rows, one chunk per open, and
+ * each full chunk leaves the next open due */
+static void
+test_expiry_chunks(void)
+{
+    static const gint64 left[] = { 2500 + 1 - 2000, 1, 1 };
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    JournalEntry e = { "keep@example.org", JOURNAL_DELIVERED, NULL, NULL,
+                       NULL };
+    GError *error = NULL;
+    Journal *j = open_ok(path, 3600);
+    char *sql;
+
+    g_assert_true(journal_record(j, "K", DIGEST_A, &e, 1, &error));
+    journal_close(j);
+    sql = g_strdup_printf(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+        " WHERE i < 2500) INSERT INTO journal (queue_id, digest, recipient,"
+        " state, time) SELECT 'Q' || i, '" DIGEST_A "', 'r@example.org', 1,"
+        " %" G_GINT64_FORMAT " FROM n",
+        g_get_real_time() / G_USEC_PER_SEC - 7200);
+    raw_exec(path, sql);
+    g_free(sql);
+    g_assert_cmpint(count_rows(path), ==, 2501);
+    due(path);
+    for (gsize i = 0; i < G_N_ELEMENTS(left); i++) {
+        journal_close(open_ok(path, 3600));
+        g_assert_cmpint(count_rows(path), ==, left[i]);
+    }
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
+/* the WAL of runs one after another stays short: each run opens the
+ * journal, records one entry and goes (no close, as the agent exits) */
+static void
+test_wal_bounded(void)
+{
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    char *wal = g_strconcat(path, "-wal", NULL);
+    GStatBuf st;
+
+    for (int i = 0; i < 200; i++) {
+        pid_t pid = fork();
+        int status = -1;
+
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) { /* a run: open, record, exit without a close */
+            char *qid = g_strdup_printf("Q%d", i);
+            JournalEntry e = { "r@example.org", JOURNAL_DELIVERED, NULL,
+                               NULL, NULL };
+            Journal *j = journal_open(path, 3600, NULL);
+
+            _exit(j != NULL
+                  && journal_record(j, qid, DIGEST_A, &e, 1, NULL) ? 0 : 1);
+        }
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_cmpint(status, ==, 0);
+        g_assert_cmpint(g_stat(wal, &st), ==, 0);
+        /* 64 pages of 4 KB and what the last run added */
+        g_assert_cmpint(st.st_size, <, 80 * 4120);
+    }
+    g_assert_cmpint(count_rows(path), ==, 200);
+    g_free(wal);
     g_free(path);
     tmpdir_remove(dir);
 }
@@ -224,7 +329,7 @@ test_schema(void)
     g_assert_cmpint(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st,
                                        NULL), ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
-    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 2);
+    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 3);
     sqlite3_finalize(st);
     sqlite3_close(db);
 
@@ -543,6 +648,8 @@ main(int argc, char **argv)
     g_test_add_func("/journal/record-lookup", test_record_lookup);
     g_test_add_func("/journal/replace", test_replace);
     g_test_add_func("/journal/expiry", test_expiry);
+    g_test_add_func("/journal/expiry-chunks", test_expiry_chunks);
+    g_test_add_func("/journal/wal-bounded", test_wal_bounded);
     g_test_add_func("/journal/schema", test_schema);
     g_test_add_func("/journal/migrate-dsn-sent", test_migrate_dsn_sent);
     g_test_add_func("/journal/open/errors", test_open_errors);

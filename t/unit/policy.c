@@ -103,6 +103,59 @@ test_class_of(void)
     }
 }
 
+/* recipient normalisation through common/address.c: the strict-mode
+ * class shows the normalised address; the results of the milter's old
+ * normaliser, except that a quoted local part now matches its unquoted
+ * form (RFC 5321 §4.1.2: the quotes are not part of the mailbox) */
+static void
+test_normalize(void)
+{
+    static const struct {
+        const char *rcpt;
+        const char *want;
+    } cases[] = {
+        {"<Local@Example.COM.>", "address:local@example.com"},
+        {"<@relay.test,@r2.test:U@D.test>", "address:u@d.test"},
+        {"u@d.test", "address:u@d.test"},
+        {"<A+tag@X.Test>", "address:a+tag@x.test"},
+        {"<a@b@x.test>", "address:a@b@x.test"},  /* not address.c's: kept */
+        {"<\"J Doe\"@x.test>", "address:j doe@x.test"},
+        {"<\"jdoe\"@x.test>", "address:jdoe@x.test"},
+        {"<A@[192.0.2.1]>", "address:a@[192.0.2.1]"},
+        {"<u@B\xc3\x9c" "CHER.test>", "address:u@b\xc3\x9c" "cher.test"},
+        {"<postmaster>", "address:postmaster"},
+        {"<a@b c>", "address:a@b c"},           /* refused: lower-cased */
+        {"<\xff@x.test>", "address:\xff@x.test"},  /* not UTF-8 */
+        {"", "address:"},
+        {"<>", "address:"},
+    };
+    g_autoptr(Policy) p = policy_new();
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *c = policy_class_of(p, cases[i].rcpt);
+
+        if (strcmp(c, cases[i].want) != 0)
+            g_test_message("case %zu: %s", i, cases[i].rcpt);
+        g_assert_cmpstr(c, ==, cases[i].want);
+    }
+}
+
+static void
+test_reply_code(void)
+{
+    static const char *const bad[] = {"450", "4521", "", "45", "551", NULL};
+    g_autoptr(Policy) p = policy_new();
+    const char *code = NULL;
+
+    g_assert_true(policy_parse_reply_code("451", &code));
+    g_assert_cmpstr(code, ==, "451");
+    g_assert_true(policy_parse_reply_code("452", &code));
+    g_assert_cmpstr(code, ==, "452");
+    for (gsize i = 0; i < G_N_ELEMENTS(bad); i++)
+        g_assert_false(policy_parse_reply_code(bad[i], &code));
+    g_assert_cmpstr(p->reply_code, ==, "451"); /* the default */
+}
+
 static void
 test_class_map_errors(void)
 {
@@ -369,6 +422,8 @@ main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/policy/modes", test_modes);
     g_test_add_func("/policy/class-of", test_class_of);
+    g_test_add_func("/policy/normalize", test_normalize);
+    g_test_add_func("/policy/reply-code", test_reply_code);
     g_test_add_func("/policy/class-map-errors", test_class_map_errors);
     g_test_add_func("/policy/nets", test_nets);
     g_test_add_func("/policy/add-net-error", test_add_net_error);

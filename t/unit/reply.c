@@ -290,6 +290,82 @@ test_raw(void)
     reply_free(NULL);
 }
 
+/* test_keep - a hostile reply (200 lines of 60 KB) is parsed into at
+ * most 40 lines and 4 KiB of text and of raw form, its last line kept,
+ * its meaning unchanged; small replies are kept whole */
+static void
+test_keep(void)
+{
+    const gsize n = 200, width = 60 * 1000;
+    g_autofree char *fill = g_strnfill(width, 'x');
+    g_autofree char *more = g_strdup_printf("452-4.5.3 %s", fill);
+    const char **lines = g_new(const char *, n);
+    g_autoptr(Reply) r = NULL;
+    ReplyKeep k = {0};
+    guint kept = 0;
+
+    for (gsize i = 0; i + 1 < n; i++)
+        lines[i] = more;
+    lines[n - 1] = "452 4.5.3 too many recipients, the end";
+    r = reply_parse(lines, n, NULL);
+    g_assert_nonnull(r);
+    g_assert_cmpuint(strlen(r->text), <=, REPLY_KEEP_BYTES);
+    g_assert_cmpuint(strlen(r->raw), <=, REPLY_KEEP_BYTES + REPLY_KEEP_LINES);
+    g_assert_true(g_str_has_suffix(r->text, "too many recipients, the end"));
+    g_assert_true(g_str_has_suffix(r->raw, "\n452 4.5.3 too many "
+                                           "recipients, the end"));
+    g_assert_cmpstr(r->enhanced, ==, "4.5.3");
+    g_assert_cmpint(reply_classify(r, REPLY_STAGE_RCPT, NULL), ==,
+                    REPLY_RAPID);
+
+    /* what the engine does line by line */
+    for (gsize i = 0; i < n; i++) {
+        g_autofree char *l = reply_keep_line(&k, lines[i], i + 1 == n);
+
+        if (l == NULL)
+            continue;
+        kept++;
+        g_assert_cmpuint(strlen(l), <=, REPLY_KEEP_LINE);
+        g_assert_true(strncmp(l, lines[i], 4) == 0); /* code and marker */
+    }
+    g_assert_cmpuint(kept, ==, k.lines);
+    g_assert_cmpuint(k.lines, <=, REPLY_KEEP_LINES);
+    g_assert_cmpuint(k.lines, >=, 2);
+    g_assert_cmpuint(k.bytes, <=, REPLY_KEEP_BYTES);
+    g_assert_cmpuint(k.lines + k.dropped_lines, ==, n);
+    g_assert_cmpuint(k.bytes + k.dropped_bytes, ==,
+                     (n - 1) * strlen(more) + strlen(lines[n - 1]));
+    g_free(lines);
+
+    /* many short lines: 40 kept, the last among them */
+    {
+        GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(Reply) s = NULL;
+        g_auto(GStrv) split = NULL;
+
+        for (int i = 0; i < 99; i++)
+            g_ptr_array_add(a, g_strdup_printf("250-EXT%d", i));
+        g_ptr_array_add(a, g_strdup("250 LAST"));
+        s = reply_parse((const char *const *)a->pdata, a->len, NULL);
+        g_assert_nonnull(s);
+        split = g_strsplit(s->raw, "\n", -1);
+        g_assert_cmpuint(g_strv_length(split), <=, REPLY_KEEP_LINES);
+        g_assert_true(g_str_has_prefix(s->raw, "250-EXT0\n250-EXT1\n"));
+        g_assert_true(g_str_has_suffix(s->raw, "\n250 LAST"));
+        g_ptr_array_unref(a);
+    }
+    /* a reply under the caps is kept whole */
+    {
+        ReplyKeep z = {0};
+        g_autofree char *a = reply_keep_line(&z, "250-first", FALSE);
+        g_autofree char *b = reply_keep_line(&z, "250 second", TRUE);
+
+        g_assert_cmpstr(a, ==, "250-first");
+        g_assert_cmpstr(b, ==, "250 second");
+        g_assert_cmpuint(z.dropped_lines + z.dropped_bytes, ==, 0);
+    }
+}
+
 static const char *const bad_replies[] = {
     "",
     "hello",
@@ -427,23 +503,24 @@ typedef struct {
     ReplyClass without, with;
 } PatternCase;
 
-/* test_patterns - admin patterns turn matching 4xx/5xx at RCPT rapid */
+/* test_patterns - admin patterns turn matching 4xx/5xx at RCPT rapid,
+ * but only replies no never-rapid rule has taken */
 static void
 test_patterns(void)
 {
     static const char *const specs[] = {
-        "450 4.7.1 /too many recipients this hour/i",
+        "450 4.3.2 /too many recipients this hour/i",
         "* * /^slow down, new transaction please$/",
         "550 5.7 /per-transaction policy/",
         "  451   *   /different class/  ",
     };
     static const PatternCase cases[] = {
-        {"450 4.7.1 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
+        {"450 4.3.2 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
          REPLY_DEFER, REPLY_RAPID},
         /* the code must match too */
-        {"451 4.7.1 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
+        {"451 4.3.2 Too Many Recipients This Hour", REPLY_STAGE_RCPT,
          REPLY_DEFER, REPLY_DEFER},
-        {"450 4.7.2 too many recipients this hour", REPLY_STAGE_RCPT,
+        {"450 4.3.3 too many recipients this hour", REPLY_STAGE_RCPT,
          REPLY_DEFER, REPLY_DEFER},
         {"452 slow down, new transaction please", REPLY_STAGE_RCPT, REPLY_RAPID,
          REPLY_RAPID},
@@ -458,9 +535,15 @@ test_patterns(void)
          REPLY_BOUNCE},
         {"550 per-transaction policy", REPLY_STAGE_RCPT, REPLY_BOUNCE,
          REPLY_BOUNCE},
-        {"451 4.7.1 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
+        {"451 4.3.0 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
          REPLY_RAPID},
         {"451 different class", REPLY_STAGE_RCPT, REPLY_DEFER, REPLY_RAPID},
+        /* never-rapid rules come first: a matching pattern cannot make
+           greylisting, rate limits, storage or routing replies rapid */
+        {"451 4.7.1 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
+         REPLY_DEFER},
+        {"451 4.2.0 different class", REPLY_STAGE_RCPT, REPLY_DEFER,
+         REPLY_DEFER},
         /* rapid exists only at RCPT; 2xx and 421 are never patterned */
         {"451 different class", REPLY_STAGE_MAIL, REPLY_DEFER, REPLY_DEFER},
         {"250 slow down, new transaction please", REPLY_STAGE_RCPT, REPLY_OK,
@@ -496,6 +579,54 @@ test_patterns(void)
             reply_class_name(reply_classify(r, cases[i].stage, &rules)), ==,
             reply_class_name(cases[i].with));
     }
+    g_ptr_array_unref(rules.patterns);
+}
+
+/*
+ * test_patterns_never_rapid - every real-world text above once more, with
+ * the patterns an administrator should never write but might: "* *
+ * /too many/i" and a catch-all. The never-rapid replies (421, 4.2.x and
+ * 4.7.x greylisting and rate limits, 4.3.1 and bare-452 storage, 4.4.x)
+ * stay deferred; every other 4xx/5xx reaches the patterns and is rapid;
+ * ok and rapid stay what they were.
+ */
+static void
+test_patterns_never_rapid(void)
+{
+    static const char *const never[] = {
+        "postfix/rate-limit", "postfix/postgrey", "postfix/storage",
+        "postfix/too-many-errors", "postfix/milter-tempfail", "exim/space",
+        "o365/busy", "gmail/rate", "gmail/quota", "gmail/421", "grey/yahoo",
+        "grey/try-later", "grey/please", "grey/retry0", "grey/quota-retry0",
+        "other/domains-4.7.1", "other/retry0-4.4", "other/retry0-4.3.1",
+        "452/bare-storage",
+    };
+    static const char *const specs[] = {"* * /too many/i", "* * //"};
+    ReplyRules rules = {
+        g_ptr_array_new_with_free_func((GDestroyNotify)reply_pattern_free)};
+    gsize kept = 0;
+
+    for (gsize i = 0; i < G_N_ELEMENTS(specs); i++)
+        g_ptr_array_add(rules.patterns, reply_pattern_parse(specs[i], NULL));
+    for (gsize i = 0; i < G_N_ELEMENTS(class_cases); i++) {
+        const ClassCase *c = &class_cases[i];
+        g_autoptr(Reply) r = reply_parse_text(c->text, NULL);
+        gboolean is_never = FALSE;
+        ReplyClass want = c->rcpt;
+
+        for (gsize j = 0; j < G_N_ELEMENTS(never); j++)
+            is_never |= strcmp(c->name, never[j]) == 0;
+        if (is_never) {
+            g_assert_cmpint(c->rcpt, ==, REPLY_DEFER);
+            kept++;
+        } else if (r->code >= 400 && want != REPLY_RAPID)
+            want = REPLY_RAPID;
+        g_test_message("%s: %s", c->name, c->text);
+        g_assert_cmpstr(reply_class_name(
+                            reply_classify(r, REPLY_STAGE_RCPT, &rules)),
+                        ==, reply_class_name(want));
+    }
+    g_assert_cmpuint(kept, ==, G_N_ELEMENTS(never));
     g_ptr_array_unref(rules.patterns);
 }
 
@@ -600,12 +731,15 @@ main(int argc, char **argv)
     g_test_add_func("/reply/stages", test_stages);
     g_test_add_func("/reply/parse", test_parse);
     g_test_add_func("/reply/raw", test_raw);
+    g_test_add_func("/reply/keep", test_keep);
     g_test_add_func("/reply/garbage", test_garbage);
     g_test_add_func("/reply/line-scan", test_line_scan);
     g_test_add_func("/reply/dsn", test_dsn);
     g_test_add_func("/reply/local", test_local);
     g_test_add_func("/reply/class-names", test_class_names);
     g_test_add_func("/reply/patterns", test_patterns);
+    g_test_add_func("/reply/patterns-never-rapid",
+                    test_patterns_never_rapid);
     g_test_add_func("/reply/pattern-fields", test_pattern_fields);
     g_test_add_func("/reply/pattern-errors", test_pattern_errors);
     g_test_add_func("/reply/one-domain", test_one_domain);

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/x509v3.h>
+
 #include "conf.h"
 #include "sasl.h"
 #include "tls.h"
@@ -338,6 +340,120 @@ test_conf_errors(void)
     g_rmdir(dir);
 }
 
+/* make_cert - an unsigned certificate (the name checks need no
+ * signature) with subject CN, issuer CN and DNS SANs of given lengths */
+static X509 *
+make_cert(const char *cn, gsize cn_len, const char *issuer,
+          const char *const *sans, const gsize *san_lens, gsize n_sans)
+{
+    X509 *cert = X509_new();
+    X509_NAME *subject = X509_NAME_new(), *iss = X509_NAME_new();
+
+    if (cn != NULL)
+        g_assert_true(X509_NAME_add_entry_by_NID(
+            subject, NID_commonName, V_ASN1_UTF8STRING,
+            (const unsigned char *)cn, (int)cn_len, -1, 0));
+    g_assert_true(X509_NAME_add_entry_by_NID(
+        iss, NID_commonName, V_ASN1_UTF8STRING, (const unsigned char *)issuer,
+        -1, -1, 0));
+    g_assert_true(X509_set_subject_name(cert, subject));
+    g_assert_true(X509_set_issuer_name(cert, iss));
+    if (n_sans > 0) {
+        GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+
+        for (gsize i = 0; i < n_sans; i++) {
+            GENERAL_NAME *g = GENERAL_NAME_new();
+            ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+
+            g_assert_true(ASN1_STRING_set(ia5, sans[i], (int)san_lens[i]));
+            GENERAL_NAME_set0_value(g, GEN_DNS, ia5);
+            sk_GENERAL_NAME_push(gens, g);
+        }
+        g_assert_true(X509_add1_ext_i2d(cert, NID_subject_alt_name, gens, 0,
+                                        X509V3_ADD_DEFAULT));
+        GENERAL_NAMES_free(gens);
+    }
+    X509_NAME_free(subject);
+    X509_NAME_free(iss);
+    return cert;
+}
+
+/* assert_printable - WHY holds only printable ASCII and is not long */
+static void
+assert_printable(const char *why, gsize max)
+{
+    g_test_message("why: %s", why);
+    for (const char *p = why; *p != '\0'; p++)
+        g_assert_true(*p >= 0x20 && *p < 0x7f);
+    g_assert_cmpuint(strlen(why), <=, max);
+}
+
+/* test_cert_names - names from a hostile certificate reach the reason
+ * (and so every log line) printable, capped and few */
+static void
+test_cert_names(void)
+{
+    const char *const good[] = {"good.test", NULL};
+    const char *const nope[] = {"nope.test", NULL};
+    g_autofree char *huge = g_strnfill(5000, 'x');
+    GPtrArray *sans = g_ptr_array_new_with_free_func(g_free);
+    gsize lens[40];
+    X509 *cert;
+    char *why = NULL;
+
+    g_ptr_array_add(sans, g_strdup("evil\x1b[31m\r\n.test"));
+    g_ptr_array_add(sans, g_memdup2("nul\0after.test", 14));
+    g_ptr_array_add(sans, g_strdup(huge));
+    for (int i = 0; i < 30; i++)
+        g_ptr_array_add(sans, g_strdup_printf("n%d.test", i));
+    for (guint i = 0; i < sans->len; i++)
+        lens[i] = i == 1 ? 14 : strlen(sans->pdata[i]);
+    cert = make_cert("cn.test", 7, "CA", (const char *const *)sans->pdata,
+                     lens, sans->len);
+    g_assert_cmpint(tls_cert_check(cert, X509_V_OK, nope, &why), ==,
+                    TLS_PEER_TRUSTED);
+    assert_printable(why, 8 * 260 + 200);
+    g_assert_nonnull(strstr(why, "evil_[31m__.test, nul_after.test, xxx"));
+    g_assert_nonnull(strstr(why, "xxx..., n0.test"));
+    g_assert_nonnull(strstr(why, " and 25 more, expected nope.test"));
+    g_clear_pointer(&why, g_free);
+    X509_free(cert);
+
+    /* no SANs: the subject CN, with its NUL and control bytes */
+    cert = make_cert("cn\x07\0\x1b]0;title.test", 18, "CA", NULL, NULL, 0);
+    g_assert_cmpint(tls_cert_check(cert, X509_V_OK, nope, &why), ==,
+                    TLS_PEER_TRUSTED);
+    assert_printable(why, 200);
+    g_assert_nonnull(strstr(why, "certificate names cn___]0;title.test,"));
+    g_clear_pointer(&why, g_free);
+    X509_free(cert);
+
+    /* neither: said so */
+    cert = make_cert(NULL, 0, "CA", NULL, NULL, 0);
+    g_assert_cmpint(tls_cert_check(cert, X509_V_OK, nope, &why), ==,
+                    TLS_PEER_TRUSTED);
+    g_assert_nonnull(strstr(why, "certificate names (none),"));
+    g_clear_pointer(&why, g_free);
+    X509_free(cert);
+
+    /* an untrusted chain names its issuer, printable and capped */
+    cert = make_cert("good.test", 9, huge, NULL, NULL, 0);
+    g_assert_cmpint(tls_cert_check(cert,
+                                   X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+                                   good, &why), ==, TLS_PEER_UNTRUSTED);
+    assert_printable(why, 400);
+    g_assert_nonnull(strstr(why, "untrusted issuer: "));
+    g_assert_nonnull(strstr(why, "(issuer CN xxx"));
+    g_clear_pointer(&why, g_free);
+
+    /* a matching name: verified, no reason */
+    g_assert_cmpint(tls_cert_check(cert, X509_V_OK, good, &why), ==,
+                    TLS_PEER_VERIFIED);
+    g_assert_null(why);
+    X509_free(cert);
+    g_ptr_array_unref(sans);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -348,5 +464,6 @@ main(int argc, char **argv)
     g_test_add_func("/tls/sasl/file", test_sasl_file);
     g_test_add_func("/tls/conf/options", test_conf_options);
     g_test_add_func("/tls/conf/errors", test_conf_errors);
+    g_test_add_func("/tls/cert-names", test_cert_names);
     return g_test_run();
 }

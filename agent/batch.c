@@ -1,0 +1,514 @@
+/*
+ * batch.c - one message to many recipients, start to end (DESIGN §7):
+ * setup, recipients and journal, lanes of groups delivered in parallel,
+ * one outcome per recipient; for pipe(8) mode the batch's verdict, our
+ * own DSN for mixed outcomes and the journal of the bounced ones.
+ */
+#include <string.h>
+
+#include "batch.h"
+#include "dsn.h"
+#include "group.h"
+#include "log.h"
+
+#define BATCH_ERROR g_quark_from_static_string("rapidretry-batch")
+
+/* queued_seconds - time since Postfix received the message, for delay=
+ * as Postfix counts it; 0 when the Received: field is missing or odd */
+static double
+queued_seconds(Spool *spool, const char *queue_id)
+{
+    g_autoptr(GString) hdr = spool_headers(spool, 64 * 1024, NULL);
+    gint64 at = hdr != NULL ? spool_arrival_time(hdr->str, queue_id) : -1;
+    double now = g_get_real_time() / (double)G_USEC_PER_SEC;
+
+    /* a clock step or a forged date must not make delay= absurd */
+    if (at <= 0 || at > now + 60 || now - at > 366.0 * 86400)
+        return 0;
+    return now > at ? now - at : 0;
+}
+
+/* batch_sender - parse the envelope sender into D; FALSE + error */
+static gboolean
+batch_sender(Delivery *d, GError **error)
+{
+    GError *err = NULL;
+    gsize len;
+
+    if (d->sender[0] == '\0') {
+        d->sender_path = g_strdup("");
+        return TRUE;
+    }
+    d->sender_addr = address_parse(d->sender, FALSE, &err);
+    if (d->sender_addr == NULL) {
+        g_set_error(error, BATCH_ERROR, 0,
+                    "rapidretry-agent: sender <%s>: %s", d->sender,
+                    err->message);
+        g_error_free(err);
+        return FALSE;
+    }
+    /* MAIL FROM:<...> adds the brackets */
+    d->sender_path = address_path(d->sender_addr);
+    len = strlen(d->sender_path);
+    memmove(d->sender_path, d->sender_path + 1, len - 2);
+    d->sender_path[len - 2] = '\0';
+    return TRUE;
+}
+
+Delivery *
+batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
+          Spool *spool, SmtpTranscriptFn transcript, const char **dsn,
+          GError **error)
+{
+    Delivery *d = g_new0(Delivery, 1);
+    GError *err = NULL;
+
+    d->conf = conf;
+    d->queue_id = g_strdup(queue_id);
+    d->sender = g_strdup(sender);
+    d->spool = spool;
+    d->start = g_get_monotonic_time();
+    d->deadline = d->start + (gint64)conf->deadline * G_USEC_PER_SEC;
+    d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                      g_free);
+    d->transcript = transcript;
+    g_mutex_init(&d->lock);
+    *dsn = "4.3.0";
+    if (!batch_sender(d, error)) {
+        *dsn = "4.1.7";
+        goto fail;
+    }
+    d->queued = queued_seconds(spool, queue_id);
+    if (spool_is_empty(spool)) {
+        log_error("%s: empty message on standard input; check the pipe(8) "
+                  "command in master.cf", queue_id);
+        g_set_error(error, BATCH_ERROR, 0,
+                    "rapidretry-agent: empty message on standard input");
+        goto fail;
+    }
+    d->journal = journal_open(conf->journal, conf->journal_expire, &err);
+    if (d->journal == NULL) {
+        g_set_error(error, BATCH_ERROR, 1,
+                    "rapidretry-agent: journal unusable, not delivering (a "
+                    "retry could duplicate): %s", err->message);
+        g_error_free(err);
+        goto fail;
+    }
+    /* the delivery log is best effort: it never stops a delivery */
+    d->dblog = dblog_new(conf->log_database, queue_id, sender,
+                         conf->transcript_mode, conf->log_max_size,
+                         conf->log_retention);
+    return d;
+fail:
+    batch_free(d);
+    return NULL;
+}
+
+void
+batch_free(Delivery *d)
+{
+    if (d == NULL)
+        return;
+    dblog_free(d->dblog);
+    journal_close(d->journal);
+    spool_free(d->spool);
+    address_free(d->sender_addr);
+    g_free(d->sender_path);
+    g_hash_table_unref(d->limits);
+    g_mutex_clear(&d->lock);
+    g_free((char *)d->queue_id);
+    g_free((char *)d->sender);
+    g_free(d);
+}
+
+GPtrArray *
+batch_recipients(Delivery *d, const char *const *args, guint n)
+{
+    GPtrArray *rcpts = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)rcpt_free);
+
+    for (guint i = 0; i < n; i++) {
+        Rcpt *r = rcpt_new(args[i], i);
+        GError *err = NULL;
+        JournalState js;
+
+        g_ptr_array_add(rcpts, r);
+        r->addr = address_parse(r->arg, FALSE, &err);
+        if (r->addr == NULL) {
+            deliver_report(d, r, RCPT_BOUNCED, "5.1.3", NULL,
+                           err->message, NULL);
+            g_error_free(err);
+            continue;
+        }
+        js = journal_lookup(d->journal, d->queue_id, spool_digest(d->spool),
+                            r->arg, &err);
+        if (err != NULL) {
+            g_autofree char *why = g_strdup_printf(
+                "cannot read journal: %s", err->message);
+
+            deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
+            g_error_free(err);
+        } else if (js != JOURNAL_NONE) {
+            r->done = TRUE;
+            r->status = RCPT_EARLIER;
+            log_info("%s: to=<%s>, skipped: %s in an earlier delivery "
+                     "attempt", d->queue_id, r->arg,
+                     js == JOURNAL_DELIVERED ? "delivered" : "bounced");
+        }
+    }
+    return rcpts;
+}
+
+/* keep_fits - the session KEEP the previous group of the lane left open
+ * meets G's TLS level, certificate names and SASL identity (issue 11
+ * row 1: a kept connection is no short cut around a group's policy) */
+static gboolean
+keep_fits(Delivery *d, Group *g, SmtpSession *keep)
+{
+    g_autoptr(GPtrArray) doms = g_ptr_array_new();
+    SmtpOptions opt = {0};
+    g_auto(GStrv) names = NULL;
+    g_autofree char *why = NULL;
+
+    if (g->targets->len == 0)
+        return FALSE;
+    for (guint i = 0; i < g->rcpts->len; i++) {
+        const Rcpt *r = g_ptr_array_index(g->rcpts, i);
+
+        if (!r->done && !g_ptr_array_find_with_equal_func(
+                            doms, r->addr->domain_lc, g_str_equal, NULL))
+            g_ptr_array_add(doms, r->addr->domain_lc);
+    }
+    if (doms->len == 0)
+        return TRUE; /* nothing to send: deliver_group does not use it */
+    g_ptr_array_add(doms, NULL);
+    names = agent_conf_smtp_options(d->conf, g_ptr_array_index(g->targets, 0),
+                                    (const char *const *)doms->pdata, &opt);
+    if (smtp_session_fits(keep, &opt, &why))
+        return TRUE;
+    log_info("%s: not reusing the connection to %s for %s: %s", d->queue_id,
+             smtp_session_relay(keep), g->name, why);
+    return FALSE;
+}
+
+/* deliver_lane - GThreadPool worker: the groups of one lane in turn, on
+ * one connection while it stays usable and meets the next group's
+ * policy */
+static void
+deliver_lane(gpointer data, gpointer user)
+{
+    GPtrArray *lane = data;
+    SmtpSession *keep = NULL;
+
+    for (guint i = 0; i < lane->len; i++) {
+        Group *g = g_ptr_array_index(lane, i);
+
+        if (keep != NULL && !keep_fits(user, g, keep))
+            g_clear_pointer(&keep, smtp_session_close);
+        deliver_group(user, g, &keep);
+    }
+    if (keep != NULL)
+        smtp_session_close(keep);
+}
+
+/* lane_key - groups whose first server is the same share a lane: never
+ * two connections to one server address in a run */
+static char *
+lane_key(const Group *g)
+{
+    const Target *t;
+
+    if (g->targets->len == 0)
+        return g_strdup(g->name);
+    t = g_ptr_array_index(g->targets, 0);
+    return g_strdup_printf("%s:%u", t->addr, t->port);
+}
+
+/* settle_missing - a recipient still without an outcome is our bug:
+ * never lose it, defer it */
+static void
+settle_missing(Delivery *d, GPtrArray *rcpts)
+{
+    for (guint i = 0; i < rcpts->len; i++) {
+        Rcpt *r = g_ptr_array_index(rcpts, i);
+
+        if (r->done)
+            continue;
+        log_error("%s: <%s> has no outcome; deferring: bug", d->queue_id,
+                  r->arg);
+        deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL,
+                       "internal error: no delivery outcome", NULL);
+    }
+}
+
+void
+batch_deliver(Delivery *d, GPtrArray *rcpts, const char *nexthop)
+{
+    g_autoptr(GPtrArray) groups =
+        g_ptr_array_new_with_free_func((GDestroyNotify)group_free);
+    g_autoptr(GPtrArray) lanes =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref);
+    g_autoptr(GHashTable) by_key =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GThreadPool *pool;
+
+    group_build(d, rcpts, nexthop, groups);
+    for (guint i = 0; i < groups->len; i++) {
+        Group *g = g_ptr_array_index(groups, i);
+        char *key = lane_key(g);
+        GPtrArray *lane = g_hash_table_lookup(by_key, key);
+
+        if (lane == NULL) {
+            lane = g_ptr_array_new();
+            g_ptr_array_add(lanes, lane);
+            g_hash_table_insert(by_key, key, lane);
+        } else
+            g_free(key);
+        g_ptr_array_add(lane, g);
+    }
+    if (lanes->len == 1)
+        deliver_lane(g_ptr_array_index(lanes, 0), d);
+    else if (lanes->len > 1) {
+        pool = g_thread_pool_new(deliver_lane, d, d->conf->connections,
+                                 FALSE, NULL);
+        for (guint i = 0; i < lanes->len; i++)
+            g_thread_pool_push(pool, g_ptr_array_index(lanes, i), NULL);
+        g_thread_pool_free(pool, FALSE, TRUE);
+    }
+    settle_missing(d, rcpts);
+}
+
+void
+batch_verdict_clear(BatchVerdict *v)
+{
+    g_clear_pointer(&v->text, g_free);
+}
+
+/* verdict_ok - the 2.0.0 text; pipe(8) logs its first 100 characters,
+ * so what matters comes first */
+static char *
+verdict_ok(const BatchVerdict *v, const BatchFacts *f)
+{
+    if (v->n[RCPT_BOUNCED] == 0)
+        return g_strdup_printf("delivered %u recipients (%u earlier) in %u "
+                               "transactions, %u rapid retries",
+                               v->n[RCPT_SENT], v->n[RCPT_EARLIER],
+                               f->transactions, f->rapid_rounds);
+    return g_strdup_printf("delivered %u (%u earlier), %u failed: %s; %u "
+                           "transactions, %u rapid retries",
+                           v->n[RCPT_SENT], v->n[RCPT_EARLIER],
+                           v->n[RCPT_BOUNCED],
+                           f->null_sender ? "no DSN (null sender)"
+                                          : "DSN sent to the sender",
+                           f->transactions, f->rapid_rounds);
+}
+
+void
+batch_verdict(const Rcpt *const *rcpts, guint n, const BatchFacts *f,
+              BatchVerdict *v)
+{
+    const Rcpt *first_t = NULL, *first_b = NULL;
+
+    memset(v, 0, sizeof *v);
+    for (guint i = 0; i < n; i++) {
+        const Rcpt *r = rcpts[i];
+        RcptStatus st = r->done ? r->status : RCPT_DEFERRED;
+
+        if (!r->done || st == RCPT_PENDING) {
+            v->missing++;
+            st = RCPT_DEFERRED;
+        }
+        v->n[st]++;
+        if (st == RCPT_DEFERRED && first_t == NULL)
+            first_t = r;
+        if (st == RCPT_BOUNCED && first_b == NULL)
+            first_b = r;
+    }
+    if (v->n[RCPT_BOUNCED] == 0)
+        v->bounce = BATCH_BOUNCE_NONE;
+    else if (v->n[RCPT_BOUNCED] == n)
+        v->bounce = BATCH_BOUNCE_POSTFIX;
+    else if (f->null_sender)
+        v->bounce = BATCH_BOUNCE_NO_DSN;
+    else
+        v->bounce = BATCH_BOUNCE_DSN;
+    /* a DSN that did not go out: nothing journaled, the next run sends */
+    v->journal_bounced = v->bounce != BATCH_BOUNCE_NONE &&
+                         !(v->bounce == BATCH_BOUNCE_DSN &&
+                           f->dsn_failure != NULL);
+    if (first_t != NULL) {
+        gboolean ours = !first_t->done || first_t->status == RCPT_PENDING;
+
+        g_strlcpy(v->dsn, ours || first_t->dsn[0] == '\0' ? "4.3.0"
+                                                           : first_t->dsn,
+                  sizeof v->dsn);
+        v->dsn[0] = '4';
+        v->text = g_strdup(ours || first_t->reason == NULL
+                               ? "internal error: no delivery outcome"
+                               : first_t->reason);
+    } else if (v->bounce == BATCH_BOUNCE_POSTFIX) {
+        g_strlcpy(v->dsn, first_b->dsn[0] ? first_b->dsn : "5.0.0",
+                  sizeof v->dsn);
+        v->dsn[0] = '5';
+        v->text = g_strdup(first_b->reason ? first_b->reason : "");
+    } else if (v->bounce == BATCH_BOUNCE_DSN && f->dsn_failure != NULL) {
+        g_strlcpy(v->dsn, "4.3.0", sizeof v->dsn);
+        v->text = g_strdup_printf(
+            "%u of %u recipients failed permanently and the notification "
+            "to the sender could not be sent (%s): %s", v->n[RCPT_BOUNCED],
+            n, f->dsn_failure, first_b->reason ? first_b->reason : "");
+    } else {
+        g_strlcpy(v->dsn, "2.0.0", sizeof v->dsn);
+        v->text = verdict_ok(v, f);
+    }
+}
+
+/* journal_bounced - the bounced ones of this run as final; DSN_SENT
+ * says whether our own DSN told the sender. FALSE when not durable. */
+static gboolean
+journal_bounced(Delivery *d, GPtrArray *bounced, gboolean dsn_sent)
+{
+    g_autofree JournalEntry *e = g_new0(JournalEntry, bounced->len);
+    GError *err = NULL;
+
+    for (guint i = 0; i < bounced->len; i++) {
+        Rcpt *r = g_ptr_array_index(bounced, i);
+
+        e[i] = (JournalEntry){r->arg, JOURNAL_BOUNCED, r->relay, r->dsn,
+                              r->reason};
+    }
+    if (journal_record_dsn(d->journal, d->queue_id, spool_digest(d->spool),
+                           e, bounced->len, dsn_sent, &err))
+        return TRUE;
+    log_error("%s: %u bounced recipients: the journal write failed (%s)%s",
+              d->queue_id, bounced->len, err->message,
+              dsn_sent ? ": a retry of this batch may send a second DSN"
+                       : "");
+    g_error_free(err);
+    return FALSE;
+}
+
+/* note_all - the same delivery log note on every recipient in RCPTS */
+static void
+note_all(Delivery *d, GPtrArray *rcpts, const char *note)
+{
+    for (guint i = 0; i < rcpts->len; i++)
+        dblog_note(d->dblog, ((Rcpt *)g_ptr_array_index(rcpts, i))->arg,
+                   note);
+}
+
+/* send_dsn - our own DSN to the sender for the BOUNCED ones (DESIGN §7);
+ * FALSE + *WHY when it could not be submitted */
+static gboolean
+send_dsn(Delivery *d, GPtrArray *bounced, char **why)
+{
+    const AgentConf *c = d->conf;
+    g_autofree DsnRecipient *dr = g_new0(DsnRecipient, bounced->len);
+    DsnInfo info = {d->queue_id, d->sender,
+                    c->dsn_reporting_mta[0] ? c->dsn_reporting_mta
+                                            : c->helo_name,
+                    g_get_real_time() / G_USEC_PER_SEC,
+                    c->dsn_full_message, 0};
+    g_autoptr(GString) msg = NULL;
+    GError *err = NULL;
+
+    if (d->queued > 0)
+        info.arrival = info.now - (gint64)d->queued;
+    for (guint i = 0; i < bounced->len; i++) {
+        Rcpt *r = g_ptr_array_index(bounced, i);
+
+        dr[i] = (DsnRecipient){r->arg, r->dsn, r->relay, r->diagnostic,
+                               r->reason};
+    }
+    msg = dsn_compose(&info, dr, bounced->len, d->spool, &err);
+    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg, &err)) {
+        *why = g_strdup(err->message);
+        g_error_free(err);
+        return FALSE;
+    }
+    log_info("%s: sender non-delivery notification sent to <%s> for %u "
+             "recipients", d->queue_id, d->sender, bounced->len);
+    return TRUE;
+}
+
+/* finish_log - write the delivery log; its failure never changes the
+ * outcome */
+static void
+finish_log(Delivery *d)
+{
+    GError *err = NULL;
+
+    if (!dblog_flush(d->dblog, &err)) {
+        log_warning("%s: %s; delivery not affected", d->queue_id,
+                    err->message);
+        g_error_free(err);
+    }
+}
+
+/* carry_out - what the verdict V says about the BOUNCED ones; *WHY when
+ * our DSN could not be sent */
+static void
+carry_out(Delivery *d, GPtrArray *bounced, const BatchVerdict *v,
+          char **why)
+{
+    switch (v->bounce) {
+    case BATCH_BOUNCE_NONE:
+        return;
+    case BATCH_BOUNCE_POSTFIX:
+        note_all(d, bounced, "bounce by Postfix");
+        journal_bounced(d, bounced, FALSE);
+        return;
+    case BATCH_BOUNCE_NO_DSN:
+        /* never bounce a bounce (RFC 3461 §6.2, RFC 5321 §4.5.5) */
+        log_info("%s: no non-delivery notification for %u bounced "
+                 "recipients: null sender", d->queue_id, bounced->len);
+        note_all(d, bounced, "no DSN: null sender");
+        journal_bounced(d, bounced, FALSE);
+        return;
+    case BATCH_BOUNCE_DSN:
+        if (!send_dsn(d, bounced, why)) {
+            log_error("%s: %s; the bounced recipients are tried again "
+                      "later", d->queue_id, *why);
+            note_all(d, bounced, "DSN not sent; tried again");
+            return;
+        }
+        note_all(d, bounced, "DSN sent");
+        /* a failed write is logged; the DSN is out, so exit 0 stays
+         * right when nothing is deferred */
+        journal_bounced(d, bounced, TRUE);
+        return;
+    }
+}
+
+void
+batch_finish(Delivery *d, GPtrArray *rcpts, BatchVerdict *v)
+{
+    BatchFacts f = {d->sender[0] == '\0', d->transactions, d->rapid_rounds,
+                    NULL};
+    g_autoptr(GPtrArray) bounced = g_ptr_array_new();
+    g_autofree char *why = NULL;
+
+    settle_missing(d, rcpts);
+    batch_verdict((const Rcpt *const *)rcpts->pdata, rcpts->len, &f, v);
+    g_assert(v->n[RCPT_SENT] + v->n[RCPT_BOUNCED] + v->n[RCPT_DEFERRED] +
+                 v->n[RCPT_EARLIER] == rcpts->len);
+    log_info("%s: batch done: %u sent, %u bounced, %u deferred, %u "
+             "earlier; %u transactions, %u rapid retries",
+             d->queue_id, v->n[RCPT_SENT], v->n[RCPT_BOUNCED],
+             v->n[RCPT_DEFERRED], v->n[RCPT_EARLIER], d->transactions,
+             d->rapid_rounds);
+    for (guint i = 0; i < rcpts->len; i++) {
+        Rcpt *r = g_ptr_array_index(rcpts, i);
+
+        if (r->status == RCPT_BOUNCED)
+            g_ptr_array_add(bounced, r);
+    }
+    carry_out(d, bounced, v, &why);
+    if (why != NULL) {
+        f.dsn_failure = why;
+        batch_verdict_clear(v);
+        batch_verdict((const Rcpt *const *)rcpts->pdata, rcpts->len, &f,
+                      v);
+    }
+    finish_log(d);
+}
