@@ -100,6 +100,14 @@ static const ConfSpec agent_spec[] = {
      "LMTP client silent this long: 421 and the end"},
     {"lmtp", "size_limit", CONF_SIZE, "0", A(lmtp_size_limit),
      "largest message taken in LMTP mode (SIZE), 0 = no limit"},
+    {"lmtp", "connection_cache_time_limit", CONF_TIME, "2s",
+     A(lmtp_cache_time), "an outbound connection waits this long for the "
+     "next message, 0 = never kept"},
+    {"lmtp", "connection_reuse_time_limit", CONF_TIME, "300s",
+     A(lmtp_reuse_time), "an outbound connection carries messages this "
+     "long at most"},
+    {"lmtp", "connection_reuse_count_limit", CONF_UINT, "100",
+     A(lmtp_reuse_count), "messages per outbound connection"},
     {"rapid", "pattern", CONF_LIST, NULL, A(rapid_patterns),
      "extra rapid replies: CODE ENHANCED /regex/"},
 };

@@ -69,6 +69,9 @@ typedef struct {
     guint lmtp_time_limit;   /* spawn(8)'s command time limit */
     guint lmtp_idle_timeout; /* seconds without a command */
     guint64 lmtp_size_limit; /* SIZE announced, 0 = none */
+    guint lmtp_cache_time;   /* an outbound session kept between messages */
+    guint lmtp_reuse_time;   /* ... for at most this long in all */
+    guint lmtp_reuse_count;  /* ... and this many messages */
     /* [rapid] */
     GPtrArray *rapid_patterns; /* char*, as written */
     /* compiled */

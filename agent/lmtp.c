@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "conncache.h"
 #include "dsn.h"
 #include "lmtp.h"
 #include "lmtp-dsn.h"
@@ -32,6 +33,7 @@ typedef struct {
     GString *wbuf;       /* replies not written yet */
     gint64 start;        /* monotonic, microseconds */
     Journal *journal;    /* opened at the first message */
+    ConnCache *cache;    /* outbound sessions kept between messages */
     LmtpProto proto;
     gboolean eof;
 } LmtpSession;
@@ -420,6 +422,7 @@ delivery_init(LmtpSession *s, Delivery *d, Spool *sp, char **why)
     d->sender = s->proto.sender;
     d->dsn_ret = s->proto.ret;
     d->dsn_envid = s->proto.envid;
+    d->cache = s->cache;
     d->start = g_get_monotonic_time();
     d->deadline = d->start + (gint64)c->lmtp_deadline * G_USEC_PER_SEC;
     d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
@@ -483,6 +486,7 @@ deliver_message(LmtpSession *s, Spool *sp)
     g_autoptr(GPtrArray) rcpts = NULL;
     g_autofree char *why = NULL;
     guint n[RCPT_EARLIER + 1] = {0};
+    guint reused = 0;
 
     if (!delivery_init(s, &d, sp, &why)) {
         log_error("%s: %s", d.queue_id, why);
@@ -492,6 +496,7 @@ deliver_message(LmtpSession *s, Spool *sp)
     }
     log_info("%s: from=<%s>, nrcpt=%u (LMTP)", d.queue_id, d.sender,
              s->proto.rcpts->len);
+    reused = s->cache != NULL ? conn_cache_reused(s->cache) : 0;
     rcpts = setup_rcpts(s, &d);
     watchdog_arm(s, d.queue_id);
     batch_deliver(&d, rcpts, NULL); /* routes from the configuration */
@@ -519,10 +524,13 @@ deliver_message(LmtpSession *s, Spool *sp)
     }
     g_assert(n[RCPT_SENT] + n[RCPT_BOUNCED] + n[RCPT_DEFERRED] +
                  n[RCPT_EARLIER] == rcpts->len);
+    if (s->cache != NULL)
+        reused = conn_cache_reused(s->cache) - reused;
     log_info("%s: message done: %u sent, %u bounced, %u deferred, %u "
-             "earlier; %u transactions, %u rapid retries", d.queue_id,
-             n[RCPT_SENT], n[RCPT_BOUNCED], n[RCPT_DEFERRED],
-             n[RCPT_EARLIER], d.transactions, d.rapid_rounds);
+             "earlier; %u transactions, %u rapid retries, %u connections "
+             "reused", d.queue_id, n[RCPT_SENT], n[RCPT_BOUNCED],
+             n[RCPT_DEFERRED], n[RCPT_EARLIER], d.transactions,
+             d.rapid_rounds, reused);
     if (n[RCPT_DEFERRED] + n[RCPT_BOUNCED] == 0)
         s->proto.errors = 0;
     delivery_clear(&d);
@@ -668,9 +676,14 @@ lmtp_main(int argc, char **argv)
     s.buf = g_byte_array_new();
     s.wbuf = g_string_new(NULL);
     s.start = g_get_monotonic_time();
+    if (conf->lmtp_cache_time > 0 && conf->lmtp_reuse_count > 0)
+        s.cache = conn_cache_new(conf->lmtp_cache_time,
+                                 conf->lmtp_reuse_time,
+                                 conf->lmtp_reuse_count);
     lmtp_proto_init(&s.proto, conf->helo_name, conf->lmtp_size_limit);
     lmtp_serve(&s);
     lmtp_proto_clear(&s.proto);
+    conn_cache_free(s.cache); /* QUIT to the servers still kept */
     journal_close(s.journal);
     g_byte_array_unref(s.buf);
     g_string_free(s.wbuf, TRUE);

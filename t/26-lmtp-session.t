@@ -31,7 +31,10 @@ sink = SmtpSink({"ehlo": ["PIPELINING", "SIZE 10240000", "8BITMIME",
                       "reply": "452 4.2.2 Mailbox full"}]})
 port = sink.start()
 rrtest.at_cleanup(sink.stop)
-agent = rrtest.Agent(relay="[127.0.0.1]:%d" % port)
+# a generous cache time: the messages of one session share a connection
+# however slow the machine
+CACHE = "\n[lmtp]\nconnection_cache_time_limit = 60s\n"
+agent = rrtest.Agent(relay="[127.0.0.1]:%d" % port, extra_text=CACHE)
 MSG = rrtest.sample_message("s@src.test", ["x"])
 RELAY = r"127\.0\.0\.1\[127\.0\.0\.1\]:%d" % port
 
@@ -88,6 +91,10 @@ mail, rr, data, final = s.transaction("t@src.test", ["c@d1.test"], MSG)
 like(final[0] if final else "", r"^250 2\.0\.0 <c@d1\.test>: delivered in "
      r"an earlier", "...and its repetition is not")
 is_(sink.rcpt_count("c@d1.test"), 1, "c@d1.test got one copy")
+is_(sink.connections(), 1, "5 messages of one LMTP session: 1 outbound "
+    "connection (kept between messages)")
+like("\n".join(agent.log_lines()), r"message done: .* 1 connections reused",
+     "the log counts the reuse")
 
 # --- 4. bad input ------------------------------------------------------------
 bad = [("FOO", r"^502 5\.5\.2 Error: command not recognized$"),
@@ -111,8 +118,23 @@ ok(replies_only(s.raw), "nothing but LMTP replies on the socket",
    [l for l in s.raw.decode(errors="replace").split("\r\n")
     if not re.match(r"^[2345]\d\d[ -]", l)])
 
+# --- 4b. reuse limits: 2 messages per connection ----------------------------
+agent.write_conf(extra_text=CACHE + "connection_reuse_count_limit = 2\n")
+before = sink.connections()
+s = LmtpAgent(agent)
+s.reply()
+s.cmd("LHLO p.test")
+for i in range(3):
+    s.transaction("s@src.test", ["m%d@d1.test" % i], MSG)
+s.cmd("QUIT")
+s.wait()
+is_(sink.connections() - before, 2, "reuse count limit 2: 3 messages, 2 "
+    "connections")
+is_([sink.rcpt_count("m%d@d1.test" % i) for i in range(3)], [1, 1, 1],
+    "each delivered once")
+
 # --- 5. SIZE: at MAIL and in DATA --------------------------------------------
-agent.write_conf(extra_text="\n[lmtp]\nsize_limit = 300\n")
+agent.write_conf(extra_text=CACHE + "size_limit = 300\n")
 s = LmtpAgent(agent)
 s.reply()
 like(s.cmd("LHLO p.test"), r"(?m)^250-SIZE 300$", "SIZE 300 announced")
