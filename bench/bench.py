@@ -11,6 +11,9 @@
 #  (d) the agent's peak RSS for a 1 KB and a 50 MB message
 #  (e) CPU time per delivery: Postfix's delivery processes (pipe(8) plus
 #      the agents it ran, or smtp(8)), from (b)
+#  (f) LMTP mode beside pipe mode and smtp(8), messages queued first and
+#      the delivery timed alone; the journal disk's fdatasync latency
+#      (bench/lmtp_bench.py)
 # Prints a table and writes bench/results/bench-TIME.{csv,json}. Root.
 import csv
 import json
@@ -32,6 +35,8 @@ if not os.environ.get("RR_BUILD"):
 import rrtest                                          # noqa: E402
 import rrmilter                                        # noqa: E402
 import milter_bench                                    # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lmtp_bench                                      # noqa: E402
 from postfix import Receiver, Sender                   # noqa: E402
 
 ROWS = []
@@ -288,7 +293,8 @@ def table():
              "b": "(b) throughput through Postfix to a sink",
              "c": "(c) receiving Postfix: milter on (left) / off (right)",
              "d": "(d) rapidretry-agent memory: 50 MB (left) / 1 KB (right)",
-             "e": "(e) CPU per delivered recipient"}
+             "e": "(e) CPU per delivered recipient",
+             "f": "(f) LMTP mode (left) / smtp(8) (right), delivery alone"}
     fmt = "  %-25s %-27s %10s %8s %6s  %-5s %s"
     say()
     say(fmt % ("case", "metric", "rapidretry", "Postfix", "ratio", "unit",
@@ -329,6 +335,7 @@ def main():
     part_b()
     part_c()
     part_d()
+    lmtp_bench.part_f(row, say)
     table()
     write_results()
     say("took %.0f s" % (time.monotonic() - t0))
