@@ -676,7 +676,10 @@ lmtp_main(int argc, char **argv)
     s.buf = g_byte_array_new();
     s.wbuf = g_string_new(NULL);
     s.start = g_get_monotonic_time();
-    if (conf->lmtp_cache_time > 0 && conf->lmtp_reuse_count > 0)
+    /* a kept session's transcript callback points into the message it
+     * was opened for: with transcripts (delivery log, -v) no reuse */
+    if (conf->lmtp_cache_time > 0 && conf->lmtp_reuse_count > 0 &&
+        conf->transcript_mode == AGENT_TRANSCRIPT_NO && !log_verbose())
         s.cache = conn_cache_new(conf->lmtp_cache_time,
                                  conf->lmtp_reuse_time,
                                  conf->lmtp_reuse_count);

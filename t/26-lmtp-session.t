@@ -132,6 +132,17 @@ is_(sink.connections() - before, 2, "reuse count limit 2: 3 messages, 2 "
     "connections")
 is_([sink.rcpt_count("m%d@d1.test" % i) for i in range(3)], [1, 1, 1],
     "each delivered once")
+agent.write_conf(extra_text=CACHE + "\n[log]\ntranscript = yes\n")
+before = sink.connections()
+s = LmtpAgent(agent)
+s.reply()
+s.cmd("LHLO p.test")
+for i in range(2):
+    s.transaction("s@src.test", ["t%d@d1.test" % i], MSG)
+s.cmd("QUIT")
+is_(s.wait(), 0, "with transcripts in the delivery log...")
+is_(sink.connections() - before, 2, "...no connection is kept between "
+    "messages (its transcript belongs to one message)")
 
 # --- 5. SIZE: at MAIL and in DATA --------------------------------------------
 agent.write_conf(extra_text=CACHE + "size_limit = 300\n")
