@@ -11,15 +11,24 @@ import smtplib
 import rrtest
 from postfix import QID, Sender
 
-# master.cf.example's LMTP lines, with the test's user and paths
-MASTER_LMTP = """\
-rapidretry-lmtp unix - n n - 20 spawn
-  user={user} argv={binary} --lmtp -c {conf}
-rapidretry unix - - n - - lmtp
-  -o lmtp_send_xforward_command=yes
-  -o lmtp_data_done_timeout=600s
-  -o lmtp_connection_cache_on_demand=yes
-"""
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def master_lmtp(user, binary, conf):
+    """master_lmtp - master.cf.example's LMTP-mode lines (commented out
+    there), uncommented, with the test's user and paths: the tests run
+    the example as written."""
+    text = rrtest.read_file(os.path.join(TOP, "master.cf.example"))
+    part = text.split("sending side in LMTP mode", 1)[1]
+    part = part[part.index("\n#rapidretry") + 1:]
+    lines = [l[1:] for l in part.splitlines()
+             if re.match(r"#(rapidretry|  \S)", l)]
+    out = "\n".join(lines) + "\n"
+    return (out.replace("/usr/local/libexec/rapidretry/rapidretry-agent",
+                        binary)
+            .replace("/etc/rapidretry/rapidretry.conf", conf)
+            .replace("user=rapidretry", "user=" + user))
 
 
 class LmtpSender(Sender):
@@ -33,8 +42,7 @@ class LmtpSender(Sender):
         self.agent = agent or rrtest.Agent(
             name=name + "/agent", relay="[127.0.0.1]:%d" % relay_port)
         a = self.agent
-        self.master_extra = MASTER_LMTP.format(user=rrtest.TEST_USER,
-                                               binary=a.binary, conf=a.conf)
+        self.master_extra = master_lmtp(rrtest.TEST_USER, a.binary, a.conf)
         self.main.update({
             "default_transport":
                 "rapidretry:unix:private/rapidretry-lmtp",
