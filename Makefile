@@ -10,6 +10,8 @@
 #                     /etc/rapidretry/rapidretry.conf when none exists)
 #   make uninstall    remove what install put there (an edited config stays)
 #   make install-user the "rapidretry" system user and /var/lib/rapidretry
+#   make torture      SEED=1 N=300 J=1: the fault-injection campaign
+#   make fuzz         the libFuzzer targets, FUZZ_TIME seconds each
 
 PKGS     = glib-2.0 libcares openssl sqlite3 libidn2
 CC      ?= cc
@@ -22,12 +24,41 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CPPFLAGS += -Icommon -Iagent -Imilter $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 
+# Helpful build: a missing development package is named before any
+# compiler error (pkg-config per package, libmilter by its header). Goals
+# that install the packages first (check, demo, bench, deps) skip this.
+DEV_PKGS = pkg-config:pkg-config glib-2.0:libglib2.0-dev \
+           libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev
+ifneq ($(filter all install,$(or $(MAKECMDGOALS),all)),)
+RR_MISSING := $(strip $(shell \
+    command -v $(firstword $(CC)) >/dev/null 2>&1 || echo build-essential; \
+    for pd in $(DEV_PKGS); do p=$${pd%%:*}; d=$${pd##*:}; \
+        if [ $$p = pkg-config ]; then command -v pkg-config >/dev/null || \
+            echo $$d; else pkg-config --exists $$p 2>/dev/null || echo $$d; \
+        fi; done; \
+    printf '\043include <libmilter/mfapi.h>\n' | \
+        $(CC) -E - >/dev/null 2>&1 || echo libmilter-dev))
+ifneq ($(RR_MISSING),)
+$(error missing Debian packages: $(RR_MISSING). Install them with \
+  "make deps" (as root; Debian 12) or "apt-get install $(RR_MISSING)")
+endif
+endif
+
 # Variant: the default build lives in build/default; ASan in build/asan.
 VARIANT ?= default
 ifeq ($(VARIANT),asan)
 OPT      = -O1 -g -fno-omit-frame-pointer
 CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
+endif
+ifeq ($(VARIANT),fuzz)
+# gcc's build is the warning gate; clang's own extra warnings stay warnings
+WARN    := $(filter-out -Werror,$(WARN))
+CC       = clang
+OPT      = -O1 -g -fno-omit-frame-pointer
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined \
+           -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=fuzzer,address,undefined
 endif
 B = build/$(VARIANT)
 
@@ -176,6 +207,21 @@ install-user:
 	        --comment "rapidretry delivery agent" $(RR_USER)
 	$(INSTALL) -d -o $(RR_USER) -g $(RR_USER) -m 750 $(DESTDIR)$(STATEDIR)
 
+# --- Debian package: built in a copy (build/pkg); the .deb goes to DEB_OUT --
+DEB_OUT ?= .
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+	    { echo "make deb needs dpkg-dev and debhelper:" \
+	        "apt-get install dpkg-dev debhelper"; exit 1; }
+	rm -rf build/pkg && mkdir -p build/pkg/rapidretry
+	tar -cf - --exclude=./build --exclude=./.git --exclude='./rapidretry_*' \
+	    --exclude=./agent/rapidretry-agent --exclude=./agent/rapidretry-log \
+	    --exclude=./milter/rapidretry-milter . | \
+	    tar -C build/pkg/rapidretry -xf -
+	cd build/pkg/rapidretry && dpkg-buildpackage -b -us -uc
+	mv build/pkg/rapidretry_*.deb $(DEB_OUT)/
+	@ls $(DEB_OUT)/rapidretry_*.deb
+
 # --- demo and bench: all set-up first, as `make check` does ----------------
 demo: deps
 	$(MAKE) all
@@ -185,6 +231,34 @@ bench: deps
 	$(MAKE) all
 	RR_BUILD=$(CURDIR)/$(B) python3 bench/bench.py
 
+# --- fuzzing (fuzz/*.c, clang's libFuzzer) ----------------------------------
+FUZZERS   = $(patsubst fuzz/%.c,build/fuzz/fuzz/%,$(wildcard fuzz/*.c))
+FUZZ_TIME ?= 5
+build/fuzz/fuzz/%: build/fuzz/fuzz/%.o $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
+fuzzers: $(FUZZERS)
+# each target FUZZ_TIME seconds from its seed corpus (fuzz/corpus/NAME);
+# new inputs go to build/fuzz/corpus/NAME, crashes to build/fuzz/crash-*
+fuzz:
+	$(MAKE) VARIANT=fuzz fuzzers
+	@for f in $(FUZZERS); do n=$$(basename $$f); \
+	    mkdir -p build/fuzz/corpus/$$n; \
+	    echo "fuzz $$n ($(FUZZ_TIME)s)"; \
+	    $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crash-$$n- \
+	        build/fuzz/corpus/$$n fuzz/corpus/$$n 2>&1 | \
+	        grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|property'; \
+	    test $${PIPESTATUS:-0} = 0 || exit 1; \
+	done
+
+# --- fault injection (t/lib/torture.py) ------------------------------------
+SEED ?= 1
+N    ?= 300
+J    ?= 1
+torture: all
+	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/torture.py --seed $(SEED) \
+	    -n $(N) -j $(J)
+
 .PHONY: all check check-asan deps format clean install uninstall \
-	install-user demo bench
+	install-user demo bench torture fuzz fuzzers deb
 .SECONDARY:

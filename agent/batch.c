@@ -89,6 +89,9 @@ batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
     }
     d->journal = journal_open(conf->journal, conf->journal_expire, &err);
     if (d->journal == NULL) {
+        /* a journal of a newer release: our configuration, not the mail */
+        if (g_error_matches(err, JOURNAL_ERROR, JOURNAL_ERROR_NEWER))
+            *dsn = "4.3.5";
         g_set_error(error, BATCH_ERROR, 1,
                     "rapidretry-agent: journal unusable, not delivering (a "
                     "retry could duplicate): %s", err->message);

@@ -17,6 +17,7 @@
 #define DSN_HEADERS_MAX (64 * 1024)        /* returned header section */
 #define DSN_FULL_MAX (10 * 1024 * 1024)    /* returned whole message */
 #define DSN_FOLD 76                        /* folded field width */
+#define DSN_WORD_MAX 900   /* longer words are cut (998-octet lines) */
 
 /* dsn_error_quark - the error domain of this module */
 static GQuark
@@ -59,35 +60,48 @@ dsn_clean(const char *text)
     return s;
 }
 
-/* dsn_field - "Name: value" folded at white space to about DSN_FOLD
- * columns (RFC 5322 §2.2.3), appended to OUT */
+/* dsn_fold - append TEXT (made printable) folded at white space to about
+ * DSN_FOLD columns, starting at column COL, continuation lines indented
+ * by INDENT; a word too long for any line is cut, so that no line passes
+ * RFC 5322 §2.1.1's 998 octets whatever a server sent */
 static void
-dsn_field(GString *out, const char *name, const char *value)
+dsn_fold(GString *out, const char *text, gsize col, const char *indent)
 {
-    g_autofree char *v = dsn_clean(value);
-    gsize col = strlen(name) + 2;
+    g_autofree char *v = dsn_clean(text);
     char **words = g_strsplit(v, " ", -1);
     gboolean first = TRUE;
 
-    g_string_append_printf(out, "%s:", name);
     for (char **w = words; *w != NULL; w++) {
-        gsize len = strlen(*w);
+        const char *word = *w;
+        gsize len = strlen(word);
 
-        if (len == 0)
-            continue;
-        if (!first && col + 1 + len > DSN_FOLD) {
-            g_string_append(out, "\n   ");
-            col = 3;
-        } else {
-            g_string_append_c(out, ' ');
-            col++;
+        while (len > 0) {
+            gsize take = MIN(len, DSN_WORD_MAX);
+
+            if (!first && col + 1 + take > DSN_FOLD) {
+                g_string_append_printf(out, "\n%s", indent);
+                col = strlen(indent);
+            } else if (!first || col > 0) {
+                g_string_append_c(out, ' ');
+                col++;
+            }
+            g_string_append_len(out, word, (gssize)take);
+            col += take;
+            word += take;
+            len -= take;
+            first = FALSE;
         }
-        g_string_append(out, *w);
-        col += len;
-        first = FALSE;
     }
     g_string_append_c(out, '\n');
     g_strfreev(words);
+}
+
+/* dsn_field - "Name: value" folded (RFC 5322 §2.2.3), appended to OUT */
+static void
+dsn_field(GString *out, const char *name, const char *value)
+{
+    g_string_append_printf(out, "%s:", name);
+    dsn_fold(out, value, strlen(name) + 1, "   ");
 }
 
 /* dsn_is_ascii - only 7-bit bytes */
@@ -133,10 +147,13 @@ dsn_human(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
         "\n", info->reporting_mta,
         n == 1 ? "one recipient" : "some recipients");
     for (gsize i = 0; i < n; i++) {
-        g_autofree char *rc = dsn_clean(rcpts[i].recipient);
-        g_autofree char *why = dsn_clean(rcpts[i].reason);
+        g_autofree char *line = g_strdup_printf("<%s>: %s",
+                                                rcpts[i].recipient,
+                                                rcpts[i].reason != NULL
+                                                    ? rcpts[i].reason : "");
 
-        g_string_append_printf(out, "<%s>: %s\n\n", rc, why);
+        dsn_fold(out, line, 0, "  ");
+        g_string_append_c(out, '\n');
     }
 }
 

@@ -19,7 +19,7 @@ struct Journal {
 };
 
 /* journal_error_quark - the error domain of this module */
-static GQuark
+GQuark
 journal_error_quark(void)
 {
     return g_quark_from_static_string("journal-error-quark");
@@ -66,6 +66,12 @@ static const char *const journal_schema[] = {
     " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO maintenance VALUES ('expire', 0);",
 };
+
+int
+journal_schema_version(void)
+{
+    return (int)G_N_ELEMENTS(journal_schema);
+}
 
 /* journal_version - PRAGMA user_version, or -1 + error */
 static int
@@ -188,9 +194,10 @@ journal_migrate(Journal *j, guint expire, GError **error)
     if (v < 0)
         goto out;
     if (v > want) {
-        g_set_error(error, journal_error_quark(), 0,
+        g_set_error(error, journal_error_quark(), JOURNAL_ERROR_NEWER,
                     "journal %s: schema version %d is newer than this "
-                    "program knows (%d)", j->path, v, want);
+                    "program knows (%d): a newer rapidretry wrote it; "
+                    "install that version again", j->path, v, want);
         goto out;
     }
     for (int i = v; i < want; i++)

@@ -31,6 +31,15 @@ typedef struct {
     const char *reply;
 } JournalEntry;
 
+/* The error domain of journal_open and friends; JOURNAL_ERROR_NEWER: the
+ * file's schema is newer than this program (an older program after a
+ * downgrade): never written, the batch defers with 4.3.5. */
+GQuark journal_error_quark(void);
+#define JOURNAL_ERROR journal_error_quark()
+#define JOURNAL_ERROR_NEWER (-1)
+/* journal_schema_version - the PRAGMA user_version this program writes */
+int journal_schema_version(void);
+
 /* journal_open - open or create PATH (WAL, busy timeout, synchronous
  * FULL) and prove it can be written; entries older than EXPIRE seconds
  * are removed. Any failure is an error: the caller defers the batch. */

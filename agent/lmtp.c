@@ -41,6 +41,7 @@ typedef struct {
 /* The watchdog's replies: written from the signal handler when the
  * delivery blocks past its deadline, so Postfix defers instead of
  * timing out (async-signal-safe: a prepared buffer and write(2)). */
+static volatile sig_atomic_t lmtp_term; /* SIGTERM seen */
 static char *watchdog_text;
 static gsize watchdog_len;
 static int watchdog_fd = -1;
@@ -61,6 +62,17 @@ lmtp_watchdog(int sig)
         off += (gsize)n;
     }
     _exit(0);
+}
+
+/* lmtp_sigterm - SIGTERM (postfix stop): the delivery under way stops
+ * cleanly and defers the rest (deliver_stop), and the session ends at
+ * the next wait for the client */
+static void
+lmtp_sigterm(int sig)
+{
+    (void)sig;
+    lmtp_term = 1;
+    deliver_stop();
 }
 
 /* io_flush - write the pending replies; FALSE when the client is gone */
@@ -85,7 +97,7 @@ io_flush(LmtpSession *s)
 }
 
 /* io_fill - flush the replies, then wait up to the idle timeout for more
- * input: 1 read, 0 EOF or error, -1 timeout */
+ * input: 1 read, 0 EOF or error, -1 timeout, -2 SIGTERM */
 static int
 io_fill(LmtpSession *s)
 {
@@ -103,6 +115,8 @@ io_fill(LmtpSession *s)
 
         if (left <= 0)
             return -1;
+        if (lmtp_term)
+            return -2;
         rc = poll(&pfd, 1, (int)MIN(left / 1000 + 1, G_MAXINT));
         if (rc < 0 && errno == EINTR)
             continue;
@@ -120,15 +134,16 @@ io_fill(LmtpSession *s)
     }
 }
 
-/* read_line - the next command line without its line end; FALSE at EOF
- * or timeout (*TIMEOUT). A line over the limit comes back cut, with
- * *LONG set, its rest skipped. */
+/* read_line - the next command line without its line end; FALSE at EOF,
+ * timeout or SIGTERM (*WHY -1 or -2). A line over the limit comes back
+ * cut, with *LONG set, its rest skipped. */
 static gboolean
-read_line(LmtpSession *s, GString *line, gboolean *timeout, gboolean *lng)
+read_line(LmtpSession *s, GString *line, int *why, gboolean *lng)
 {
     gboolean skipping = FALSE;
 
-    *timeout = *lng = FALSE;
+    *why = 0;
+    *lng = FALSE;
     g_string_truncate(line, 0);
     for (;;) {
         guint8 *nl = s->buf->len > 0
@@ -157,7 +172,7 @@ read_line(LmtpSession *s, GString *line, gboolean *timeout, gboolean *lng)
         }
         rc = io_fill(s);
         if (rc <= 0) {
-            *timeout = rc < 0;
+            *why = rc;
             return FALSE;
         }
     }
@@ -579,11 +594,18 @@ lmtp_serve(LmtpSession *s)
 
     g_string_append(s->wbuf, greeting);
     for (;;) {
-        gboolean timeout, lng;
+        gboolean lng;
+        int why;
         LmtpNext next;
 
-        if (!read_line(s, line, &timeout, &lng)) {
-            if (timeout) {
+        if (!read_line(s, line, &why, &lng)) {
+            if (why == -2) {
+                g_string_append_printf(s->wbuf, "421 4.3.2 %s Service "
+                                       "shutting down\r\n",
+                                       s->conf->helo_name);
+                io_flush(s);
+                log_info("SIGTERM: LMTP session ended");
+            } else if (why == -1) {
                 g_string_append_printf(s->wbuf, "421 4.4.2 %s Error: "
                                        "timeout exceeded\r\n",
                                        s->conf->helo_name);
@@ -676,6 +698,12 @@ lmtp_main(int argc, char **argv)
     s.buf = g_byte_array_new();
     s.wbuf = g_string_new(NULL);
     s.start = g_get_monotonic_time();
+    {
+        struct sigaction sa = {.sa_handler = lmtp_sigterm};
+
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+    }
     /* a kept session's transcript callback points into the message it
      * was opened for: with transcripts (delivery log, -v) no reuse */
     if (conf->lmtp_cache_time > 0 && conf->lmtp_reuse_count > 0 &&

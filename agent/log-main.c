@@ -17,7 +17,7 @@
 typedef struct {
     char *conf, *database, *queue_id, *recipient, *sender, *status;
     char *since, *until;
-    gboolean transcript, json, stats;
+    gboolean transcript, json, stats, prometheus;
     gint limit;
     gint64 t_since, t_until; /* 0 = open */
 } Opts;
@@ -109,6 +109,9 @@ opts_parse(int argc, char **argv, Opts *o)
          "one JSON array for scripts", NULL},
         {"stats", 0, 0, G_OPTION_ARG_NONE, &o->stats,
          "counts per status and rapid retries per relay", NULL},
+        {"prometheus", 0, 0, G_OPTION_ARG_NONE, &o->prometheus,
+         "--stats in Prometheus' text format (node_exporter textfile)",
+         NULL},
         {"limit", 'n', 0, G_OPTION_ARG_INT, &o->limit,
          "at most N rows, the newest (0 = all)", "N"},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
@@ -471,6 +474,127 @@ stats(sqlite3 *db, const Opts *o)
     return total;
 }
 
+/* prom_label - VALUE as a Prometheus label value: \\, \" and \\n
+ * escaped (text exposition format) */
+static void
+prom_label(GString *out, const char *name, const char *value)
+{
+    g_string_append_printf(out, "%s=\"", name);
+    for (const char *p = value ? value : ""; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            g_string_append_printf(out, "\\%c", *p);
+        else if (*p == '\n')
+            g_string_append(out, "\\n");
+        else
+            g_string_append_c(out, *p);
+    }
+    g_string_append_c(out, '"');
+}
+
+/* prom_head - HELP and TYPE of one metric family */
+static void
+prom_head(GString *out, const char *name, const char *help)
+{
+    g_string_append_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name,
+                           help, name);
+}
+
+/* prom_limits - the learned limits, as the agent keeps them */
+static void
+prom_limits(sqlite3 *db, GString *out)
+{
+    static const char *const fam[][2] = {
+        {"rapidretry_learned_rcpt_limit",
+         "Recipients per transaction a server accepted when it was learned."},
+        {"rapidretry_learned_one_domain",
+         "1 when a server takes one recipient domain per transaction."},
+        {"rapidretry_learned_limit_age_seconds",
+         "Seconds since the limit was learned (limits_expire ends its use)."},
+    };
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+
+    for (guint f = 0; f < G_N_ELEMENTS(fam); f++) {
+        sqlite3_stmt *st = NULL;
+
+        prom_head(out, fam[f][0], fam[f][1]);
+        if (sqlite3_prepare_v2(db, "SELECT server, rcpt_limit, one_domain,"
+                               " time FROM limits ORDER BY server", -1, &st,
+                               NULL) != SQLITE_OK) {
+            sqlite3_finalize(st);
+            continue; /* a log without learned limits */
+        }
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            g_string_append_printf(out, "%s{", fam[f][0]);
+            prom_label(out, "server", col(st, 0));
+            g_string_append_printf(out, "} %" G_GINT64_FORMAT "\n",
+                                   (gint64)(f == 2
+                                   ? now - sqlite3_column_int64(st, 3)
+                                   : sqlite3_column_int64(st, f + 1)));
+        }
+        sqlite3_finalize(st);
+    }
+}
+
+/* prometheus - the --stats numbers for node_exporter's textfile
+ * collector. Gauges, not counters: they count the rows the delivery log
+ * holds, and retention removes old rows, which a counter must never do.
+ * Every status is always present so that no series vanishes. */
+static int
+prometheus(sqlite3 *db, const Opts *o)
+{
+    static const char *const statuses[] = {"sent", "deferred", "bounced"};
+    static const char *const fam[][2] = {
+        {"rapidretry_transactions",
+         "SMTP transactions per relay in the delivery log."},
+        {"rapidretry_connections",
+         "SMTP connections per relay in the delivery log."},
+        {"rapidretry_rapid_retries",
+         "Transactions that followed another on the same connection."},
+    };
+    g_autofree char *where = where_clause(o);
+    g_autofree char *q1 = g_strdup_printf(
+        "SELECT count(*) FROM attempts a%s AND a.status = ?", where);
+    g_autofree char *q2 = g_strdup_printf(
+        "SELECT a.relay, count(DISTINCT a.run || '/' || a.conn || '/' ||"
+        " a.tx), count(DISTINCT a.run || '/' || a.conn) FROM attempts a%s"
+        " AND a.relay IS NOT NULL AND a.tx IS NOT NULL GROUP BY a.relay"
+        " ORDER BY a.relay", where);
+    g_autoptr(GString) out = g_string_new(NULL);
+
+    prom_head(out, "rapidretry_recipients",
+              "Recipient delivery attempts in the delivery log by status.");
+    for (guint i = 0; i < G_N_ELEMENTS(statuses); i++) {
+        sqlite3_stmt *st = prepare(db, q1);
+        int n = bind_filters(st, o);
+
+        sqlite3_bind_text(st, n + 1, statuses[i], -1, SQLITE_STATIC);
+        g_string_append_printf(out, "rapidretry_recipients{status=\"%s\"} "
+                               "%d\n", statuses[i],
+                               sqlite3_step(st) == SQLITE_ROW
+                                   ? sqlite3_column_int(st, 0) : 0);
+        sqlite3_finalize(st);
+    }
+    for (guint f = 0; f < G_N_ELEMENTS(fam); f++) {
+        sqlite3_stmt *st = prepare(db, q2);
+
+        prom_head(out, fam[f][0], fam[f][1]);
+        bind_filters(st, o);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int tx = sqlite3_column_int(st, 1);
+            int conns = sqlite3_column_int(st, 2);
+
+            g_string_append_printf(out, "%s{", fam[f][0]);
+            prom_label(out, "relay", col(st, 0));
+            g_string_append_printf(out, "} %d\n", f == 0 ? tx : f == 1
+                                   ? conns : tx - conns);
+        }
+        sqlite3_finalize(st);
+    }
+    prom_limits(db, out);
+    fputs(out->str, stdout);
+    return 1; /* no rows is no error here: the numbers are 0 */
+}
+
 /* opts_clear - the strings GOption handed over */
 static void
 opts_clear(Opts *o)
@@ -493,7 +617,9 @@ main(int argc, char **argv)
     opts_parse(argc, argv, &o);
     path = database_path(&o);
     db = db_open(path);
-    n = o.stats ? stats(db, &o) : list_rows(db, &o);
+    n = o.prometheus ? prometheus(db, &o)
+        : o.stats    ? stats(db, &o)
+                     : list_rows(db, &o);
     sqlite3_close(db);
     opts_clear(&o);
     if (fflush(stdout) != 0)

@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "check.h"
 #include "conf.h"
 #include "log.h"
 #include "lmtp.h"
+#include "probe.h"
 
 #define AGENT_USAGE                                                         \
     "usage: rapidretry-agent -c CONF -i QUEUEID [-n NEXTHOP] -f SENDER "    \
@@ -148,6 +150,11 @@ main(int argc, char **argv)
     GError *err = NULL;
     int null_fd, code;
 
+    /* -t, -q: the administrator's tools, never pipe(8)'s argv */
+    if (argc > 1 && strcmp(argv[1], "-t") == 0)
+        return check_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "-q") == 0)
+        return probe_main(argc, argv);
     /* pipe(8) reads stderr as our status: nothing may ever reach it */
     null_fd = open("/dev/null", O_WRONLY);
     if (null_fd >= 0 && null_fd != STDERR_FILENO) {

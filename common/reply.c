@@ -615,6 +615,13 @@ reply_pattern_parse(const char *spec, GError **error)
         }
     }
     body = g_strndup(rest + 1, (gsize)(end - rest - 1));
+    /* GLib hands the pattern to PCRE2 as UTF-8 unchecked: invalid bytes
+     * crash its compiler (found by fuzz/reply.c) */
+    if (!g_utf8_validate(body, -1, NULL)) {
+        g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,
+                    "rapid pattern: the regex is not UTF-8");
+        goto out;
+    }
     regex = g_regex_new(body, flags, 0, &local);
     if (regex == NULL) {
         g_set_error(error, REPLY_ERROR, REPLY_ERROR_PATTERN,

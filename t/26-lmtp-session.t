@@ -9,6 +9,7 @@
 # age limit (421 to MAIL); only LMTP replies ever reach the socket.
 import os
 import re
+import signal
 import sys
 sys.dont_write_bytecode = True
 
@@ -192,6 +193,16 @@ s.cmd("LHLO p.test")
 like(s.cmd("MAIL FROM:<s@src.test>"), r"^421 4\.3\.2 sender\.test ",
      "time_limit - deadline - 60s passed: new MAIL gets 421")
 ok(s.eof(), "and the session ends")
+
+# --- 8b. SIGTERM (postfix stop) between messages ------------------------------
+agent.write_conf(extra_text="")
+s = LmtpAgent(agent)
+s.reply()
+s.cmd("LHLO p.test")
+s.proc.send_signal(signal.SIGTERM)
+like(" ".join(s.reply()), r"^421 4\.3\.2 sender\.test Service shutting "
+     r"down$", "SIGTERM while idle: 421 4.3.2")
+is_(s.wait(), 0, "and exit status 0")
 
 # --- 9. no configuration: 421 greeting ----------------------------------------
 agent.write_conf(extra_text="\n[lmtp]\nbogus = 1\n")

@@ -20,7 +20,9 @@ Script keys:
               with "451 4.3.0 Multiple destination domains per transaction
               is unsupported"
   rules       list of rules; a rule matches on
-                cmd   CONNECT EHLO HELO MAIL RCPT DATA DOT RSET NOOP QUIT *
+                cmd   CONNECT EHLO HELO MAIL RCPT DATA BODY DOT RSET NOOP
+                      QUIT, any other verb (STARTTLS AUTH ...), or *;
+                      BODY matches once after the 354 of DATA
                 conn  connection number (1-based; int or list)
                 txn   transaction number over all connections (each MAIL
                       starts one); ctxn: within the connection
@@ -30,11 +32,27 @@ Script keys:
                 times apply only the first N times it matches
               and acts with
                 reply  "452 4.5.3 ..." or a list of lines (multi-line)
-                raw    a line sent verbatim (garbage)
-                action "drop" (close without a reply) or "silent" (no reply
-                       to this or any later command on the connection)
+                raw    a line sent verbatim (garbage), or a list of items,
+                       each a line or {"repeat": LINE, "count": N}; chars
+                       U+0000..U+00FF go out as single bytes (NUL, 8-bit)
+                       and no CR LF is added after an item ending in
+                       "\\" (the backslash is removed): a missing line end
+                action "drop" (close without a reply), "silent" (no reply
+                       to this or any later command on the connection:
+                       a stall), "take" (MAIL: start the transaction even
+                       though the reply refuses it, as broken servers do
+                       against RFC 2920)
+                after  BODY only: act after this many body lines
+                taken  DOT with "drop" or "silent": the message counts as
+                       taken all the same (the reply is lost, not the mail)
                 close  true: close the connection after the reply
                 delay  seconds to wait before replying
+
+Ground truth: a message counts as taken when the DOT reply's code starts
+with "2"; "clean" says whether that reply was a well-formed single line
+sent in full (a drop, stall or garbage at DOT makes a taken message
+unclean: the client cannot know). With record=FILE every
+event and every taken message is appended as a JSON line.
 
 Records: transcript() -> [{"conn", "dir": "c"|"s", "line", "t"}],
 messages() -> [{"conn", "txn", "mail_from", "rcpts", "body"}] (body with
@@ -104,6 +122,7 @@ class SmtpSink:
         self.pipelined = 0      # commands that arrived behind another one
         self.nconn = 0
         self.ntxn = 0
+        self.nactive = 0        # sessions still running
         self.record = open(record, "a") if record else None
         self.sock = None
         self.port = None
@@ -177,6 +196,20 @@ class SmtpSink:
         with self.lock:
             return self.nconn
 
+    def active(self):
+        """active - client sessions still open (a killed client's last
+        commands may still be in processing)."""
+        with self.lock:
+            return self.nactive
+
+    def set_script(self, script):
+        """set_script - replace the script (rules restart their counts);
+        sessions already open keep their state."""
+        with self.lock:
+            self.script = dict(script or {})
+            self.rules = [dict(r, _hits=0)
+                          for r in self.script.get("rules", [])]
+
     def dump(self):
         """dump - the transcript as text (for diagnostics)."""
         return "\n".join("%d %s %s" % (e["conn"], "C:" if e["dir"] == "c"
@@ -224,6 +257,7 @@ class SmtpSink:
                 return
             with self.lock:
                 self.nconn += 1
+                self.nactive += 1
                 n = self.nconn
             self.conns.append(c)
             t = threading.Thread(target=Session(self, c, n).run, daemon=True)
@@ -284,6 +318,8 @@ class Session:
                 self.sock.close()
             except OSError:
                 pass
+            with self.sink.lock:
+                self.sink.nactive -= 1
 
     def _run(self):
         s = self.sink
@@ -317,6 +353,29 @@ class Session:
             self.sink._rec(self.n, "s", l)
         self.sock.sendall("".join(l + "\r\n" for l in lines).encode())
 
+    def _send_raw(self, raw):
+        """_send_raw - garbage: items as bytes (see the script keys)."""
+        if isinstance(raw, str):
+            raw = [raw]
+        for item in raw:
+            if isinstance(item, dict):
+                line = item["repeat"]
+                n = int(item.get("count", 1))
+                self.sink._rec(self.n, "s", "%s (x%d)" % (line[:200], n))
+                data = (line + "\r\n").encode("latin-1", "replace")
+                chunk = data * max(1, 65536 // len(data))
+                per = 65536 // len(data) or 1
+                while n > 0:
+                    k = min(n, per)
+                    self.sock.sendall(chunk if k == per else data * k)
+                    n -= k
+                continue
+            end = "\r\n"
+            if item.endswith("\\"):
+                item, end = item[:-1], ""
+            self.sink._rec(self.n, "s", item[:1000])
+            self.sock.sendall((item + end).encode("latin-1", "replace"))
+
     def _act(self, rule, default):
         """_act - reply per rule or default; False when the session ends."""
         if rule is not None:
@@ -330,7 +389,7 @@ class Session:
                 self.silent = True
                 return True
             if "raw" in rule:
-                self._send([rule["raw"]])
+                self._send_raw(rule["raw"])
             elif "reply" in rule:
                 self._send(_lines(rule["reply"]))
             else:
@@ -349,6 +408,10 @@ class Session:
             text = _lines(rule["reply"])[-1]
         else:
             text = rule["raw"]
+            while isinstance(text, list):
+                text = text[-1] if text else ""
+            if isinstance(text, dict):
+                text = text["repeat"]
         return text[:1]
 
     def _command(self, line):
@@ -365,7 +428,7 @@ class Session:
                                  line))
         handler = getattr(self, "_cmd_" + verb, None)
         if handler is None:
-            rule = s.match("*", self.n, self.txn, self.ctxn, 0, None)
+            rule = s.match(verb, self.n, self.txn, self.ctxn, 0, None)
             self._act(rule, "502 5.5.2 Error: command not recognized")
             return
         handler(arg)
@@ -412,7 +475,8 @@ class Session:
         code = self._reply_code(rule, default)
         if not self._act(rule, default):
             return
-        if (code == "2" or s.script.get("mail_lenient")) and \
+        take = rule is not None and rule.get("action") == "take"
+        if (code == "2" or take or s.script.get("mail_lenient")) and \
                 not self.in_txn:
             self.in_txn = True
             self.mail_from = addr
@@ -457,7 +521,12 @@ class Session:
         if code != "3":
             return
         body = []
+        brule = s.match("BODY", self.n, self.txn, self.ctxn, 0, None)
         while True:
+            if brule is not None and len(body) >= brule.get("after", 0):
+                self._reset()
+                self._act(brule, "554 5.3.0 Error: transaction failed")
+                return
             line = self._readline()
             if line is None:
                 self.closed = True
@@ -472,11 +541,14 @@ class Session:
         code = self._reply_code(rule, default)
         msg = {"conn": self.n, "txn": self.txn, "mail_from": self.mail_from,
                "rcpts": list(self.rcpts),
-               "body": "".join(l + "\n" for l in body)}
+               "body": "".join(l + "\n" for l in body),
+               "clean": rule is None or (
+                   "raw" not in rule and not rule.get("action") and
+                   len(_lines(rule.get("reply", default))) == 1)}
         if rule is not None and rule.get("action") in ("drop", "silent"):
-            code = "x"
-        if code == "2":
-            s._rec_msg(msg)
+            code = "2" if rule.get("taken") else "x"
+        if code == "2" and self.rcpts:
+            s._rec_msg(msg)     # queued before the reply goes out
         self._reset()
         self._act(rule, default)
 

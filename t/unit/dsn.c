@@ -127,6 +127,45 @@ test_full_message(void)
     spool_free(sp);
 }
 
+/* test_long_lines - no line over 998 octets (RFC 5322 §2.1.1) whatever
+ * the server said: long texts fold, over-long words are cut; found by
+ * fuzz/dsn.c */
+static void
+test_long_lines(void)
+{
+    Spool *sp = spool_of(message);
+    DsnInfo info = {"QID3", "a@src.test", "mta.test", 1700000000, FALSE, 0};
+    GString *diag = g_string_new("552 5.2.2");
+    g_autofree char *word = g_strnfill(2500, 'w');
+    DsnRecipient r[] = {
+        {"b1@d1.test", "5.2.2", NULL, NULL, NULL},
+        {"b2@d1.test", "5.1.1", NULL, NULL, NULL},
+    };
+    GError *error = NULL;
+    GString *m;
+    char **lines;
+    gsize longest = 0;
+
+    for (int i = 0; i < 300; i++)
+        g_string_append(diag, " long");
+    g_string_append_printf(diag, " %s end", word);
+    r[0].diagnostic = diag->str;
+    r[0].reason = diag->str;
+    r[1].reason = word;
+    m = dsn_compose(&info, r, 2, sp, &error);
+    g_assert_no_error(error);
+    lines = g_strsplit(m->str, "\n", -1);
+    for (char **p = lines; *p != NULL; p++)
+        longest = MAX(longest, strlen(*p));
+    g_strfreev(lines);
+    g_assert_cmpuint(longest, <=, 998);
+    g_assert_nonnull(strstr(m->str, "Diagnostic-Code: smtp; 552 5.2.2 long"));
+    g_assert_nonnull(strstr(m->str, "<b2@d1.test>:\n  wwww"));
+    g_string_free(m, TRUE);
+    g_string_free(diag, TRUE);
+    spool_free(sp);
+}
+
 static void
 test_submit(void)
 {
@@ -183,6 +222,7 @@ main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/dsn/compose", test_compose);
     g_test_add_func("/dsn/full-message", test_full_message);
+    g_test_add_func("/dsn/long-lines", test_long_lines);
     g_test_add_func("/dsn/submit", test_submit);
     return g_test_run();
 }

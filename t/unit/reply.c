@@ -673,6 +673,9 @@ test_pattern_errors(void)
         {"450 3.1.1 /x/", "enhanced code \"3.1.1\""},
         {"450 4.7.1.1 /x/", "enhanced code \"4.7.1.1\""},
         {"450 4.x /x/", "enhanced code \"4.x\""},
+        /* fuzz/reply.c found it: invalid UTF-8 crashed PCRE2's compiler */
+        {"450 4.7.1 /a\xff\xff\xff\xff b/c/i", "not UTF-8"},
+        {"* * /\xc3/", "not UTF-8"},
     };
 
     for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {

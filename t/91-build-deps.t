@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+# 91-build-deps.t - a helpful build: `make` on a machine without the
+# development packages names the missing ones and `make deps` before any
+# compiler error. Emulated: pkg-config finds no .pc file
+# (PKG_CONFIG_LIBDIR), the compiler no system header (-nostdinc), a
+# compiler that is not there at all; and `make deps` installs exactly
+# the packages named.
+import os
+import re
+import subprocess
+import sys
+sys.dont_write_bytecode = True
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "t", "lib"))
+import rrtest
+from rrtest import ok, is_, like, diag, done
+
+DEV = ["libglib2.0-dev", "libc-ares-dev", "libssl-dev", "libsqlite3-dev",
+       "libmilter-dev"]
+
+
+def make(env_extra, *args):
+    env = dict(os.environ, **env_extra)
+    return subprocess.run(["make", "-C", TOP, "VARIANT=depcheck"]
+                          + list(args), env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def named(text):
+    m = re.search(r"missing Debian packages: (.*?)\. Install", text)
+    return m.group(1).split() if m else []
+
+
+# nothing found: every -dev package is named, nothing compiled
+p = make({"PKG_CONFIG_LIBDIR": "/nonexistent"}, "CC=cc -nostdinc", "all")
+ok(p.returncode != 0, "make fails without the development packages")
+is_(named(p.stderr), DEV, "it names every missing -dev package, in order")
+like(p.stderr, r'"make deps".*"apt-get install %s"' % " ".join(DEV),
+     "and says how to get them")
+ok(not re.search(r"error:|No such file", p.stderr + p.stdout)
+   and not os.path.exists(os.path.join(TOP, "build", "depcheck")),
+   "before any compiler error: nothing was compiled")
+
+# one missing: only that one
+p = make({}, "CC=cc -nostdinc", "all")
+is_(named(p.stderr), ["libmilter-dev"], "only libmilter-dev (its header)")
+p = make({"PKG_CONFIG_LIBDIR": "/nonexistent"}, "install",
+         "DESTDIR=/nonexistent")
+is_(named(p.stderr), DEV[:4], "make install checks too")
+p = make({}, "CC=/nonexistent/cc", "all")
+like(p.stderr, r"missing Debian packages: build-essential\b",
+     "no compiler: build-essential")
+
+# goals that install the packages first are not stopped by the check
+p = make({"PKG_CONFIG_LIBDIR": "/nonexistent"}, "-n", "deps")
+ok(p.returncode == 0 and "t/lib/install-deps" in p.stdout,
+   "make deps runs t/lib/install-deps even when packages are missing")
+p = make({"PKG_CONFIG_LIBDIR": "/nonexistent"}, "-n", "check")
+ok("t/lib/install-deps" in p.stdout,
+   "make check installs the packages first (the check waits for its "
+   "own make all)")
+
+# make deps would install each package the check can name
+deps = rrtest.read_file(os.path.join(TOP, "t", "lib", "install-deps"))
+pkgs = re.search(r'PKGS="([^"]*)"', deps).group(1).split()
+is_([d for d in DEV + ["build-essential", "pkg-config"] if d not in pkgs],
+    [], "t/lib/install-deps installs every package the check names")
+
+# with everything here the check is silent
+p = make({}, "-n", "all")
+ok(p.returncode == 0 and "missing" not in p.stderr,
+   "with the packages installed the check says nothing")
+done()
