@@ -9,6 +9,8 @@
 #include <glib.h>
 
 #include "lmtp-proto.h"
+#include "lmtp.h"
+#include "lmtp-dsn.h"
 
 typedef struct {
     const char *cmd;  /* sent as is (no line end) */
@@ -359,6 +361,87 @@ test_data(void)
     }
 }
 
+/* One outcome -> its LMTP reply line */
+static void
+test_reply_line(void)
+{
+    static const struct {
+        RcptStatus st;
+        const char *dsn, *relay, *reason, *diag, *want;
+    } cases[] = {
+        {RCPT_SENT, "2.0.0", "mx.d[192.0.2.1]:25", "250 2.0.0 Ok: queued",
+         "250 2.0.0 Ok: queued",
+         "250 2.0.0 <a@d.test>: mx.d[192.0.2.1]:25 said: 250 2.0.0 Ok: "
+         "queued"},
+        {RCPT_SENT, "", "mx.d[192.0.2.1]:25", "250 Ok", "250 Ok",
+         "250 2.0.0 <a@d.test>: mx.d[192.0.2.1]:25 said: 250 Ok"},
+        {RCPT_EARLIER, "", NULL, NULL, NULL,
+         "250 2.0.0 <a@d.test>: delivered in an earlier attempt (journal)"},
+        {RCPT_DEFERRED, "4.2.2", "mx", "host mx said: 452 4.2.2 full",
+         "452 4.2.2 full", "452 4.2.2 <a@d.test>: host mx said: 452 4.2.2 "
+                           "full"},
+        /* a 5xx that only defers (refused first RCPT, 5.5.3): class 4 */
+        {RCPT_DEFERRED, "4.5.3", "mx", "host mx said: 550 5.5.3 too many",
+         "550 5.5.3 too many", "451 4.5.3 <a@d.test>: host mx said: 550 "
+                               "5.5.3 too many"},
+        {RCPT_DEFERRED, "4.4.1", NULL, "connect to mx[192.0.2.1]:25: "
+         "Connection refused", NULL, "451 4.4.1 <a@d.test>: connect to "
+                                     "mx[192.0.2.1]:25: Connection refused"},
+        {RCPT_BOUNCED, "5.1.1", "mx", "host mx said: 550 5.1.1 no",
+         "550 5.1.1 no", "550 5.1.1 <a@d.test>: host mx said: 550 5.1.1 no"},
+        {RCPT_BOUNCED, "5.1.10", NULL, "null MX", NULL,
+         "550 5.1.10 <a@d.test>: null MX"},
+        {RCPT_BOUNCED, "5.7.1", "mx", "bad\r\n250 injected", "554 5.7.1 x",
+         "554 5.7.1 <a@d.test>: bad__250 injected"},
+        {RCPT_PENDING, "", NULL, NULL, NULL,
+         "451 4.3.0 <a@d.test>: internal error: no delivery outcome"},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        Rcpt *r = rcpt_new("a@d.test", 0);
+        g_autofree char *got = NULL;
+
+        r->status = cases[i].st;
+        g_strlcpy(r->dsn, cases[i].dsn, sizeof r->dsn);
+        r->relay = g_strdup(cases[i].relay);
+        r->reason = g_strdup(cases[i].reason);
+        r->diagnostic = g_strdup(cases[i].diag);
+        got = lmtp_reply_line(r);
+        g_assert_cmpstr(got, ==, cases[i].want);
+        rcpt_free(r);
+    }
+}
+
+/* Who gets the "relayed" notice */
+static void
+test_wants_relayed(void)
+{
+    static const struct {
+        RcptStatus st;
+        const char *notify;
+        gboolean dsn_next, want;
+    } cases[] = {
+        {RCPT_SENT, "SUCCESS", FALSE, TRUE},
+        {RCPT_SENT, "FAILURE,success", FALSE, TRUE},
+        {RCPT_SENT, "SUCCESS", TRUE, FALSE},  /* the next hop does DSN */
+        {RCPT_SENT, "FAILURE,DELAY", FALSE, FALSE},
+        {RCPT_SENT, "NEVER", FALSE, FALSE},
+        {RCPT_SENT, NULL, FALSE, FALSE},
+        {RCPT_EARLIER, "SUCCESS", FALSE, FALSE}, /* sent once, not again */
+        {RCPT_DEFERRED, "SUCCESS", FALSE, FALSE},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        Rcpt *r = rcpt_new("a@d.test", 0);
+
+        r->status = cases[i].st;
+        r->notify = g_strdup(cases[i].notify);
+        r->dsn_next = cases[i].dsn_next;
+        g_assert_cmpint(lmtp_dsn_wants_relayed(r), ==, cases[i].want);
+        rcpt_free(r);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -372,5 +455,7 @@ main(int argc, char **argv)
     g_test_add_func("/lmtp/error-limit", test_error_limit);
     g_test_add_func("/lmtp/xtext", test_xtext);
     g_test_add_func("/lmtp/data", test_data);
+    g_test_add_func("/lmtp/reply-line", test_reply_line);
+    g_test_add_func("/lmtp/wants-relayed", test_wants_relayed);
     return g_test_run();
 }
