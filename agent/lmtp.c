@@ -390,6 +390,7 @@ send_relayed(Delivery *d, GPtrArray *rcpts)
         d->dsn_envid, g_get_real_time() / G_USEC_PER_SEC};
     g_autoptr(GString) msg = NULL;
     GError *err = NULL;
+    gint64 until;
 
     for (guint i = 0; i < rcpts->len; i++)
         if (lmtp_dsn_wants_relayed(g_ptr_array_index(rcpts, i)))
@@ -398,7 +399,11 @@ send_relayed(Delivery *d, GPtrArray *rcpts)
         return;
     msg = lmtp_dsn_relayed(&info, (Rcpt *const *)want->pdata, want->len,
                            d->spool, &err);
-    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg, &err)) {
+    /* at most a minute, and done before the watchdog (deadline + 20s) */
+    until = MIN(g_get_monotonic_time() + 60 * G_USEC_PER_SEC,
+                d->deadline + 10 * G_USEC_PER_SEC);
+    if (msg == NULL ||
+        !dsn_submit(c->dsn_sendmail, d->sender, msg, until, &err)) {
         log_error("%s: \"relayed\" notification to <%s> not sent: %s",
                   d->queue_id, d->sender, err->message);
         g_error_free(err);

@@ -1,4 +1,4 @@
-"""lmtp_bench - `make bench` part (f): delivery rate of LMTP mode beside
+"""lmtp_bench - `make bench` part (h): delivery rate of LMTP mode beside
 pipe mode and Postfix's own smtp(8), in one run, to one unlimited sink:
 the messages are queued first (defer_transports), then released, and only
 the delivery is timed. Cases: 1-recipient messages, and 10-recipient
@@ -77,10 +77,10 @@ def _count(snd, since, status):
                 if " status=%s " % status in l])
 
 
-def part_f(row, say):
-    """part_f - the rows of (f) through ROW(part, case, metric, agent,
+def part_h(row, say):
+    """part_h - the rows of (h) through ROW(part, case, metric, agent,
     smtp, unit, note)."""
-    say("(f) LMTP mode, pipe mode and Postfix smtp(8): delivery alone ...")
+    say("(h) LMTP mode, pipe mode and Postfix smtp(8): delivery alone ...")
     sink = Receiver("f-sink", domains=DOMS,
                     main={"virtual_transport": "discard"})
     ports = [sink.port] + [rrtest.free_port() for _ in DOMS[1:]]
@@ -127,16 +127,16 @@ def part_f(row, say):
             snd.stop()
         lm, pi, sm = res["lmtp"], res["pipe"], res["smtp"]
         n = sum(len(m) for m in msgs)
-        row("f", case, "LMTP mode, messages/s", round(lm["rate"], 1),
+        row("h", case, "LMTP mode, messages/s", round(lm["rate"], 1),
             round(sm["rate"], 1), "msg/s",
             "%d msgs queued first, delivery alone" % len(msgs))
-        row("f", case, "pipe mode, messages/s", round(pi["rate"], 1),
+        row("h", case, "pipe mode, messages/s", round(pi["rate"], 1),
             round(sm["rate"], 1), "msg/s", "same run")
-        row("f", case, "LMTP mode, delivered", lm["sent"], sm["sent"],
+        row("h", case, "LMTP mode, delivered", lm["sent"], sm["sent"],
             "rcpts", "of %d; pipe mode %d" % (n, pi["sent"]))
-        row("f", case, "LMTP mode, transactions", lm["tx"], sm["tx"], "",
+        row("h", case, "LMTP mode, transactions", lm["tx"], sm["tx"], "",
             "pipe mode %d" % pi["tx"])
-    row("f", "journal disk", "fdatasync 4 KiB, median",
+    row("h", "journal disk", "fdatasync 4 KiB, median",
         round(fsync_latency(lagent.journal_dir), 2), None, "ms",
         "the journal's directory")
     sink.stop()
