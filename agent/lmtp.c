@@ -603,6 +603,19 @@ lmtp_serve(LmtpSession *s)
         int why;
         LmtpNext next;
 
+        if (s->proto.state == LMTP_PROTO_READY && s->buf->len == 0 &&
+            age_closing(s)) {
+            /* between messages and too old for another: hang up now, so
+             * Postfix's connection cache drops this connection instead
+             * of handing it the next message (which would get 421) */
+            g_string_append_printf(s->wbuf, "421 4.3.2 %s Service "
+                                   "closing transmission channel\r\n",
+                                   s->conf->helo_name);
+            io_flush(s);
+            log_info("LMTP session ended: near the time limit (%us)",
+                     s->conf->lmtp_time_limit);
+            return 0;
+        }
         if (!read_line(s, line, &why, &lng)) {
             if (why == -2) {
                 g_string_append_printf(s->wbuf, "421 4.3.2 %s Service "

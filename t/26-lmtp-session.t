@@ -189,9 +189,17 @@ ok(s.eof(), "and the session ends")
 agent.write_conf(extra_text="\n[lmtp]\ntime_limit = 70s\ndeadline = 10s\n")
 s = LmtpAgent(agent)
 s.reply()
-s.cmd("LHLO p.test")
-like(s.cmd("MAIL FROM:<s@src.test>"), r"^421 4\.3\.2 sender\.test ",
+s.send("LHLO p.test\r\nMAIL FROM:<s@src.test>\r\n")
+s.reply()
+like(" ".join(s.reply()), r"^421 4\.3\.2 sender\.test Service shutting",
      "time_limit - deadline - 60s passed: new MAIL gets 421")
+ok(s.eof(), "and the session ends")
+s = LmtpAgent(agent)
+s.reply()
+s.cmd("LHLO p.test")
+like(" ".join(s.reply()), r"^421 4\.3\.2 sender\.test Service closing",
+     "...and between messages the agent hangs up by itself (Postfix's "
+     "connection cache then drops the connection)")
 ok(s.eof(), "and the session ends")
 
 # --- 8b. SIGTERM (postfix stop) between messages ------------------------------
