@@ -28,7 +28,8 @@ LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 # compiler error (pkg-config per package, libmilter by its header). Goals
 # that install the packages first (check, demo, bench, deps) skip this.
 DEV_PKGS = pkg-config:pkg-config glib-2.0:libglib2.0-dev \
-           libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev
+           libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev \
+           libidn2:libidn2-dev
 ifneq ($(filter all install,$(or $(MAKECMDGOALS),all)),)
 RR_MISSING := $(strip $(shell \
     command -v $(firstword $(CC)) >/dev/null 2>&1 || echo build-essential; \
@@ -246,9 +247,12 @@ fuzz:
 	    echo "fuzz $$n ($(FUZZ_TIME)s)"; \
 	    $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
 	        -artifact_prefix=build/fuzz/crash-$$n- \
-	        build/fuzz/corpus/$$n fuzz/corpus/$$n 2>&1 | \
-	        grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|property'; \
-	    test $${PIPESTATUS:-0} = 0 || exit 1; \
+	        build/fuzz/corpus/$$n fuzz/corpus/$$n \
+	        > build/fuzz/$$n.log 2>&1; rc=$$?; \
+	    grep -E 'number_of_executed_units|ERROR|SUMMARY|property' \
+	        build/fuzz/$$n.log; \
+	    test $$rc = 0 || { echo "fuzz $$n: finding, see build/fuzz/$$n.log"; \
+	        exit 1; }; \
 	done
 
 # --- fault injection (t/lib/torture.py) ------------------------------------
@@ -256,8 +260,8 @@ SEED ?= 1
 N    ?= 300
 J    ?= 1
 torture: all
-	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/torture.py --seed $(SEED) \
-	    -n $(N) -j $(J)
+	RR_BUILD=$(CURDIR)/$(B) RR_ASAN=$(if $(filter asan,$(VARIANT)),1,0) \
+	    python3 t/lib/torture.py --seed $(SEED) -n $(N) -j $(J)
 
 .PHONY: all check check-asan deps format clean install uninstall \
 	install-user demo bench torture fuzz fuzzers deb

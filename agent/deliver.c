@@ -362,7 +362,8 @@ session_open(Run *run)
 {
     Delivery *d = run->d;
     const AgentConf *c = d->conf;
-    SmtpOptions opt = {.helo_name = c->helo_name, .timeouts = c->timeouts};
+    SmtpOptions opt = {.helo_name = c->helo_name, .log_id = d->queue_id,
+                       .timeouts = c->timeouts};
     gboolean clear_retry = FALSE; /* "may": this server again, no TLS */
 
     if (c->sasl_refused != NULL) {
@@ -373,6 +374,7 @@ session_open(Run *run)
     while (run->session == NULL) {
         SmtpFailure f = {0};
         guint n_targets = run->g->targets->len;
+        PlanConnState st;
 
         if (stopping()) {
             report_all(run, RCPT_DEFERRED, "4.3.2", NULL, DELIVER_STOP_TEXT,
@@ -385,10 +387,15 @@ session_open(Run *run)
                        "message could be delivered", NULL);
             return FALSE;
         }
-        /* one connection per address, then max_reconnects extra ones;
-         * the ones the server asked for do not count */
-        if (n_targets == 0 || run->connections - run->asked >=
-                                  n_targets + c->max_reconnects) {
+        st.connections = run->connections;
+        st.asked = run->asked;
+        st.n_targets = n_targets;
+        st.max_reconnects = c->max_reconnects;
+        st.target = run->target;
+        st.failed = run->last_reason != NULL;
+        st.progressed = run->progressed;
+        switch (plan_connect(&st)) {
+        case PLAN_CONN_GIVE_UP:
             report_all(run, run->last_permanent ? RCPT_BOUNCED
                                                 : RCPT_DEFERRED,
                        run->last_dsn ? run->last_dsn : "4.4.1", NULL,
@@ -396,16 +403,11 @@ session_open(Run *run)
                                         : "no server to deliver to",
                        NULL);
             return FALSE;
-        }
-        if (run->target >= n_targets) {
-            if (run->last_reason != NULL && !run->progressed) {
-                /* every address failed once: no second round of the
-                 * same failures (Postfix defers here too) */
-                run->connections = run->asked + n_targets +
-                                   c->max_reconnects;
-                continue;
-            }
+        case PLAN_CONN_FIRST:
             run->target = 0;
+            break;
+        case PLAN_CONN_NEXT:
+            break;
         }
         run->connections++;
         run->progressed = FALSE;

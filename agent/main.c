@@ -118,16 +118,6 @@ args_parse(int argc, char **argv, Args *a)
     a->n_rcpts = argc - optind;
 }
 
-/* agent_transcript - -v: the SMTP conversation to the log */
-static void
-agent_transcript(gpointer ctx, char dir, const char *line)
-{
-    const Delivery *d = ctx;
-    g_autofree char *safe = log_printable(line, -1, 512);
-
-    log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
-}
-
 /* agent_term - SIGTERM: stop cleanly, defer the rest (deliver_stop) */
 static void
 agent_term(int sig)
@@ -187,8 +177,7 @@ main(int argc, char **argv)
                       conf->spool_dir[0] ? conf->spool_dir : NULL, &err);
     if (spool == NULL)
         agent_fail(a.queue_id, "4.3.0", err);
-    d = batch_new(conf, a.queue_id, a.sender, spool, agent_transcript, &dsn,
-                  &err);
+    d = batch_new(conf, a.queue_id, a.sender, spool, NULL, &dsn, &err);
     if (d == NULL)
         agent_fail(a.queue_id, dsn, err);
     rcpts = batch_recipients(d, (const char *const *)a.rcpts, a.n_rcpts);

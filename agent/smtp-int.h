@@ -73,7 +73,9 @@ struct SmtpSession {
     GByteArray *in; /* received, not yet consumed */
     gsize in_off;   /* first unconsumed byte of IN */
     gboolean in_eof;
-    GPtrArray *lines; /* lines of the last reply read */
+    GPtrArray *lines; /* lines of the last reply read, as kept */
+    gboolean reply_capped; /* a reply was cut (logged once) */
+    char *log_id;          /* "QUEUEID: " or "" before our log lines */
     char *detail;     /* what was malformed (SMTP_IO_PROTOCOL) */
     guint starttls_timeout;
     char *tls_key;    /* "addr:port": the TLS session cache key */

@@ -22,6 +22,8 @@
  * conversation must end (0 = no stop asked for); and a pipe that becomes
  * readable at the stop, so every thread's poll() wakes at once. */
 static _Atomic gint64 smtp_stop_at;
+/* a signal handler may only touch lock-free atomics */
+G_STATIC_ASSERT(ATOMIC_LONG_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2);
 static int smtp_stop_pipe[2] = {-1, -1};
 
 /* Postfix's wording, so logs and DSNs read the same as smtp(8)'s. */
@@ -351,39 +353,68 @@ smtp_malformed(SmtpSession *s, const char *what, const char *line)
     return SMTP_IO_PROTOCOL;
 }
 
-/* smtp_read_reply - read one whole reply (all its lines) for STATE */
+/* smtp_reply_capped - say once per connection that a reply was longer
+ * than what is kept of it */
+static void
+smtp_reply_capped(SmtpSession *s, SmtpState state, const ReplyKeep *k)
+{
+    if (s->reply_capped)
+        return;
+    s->reply_capped = TRUE;
+    log_warning("%shost %s sent a reply of %u lines, %zu octets to %s; "
+                "kept %u lines, %zu octets (said once per connection)",
+                s->log_id, s->namaddr, k->lines + k->dropped_lines,
+                k->bytes + k->dropped_bytes, smtp_states[state].command,
+                k->lines, k->bytes);
+}
+
+/*
+ * smtp_read_reply - read one whole reply (all its lines) for STATE. Only
+ * what reply_keep_line keeps is held (a few KiB, see reply.h): the rest
+ * is read and dropped, within the same timeout and deadline.
+ */
 SmtpIoStatus
 smtp_read_reply(SmtpSession *s, SmtpState state, gint64 deadline,
                 Reply **reply)
 {
     SmtpLimit lim = smtp_limit(smtp_state_timeout(s, state), deadline);
     GError *error = NULL;
+    ReplyKeep keep = {0};
+    guint n = 0;
     int first = 0;
 
     *reply = NULL;
     g_ptr_array_set_size(s->lines, 0);
     for (;;) {
-        char *line = NULL;
-        int code;
-        gboolean last;
+        g_autofree char *line = NULL;
+        char *kept;
+        int code = 0;
+        gboolean last = TRUE, ok;
         SmtpIoStatus st = smtp_read_line(s, &lim, &line);
 
         if (st != SMTP_IO_OK)
             return st;
-        if (s->transcript != NULL)
-            s->transcript(s->transcript_ctx, '<', line);
-        g_ptr_array_add(s->lines, line);
-        if (!reply_line_scan(line, &code, &last))
-            return smtp_malformed(s, "malformed reply", line);
-        if (s->lines->len == 1)
+        ok = reply_line_scan(line, &code, &last);
+        if (++n == 1)
             first = code;
-        else if (code != first)
+        /* a bad line ends the reply: it is kept to say what was wrong */
+        kept = reply_keep_line(&keep, line, !ok || last || code != first);
+        if (kept != NULL) {
+            if (s->transcript != NULL)
+                s->transcript(s->transcript_ctx, '<', kept);
+            g_ptr_array_add(s->lines, kept);
+        }
+        if (!ok)
+            return smtp_malformed(s, "malformed reply", line);
+        if (code != first)
             return smtp_malformed(s, "reply codes differ", line);
         if (last)
             break;
-        if (s->lines->len >= SMTP_REPLY_LINES_MAX)
+        if (n >= SMTP_REPLY_LINES_MAX)
             return smtp_malformed(s, "reply too long", "over 1000 lines");
     }
+    if (keep.dropped_lines > 0 || keep.dropped_bytes > 0)
+        smtp_reply_capped(s, state, &keep);
     *reply = reply_parse((const char *const *) s->lines->pdata,
                          s->lines->len, &error);
     if (*reply == NULL) {

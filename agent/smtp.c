@@ -497,6 +497,7 @@ smtp_session_free(SmtpSession *s)
     g_free(s->sasl_pass);
     target_free(s->target);
     g_free(s->helo_name);
+    g_free(s->log_id);
     g_free(s->namaddr);
     g_free(s->relay);
     g_byte_array_unref(s->in);
@@ -518,6 +519,8 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
     s->target = target_copy(t);
     s->helo_name = g_strdup(opt->helo_name != NULL ? opt->helo_name
                                                    : "localhost");
+    s->log_id = opt->log_id != NULL ? g_strconcat(opt->log_id, ": ", NULL)
+                                    : g_strdup("");
     s->timeouts = opt->timeouts;
     s->transcript = opt->transcript;
     s->transcript_ctx = opt->transcript_ctx;

@@ -226,6 +226,10 @@ address_domain_ascii(const char *domain, GError **error)
     }
     out = g_ascii_strdown((const char *)alabel, -1);
     idn2_free(alabel);
+    /* the mapping may make what the UTF-8 form hid, e.g. an empty label
+       from a full-width dot: the A-label form must be a host name too */
+    if (!hostname_ok(out, error))
+        g_clear_pointer(&out, g_free);
     return out;
 }
 

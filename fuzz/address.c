@@ -2,7 +2,8 @@
  * fuzz/address.c - the envelope address parser (common/address.c) on
  * arbitrary argv text. Properties: the RFC 5321 path we would send has no
  * control character (no command injection: CR LF never reach the wire),
- * and parsing that path again gives back the same local part and domain.
+ * and parsing that path again gives back the same local part and domain
+ * (the routing form: lower case, A-labels).
  */
 #include <string.h>
 
@@ -35,7 +36,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     b = address_parse(path, allow_empty, &err);
     if (b == NULL)
         fuzz_fail("own path %s does not parse: %s", path, err->message);
-    if (strcmp(a->local, b->local) != 0 || strcmp(a->domain, b->domain) != 0 ||
+    if (strcmp(a->local, b->local) != 0 ||
         strcmp(a->domain_lc, b->domain_lc) != 0 || a->utf8 != b->utf8)
         fuzz_fail("path %s parses to <%s@%s>, was <%s@%s>", path, b->local,
                   b->domain, a->local, a->domain);

@@ -20,6 +20,21 @@ fuzz_collect(gpointer ctx, const char *buf, gsize len, GError **error)
     return TRUE;
 }
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+/* LLVMFuzzerInitialize - spool files in memory when there is a tmpfs:
+ * a temporary file per input costs most of the time on a disk */
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    if (g_getenv("TMPDIR") == NULL &&
+        g_file_test("/dev/shm", G_FILE_TEST_IS_DIR))
+        g_setenv("TMPDIR", "/dev/shm", TRUE);
+    return 0;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

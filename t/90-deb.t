@@ -154,6 +154,14 @@ snd = Sender("snd", smtp=True, relay_port=recv.port, main={
     "rapidretry_time_limit": "1000s"})
 snd.master_extra = master
 snd.start()
+p = subprocess.run([AGENT, "-t", "-p", snd.etc], capture_output=True,
+                   text=True, timeout=60)
+ok(p.returncode == 0 and "# master.cf: service rapidretry, user=%s, "
+   "rapidretry_time_limit = 1000s" % USER in p.stdout,
+   "rapidretry-agent -t: the installed configuration passes, checked as "
+   "master.cf's user")
+if p.returncode:
+    diag(p.stderr)
 RCPTS = ["a%d@d1.test" % i for i in range(1, 4)] + ["b1@d2.test"]
 qid = snd.submit("s@src.test", RCPTS)
 ok(qid, "queued: %s" % qid)

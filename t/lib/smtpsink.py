@@ -552,6 +552,12 @@ class Session:
         self._reset()
         self._act(rule, default)
 
+    def _cmd_AUTH(self, arg):
+        """_cmd_AUTH - any credentials do (AUTH PLAIN with its initial
+        response, RFC 4954 §4)."""
+        rule = self.sink.match("AUTH", self.n, self.txn, self.ctxn, 0, None)
+        self._act(rule, "235 2.7.0 Authentication successful")
+
     def _cmd_RSET(self, arg):
         rule = self.sink.match("RSET", self.n, self.txn, self.ctxn, 0, None)
         self._reset()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 91-fuzz.t - every libFuzzer target (fuzz/*.c) builds with clang and runs
+# 97-fuzz.t - every libFuzzer target (fuzz/*.c) builds with clang and runs
 # a few seconds from its seed corpus (which holds the inputs of every
 # finding so far: each replays first) without a crash, a sanitizer
 # report or a broken property. RR_FUZZ_TIME sets the seconds per target.
