@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "conncache.h"
 #include "dsn.h"
 #include "group.h"
 #include "log.h"
@@ -210,12 +211,20 @@ keep_fits(Delivery *d, Group *g, SmtpSession *keep)
 /* deliver_lane - GThreadPool worker: the groups of one lane in turn, on
  * one connection while it stays usable and meets the next group's
  * policy */
+static char *lane_key(const Group *g);
+
 static void
 deliver_lane(gpointer data, gpointer user)
 {
     GPtrArray *lane = data;
     SmtpSession *keep = NULL;
+    Delivery *d = user;
+    g_autofree char *key = NULL;
 
+    if (d->cache != NULL && lane->len > 0) { /* LMTP: the last message's */
+        key = lane_key(g_ptr_array_index(lane, 0));
+        keep = conn_cache_take(d->cache, key);
+    }
     for (guint i = 0; i < lane->len; i++) {
         Group *g = g_ptr_array_index(lane, i);
 
@@ -223,7 +232,9 @@ deliver_lane(gpointer data, gpointer user)
             g_clear_pointer(&keep, smtp_session_close);
         deliver_group(user, g, &keep);
     }
-    if (keep != NULL)
+    if (keep != NULL && key != NULL)
+        conn_cache_put(d->cache, key, keep); /* for the next message */
+    else if (keep != NULL)
         smtp_session_close(keep);
 }
 

@@ -219,8 +219,9 @@ dblog_open_db(DbLog *l, GError **error)
            && (dblog_int(l, "PRAGMA page_count") > 0
                || dblog_exec(l, "PRAGMA auto_vacuum = INCREMENTAL",
                              "cannot set auto_vacuum", error))
-           && dblog_exec(l, "PRAGMA journal_mode = WAL", "cannot set WAL "
-                         "mode", error)
+           && (sqlwait_wal_mode(l->db, &l->wait) == SQLITE_OK
+               || dblog_exec(l, "PRAGMA journal_mode = WAL", "cannot set "
+                             "WAL mode", error))
            && dblog_migrate(l, error);
 }
 

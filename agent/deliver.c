@@ -495,7 +495,31 @@ mail_params(Run *run, GPtrArray *pick)
         utf8 |= ((Rcpt *)g_ptr_array_index(pick, i))->addr->utf8;
     if (utf8 && ext->smtputf8)
         g_string_append(p, " SMTPUTF8");
+    if (ext->dsn && run->d->dsn_ret != NULL) /* RFC 3461 §4.3, §4.4 */
+        g_string_append_printf(p, " RET=%s", run->d->dsn_ret);
+    if (ext->dsn && run->d->dsn_envid != NULL)
+        g_string_append_printf(p, " ENVID=%s", run->d->dsn_envid);
     return g_string_free(p, FALSE);
+}
+
+/* rcpt_path - the RCPT argument: the path, and NOTIFY and ORCPT for a
+ * server that announces DSN (RFC 3461 §4.1, §4.2; LMTP mode) */
+static char *
+rcpt_path(Run *run, Rcpt *r)
+{
+    const SmtpExt *ext = smtp_session_ext(run->session);
+    char *path = address_path(r->addr);
+    char *full;
+
+    r->dsn_next = ext->dsn;
+    if (!ext->dsn || (r->notify == NULL && r->orcpt == NULL))
+        return path;
+    full = g_strdup_printf("%s%s%s%s%s", path, r->notify ? " NOTIFY=" : "",
+                           r->notify ? r->notify : "",
+                           r->orcpt ? " ORCPT=" : "",
+                           r->orcpt ? r->orcpt : "");
+    g_free(path);
+    return full;
 }
 
 /* flight_names - the recipients of PICK whose RCPT got 2xx: the ones the
@@ -767,8 +791,7 @@ one_round(Run *run)
     for (guint i = 0; i < pick->len; i++) {
         g_ptr_array_remove(run->pending, g_ptr_array_index(pick, i));
         g_ptr_array_add(paths,
-                        address_path(((Rcpt *)g_ptr_array_index(pick, i))
-                                         ->addr));
+                        rcpt_path(run, g_ptr_array_index(pick, i)));
     }
     req.mail_from = run->d->sender_path;
     req.mail_params = params;

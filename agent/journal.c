@@ -258,9 +258,11 @@ journal_open(const char *path, guint expire, GError **error)
     }
     /* the busy handler also covers the PRAGMA that switches to WAL */
     sqlwait_install(j->db, &j->wait, JOURNAL_BUSY_MS, JOURNAL_WAL_PAGES);
-    if (!journal_exec(j, "PRAGMA journal_mode = WAL", "cannot set WAL mode",
-                      error)
-        || !journal_migrate(j, expire, error))
+    if (sqlwait_wal_mode(j->db, &j->wait) != SQLITE_OK) {
+        journal_set_error(j, error, "cannot set WAL mode");
+        goto out;
+    }
+    if (!journal_migrate(j, expire, error))
         goto out;
     ok = TRUE;
 out:

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "conf.h"
 #include "log.h"
+#include "lmtp.h"
 #include "probe.h"
 
 #define AGENT_USAGE                                                         \
@@ -160,6 +161,12 @@ main(int argc, char **argv)
     /* the journal, the delivery log and their transcripts hold addresses:
      * not for every local user */
     umask(027);
+    if (argc > 1 && strcmp(argv[1], "--lmtp") == 0) { /* DESIGN §9 */
+        /* Postfix logs each recipient of LMTP mode itself: a name
+         * without "/" keeps pflogsumm from counting ours as well */
+        log_init("rapidretry-lmtp", FALSE);
+        return lmtp_main(argc, argv);
+    }
     log_init("rapidretry/agent", FALSE);
     args_parse(argc, argv, &a);
 

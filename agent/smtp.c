@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -44,6 +46,11 @@ smtp_connect(SmtpSession *s, gint64 deadline, SmtpFailure *fail)
         err = errno;
         goto fail;
     }
+    /* the body and the final dot go out as two writes (the journal's
+     * in-flight record is written between them): with Nagle the dot
+     * waits for the server's delayed ACK, about 40 ms per message */
+    (void)setsockopt(s->io.fd, IPPROTO_TCP, TCP_NODELAY, &(int){1},
+                     sizeof(int));
     if (connect(s->io.fd, ai->ai_addr, ai->ai_addrlen) == 0)
         goto done;
     if (errno != EINPROGRESS) {

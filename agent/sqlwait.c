@@ -69,3 +69,21 @@ sqlwait_install(sqlite3 *db, SqlWait *w, guint timeout_ms, int wal_pages)
      * The WAL stays short without it (sqlwait_wal). */
     sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 }
+
+int
+sqlwait_wal_mode(sqlite3 *db, const SqlWait *w)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)w->timeout_ms * 1000;
+    guint step = SQLWAIT_STEP_US;
+    int rc;
+
+    for (;;) {
+        rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            return rc;
+        if (g_get_monotonic_time() >= end)
+            return rc;
+        g_usleep(step + g_random_int_range(0, (gint32)step));
+        step = MIN(step * 2, SQLWAIT_CAP_US);
+    }
+}

@@ -20,4 +20,10 @@ typedef struct {
 void sqlwait_install(sqlite3 *db, SqlWait *w, guint timeout_ms,
                      int wal_pages);
 
+/* sqlwait_wal_mode - "PRAGMA journal_mode = WAL", waiting as the busy
+ * handler would: on a file that several runs create at once, SQLite can
+ * answer SQLITE_BUSY to the switch without calling the handler. The
+ * SQLite result code. */
+int sqlwait_wal_mode(sqlite3 *db, const SqlWait *w);
+
 #endif

@@ -18,6 +18,9 @@
 #      medians of 250 runs each, servers with and without STARTTLS
 #  (g) 20 agents at once, 2,000 messages, one journal: deferred,
 #      duplicated, lost; journal and WAL sizes
+#  (h) LMTP mode beside pipe mode and smtp(8), messages queued first and
+#      the delivery timed alone; the journal disk's fdatasync latency
+#      (bench/lmtp_bench.py)
 # Prints a table and writes bench/results/bench-TIME.{csv,json}. Root.
 import csv
 import json
@@ -42,11 +45,13 @@ import rrtest                                          # noqa: E402
 import rrmilter                                        # noqa: E402
 import milter_bench                                    # noqa: E402
 import tlsca                                           # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lmtp_bench                                      # noqa: E402
 from postfix import Receiver, Sender                   # noqa: E402
 
 ROWS = []
 QUICK = os.environ.get("RR_BENCH_QUICK") == "1"
-PARTS = os.environ.get("RR_BENCH_PARTS", "abcdefg")  # e.g. "bf": some only
+PARTS = os.environ.get("RR_BENCH_PARTS", "abcdefgh")  # e.g. "bf": some only
 
 
 def say(msg=""):
@@ -509,7 +514,8 @@ def table():
              "d": "(d) rapidretry-agent memory: 50 MB (left) / 1 KB (right)",
              "e": "(e) CPU per delivered recipient",
              "f": "(f) CPU of one agent run (left) / of /bin/true (right)",
-             "g": "(g) many agents at once on one journal"}
+             "g": "(g) many agents at once on one journal",
+             "h": "(h) LMTP mode (left) / smtp(8) (right), delivery alone"}
     fmt = "  %-25s %-27s %10s %8s %6s  %-5s %s"
     say()
     say(fmt % ("case", "metric", "rapidretry", "Postfix", "ratio", "unit",
@@ -548,7 +554,8 @@ def main():
         "loopback, %d CPUs" % os.cpu_count())
     failed = []
     for part, fn in (("a", part_a), ("b", part_b), ("c", part_c),
-                     ("d", part_d), ("f", part_f), ("g", part_g)):
+                     ("d", part_d), ("f", part_f), ("g", part_g),
+                     ("h", lambda: lmtp_bench.part_h(row, say))):
         if part not in PARTS:
             continue
         try:
