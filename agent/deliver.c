@@ -860,6 +860,9 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
         run.session = *keep;
         run.connections = 1;
         run.progressed = TRUE;
+        /* its earlier transactions count for LIMITS MAILMAX and mean a
+         * refused MAIL is a per-connection limit (plan_mail) */
+        run.session_tx = smtp_session_transactions(*keep);
         *keep = NULL;
     }
 
@@ -869,6 +872,8 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
         if (!r->done)
             g_ptr_array_add(run.pending, r);
     }
+    if (run.session != NULL) /* the kept one, for THESE recipients */
+        check_session_fit(&run);
     while (run.pending->len > 0) {
         if (run.session == NULL && !session_open(&run))
             break;

@@ -70,6 +70,7 @@ struct SmtpSession {
     SmtpIo io;
     SmtpExt ext;
     gboolean usable;
+    guint transactions; /* MAIL commands sent on this connection */
     GByteArray *in; /* received, not yet consumed */
     gsize in_off;   /* first unconsumed byte of IN */
     gboolean in_eof;

@@ -352,6 +352,7 @@ smtp_transaction(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
                                        s->namaddr);
         return;
     }
+    s->transactions++;
     if (!tx_envelope(s, req, deadline, res))
         return;
     if (res->data != NULL && res->data->code == 354 &&

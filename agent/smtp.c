@@ -647,6 +647,12 @@ smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt, char **why)
     return FALSE;
 }
 
+guint
+smtp_session_transactions(const SmtpSession *s)
+{
+    return s->transactions;
+}
+
 gboolean
 smtp_session_usable(const SmtpSession *s)
 {

@@ -77,6 +77,9 @@ const char *smtp_session_tls(const SmtpSession *s);
 gboolean smtp_session_tls_resumed(const SmtpSession *s);
 /* smtp_session_usable - no error so far, may carry another transaction */
 gboolean smtp_session_usable(const SmtpSession *s);
+/* smtp_session_transactions - MAIL commands this connection carried, for
+ * LIMITS MAILMAX when a kept connection changes hands */
+guint smtp_session_transactions(const SmtpSession *s);
 /* smtp_session_fits - S meets OPT's TLS level, certificate names and
  * SASL identity, so a group with OPT may reuse it; FALSE + *WHY */
 gboolean smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt,
