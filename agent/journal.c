@@ -6,6 +6,7 @@
 #include "journal.h"
 
 #include <sqlite3.h>
+#include <string.h>
 
 #include "sqlwait.h"
 
@@ -415,6 +416,74 @@ out:
     return ok;
 }
 
+/*
+ * The room the outcome needs. After the in-flight mark, the outcome (the
+ * rows "delivered" after a 2xx, or put back after anything else) is one
+ * more commit: WAL frames appended at the WAL's end. On a nearly full
+ * disk that commit could fail after the mark went through; a row left in
+ * flight by a message the server refused reads as "in flight again" at
+ * the next mark and then as delivered: a recipient lost. So the mark
+ * goes through only when the WAL file already has the blocks for its own
+ * frames and the outcome's (preallocated; a reader ignores what lies past
+ * the last valid frame): no room, no mark, no final dot.
+ */
+#define JOURNAL_WAL_HDR 32       /* WAL file header, bytes */
+#define JOURNAL_FRAME_HDR 24     /* per frame, before the page */
+#define JOURNAL_SHM_MXFRAME 16   /* wal-index header: mxFrame (u32) */
+#define JOURNAL_SHM_PGSZ 14      /* wal-index header: szPage (u16) */
+
+/* journal_frames - WAL frames a commit of N rows may append: a leaf page
+ * of the table and of both indexes per row, their parents, page 1 */
+static sqlite3_int64
+journal_frames(gsize n)
+{
+    return 3 * (sqlite3_int64)n + 16;
+}
+
+/* journal_reserve - make the WAL file hold FRAMES more frames past its
+ * last valid one, inside the write transaction (the wal-index header is
+ * current then). FALSE + error when the blocks cannot be had. */
+static gboolean
+journal_reserve(Journal *j, sqlite3_int64 frames, GError **error)
+{
+    sqlite3_file *wal = NULL, *db = NULL;
+    volatile void *shm = NULL;
+    sqlite3_int64 end, size = 0;
+    int chunk = 64 * 1024, pgsz = 4096;
+    guint32 mx = 0;
+    int rc;
+
+    if (sqlite3_file_control(j->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+                             &wal) != SQLITE_OK || wal == NULL ||
+        wal->pMethods == NULL ||
+        sqlite3_file_control(j->db, "main", SQLITE_FCNTL_FILE_POINTER,
+                             &db) != SQLITE_OK || db == NULL)
+        return TRUE; /* no WAL file open: nothing to size */
+    if (db->pMethods->iVersion >= 2 &&
+        db->pMethods->xShmMap(db, 0, 32 * 1024, 0, &shm) == SQLITE_OK &&
+        shm != NULL) {
+        const volatile guint8 *h = shm;
+        guint16 p;
+
+        memcpy(&mx, (const void *)(h + JOURNAL_SHM_MXFRAME), sizeof mx);
+        memcpy(&p, (const void *)(h + JOURNAL_SHM_PGSZ), sizeof p);
+        pgsz = p == 1 ? 65536 : p >= 512 ? p : pgsz;
+    } else if (wal->pMethods->xFileSize(wal, &size) != SQLITE_OK)
+        return TRUE;
+    end = mx > 0 || size == 0
+              ? JOURNAL_WAL_HDR + ((sqlite3_int64)mx + frames) *
+                                      (pgsz + JOURNAL_FRAME_HDR)
+              : size + frames * (pgsz + JOURNAL_FRAME_HDR);
+    wal->pMethods->xFileControl(wal, SQLITE_FCNTL_CHUNK_SIZE, &chunk);
+    rc = wal->pMethods->xFileControl(wal, SQLITE_FCNTL_SIZE_HINT, &end);
+    if (rc == SQLITE_OK || rc == SQLITE_NOTFOUND)
+        return TRUE;
+    g_set_error(error, journal_error_quark(), rc,
+                "journal %s: no room for this delivery's records in the "
+                "write-ahead log (%s)", j->path, sqlite3_errstr(rc));
+    return FALSE;
+}
+
 /* journal_flight - run the step for N recipients in one durable write
  * transaction; AGAIN (may be NULL) in or out, see the callers */
 static gboolean
@@ -445,6 +514,9 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
     g_mutex_lock(&j->lock);
     if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
         goto unlock;
+    /* the mark's frames and the outcome's, or no mark (see above) */
+    if (!undo && !journal_reserve(j, 2 * journal_frames(n), error))
+        goto out;
     for (gsize i = 0; i < n; i++) {
         if (!undo) {
             sqlite3_stmt *st = NULL;
@@ -473,13 +545,43 @@ unlock:
     return ok;
 }
 
+/* journal_rereserve - after the mark's commit: the checkpoint that commit
+ * may have run truncated the WAL, and the room for the outcome with it;
+ * then take it again (in a write transaction: only the writer extends
+ * the WAL). FALSE + error when it cannot be had. */
+static gboolean
+journal_rereserve(Journal *j, gsize n, GError **error)
+{
+    sqlite3_file *wal = NULL;
+    sqlite3_int64 size = 0;
+    gboolean ok;
+
+    if (sqlite3_file_control(j->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+                             &wal) != SQLITE_OK || wal == NULL ||
+        wal->pMethods == NULL ||
+        wal->pMethods->xFileSize(wal, &size) != SQLITE_OK || size > 0)
+        return TRUE; /* not truncated: the room taken before is there */
+    g_mutex_lock(&j->lock);
+    ok = journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error) &&
+         journal_reserve(j, journal_frames(n), error);
+    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    g_mutex_unlock(&j->lock);
+    return ok;
+}
+
 gboolean
 journal_inflight(Journal *j, const char *queue_id, const char *digest,
                  const char *const *recipients, gsize n, gboolean *again,
                  GError **error)
 {
-    return journal_flight(j, queue_id, digest, recipients, n, again, FALSE,
-                          error);
+    if (!journal_flight(j, queue_id, digest, recipients, n, again, FALSE,
+                        error))
+        return FALSE;
+    if (journal_rereserve(j, n, error))
+        return TRUE;
+    /* no dot then; the rows go back while the truncated WAL has room */
+    journal_flight(j, queue_id, digest, recipients, n, again, TRUE, NULL);
+    return FALSE;
 }
 
 gboolean
