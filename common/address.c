@@ -226,6 +226,13 @@ address_domain_ascii(const char *domain, GError **error)
     }
     out = g_ascii_strdown((const char *)alabel, -1);
     idn2_free(alabel);
+    /* the mapping may give what is no host name: U+2483 becomes "(16)"
+     * (found by fuzz/address.c) */
+    if (!hostname_ok(out, NULL)) {
+        g_free(out);
+        bad(error, "domain has no A-label form: it maps to no host name");
+        return NULL;
+    }
     return out;
 }
 

@@ -158,6 +158,9 @@ static const BadCase bad_cases[] = {
     /* IDNA2008 CONTEXTJ: a zero-width joiner only after a virama */
     {"domain-no-a-label", "user@a\u200db.example", FALSE,
      "no A-label form"},
+    /* UTS #46 maps U+2483 to "(16)": no host name (found by fuzz/address) */
+    {"domain-maps-to-no-host", "user@\u2483.example", FALSE,
+     "no A-label form"},
     {"literal-bad-v4", "user@[192.0.2.300]", FALSE, "address literal"},
     {"literal-v6-untagged", "user@[2001:db8::1]", FALSE, "address literal"},
     {"literal-bad-v6", "user@[IPv6:2001:db8::g]", FALSE, "address literal"},
