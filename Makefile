@@ -28,7 +28,8 @@ LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 # compiler error (pkg-config per package, libmilter by its header). Goals
 # that install the packages first (check, demo, bench, deps) skip this.
 DEV_PKGS = pkg-config:pkg-config glib-2.0:libglib2.0-dev \
-           libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev
+           libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev \
+           libidn2:libidn2-dev
 ifneq ($(filter all install,$(or $(MAKECMDGOALS),all)),)
 RR_MISSING := $(strip $(shell \
     command -v $(firstword $(CC)) >/dev/null 2>&1 || echo build-essential; \

@@ -7,10 +7,14 @@
 #include <string.h>
 
 #include "batch.h"
+#include "conncache.h"
 #include "dsn.h"
 #include "group.h"
 #include "log.h"
 
+#define BATCH_DSN_TIMEOUT (60 * G_USEC_PER_SEC)
+#define BATCH_DSN_MARGIN (2 * G_USEC_PER_SEC)
+#define BATCH_DSN_MIN (5 * G_USEC_PER_SEC)
 #define BATCH_ERROR g_quark_from_static_string("rapidretry-batch")
 
 /* queued_seconds - time since Postfix received the message, for delay=
@@ -55,6 +59,16 @@ batch_sender(Delivery *d, GError **error)
     return TRUE;
 }
 
+/* batch_transcript - -v: the SMTP conversation to the log */
+static void
+batch_transcript(gpointer ctx, char dir, const char *line)
+{
+    const Delivery *d = ctx;
+    g_autofree char *safe = log_printable(line, -1, 512);
+
+    log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
+}
+
 Delivery *
 batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
           Spool *spool, SmtpTranscriptFn transcript, const char **dsn,
@@ -71,7 +85,7 @@ batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
     d->deadline = d->start + (gint64)conf->deadline * G_USEC_PER_SEC;
     d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                       g_free);
-    d->transcript = transcript;
+    d->transcript = transcript != NULL ? transcript : batch_transcript;
     g_mutex_init(&d->lock);
     *dsn = "4.3.0";
     if (!batch_sender(d, error)) {
@@ -197,12 +211,20 @@ keep_fits(Delivery *d, Group *g, SmtpSession *keep)
 /* deliver_lane - GThreadPool worker: the groups of one lane in turn, on
  * one connection while it stays usable and meets the next group's
  * policy */
+static char *lane_key(const Group *g);
+
 static void
 deliver_lane(gpointer data, gpointer user)
 {
     GPtrArray *lane = data;
     SmtpSession *keep = NULL;
+    Delivery *d = user;
+    g_autofree char *key = NULL;
 
+    if (d->cache != NULL && lane->len > 0) { /* LMTP: the last message's */
+        key = lane_key(g_ptr_array_index(lane, 0));
+        keep = conn_cache_take(d->cache, key);
+    }
     for (guint i = 0; i < lane->len; i++) {
         Group *g = g_ptr_array_index(lane, i);
 
@@ -210,7 +232,9 @@ deliver_lane(gpointer data, gpointer user)
             g_clear_pointer(&keep, smtp_session_close);
         deliver_group(user, g, &keep);
     }
-    if (keep != NULL)
+    if (keep != NULL && key != NULL)
+        conn_cache_put(d->cache, key, keep); /* for the next message */
+    else if (keep != NULL)
         smtp_session_close(keep);
 }
 
@@ -400,6 +424,22 @@ note_all(Delivery *d, GPtrArray *rcpts, const char *note)
                    note);
 }
 
+/* dsn_deadline - sendmail's own time limit (issue 11 row 7): at most
+ * BATCH_DSN_TIMEOUT, ending BATCH_DSN_MARGIN before the run's deadline;
+ * past that, BATCH_DSN_MIN still fits in the watchdog's grace; never
+ * past the stop time of a SIGTERM */
+static gint64
+dsn_deadline(const Delivery *d)
+{
+    gint64 now = g_get_monotonic_time();
+    gint64 t = MIN(BATCH_DSN_TIMEOUT, d->deadline - BATCH_DSN_MARGIN - now);
+    gint64 stop = smtp_stop_time();
+
+    t = now + MAX(t, BATCH_DSN_MIN);
+    /* after a SIGTERM only what is left of its grace */
+    return stop > 0 ? MIN(t, stop) : t;
+}
+
 /* send_dsn - our own DSN to the sender for the BOUNCED ones (DESIGN §7);
  * FALSE + *WHY when it could not be submitted */
 static gboolean
@@ -424,7 +464,8 @@ send_dsn(Delivery *d, GPtrArray *bounced, char **why)
                                r->reason};
     }
     msg = dsn_compose(&info, dr, bounced->len, d->spool, &err);
-    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg, &err)) {
+    if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg,
+                                   dsn_deadline(d), &err)) {
         *why = g_strdup(err->message);
         g_error_free(err);
         return FALSE;

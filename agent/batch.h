@@ -21,8 +21,8 @@
  * sender) parsed, SPOOL (taken, freed by batch_free) checked, the
  * journal and delivery log opened, the deadline set from CONF. NULL when
  * the message cannot be delivered now: *DSN (a 4.x.x) and ERROR say why,
- * in words fit for the status line. TRANSCRIPT (may be NULL) gets the
- * SMTP conversation when verbose. */
+ * in words fit for the status line. TRANSCRIPT gets the SMTP
+ * conversation when verbose (NULL: the log, one line each). */
 Delivery *batch_new(const AgentConf *conf, const char *queue_id,
                     const char *sender, Spool *spool,
                     SmtpTranscriptFn transcript, const char **dsn,

@@ -10,6 +10,7 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -19,6 +20,9 @@
 #include "journal.h"
 #include "log.h"
 #include "route.h"
+
+/* the agent's watchdog fires this long after the deadline (main.c) */
+#define CHECK_WATCHDOG_GRACE 30
 
 /* check_where - "PATH:LINE" of SECTION's KEY (the last one written: it
  * wins), or PATH when not written */
@@ -263,6 +267,154 @@ check_conf(const AgentConf *c, GPtrArray *errors, GPtrArray *warnings)
     check_sendmail(c, errors);
 }
 
+/* One pipe(8) service of master.cf that runs this configuration. */
+typedef struct {
+    char *name;
+    char *user;       /* user= without ":group" */
+    guint time_limit; /* NAME_time_limit, seconds; 0 = unknown */
+} CheckService;
+
+static void
+check_service_free(CheckService *s)
+{
+    g_free(s->name);
+    g_free(s->user);
+    g_free(s);
+}
+
+/* check_postconf - postconf's output for ARGS (with -c PFDIR), or NULL
+ * when there is no postconf or it fails */
+static char *
+check_postconf(const char *pfdir, const char *const *args)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    char *out = NULL;
+    int status = 0;
+
+    g_ptr_array_add(argv, (char *)"postconf");
+    if (pfdir != NULL) {
+        g_ptr_array_add(argv, (char *)"-c");
+        g_ptr_array_add(argv, (char *)pfdir);
+    }
+    for (guint i = 0; args[i] != NULL; i++)
+        g_ptr_array_add(argv, (char *)args[i]);
+    g_ptr_array_add(argv, NULL);
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL,
+                      G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL, NULL,
+                      NULL, &out, NULL, &status, NULL)
+        || !g_spawn_check_wait_status(status, NULL)) {
+        g_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* check_same_file - A and B name the same file */
+static gboolean
+check_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    if (strcmp(a, b) == 0)
+        return TRUE;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev
+           && sa.st_ino == sb.st_ino;
+}
+
+/* check_service_parse - a "postconf -M" line: a pipe(8) service whose
+ * argv runs rapidretry-agent with -c CONF; NULL for any other line */
+static CheckService *
+check_service_parse(const char *line, const char *conf)
+{
+    g_auto(GStrv) f = g_strsplit_set(line, " \t", -1);
+    g_autoptr(GPtrArray) w = g_ptr_array_new();
+    gboolean agent = FALSE, same = FALSE;
+    CheckService *s;
+
+    for (guint i = 0; f[i] != NULL; i++)
+        if (f[i][0] != '\0')
+            g_ptr_array_add(w, f[i]);
+    if (w->len < 9 || strcmp(g_ptr_array_index(w, 7), "pipe") != 0)
+        return NULL;
+    s = g_new0(CheckService, 1);
+    for (guint i = 8; i < w->len; i++) {
+        const char *a = g_ptr_array_index(w, i);
+
+        if (g_str_has_prefix(a, "user=") && s->user == NULL)
+            s->user = g_strndup(a + 5, strcspn(a + 5, ":"));
+        else if (g_str_has_prefix(a, "argv="))
+            agent = g_str_has_suffix(a, "/rapidretry-agent")
+                    || strcmp(a + 5, "rapidretry-agent") == 0;
+        else if (agent && strcmp(a, "-c") == 0 && i + 1 < w->len)
+            same = check_same_file(g_ptr_array_index(w, i + 1), conf);
+    }
+    if (!agent || !same) {
+        check_service_free(s);
+        return NULL;
+    }
+    s->name = g_strdup(g_ptr_array_index(w, 0));
+    return s;
+}
+
+/* check_services - the pipe(8) services of Postfix's master.cf (config
+ * directory PFDIR, NULL = the default) that run CONF; NULL when there is
+ * no postconf here */
+static GPtrArray *
+check_services(const char *pfdir, const char *conf)
+{
+    static const char *const m_args[] = {"-M", NULL};
+    g_autofree char *out = check_postconf(pfdir, m_args);
+    g_auto(GStrv) lines = NULL;
+    GPtrArray *svc;
+
+    if (out == NULL)
+        return NULL;
+    svc = g_ptr_array_new_with_free_func((GDestroyNotify)check_service_free);
+    lines = g_strsplit(out, "\n", -1);
+    for (guint i = 0; lines[i] != NULL; i++) {
+        CheckService *s = check_service_parse(lines[i], conf);
+        g_autofree char *key = NULL, *val = NULL;
+
+        if (s == NULL)
+            continue;
+        key = g_strdup_printf("%s_time_limit", s->name);
+        {
+            const char *const h_args[] = {"-xh", key, NULL};
+
+            val = check_postconf(pfdir, h_args);
+        }
+        if (val != NULL && !config_parse_time(g_strstrip(val), &s->time_limit))
+            s->time_limit = 0;
+        g_ptr_array_add(svc, s);
+    }
+    return svc;
+}
+
+/* check_master - the agent's deadline against each service's time limit:
+ * pipe(8) kills a command past it and bounces the whole batch (5.3.0) */
+static void
+check_master(const AgentConf *c, const GPtrArray *svc, GPtrArray *errors,
+             GPtrArray *warnings)
+{
+    if (svc == NULL)
+        return; /* no Postfix here */
+    if (svc->len == 0)
+        check_add(warnings, c, "agent", "journal", "no pipe(8) service in "
+                  "Postfix's master.cf runs rapidretry-agent -c %s",
+                  c->file->path);
+    for (guint i = 0; i < svc->len; i++) {
+        const CheckService *s = g_ptr_array_index(svc, i);
+
+        if (s->time_limit > 0
+            && c->deadline + CHECK_WATCHDOG_GRACE >= s->time_limit)
+            check_add(errors, c, "agent", "deadline", "%us (+%us grace) is "
+                      "not below %s_time_limit = %us of master.cf service "
+                      "%s: pipe(8) would kill the agent and bounce the "
+                      "batch", c->deadline, CHECK_WATCHDOG_GRACE, s->name,
+                      s->time_limit, s->name);
+    }
+}
+
 /* check_become - become USER as pipe(8) would (root only); 0 or the
  * exit status */
 static int
@@ -300,7 +452,7 @@ int
 check_main(int argc, char **argv)
 {
     gboolean test = FALSE;
-    g_autofree char *conf_path = NULL, *user = NULL;
+    g_autofree char *conf_path = NULL, *user = NULL, *pfdir = NULL;
     const GOptionEntry entries[] = {
         {"test", 't', 0, G_OPTION_ARG_NONE, &test,
          "check the configuration, print the effective settings", NULL},
@@ -308,7 +460,9 @@ check_main(int argc, char **argv)
          "configuration file, default " CHECK_DEFAULT_CONF, "FILE"},
         {"user", 'u', 0, G_OPTION_ARG_STRING, &user,
          "check as this user (pipe(8)'s user=), default "
-         CHECK_DEFAULT_USER " when run as root", "USER"},
+         "master.cf's or " CHECK_DEFAULT_USER " when run as root", "USER"},
+        {"postfix-config", 'p', 0, G_OPTION_ARG_FILENAME, &pfdir,
+         "Postfix's configuration directory (postconf -c)", "DIR"},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     g_autoptr(GOptionContext) ctx =
@@ -316,6 +470,7 @@ check_main(int argc, char **argv)
     g_autoptr(GPtrArray) errors = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(AgentConf) conf = NULL;
+    g_autoptr(GPtrArray) svc = NULL;
     GError *err = NULL;
     int rc;
 
@@ -327,19 +482,34 @@ check_main(int argc, char **argv)
         g_clear_error(&err);
         return EX_USAGE;
     }
+    if (conf_path == NULL)
+        conf_path = g_strdup(CHECK_DEFAULT_CONF);
+    /* master.cf first, while still root: the services that run this file */
+    svc = check_services(pfdir, conf_path);
+    if (user == NULL && geteuid() == 0)
+        user = g_strdup(svc != NULL && svc->len > 0
+                            ? ((CheckService *)g_ptr_array_index(svc, 0))->user
+                            : CHECK_DEFAULT_USER);
     if (user == NULL && geteuid() == 0)
         user = g_strdup(CHECK_DEFAULT_USER);
     if (user != NULL && (rc = check_become(user)) != 0)
         return rc;
-    conf = agent_conf_load(conf_path ? conf_path : CHECK_DEFAULT_CONF, &err);
+    conf = agent_conf_load(conf_path, &err);
     if (conf == NULL) {
         fprintf(stderr, "%s\n", err->message);
         g_error_free(err);
         return EX_CONFIG;
     }
     check_print_settings(conf, stdout);
+    for (guint i = 0; svc != NULL && i < svc->len; i++) {
+        const CheckService *s = g_ptr_array_index(svc, i);
+
+        printf("# master.cf: service %s, user=%s, %s_time_limit = %us\n",
+               s->name, s->user ? s->user : "?", s->name, s->time_limit);
+    }
     fflush(stdout);
     check_conf(conf, errors, warnings);
+    check_master(conf, svc, errors, warnings);
     for (guint i = 0; i < warnings->len; i++)
         fprintf(stderr, "warning: %s\n",
                 (char *)g_ptr_array_index(warnings, i));

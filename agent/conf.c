@@ -92,6 +92,22 @@ static const ConfSpec agent_spec[] = {
      "try IPv6 addresses first"},
     {"dns", "mx_address_limit", CONF_UINT, "5", A(mx_address_limit),
      "server addresses tried per destination"},
+    {"lmtp", "deadline", CONF_TIME, "500s", A(lmtp_deadline),
+     "per message in LMTP mode; below lmtp_data_done_timeout (600s)"},
+    {"lmtp", "time_limit", CONF_TIME, "1000s", A(lmtp_time_limit),
+     "spawn(8)'s time limit for the service; new MAIL gets 421 before"},
+    {"lmtp", "idle_timeout", CONF_TIME, "300s", A(lmtp_idle_timeout),
+     "LMTP client silent this long: 421 and the end"},
+    {"lmtp", "size_limit", CONF_SIZE, "0", A(lmtp_size_limit),
+     "largest message taken in LMTP mode (SIZE), 0 = no limit"},
+    {"lmtp", "connection_cache_time_limit", CONF_TIME, "2s",
+     A(lmtp_cache_time), "an outbound connection waits this long for the "
+     "next message, 0 = never kept"},
+    {"lmtp", "connection_reuse_time_limit", CONF_TIME, "300s",
+     A(lmtp_reuse_time), "an outbound connection carries messages this "
+     "long at most"},
+    {"lmtp", "connection_reuse_count_limit", CONF_UINT, "100",
+     A(lmtp_reuse_count), "messages per outbound connection"},
     {"rapid", "pattern", CONF_LIST, NULL, A(rapid_patterns),
      "extra rapid replies: CODE ENHANCED /regex/"},
 };
@@ -279,6 +295,12 @@ agent_conf_check(AgentConf *c, const ConfigFile *cf, GError **error)
     if (c->deadline < 10) {
         g_set_error(error, CONFIG_ERROR, 0, "%s: deadline %us is too short",
                     cf->path, c->deadline);
+        return FALSE;
+    }
+    if (c->lmtp_deadline < 10 || c->lmtp_idle_timeout == 0) {
+        g_set_error(error, CONFIG_ERROR, 0, "%s: [lmtp] deadline %us is "
+                    "too short or idle_timeout is 0", cf->path,
+                    c->lmtp_deadline);
         return FALSE;
     }
     if (c->journal[0] == '\0') {

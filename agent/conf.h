@@ -64,6 +64,14 @@ typedef struct {
     guint dns_timeout;    /* seconds per try */
     gboolean prefer_ipv6;
     guint mx_address_limit;
+    /* [lmtp] (rapidretry-agent --lmtp, DESIGN §9) */
+    guint lmtp_deadline;     /* per message; below lmtp_data_done_timeout */
+    guint lmtp_time_limit;   /* spawn(8)'s command time limit */
+    guint lmtp_idle_timeout; /* seconds without a command */
+    guint64 lmtp_size_limit; /* SIZE announced, 0 = none */
+    guint lmtp_cache_time;   /* an outbound session kept between messages */
+    guint lmtp_reuse_time;   /* ... for at most this long in all */
+    guint lmtp_reuse_count;  /* ... and this many messages */
     /* [rapid] */
     GPtrArray *rapid_patterns; /* char*, as written */
     /* compiled */

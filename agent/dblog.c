@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 
 #include "dblog.h"
+#include "sqlwait.h"
 #include "log.h"
 
 #define DBLOG_BUSY_MS 2000       /* maxproc agents share the file */
@@ -56,6 +57,7 @@ struct DbLog {
     GPtrArray *conns;   /* DbLogConn* */
     GPtrArray *rows;    /* Row* */
     GPtrArray *limits;  /* Limit* */
+    SqlWait wait;
 };
 
 static __thread DbLogConn *dblog_cur_conn;
@@ -83,11 +85,14 @@ static const char *const dblog_schema[] = {
     "CREATE TABLE IF NOT EXISTS limits ("
     " server TEXT PRIMARY KEY, rcpt_limit INTEGER NOT NULL,"
     " one_domain INTEGER NOT NULL, time INTEGER NOT NULL);",
-    /* 1 -> 2: when retention last ran (dblog_maint_claim) */
-    "CREATE TABLE IF NOT EXISTS maintenance ("
-    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO maintenance VALUES ('prune', 0);",
 };
+
+/* when retention last ran (dblog_maint_claim): a side table outside the
+ * versioned steps, as in journal.c, created when missing */
+#define DBLOG_MAINT_TABLE                                                    \
+    "CREATE TABLE IF NOT EXISTS maintenance ("                               \
+    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"                        \
+    "INSERT OR IGNORE INTO maintenance VALUES ('prune', 0);"
 
 /* row_free - one buffered row */
 static void
@@ -186,21 +191,6 @@ fail:
     return FALSE;
 }
 
-/* dblog_wal_hook - the WAL policy after each commit, as in journal.c:
- * past DBLOG_WAL_PAGES pages, checkpoint and truncate without waiting */
-static int
-dblog_wal_hook(void *data, sqlite3 *db, const char *name, int pages)
-{
-    (void)data;
-    if (pages < DBLOG_WAL_PAGES)
-        return SQLITE_OK;
-    sqlite3_busy_timeout(db, 0);
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL,
-                              NULL);
-    sqlite3_busy_timeout(db, DBLOG_BUSY_MS);
-    return SQLITE_OK;
-}
-
 /* dblog_open_db - open and prepare the file; FALSE + error */
 static gboolean
 dblog_open_db(DbLog *l, GError **error)
@@ -221,8 +211,7 @@ dblog_open_db(DbLog *l, GError **error)
                     l->path);
         return FALSE;
     }
-    sqlite3_busy_timeout(l->db, DBLOG_BUSY_MS);
-    sqlite3_wal_hook(l->db, dblog_wal_hook, NULL);
+    sqlwait_install(l->db, &l->wait, DBLOG_BUSY_MS, DBLOG_WAL_PAGES);
     /* auto_vacuum only takes effect before the first table exists, and
      * setting it is a write: only for a new file */
     return dblog_exec(l, "PRAGMA synchronous = NORMAL", "cannot set "
@@ -230,8 +219,9 @@ dblog_open_db(DbLog *l, GError **error)
            && (dblog_int(l, "PRAGMA page_count") > 0
                || dblog_exec(l, "PRAGMA auto_vacuum = INCREMENTAL",
                              "cannot set auto_vacuum", error))
-           && dblog_exec(l, "PRAGMA journal_mode = WAL", "cannot set WAL "
-                         "mode", error)
+           && (sqlwait_wal_mode(l->db, &l->wait) == SQLITE_OK
+               || dblog_exec(l, "PRAGMA journal_mode = WAL", "cannot set "
+                             "WAL mode", error))
            && dblog_migrate(l, error);
 }
 
@@ -687,7 +677,13 @@ dblog_flush(DbLog *l, GError **error)
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
          && flush_limits(l, now, error);
-    maint = ok && dblog_maint_claim(l, now);
+    maint = ok
+            && (sqlite3_table_column_metadata(l->db, NULL, "maintenance",
+                                              NULL, NULL, NULL, NULL, NULL,
+                                              NULL) == SQLITE_OK
+                || sqlite3_exec(l->db, DBLOG_MAINT_TABLE, NULL, NULL, NULL)
+                       == SQLITE_OK)
+            && dblog_maint_claim(l, now);
     ok = ok && dblog_exec(l, "COMMIT", "cannot commit", error);
     if (!ok)
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);

@@ -362,7 +362,8 @@ session_open(Run *run)
 {
     Delivery *d = run->d;
     const AgentConf *c = d->conf;
-    SmtpOptions opt = {.helo_name = c->helo_name, .timeouts = c->timeouts};
+    SmtpOptions opt = {.helo_name = c->helo_name, .log_id = d->queue_id,
+                       .timeouts = c->timeouts};
     gboolean clear_retry = FALSE; /* "may": this server again, no TLS */
 
     if (c->sasl_refused != NULL) {
@@ -373,6 +374,7 @@ session_open(Run *run)
     while (run->session == NULL) {
         SmtpFailure f = {0};
         guint n_targets = run->g->targets->len;
+        PlanConnState st;
 
         if (stopping()) {
             report_all(run, RCPT_DEFERRED, "4.3.2", NULL, DELIVER_STOP_TEXT,
@@ -385,10 +387,15 @@ session_open(Run *run)
                        "message could be delivered", NULL);
             return FALSE;
         }
-        /* one connection per address, then max_reconnects extra ones;
-         * the ones the server asked for do not count */
-        if (n_targets == 0 || run->connections - run->asked >=
-                                  n_targets + c->max_reconnects) {
+        st.connections = run->connections;
+        st.asked = run->asked;
+        st.n_targets = n_targets;
+        st.max_reconnects = c->max_reconnects;
+        st.target = run->target;
+        st.failed = run->last_reason != NULL;
+        st.progressed = run->progressed;
+        switch (plan_connect(&st)) {
+        case PLAN_CONN_GIVE_UP:
             report_all(run, run->last_permanent ? RCPT_BOUNCED
                                                 : RCPT_DEFERRED,
                        run->last_dsn ? run->last_dsn : "4.4.1", NULL,
@@ -396,16 +403,11 @@ session_open(Run *run)
                                         : "no server to deliver to",
                        NULL);
             return FALSE;
-        }
-        if (run->target >= n_targets) {
-            if (run->last_reason != NULL && !run->progressed) {
-                /* every address failed once: no second round of the
-                 * same failures (Postfix defers here too) */
-                run->connections = run->asked + n_targets +
-                                   c->max_reconnects;
-                continue;
-            }
+        case PLAN_CONN_FIRST:
             run->target = 0;
+            break;
+        case PLAN_CONN_NEXT:
+            break;
         }
         run->connections++;
         run->progressed = FALSE;
@@ -493,7 +495,31 @@ mail_params(Run *run, GPtrArray *pick)
         utf8 |= ((Rcpt *)g_ptr_array_index(pick, i))->addr->utf8;
     if (utf8 && ext->smtputf8)
         g_string_append(p, " SMTPUTF8");
+    if (ext->dsn && run->d->dsn_ret != NULL) /* RFC 3461 §4.3, §4.4 */
+        g_string_append_printf(p, " RET=%s", run->d->dsn_ret);
+    if (ext->dsn && run->d->dsn_envid != NULL)
+        g_string_append_printf(p, " ENVID=%s", run->d->dsn_envid);
     return g_string_free(p, FALSE);
+}
+
+/* rcpt_path - the RCPT argument: the path, and NOTIFY and ORCPT for a
+ * server that announces DSN (RFC 3461 §4.1, §4.2; LMTP mode) */
+static char *
+rcpt_path(Run *run, Rcpt *r)
+{
+    const SmtpExt *ext = smtp_session_ext(run->session);
+    char *path = address_path(r->addr);
+    char *full;
+
+    r->dsn_next = ext->dsn;
+    if (!ext->dsn || (r->notify == NULL && r->orcpt == NULL))
+        return path;
+    full = g_strdup_printf("%s%s%s%s%s", path, r->notify ? " NOTIFY=" : "",
+                           r->notify ? r->notify : "",
+                           r->orcpt ? " ORCPT=" : "",
+                           r->orcpt ? r->orcpt : "");
+    g_free(path);
+    return full;
 }
 
 /* flight_names - the recipients of PICK whose RCPT got 2xx: the ones the
@@ -765,8 +791,7 @@ one_round(Run *run)
     for (guint i = 0; i < pick->len; i++) {
         g_ptr_array_remove(run->pending, g_ptr_array_index(pick, i));
         g_ptr_array_add(paths,
-                        address_path(((Rcpt *)g_ptr_array_index(pick, i))
-                                         ->addr));
+                        rcpt_path(run, g_ptr_array_index(pick, i)));
     }
     req.mail_from = run->d->sender_path;
     req.mail_params = params;

@@ -40,6 +40,10 @@ struct Delivery {
     gint64 deadline;          /* monotonic, microseconds */
     GMutex lock;              /* guards limits, journal, rcpt reports */
     GHashTable *limits;       /* char* key -> ServerLimits* */
+    struct ConnCache *cache;  /* LMTP mode: sessions kept between
+                                 messages; NULL = close at the end */
+    const char *dsn_ret;      /* LMTP mode: RET= and ENVID= (xtext) for */
+    const char *dsn_envid;    /* servers that announce DSN; NULL = none */
     guint rapid_rounds;       /* counters for the exit line */
     guint transactions;
 }; /* Delivery: typedef in group.h */

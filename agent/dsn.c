@@ -5,6 +5,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -323,51 +325,116 @@ dsn_compose(const DsnInfo *info, const DsnRecipient *rcpts, gsize n,
     return out;
 }
 
-/* write_all - the whole buffer to FD; FALSE + errno on failure */
-static gboolean
-write_all(int fd, const char *buf, gsize len)
+/* child_setup - in the child before exec: a process group of its own,
+ * so a timeout kills whatever it started too */
+static void
+child_setup(gpointer unused)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
+    (void)unused;
+    (void)setpgid(0, 0);
+}
 
-        if (n < 0 && errno == EINTR)
+/* Feeding the child and reading what it says, within a deadline. */
+typedef struct {
+    int in, out;          /* our ends; -1 when done */
+    const char *buf;      /* what is left to write */
+    gsize len;
+    gboolean write_failed;
+    GString *said;        /* its output, capped */
+} Talk;
+
+/* talk_step - one poll round until DEADLINE; FALSE when it passed */
+static gboolean
+talk_step(Talk *t, gint64 deadline)
+{
+    struct pollfd p[2];
+    int n = 0, ms;
+    gint64 left = deadline - g_get_monotonic_time();
+
+    if (left <= 0)
+        return FALSE;
+    ms = (int)MIN(left / 1000 + 1, 1000);
+    if (t->in >= 0)
+        p[n++] = (struct pollfd){t->in, POLLOUT, 0};
+    if (t->out >= 0)
+        p[n++] = (struct pollfd){t->out, POLLIN, 0};
+    if (poll(p, n, ms) < 0 && errno != EINTR)
+        return FALSE;
+    for (int i = 0; i < n; i++) {
+        if (p[i].revents == 0)
             continue;
-        if (n <= 0)
-            return FALSE;
-        buf += n;
-        len -= (gsize)n;
+        if (p[i].fd == t->in) {
+            ssize_t w = write(t->in, t->buf, MIN(t->len, 65536));
+
+            if (w > 0) {
+                t->buf += w;
+                t->len -= (gsize)w;
+            } else if (w < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            else
+                t->write_failed = TRUE;
+            if (t->len == 0 || t->write_failed) {
+                close(t->in);
+                t->in = -1;
+            }
+        } else {
+            char buf[4096];
+            ssize_t r = read(t->out, buf, sizeof buf);
+
+            if (r < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (r <= 0) {
+                close(t->out);
+                t->out = -1;
+            } else if (t->said->len < 300)
+                g_string_append_len(t->said, buf,
+                                    MIN((gsize)r, 300 - t->said->len));
+        }
     }
     return TRUE;
 }
 
-/* read_some - up to CAP bytes of FD until EOF, into OUT */
-static void
-read_some(int fd, GString *out, gsize cap)
+/* child_wait - reap PID by DEADLINE (*STATUS); FALSE when it still runs.
+ * The pipes are closed by now: a short tick is all that is left. */
+static gboolean
+child_wait(GPid pid, gint64 deadline, int *status)
 {
-    char buf[4096];
-    ssize_t n;
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
 
-    while ((n = read(fd, buf, sizeof buf)) != 0) {
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            break;
-        if (out->len < cap)
-            g_string_append_len(out, buf, MIN((gsize)n, cap - out->len));
+        if (r == pid || (r < 0 && errno != EINTR))
+            return TRUE;
+        if (g_get_monotonic_time() >= deadline)
+            return FALSE;
+        g_usleep(10 * 1000);
     }
+}
+
+/* child_kill - the timeout: its whole process group, then reap it */
+static void
+child_kill(GPid pid)
+{
+    int status;
+
+    (void)kill(-pid, SIGKILL);
+    (void)kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
 }
 
 gboolean
 dsn_submit(const char *command, const char *to, const GString *msg,
-           GError **error)
+           gint64 deadline, GError **error)
 {
     g_auto(GStrv) cmd = NULL;
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
     g_autoptr(GString) said = g_string_new(NULL);
     int in[2] = {-1, -1}, out[2] = {-1, -1};
+    Talk t = {-1, -1, msg->str, msg->len, FALSE, said};
+    gint64 start = g_get_monotonic_time();
     GPid pid = 0;
     GError *err = NULL;
-    gboolean ok = FALSE, wrote;
+    gboolean ok = FALSE;
     int status = 0;
 
     if (!g_shell_parse_argv(command, NULL, &cmd, &err))
@@ -386,20 +453,35 @@ dsn_submit(const char *command, const char *to, const GString *msg,
     if (!g_spawn_async_with_fds(NULL, (char **)argv->pdata, NULL,
                                 G_SPAWN_DO_NOT_REAP_CHILD
                                     | G_SPAWN_SEARCH_PATH,
-                                NULL, NULL, &pid, in[0], out[1], out[1],
-                                &err))
+                                child_setup, NULL, &pid, in[0], out[1],
+                                out[1], &err))
         goto out;
+    (void)setpgid(pid, pid); /* no race with the child's own call */
     close(in[0]);
     close(out[1]);
     in[0] = out[1] = -1;
-    wrote = write_all(in[1], msg->str, msg->len);
-    close(in[1]);
-    in[1] = -1;
-    read_some(out[0], said, 300);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    t.in = in[1];
+    t.out = out[0];
+    in[1] = out[0] = -1;
+    (void)g_unix_set_fd_nonblocking(t.in, TRUE, NULL);
+    (void)g_unix_set_fd_nonblocking(t.out, TRUE, NULL);
+    if (t.len == 0) {
+        close(t.in);
+        t.in = -1;
+    }
+    while ((t.in >= 0 || t.out >= 0) && talk_step(&t, deadline))
         ;
+    if (t.in >= 0 || t.out >= 0 || !child_wait(pid, deadline, &status)) {
+        child_kill(pid);
+        g_spawn_close_pid(pid);
+        g_set_error(&err, dsn_error_quark(), 1, "%s timed out after %d s",
+                    cmd[0],
+                    (int)((deadline - start + G_USEC_PER_SEC / 2)
+                          / G_USEC_PER_SEC));
+        goto out;
+    }
     g_spawn_close_pid(pid);
-    if (wrote && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    if (!t.write_failed && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         ok = TRUE;
         goto out;
     }
@@ -420,6 +502,10 @@ out:
         if (out[i] >= 0)
             close(out[i]);
     }
+    if (t.in >= 0)
+        close(t.in);
+    if (t.out >= 0)
+        close(t.out);
     if (err != NULL)
         g_propagate_prefixed_error(error, err, "cannot submit DSN: ");
     return ok;

@@ -36,8 +36,10 @@ GString *dsn_compose(const DsnInfo *info, const DsnRecipient *rcpts,
 
 /* dsn_submit - run COMMAND (a shell-style command line, no shell) with
  * "-f <> -- TO" appended and MSG on its stdin; TRUE when it exited 0.
- * Its output, if any, goes into the error message. */
+ * Its output, if any, goes into the error message. When it is not done
+ * by DEADLINE (monotonic, microseconds) its process group is killed and
+ * reaped: "... timed out after N s". */
 gboolean dsn_submit(const char *command, const char *to, const GString *msg,
-                    GError **error);
+                    gint64 deadline, GError **error);
 
 #endif

@@ -7,15 +7,36 @@
 
 #include <sqlite3.h>
 
+#include "sqlwait.h"
+
 #define JOURNAL_BUSY_MS 10000
 #define JOURNAL_MAINT_INTERVAL 300 /* seconds between expiry runs */
 #define JOURNAL_EXPIRE_ROWS 2000   /* entries expired per run, at most */
 #define JOURNAL_WAL_PAGES 64     /* WAL length that starts a checkpoint */
 
+/*
+ * What reaches the disk in a run, and what each sync guards (WAL mode,
+ * synchronous=FULL after journal_open):
+ * - journal_open: one write transaction (schema, the writability proof,
+ *   expiry when due) committed with synchronous=NORMAL, so not synced:
+ *   losing it to a power cut loses nothing (the proof was for this run).
+ * - the in-flight mark before a final dot (journal_inflight): one WAL
+ *   fdatasync; after a power cut a retry knows the message may have gone.
+ * - the outcomes after the final reply (journal_record): one WAL
+ *   fdatasync before the exit status reaches Postfix; without it a retry
+ *   after a power cut would deliver again.
+ * - SQLite also syncs the directory with the first WAL sync of a run (it
+ *   opened the WAL with O_CREAT): the WAL's name survives a crash.
+ * - every JOURNAL_WAL_PAGES pages (about 16 runs) the committing run
+ *   checkpoints: WAL synced, pages copied, database file synced, then the
+ *   WAL truncated. No sync can go without giving up exactly-once.
+ */
+
 struct Journal {
     sqlite3 *db;
     char *path;
     GMutex lock; /* one transaction at a time on this handle */
+    SqlWait wait;
 };
 
 /* journal_error_quark - the error domain of this module */
@@ -61,11 +82,15 @@ static const char *const journal_schema[] = {
     /* 1 -> 2: bounced ones record whether our DSN was sent (DESIGN §7);
      * the delivery log lives in its own database (dblog.c) */
     "ALTER TABLE journal ADD COLUMN dsn_sent INTEGER NOT NULL DEFAULT 0;",
-    /* 2 -> 3: when expiry last ran (journal_maint_claim) */
-    "CREATE TABLE IF NOT EXISTS maintenance ("
-    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO maintenance VALUES ('expire', 0);",
 };
+
+/* when expiry last ran (journal_maint_claim): a side table outside the
+ * versioned steps, created when missing, which an older release that
+ * opens the file simply ignores (no schema version for it to refuse) */
+#define JOURNAL_MAINT_TABLE                                                  \
+    "CREATE TABLE IF NOT EXISTS maintenance ("                               \
+    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"                        \
+    "INSERT OR IGNORE INTO maintenance VALUES ('expire', 0);"
 
 int
 journal_schema_version(void)
@@ -90,31 +115,6 @@ journal_version(Journal *j, GError **error)
 out:
     sqlite3_finalize(st);
     return v;
-}
-
-/*
- * journal_wal_hook - the WAL policy, after each commit. A run that finds
- * no other run open replays the whole WAL into a fresh index (SQLite
- * empties the -shm file then), and only a run whose index is intact ever
- * starts the WAL over: left to itself (automatic passive checkpoints)
- * the WAL of agents that run one after another grows without end, and
- * every run reads all of it. So once it holds JOURNAL_WAL_PAGES pages the
- * committing run checkpoints and truncates it, without waiting: when
- * another run is reading or writing, the checkpoint copies what it can
- * and leaves the rest for a later commit (by then that run's index is
- * shared and the WAL restarts the usual way).
- */
-static int
-journal_wal_hook(void *data, sqlite3 *db, const char *name, int pages)
-{
-    (void)data;
-    if (pages < JOURNAL_WAL_PAGES)
-        return SQLITE_OK;
-    sqlite3_busy_timeout(db, 0);
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL,
-                              NULL);
-    sqlite3_busy_timeout(db, JOURNAL_BUSY_MS);
-    return SQLITE_OK; /* a busy checkpoint is no failure of the commit */
 }
 
 /* journal_maint_claim - 1 when this run does the maintenance: the stamp
@@ -207,7 +207,13 @@ journal_migrate(Journal *j, guint expire, GError **error)
     sql = g_strdup_printf("PRAGMA user_version = %d", want);
     if (!journal_exec(j, sql, "cannot write", error))
         goto out;
-    claim = journal_maint_claim(j, now, error);
+    /* the table from the schema already read: no SQL compiled for it */
+    claim = sqlite3_table_column_metadata(j->db, NULL, "maintenance", NULL,
+                                          NULL, NULL, NULL, NULL, NULL)
+                    == SQLITE_OK
+                || journal_exec(j, JOURNAL_MAINT_TABLE,
+                                "cannot create schema", error)
+            ? journal_maint_claim(j, now, error) : -1;
     if (claim < 0 || (claim == 1 && !journal_expire(j, now, expire, error)))
         goto out;
     ok = journal_exec(j, "COMMIT", "cannot commit", error);
@@ -251,11 +257,12 @@ journal_open(const char *path, guint expire, GError **error)
         goto out;
     }
     /* the busy handler also covers the PRAGMA that switches to WAL */
-    sqlite3_busy_timeout(j->db, JOURNAL_BUSY_MS);
-    sqlite3_wal_hook(j->db, journal_wal_hook, NULL);
-    if (!journal_exec(j, "PRAGMA journal_mode = WAL", "cannot set WAL mode",
-                      error)
-        || !journal_migrate(j, expire, error))
+    sqlwait_install(j->db, &j->wait, JOURNAL_BUSY_MS, JOURNAL_WAL_PAGES);
+    if (sqlwait_wal_mode(j->db, &j->wait) != SQLITE_OK) {
+        journal_set_error(j, error, "cannot set WAL mode");
+        goto out;
+    }
+    if (!journal_migrate(j, expire, error))
         goto out;
     ok = TRUE;
 out:

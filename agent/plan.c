@@ -156,3 +156,16 @@ plan_dot(int data_code, int dot_code, ReplyClass cls, gboolean data_sent)
         return PLAN_DOT_DEFER;
     }
 }
+
+PlanConn
+plan_connect(const PlanConnState *st)
+{
+    if (st->n_targets == 0 || st->connections - MIN(st->asked,
+                                                    st->connections) >=
+                                  st->n_targets + st->max_reconnects)
+        return PLAN_CONN_GIVE_UP;
+    if (st->target < st->n_targets)
+        return PLAN_CONN_NEXT;
+    return st->failed && !st->progressed ? PLAN_CONN_GIVE_UP
+                                         : PLAN_CONN_FIRST;
+}

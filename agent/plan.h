@@ -85,4 +85,29 @@ typedef enum {
 PlanDot plan_dot(int data_code, int dot_code, ReplyClass cls,
                  gboolean data_sent);
 
+/* Where the next connection of a group goes. */
+typedef struct {
+    guint connections;    /* made so far for the group */
+    guint asked;          /* of them, reconnects the server asked for
+                             (LIMITS MAILMAX): not failures */
+    guint n_targets;      /* server addresses, in order */
+    guint max_reconnects; /* connections allowed beyond one per address */
+    guint target;         /* index of the next address */
+    gboolean failed;      /* a connection or MAIL failed (a reason is
+                             known) */
+    gboolean progressed;  /* the last connection finished a recipient */
+} PlanConnState;
+
+typedef enum {
+    PLAN_CONN_NEXT,    /* connect to TARGET */
+    PLAN_CONN_FIRST,   /* past the last address: the first one again */
+    PLAN_CONN_GIVE_UP, /* defer (or bounce) the rest with the last reason */
+} PlanConn;
+
+/* plan_connect - one connection per address, then max_reconnects more;
+ * the ones the server asked for do not count; when every address failed
+ * once without progress, no second round of the same failures (Postfix
+ * defers there too) */
+PlanConn plan_connect(const PlanConnState *st);
+
 #endif

@@ -24,6 +24,8 @@ rcpt_free(Rcpt *r)
     g_free(r->relay);
     g_free(r->reason);
     g_free(r->diagnostic);
+    g_free(r->notify);
+    g_free(r->orcpt);
     g_free(r);
 }
 

@@ -28,6 +28,11 @@ typedef struct {
     char *reason;     /* Postfix-style text: "host h[a] said: 550 5.1.1 ...
                          (in reply to RCPT TO command)" */
     char *diagnostic; /* the server's reply "550 5.1.1 ...", for DSNs */
+    /* RFC 3461 parameters as received in LMTP mode, passed on to servers
+     * that announce DSN; NULL = none */
+    char *notify;     /* "SUCCESS,DELAY" */
+    char *orcpt;      /* "rfc822;a@b" (xtext) */
+    gboolean dsn_next; /* the server last sent its RCPT announced DSN */
 } Rcpt;
 
 Rcpt *rcpt_new(const char *arg, guint index);

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
+
 typedef struct {
     char *key;  /* lower case */
     char *user;
@@ -108,6 +110,7 @@ sasl_table_load(const char *path, uid_t uid, GError **error)
     char buf[4096];
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     gssize n;
+    guint nul;
 
     if (fd < 0) {
         g_set_error(error, SASL_ERROR, SASL_ERROR_REFUSED, "%s: %s", path,
@@ -123,6 +126,11 @@ sasl_table_load(const char *path, uid_t uid, GError **error)
     if (n < 0) {
         g_set_error(error, SASL_ERROR, SASL_ERROR_REFUSED, "%s: %s", path,
                     g_strerror(errno));
+        goto out;
+    }
+    if ((nul = config_nul_line(text->str, text->len)) > 0) {
+        g_set_error(error, SASL_ERROR, SASL_ERROR_SYNTAX,
+                    "%s:%u: NUL byte in the file", path, nul);
         goto out;
     }
     t = g_new0(SaslTable, 1);

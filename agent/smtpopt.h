@@ -21,6 +21,8 @@ typedef void (*SmtpTranscriptFn)(gpointer ctx, char dir, const char *line);
 
 typedef struct {
     const char *helo_name;
+    const char *log_id;          /* the queue id, first in the engine's own
+                                    log lines; NULL = none */
     SmtpTimeouts timeouts;
     SmtpTranscriptFn transcript; /* NULL = none */
     gpointer transcript_ctx;

@@ -24,6 +24,7 @@ struct Spool {
     gboolean has_8bit; /* some byte >= 0x80 */
     char last;         /* the last input byte, when not empty */
     char *digest;      /* hex SHA-256 of the input */
+    GChecksum *sum;    /* while built with spool_append() */
 };
 
 /* spool_set_errno - a GError from ERRNUM saying what failed */
@@ -193,6 +194,46 @@ out:
     return sp;
 }
 
+Spool *
+spool_begin(const char *dir, GError **error)
+{
+    Spool *sp = g_new0(Spool, 1);
+
+    if (dir == NULL || *dir == '\0')
+        dir = g_get_tmp_dir();
+    sp->fd = spool_tmpfile(dir, error);
+    if (sp->fd < 0) {
+        g_free(sp);
+        return NULL;
+    }
+    sp->sum = g_checksum_new(G_CHECKSUM_SHA256);
+    return sp;
+}
+
+gboolean
+spool_append(Spool *sp, const char *buf, gsize len, GError **error)
+{
+    g_assert(sp->sum != NULL);
+    if (len == 0)
+        return TRUE;
+    if (!spool_write_all(sp->fd, buf, len, error))
+        return FALSE;
+    g_checksum_update(sp->sum, (const guchar *)buf, (gssize)len);
+    spool_account(sp, buf, len);
+    return TRUE;
+}
+
+void
+spool_end(Spool *sp)
+{
+    g_assert(sp->sum != NULL);
+    if (sp->raw_size > 0 && sp->last != '\n')
+        sp->size += 2;
+    sp->digest = g_strdup(g_checksum_get_string(sp->sum));
+    g_checksum_free(sp->sum);
+    sp->sum = NULL;
+}
+
 void
 spool_free(Spool *sp)
 {
@@ -200,6 +241,8 @@ spool_free(Spool *sp)
         return;
     if (sp->fd >= 0)
         close(sp->fd);
+    if (sp->sum != NULL)
+        g_checksum_free(sp->sum);
     g_free(sp->digest);
     g_free(sp);
 }

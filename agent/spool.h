@@ -19,6 +19,13 @@ typedef gboolean (*SpoolSink)(gpointer ctx, const char *buf, gsize len,
  * Counts the size in DATA form, notes 8-bit bytes, computes a SHA-256
  * digest of the input. Memory use does not depend on the message size. */
 Spool *spool_new(int fd, const char *dir, GError **error);
+/* spool_begin, spool_append, spool_end - the same built piece by piece
+ * (LMTP's DATA, already without dot-stuffing); the spool is usable only
+ * after spool_end(). NULL + error when no file can be made. */
+Spool *spool_begin(const char *dir, GError **error);
+gboolean spool_append(Spool *sp, const char *buf, gsize len,
+                      GError **error);
+void spool_end(Spool *sp);
 void spool_free(Spool *sp);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Spool, spool_free)
 

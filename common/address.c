@@ -226,13 +226,10 @@ address_domain_ascii(const char *domain, GError **error)
     }
     out = g_ascii_strdown((const char *)alabel, -1);
     idn2_free(alabel);
-    /* the mapping may give what is no host name: U+2483 becomes "(16)"
-     * (found by fuzz/address.c) */
-    if (!hostname_ok(out, NULL)) {
-        g_free(out);
-        bad(error, "domain has no A-label form: it maps to no host name");
-        return NULL;
-    }
+    /* the mapping may make what the UTF-8 form hid, e.g. an empty label
+       from a full-width dot: the A-label form must be a host name too */
+    if (!hostname_ok(out, error))
+        g_clear_pointer(&out, g_free);
     return out;
 }
 

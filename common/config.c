@@ -91,6 +91,20 @@ config_file_parse(const char *path, const char *text, GError **error)
     return cf;
 }
 
+/* config_nul_line - see config.h */
+guint
+config_nul_line(const char *text, gsize len)
+{
+    const char *nul = memchr(text, '\0', len);
+    guint lineno = 1;
+
+    if (nul == NULL)
+        return 0;
+    for (const char *p = text; p < nul; p++)
+        lineno += *p == '\n';
+    return lineno;
+}
+
 /* config_file_load - read PATH whole; a NUL byte in it is an error at
  * its line: the string functions would stop there and silently ignore
  * the rest of the file */
@@ -100,7 +114,7 @@ config_file_load(const char *path, GError **error)
     g_autofree char *text = NULL;
     GError *err = NULL;
     gsize len = 0;
-    const char *nul;
+    guint nul;
 
     if (!g_file_get_contents(path, &text, &len, &err)) {
         g_set_error(error, CONFIG_ERROR, 0, "cannot read %s: %s", path,
@@ -108,13 +122,9 @@ config_file_load(const char *path, GError **error)
         g_error_free(err);
         return NULL;
     }
-    if ((nul = memchr(text, '\0', len)) != NULL) {
-        guint lineno = 1;
-
-        for (const char *p = text; p < nul; p++)
-            lineno += *p == '\n';
+    if ((nul = config_nul_line(text, len)) > 0) {
         g_set_error(error, CONFIG_ERROR, 0, "%s:%u: NUL byte in the file",
-                    path, lineno);
+                    path, nul);
         return NULL;
     }
     return config_file_parse(path, text, error);

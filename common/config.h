@@ -21,7 +21,12 @@ typedef struct {
     GPtrArray *entries; /* ConfigEntry*, in file order */
 } ConfigFile;
 
+/* config_file_load - read PATH; a NUL byte in it is an error at its line */
 ConfigFile *config_file_load(const char *path, GError **error);
+/* config_nul_line - the line (from 1) of the first NUL byte in TEXT (LEN
+ * octets), 0 when there is none. Any file read as text must refuse one:
+ * the string functions would end it there and ignore the rest. */
+guint config_nul_line(const char *text, gsize len);
 /* config_file_parse - the same from a string, PATH used in errors only */
 ConfigFile *config_file_parse(const char *path, const char *text,
                               GError **error);

@@ -125,10 +125,17 @@ load_class_map(Policy *p, const char *conf_path, guint line,
                                 : g_build_filename(dir, file, NULL);
     g_autofree char *text = NULL;
     g_autoptr(GError) err = NULL;
+    gsize len = 0;
+    guint nul;
 
-    if (!g_file_get_contents(path, &text, NULL, &err)) {
+    if (!g_file_get_contents(path, &text, &len, &err)) {
         g_set_error(error, POLICY_ERROR, 0, "%s:%u: class_map: cannot read "
                     "%s: %s", conf_path, line, path, err->message);
+        return FALSE;
+    }
+    if ((nul = config_nul_line(text, len)) > 0) {
+        g_set_error(error, POLICY_ERROR, 0, "%s:%u: NUL byte in the file",
+                    path, nul);
         return FALSE;
     }
     return policy_class_map_parse(p, path, text, error);

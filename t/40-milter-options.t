@@ -148,6 +148,12 @@ for args in (["-n"], ["-f", "-p", "inet:%d@127.0.0.1" % rrtest.free_port()]):
     ok(r.returncode == 78 and "nul.conf:2: NUL byte" in r.stderr,
        "%s: NUL byte in the config -> exit 78, FILE:LINE" % args[0],
        "exit %d: %s" % (r.returncode, r.stderr))
+write("nulmap", "a@x.test one\nb@x.test two\0\nc@x.test\n")
+p = write("nulmap.conf", "[milter]\nmode = policy\nclass_map = nulmap\n")
+r = run("-n", "-c", p)
+ok(r.returncode == 78 and "nulmap:2: NUL byte" in r.stderr,
+   "-n: NUL byte in the class map -> exit 78, FILE:LINE",
+   "exit %d: %s" % (r.returncode, r.stderr))
 p = write("fits.conf", "[milter]\nreply_text = %s\n" % long_text[:-1])
 r = run("-n", "-c", p)
 ok(r.returncode == 0, "-n: reply text of exactly 512 octets ok",

@@ -2,7 +2,9 @@
 # 92-agent-check.t - rapidretry-agent -t [-c conf] [-u user]: prints every
 # key of the schema with its effective value; checks as the user pipe(8)
 # runs the agent as (the journal directory, the password file's owner and
-# mode, CA files, routes, the DSN command); exit 0, or 78 with FILE:LINE.
+# mode, CA files, routes, the DSN command) and against Postfix's
+# master.cf (the service's user= and time limit); exit 0, or 78 with
+# FILE:LINE.
 # Each configuration error it finds is one a delivery would meet: the
 # same file makes a delivery defer (4.x.x), never bounce.
 import os
@@ -10,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 sys.dont_write_bytecode = True
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,8 +59,35 @@ def conf(body):
     return path
 
 
-def check(path, user=U, as_user=False):
-    args = [agent.binary, "-t", "-c", path] + (["-u", user] if user else [])
+PFDIR = rrtest.subdir("postfix-etc")
+
+
+def master(path, user=U, time_limit="1000s", service=True):
+    """master - a Postfix configuration directory (only files: postconf
+    reads them) whose master.cf runs the agent with PATH, as
+    master.cf.example says"""
+    rrtest.write_file(os.path.join(PFDIR, "main.cf"),
+                      "compatibility_level = 3.6\nrapidretry_time_limit = "
+                      "%s\n" % time_limit)
+    rrtest.write_file(os.path.join(PFDIR, "master.cf"),
+                      "smtp unix - - n - - smtp\n" + (
+                          "rapidretry unix - n n - 50 pipe\n"
+                          "  flags=q null_sender= user=%s\n"
+                          "  argv=%s -c %s\n"
+                          "  -i ${queue_id} -n ${nexthop} -f ${sender} -- "
+                          "${recipient}\n" % (user, agent.binary, path)
+                          if service else ""))
+    # Postfix waits for a file written this very second to settle: 2 s
+    past = time.time() - 10
+    for f in ("main.cf", "master.cf"):
+        os.utime(os.path.join(PFDIR, f), (past, past))
+
+
+def check(path, user=U, as_user=False, pf=True):
+    if pf:
+        master(path)
+    args = [agent.binary, "-t", "-c", path, "-p", PFDIR] + (
+        ["-u", user] if user else [])
     if as_user:
         return rrtest.run_as_user(args, b"", agent.env())
     p = subprocess.run(args, capture_output=True, text=True, timeout=30)
@@ -126,11 +156,26 @@ for name, body, line, rx in CASES:
 # the same password file, owned by the user the check runs as: fine
 r = check(conf("[sasl]\npassword_file = %s\n" % PW_OK))
 is_(r.rc, 0, "password file 0600 owned by the checking user: exit 0")
-r = check(conf("[sasl]\npassword_file = %s\n" % PW_ROOT), user=None)
-is_(r.rc, 67, "root without -u checks as 'rapidretry': no such user here"
-    ) if subprocess.run(["getent", "passwd", "rapidretry"],
-                        capture_output=True).returncode != 0 else \
-    ok(True, "# 'rapidretry' exists here: default user not tested")
+r = check(good, user=None)
+is_(r.rc, 0, "root without -u: checks as master.cf's user= (%s)" % U)
+like(r.out, r"(?m)^# master\.cf: service rapidretry, user=%s, "
+     r"rapidretry_time_limit = 1000s$" % U, "... and shows the service")
+
+# master.cf: the deadline must end before pipe(8)'s time limit
+master(good, time_limit="900s")
+r = check(good, pf=False)
+is_(r.rc, 78, "deadline 900s, rapidretry_time_limit 900s: exit 78")
+like(r.err, r"(?m)^%s: \[agent\] deadline: 900s \(\+30s grace\) is not "
+     r"below rapidretry_time_limit = 900s" % re.escape(good),
+     "... pipe(8) would kill the agent: said with the service's limit")
+path = conf("deadline = 600s\n")
+master(path, time_limit="900s")
+is_(check(path, pf=False).rc, 0, "deadline 600s below 900s: exit 0")
+master(path, service=False)
+r = check(path, pf=False)
+is_(r.rc, 0, "no service in master.cf runs this file: exit 0 ...")
+like(r.err, r"warning: .*no pipe\(8\) service in Postfix's master\.cf "
+     r"runs rapidretry-agent -c %s" % re.escape(path), "... with a warning")
 r = check(good, user="root")
 is_(r.rc, 78, "-u root: pipe(8) never runs a command as root")
 r = check(good, user="nobody", as_user=True)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # 95-upgrade.t - journal and delivery log files made by released agents
 # (t/fixtures, see make-fixtures.py) meet this program:
-#  - today's journal and log: used as they are, nothing lost: the
-#    recipients final in them are skipped, only the others cross the wire;
+#  - the journal and log of issue 16's release: upgraded in place to this
+#    program's schemas, nothing lost: the recipients final in them are
+#    skipped, only the others cross the wire;
 #  - an older release's journal (schema 1): upgraded in place once, by 8
 #    agents started at the same moment on the same file, its entries kept;
 #  - a journal of a newer schema (a downgrade): every run defers 4.3.5 and
@@ -26,8 +27,6 @@ rrtest.agent_binary()
 FIX = os.path.join(TOP, "t", "fixtures")
 MSG = rrtest.read_file(os.path.join(FIX, "message.eml"))
 ALL = ["f%d@d1.test" % i for i in range(1, 6)]
-JOURNAL_NOW = 2  # journal.c's schema steps
-LOG_NOW = 1      # dblog.c's
 
 sink = SmtpSink()
 port = sink.start()
@@ -60,8 +59,16 @@ def received(mark):
                   if mark in m["body"])
 
 
+# the schema versions this program writes: those of a fresh run's files
+cur = fresh("current")
+is_(cur.run(["p1@d1.test"], queue_id="NOW1").rc, 0, "a run on new files")
+JOURNAL_NOW = query(cur.journal, "PRAGMA user_version")[0][0]
+LOG_NOW = query(cur.journal[:-3] + "-log.db", "PRAGMA user_version")[0][0]
+ok(JOURNAL_NOW >= 2 and LOG_NOW >= 1, "this program writes journal schema "
+   "%d, delivery log schema %d" % (JOURNAL_NOW, LOG_NOW))
+
 # --- today's files ------------------------------------------------------------
-a = fresh("today", "today-journal-v2.db", "today-log-v1.db")
+a = fresh("today", "issue16-journal-v2.db", "issue16-log-v1.db")
 before = query(a.journal, "SELECT queue_id, recipient, state FROM journal"
                           " ORDER BY recipient")
 logrows = query(a.journal[:-3] + "-log.db", "SELECT count(*) FROM attempts")
@@ -76,15 +83,15 @@ after = query(a.journal, "SELECT queue_id, recipient, state FROM journal"
 is_([r for r in after if r[1] != "f3@d1.test"], before,
     "the journal's entries are kept")
 is_(query(a.journal, "PRAGMA user_version"), [(JOURNAL_NOW,)],
-    "the journal's schema version is unchanged")
+    "the journal: schema 2 -> %d in place" % JOURNAL_NOW)
 LOGDB = a.journal[:-3] + "-log.db"
 is_(query(LOGDB, "PRAGMA user_version"), [(LOG_NOW,)],
-    "the delivery log's schema version is unchanged")
+    "the delivery log: schema 1 -> %d in place" % LOG_NOW)
 is_(query(LOGDB, "SELECT count(*) FROM attempts")[0][0], logrows[0][0] + 1,
     "the delivery log keeps its rows and adds this run's")
 
 # --- an older release's journal, 8 agents at once -----------------------------
-old = fresh("old", "old-journal-v1.db")
+old = fresh("old", "3817fe6-journal-v1.db")
 is_(query(old.journal, "PRAGMA user_version"), [(1,)],
     "the older release's journal has schema 1")
 pw = rrtest.ensure_user()
@@ -129,7 +136,7 @@ is_(query(old.journal, "SELECT count(*) FROM journal WHERE dsn_sent != 0 "
     "old entries read dsn_sent 0 (the column's default)")
 
 # --- a newer journal: an older program after a downgrade ----------------------
-new = fresh("newer", "today-journal-v2.db")
+new = cur  # its journal is of this program's schema: one step newer
 db = sqlite3.connect(new.journal)
 db.execute("PRAGMA user_version = %d" % (JOURNAL_NOW + 1))
 db.commit()
@@ -149,7 +156,7 @@ is_((query(new.journal, "PRAGMA user_version"),
     ([(JOURNAL_NOW + 1,)], rows), "the newer journal is not touched")
 
 # --- a newer delivery log never blocks a delivery -----------------------------
-nl = fresh("newerlog", None, "today-log-v1.db")
+nl = fresh("newerlog", None, "issue16-log-v1.db")
 LOGDB = nl.journal[:-3] + "-log.db"
 db = sqlite3.connect(LOGDB)
 db.execute("PRAGMA user_version = 99")

@@ -8,7 +8,11 @@ with `postqueue -f` (no waiting), each attempt's delay given by Postfix's
 back-off rule for the deferred queue (minimal_backoff_time 300 s, then the
 message's age, at most maximal_backoff_time 4000 s).
 
-    RR_BUILD=$PWD/build/default python3 t/lib/milter_matrix.py
+    RR_BUILD=$PWD/build/default [RR_EXIM=DIR] python3 t/lib/milter_matrix.py
+
+RR_EXIM: a directory with Debian's exim4-daemon-light and exim4-base
+unpacked (dpkg-deb -x), its libraries installed, and the system user
+Debian-exim; Exim 4.96 is then a third sender.
 """
 
 import os
@@ -26,10 +30,13 @@ DOMAINS = ["d1.test", "d2.test", "d3.test", "d4.test"]
 RCPTS = ["u%d@%s" % (i, d) for d in DOMAINS for i in range(5)]
 
 
-def statuses(snd, since):
+def postfix_statuses(snd, since):
     """statuses - [(rcpt, status)] the sender logged since SINCE."""
     rx = re.compile(r": [0-9A-F]{6,}: to=<([^>]*)>,.* status=(\w+)")
     return [m.groups() for m in map(rx.search, snd.log_lines(since)) if m]
+
+
+statuses = postfix_statuses
 
 
 def backoff(ages):
@@ -44,11 +51,17 @@ def backoff(ages):
 
 def run(snd, recv, label, first_wait=60):
     """run - one message through SND; a dict of what happened."""
+    global statuses
     mark_s, mark_r = snd.mark(), recv.mark()
     t0 = time.monotonic()
-    subprocess.run(["sendmail", "-C", snd.etc, "-f", "s@src.test", "--"]
-                   + RCPTS, input=rrtest.sample_message(
-                       "s@src.test", RCPTS).encode(), check=True)
+    msg = rrtest.sample_message("s@src.test", RCPTS)
+    if isinstance(snd, Exim):
+        statuses = exim_statuses
+        snd.send("s@src.test", RCPTS, msg)
+    else:
+        statuses = postfix_statuses
+        subprocess.run(["sendmail", "-C", snd.etc, "-f", "s@src.test",
+                        "--"] + RCPTS, input=msg.encode(), check=True)
     rrtest.wait_until(lambda: len(statuses(snd, mark_s)) >= len(RCPTS),
                       first_wait, what=label + " first attempt")
     first = statuses(snd, mark_s)
@@ -66,8 +79,90 @@ def run(snd, recv, label, first_wait=60):
         rrtest.wait_until(lambda: len(statuses(snd, m)) >= left, 60,
                           what=label + " attempt %d" % attempts)
         sent += sum(1 for _, s in statuses(snd, m) if s == "sent")
+    if isinstance(snd, Exim):
+        # Debian runs Exim's queue every 30 minutes (-q30m); the retry
+        # rule's 15 minutes have passed by each run
+        times = [1800 * (i + 1) for i in range(attempts - 1)]
+        how = "Exim queue runs, -q30m"
+    else:
+        times, how = backoff(attempts - 1), "Postfix back-off"
     return dict(sent1=sent1, took=took, tx1=tx1, attempts=attempts,
-                sent=sent, times=backoff(attempts - 1))
+                sent=sent, times=times, how=how)
+
+
+EXIM_CONF = """\
+exim_path = {exim}
+spool_directory = {dir}/spool
+log_file_path = {dir}/log/%slog
+primary_hostname = exim.test
+exim_user = Debian-exim
+exim_group = Debian-exim
+trusted_users = root
+keep_environment =
+begin routers
+smart:
+  driver = manualroute
+  route_list = * 127.0.0.1
+  transport = remote
+  self = send
+begin transports
+remote:
+  driver = smtp
+  port = {port}
+  hosts_avoid_tls = *
+begin retry
+* * F,2h,15m; G,16h,1h,1.5; F,4d,6h
+"""
+
+
+class Exim:
+    """Exim - Exim 4.96 as a sender to [127.0.0.1]:PORT, Debian's retry
+    rule; messages delivered in the foreground (-odi), queue runs forced
+    (-qff)."""
+
+    def __init__(self, name, port):
+        self.exim = os.path.join(os.environ["RR_EXIM"], "usr/sbin/exim4")
+        self.dir = rrtest.subdir(name)
+        for sub in ("spool", "log"):
+            rrtest.subdir(name + "/" + sub, owner="Debian-exim")
+        self.conf = rrtest.write_file(os.path.join(self.dir, "exim.conf"),
+                                      EXIM_CONF.format(exim=self.exim,
+                                                       dir=self.dir,
+                                                       port=port))
+        self.etc = None
+
+    def mark(self):
+        return len(self.log_lines())
+
+    def log_lines(self, since=0):
+        p = os.path.join(self.dir, "log", "mainlog")
+        return (rrtest.read_file(p).splitlines() if os.path.exists(p)
+                else [])[since:]
+
+    def send(self, sender, rcpts, message):
+        subprocess.run([self.exim, "-C", self.conf, "-odi", "-f", sender,
+                        "--"] + rcpts, input=message.encode(), check=True,
+                       capture_output=True)
+
+    def flush(self):
+        subprocess.run([self.exim, "-C", self.conf, "-qff"],
+                       capture_output=True)
+
+    def stop(self):
+        pass
+
+
+def exim_statuses(ex, since):
+    """exim_statuses - [(rcpt, status)] from Exim's main log: "=>"
+    delivered ("->" another recipient of the same delivery), "=="
+    deferred, "**" bounced."""
+    words = {"=>": "sent", "->": "sent", "==": "deferred", "**": "bounced"}
+    out = []
+    for line in ex.log_lines(since):
+        m = re.search(r" (=>|->|==|\*\*) (\S+)", line)
+        if m:
+            out.append((m.group(2), words[m.group(1)]))
+    return out
 
 
 def main():
@@ -85,8 +180,12 @@ def main():
                            relay_port=recv.port).start()
         snd_smtp = Sender("matrix-%s-smtp" % code, relay_port=recv.port,
                           smtp=True).start()
-        for name, snd in (("rapidretry-agent", snd_agent),
-                          ("Postfix smtp", snd_smtp)):
+        senders = [("rapidretry-agent", snd_agent),
+                   ("Postfix smtp", snd_smtp)]
+        if os.environ.get("RR_EXIM"):
+            senders.append(("Exim 4.96", Exim("matrix-%s-exim" % code,
+                                              recv.port)))
+        for name, snd in senders:
             r = run(snd, recv, "%s %s" % (name, code))
             results.append((name, code, r))
         for inst in (snd_agent, snd_smtp, recv):
@@ -98,8 +197,9 @@ def main():
                                         "txns", "the rest"))
     for name, code, r in results:
         rest = ("-" if r["sent1"] == len(RCPTS) else
-                "%d more attempts, at %s s (Postfix back-off)" % (
-                    r["attempts"] - 1, ", ".join(map(str, r["times"]))))
+                "%d more attempts, at %s s (%s)" % (
+                    r["attempts"] - 1, ", ".join(map(str, r["times"])),
+                    r["how"]))
         print("%-17s %-5s %2d of %d in %5.2f s     %-5d %s" % (
             name, code, r["sent1"], len(RCPTS), r["took"], r["tx1"], rest))
     rrtest._done = True         # not a TAP test: no plan, no warning

@@ -160,7 +160,9 @@ static const BadCase bad_cases[] = {
      "no A-label form"},
     /* UTS #46 maps U+2483 to "(16)": no host name (found by fuzz/address) */
     {"domain-maps-to-no-host", "user@\u2483.example", FALSE,
-     "no A-label form"},
+     "invalid character"},
+    {"domain-full-width-dot", "user@a\uff0e\uff0eb.example", FALSE,
+     "invalid character"},
     {"literal-bad-v4", "user@[192.0.2.300]", FALSE, "address literal"},
     {"literal-v6-untagged", "user@[2001:db8::1]", FALSE, "address literal"},
     {"literal-bad-v6", "user@[IPv6:2001:db8::g]", FALSE, "address literal"},
@@ -225,6 +227,34 @@ test_long_idn(void)
     g_string_free(d, TRUE);
 }
 
+/* test_domain_ascii - the A-label form on its own (a UTF-8 nexthop) */
+static void
+test_domain_ascii(void)
+{
+    static const struct {
+        const char *in, *want; /* want NULL: an error */
+    } cases[] = {
+        {"Example.COM", "example.com"},
+        {"B\u00dcCHER.test", "xn--bcher-kva.test"},
+        {"fa\u00df.de", "xn--fa-hia.de"},
+        {"xn--fa-hia.de", "xn--fa-hia.de"},
+        {"\u2167.test", "viii.test"}, /* UTS #46 mapping */
+        /* a full-width dot maps to ".": the empty label is refused */
+        {"a\uff0e\uff0eb.test", NULL},
+        {"a\u200db.test", NULL},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(GError) error = NULL;
+        g_autofree char *out = address_domain_ascii(cases[i].in, &error);
+
+        g_test_message("%s", cases[i].in);
+        g_assert_cmpstr(out, ==, cases[i].want);
+        if (cases[i].want == NULL)
+            g_assert_error(error, ADDRESS_ERROR, ADDRESS_ERROR_MALFORMED);
+    }
+}
+
 /* test_null - NULL input and NULL free */
 static void
 test_null(void)
@@ -255,6 +285,7 @@ main(int argc, char **argv)
     }
     g_test_add_func("/address/long-domain", test_long_domain);
     g_test_add_func("/address/long-idn", test_long_idn);
+    g_test_add_func("/address/domain-ascii", test_domain_ascii);
     g_test_add_func("/address/null", test_null);
     return g_test_run();
 }

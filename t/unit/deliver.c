@@ -222,6 +222,40 @@ test_dot(gconstpointer data)
                     c->want);
 }
 
+typedef struct {
+    const char *name;
+    PlanConnState st;
+    PlanConn want;
+} ConnCase;
+
+/* connections, asked, n_targets, max_reconnects, target, failed,
+ * progressed */
+static const ConnCase conn_cases[] = {
+    {"first", {0, 0, 2, 5, 0, FALSE, FALSE}, PLAN_CONN_NEXT},
+    {"no-server", {0, 0, 0, 5, 0, FALSE, FALSE}, PLAN_CONN_GIVE_UP},
+    {"next-mx", {1, 0, 2, 5, 1, TRUE, FALSE}, PLAN_CONN_NEXT},
+    /* every address failed once, nothing delivered: defer */
+    {"all-failed", {2, 0, 2, 5, 2, TRUE, FALSE}, PLAN_CONN_GIVE_UP},
+    /* progress on the last one: the first again (a reconnect) */
+    {"wrap-after-progress", {2, 0, 2, 5, 2, TRUE, TRUE}, PLAN_CONN_FIRST},
+    {"reconnect-same", {3, 0, 1, 5, 0, TRUE, TRUE}, PLAN_CONN_NEXT},
+    {"reconnects-used-up", {6, 0, 1, 5, 0, TRUE, TRUE}, PLAN_CONN_GIVE_UP},
+    /* issue row: LIMITS MAILMAX=1, 10 recipients: the 10th connection
+     * after 9 the server asked for is no failure */
+    {"mailmax-asked", {9, 9, 1, 5, 0, FALSE, TRUE}, PLAN_CONN_NEXT},
+    {"mailmax-asked-many", {60, 58, 1, 5, 0, FALSE, TRUE}, PLAN_CONN_NEXT},
+    {"mailmax-and-failures", {15, 9, 1, 5, 0, TRUE, TRUE},
+     PLAN_CONN_GIVE_UP},
+};
+
+static void
+test_connect(gconstpointer data)
+{
+    const ConnCase *c = data;
+
+    g_assert_cmpint(plan_connect(&c->st), ==, c->want);
+}
+
 /* test_counts - n_send and n_retry match the actions */
 static void
 test_counts(void)
@@ -277,6 +311,13 @@ main(int argc, char **argv)
         char *path = g_strdup_printf("/deliver/dot/%s", dot_cases[i].name);
 
         g_test_add_data_func(path, &dot_cases[i], test_dot);
+        g_free(path);
+    }
+    for (gsize i = 0; i < G_N_ELEMENTS(conn_cases); i++) {
+        char *path = g_strdup_printf("/deliver/connect/%s",
+                                     conn_cases[i].name);
+
+        g_test_add_data_func(path, &conn_cases[i], test_connect);
         g_free(path);
     }
     g_test_add_func("/deliver/counts", test_counts);

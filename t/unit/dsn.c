@@ -4,6 +4,7 @@
  * command (exit status, arguments, what it read).
  */
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include <glib/gstdio.h>
 
 #include "dsn.h"
+
+#define LATER (g_get_monotonic_time() + 30 * G_USEC_PER_SEC)
 
 static const char message[] =
     "From: <a@src.test>\nSubject: hi\n\nbody line\n.dot line\n";
@@ -188,7 +191,7 @@ test_submit(void)
     GError *error = NULL;
     char *got = NULL, *args = NULL, *args_path;
 
-    g_assert_true(dsn_submit(cmd, "a@src.test", msg, &error));
+    g_assert_true(dsn_submit(cmd, "a@src.test", msg, LATER, &error));
     g_assert_no_error(error);
     g_assert_true(g_file_get_contents(out, &got, NULL, NULL));
     g_assert_cmpstr(got, ==, msg->str);
@@ -196,7 +199,8 @@ test_submit(void)
     g_assert_true(g_file_get_contents(args_path, &args, NULL, NULL));
     g_assert_cmpstr(args, ==, "-f <> -- a@src.test\n");
     for (gsize i = 0; i < G_N_ELEMENTS(fails); i++) {
-        g_assert_false(dsn_submit(fails[i].cmd, "a@src.test", msg, &error));
+        g_assert_false(dsn_submit(fails[i].cmd, "a@src.test", msg, LATER,
+                                   &error));
         g_assert_nonnull(error);
         if (strstr(error->message, fails[i].err) == NULL)
             g_error("case %" G_GSIZE_FORMAT ": \"%s\"", i, error->message);
@@ -214,6 +218,65 @@ test_submit(void)
     g_string_free(msg, TRUE);
 }
 
+/* pid_gone - PID has exited and been reaped by someone (or is a zombie
+ * of init's, about to be) */
+static gboolean
+pid_gone(int pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid);
+    g_autofree char *stat = NULL;
+    const char *close_paren;
+
+    if (!g_file_get_contents(path, &stat, NULL, NULL))
+        return TRUE;
+    close_paren = strrchr(stat, ')');
+    return close_paren != NULL && close_paren[1] == ' ' &&
+           close_paren[2] == 'Z';
+}
+
+/* a sendmail that hangs: killed with what it started at the deadline */
+static void
+test_submit_timeout(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("dsn-hang-XXXXXX", NULL);
+    g_autofree char *pidfile = g_build_filename(dir, "pid", NULL);
+    g_autofree char *cmd = g_strdup_printf(
+        "sh -c 'sleep 1000 & echo $! > %s; wait' sh", pidfile);
+    g_autoptr(GString) big = g_string_new(NULL);
+    GString *small = g_string_new("Subject: x\n\nhello\n");
+    const GString *msgs[] = {small, big};
+    GError *error = NULL;
+
+    /* a message larger than the pipe: the writer must not block either */
+    for (int i = 0; i < 20000; i++)
+        g_string_append(big, "a line of the message body to fill pipes\n");
+    for (gsize i = 0; i < G_N_ELEMENTS(msgs); i++) {
+        gint64 t0 = g_get_monotonic_time();
+        g_autofree char *pid_text = NULL;
+        int pid;
+
+        g_unlink(pidfile);
+        g_assert_false(dsn_submit(cmd, "a@src.test", msgs[i],
+                                  t0 + G_USEC_PER_SEC, &error));
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "timed out after 1 s"));
+        g_clear_error(&error);
+        g_assert_cmpint(g_get_monotonic_time() - t0, <,
+                        3 * G_USEC_PER_SEC);
+        g_assert_true(g_file_get_contents(pidfile, &pid_text, NULL, NULL));
+        pid = atoi(pid_text);
+        g_assert_cmpint(pid, >, 1);
+        /* SIGKILL is delivered at once, the grandchild's reaping by init
+         * takes a moment */
+        for (int n = 0; n < 200 && !pid_gone(pid); n++)
+            g_usleep(10 * 1000);
+        g_assert_true(pid_gone(pid));
+    }
+    g_unlink(pidfile);
+    g_rmdir(dir);
+    g_string_free(small, TRUE);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -224,5 +287,6 @@ main(int argc, char **argv)
     g_test_add_func("/dsn/full-message", test_full_message);
     g_test_add_func("/dsn/long-lines", test_long_lines);
     g_test_add_func("/dsn/submit", test_submit);
+    g_test_add_func("/dsn/submit-timeout", test_submit_timeout);
     return g_test_run();
 }

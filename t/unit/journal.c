@@ -329,7 +329,7 @@ test_schema(void)
     g_assert_cmpint(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st,
                                        NULL), ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
-    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 3);
+    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 2);
     sqlite3_finalize(st);
     sqlite3_close(db);
 
@@ -641,11 +641,69 @@ test_concurrent_open(void)
     tmpdir_remove(dir);
 }
 
+/* test_inflight - rows in flight before the final dot (DESIGN §7): once
+ * reads as "not final" (a rerun delivers again, RFC 5321 §6.1), twice as
+ * delivered (at most one extra copy); undo puts a row back; a delivered
+ * record replaces it */
+static void
+test_inflight(void)
+{
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "j.db", NULL);
+    Journal *j = open_ok(path, 3600);
+    const char *const two[] = {"a@example.org", "b@example.org"};
+    const JournalEntry done = {"a@example.org", JOURNAL_DELIVERED, "mx",
+                               "2.0.0", "250 ok"};
+    gboolean again[2] = {TRUE, TRUE};
+    GError *error = NULL;
+
+    g_assert_true(journal_inflight(j, "Q1", DIGEST_A, two, 2, again,
+                                   &error));
+    g_assert_no_error(error);
+    g_assert_false(again[0] || again[1]);
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "a@example.org"), ==,
+                    JOURNAL_NONE);
+    /* a second dot without a recorded outcome */
+    g_assert_true(journal_inflight(j, "Q1", DIGEST_A, two, 1, again,
+                                   &error));
+    g_assert_true(again[0]);
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "a@example.org"), ==,
+                    JOURNAL_DELIVERED);
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "b@example.org"), ==,
+                    JOURNAL_NONE);
+    /* undo: back to once, and b's row gone */
+    g_assert_true(journal_inflight_undo(j, "Q1", DIGEST_A, two, 1, again,
+                                        &error));
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "a@example.org"), ==,
+                    JOURNAL_NONE);
+    again[1] = FALSE;
+    g_assert_true(journal_inflight_undo(j, "Q1", DIGEST_A, two + 1, 1,
+                                        again + 1, &error));
+    g_assert_true(journal_inflight(j, "Q1", DIGEST_A, two + 1, 1, again,
+                                   &error));
+    g_assert_false(again[0]); /* b was new again */
+    /* the record after the 250 replaces the in-flight row */
+    g_assert_true(journal_record(j, "Q1", DIGEST_A, &done, 1, &error));
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "a@example.org"), ==,
+                    JOURNAL_DELIVERED);
+    /* a delivered row stays delivered through a later undo */
+    again[0] = FALSE;
+    g_assert_true(journal_inflight_undo(j, "Q1", DIGEST_A, two, 1, again,
+                                        &error));
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "a@example.org"), ==,
+                    JOURNAL_DELIVERED);
+    g_assert_no_error(error);
+    journal_close(j);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
 int
 main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/journal/record-lookup", test_record_lookup);
+    g_test_add_func("/journal/inflight", test_inflight);
     g_test_add_func("/journal/replace", test_replace);
     g_test_add_func("/journal/expiry", test_expiry);
     g_test_add_func("/journal/expiry-chunks", test_expiry_chunks);

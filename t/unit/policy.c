@@ -106,7 +106,8 @@ test_class_of(void)
 /* recipient normalisation through common/address.c: the strict-mode
  * class shows the normalised address; the results of the milter's old
  * normaliser, except that a quoted local part now matches its unquoted
- * form (RFC 5321 §4.1.2: the quotes are not part of the mailbox) */
+ * form (RFC 5321 §4.1.2: the quotes are not part of the mailbox) and an
+ * internationalised domain its A-label form, as in the agent */
 static void
 test_normalize(void)
 {

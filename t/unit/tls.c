@@ -234,6 +234,20 @@ test_sasl_file(void)
         g_unlink(p);
     }
     {
+        /* a NUL byte: an error at its line, not the end of the file */
+        static const char nul[] = "[h]:25 u:p\n[h2]:25 u2:\0p2\n";
+        g_autofree char *p = g_build_filename(dir, "pw", NULL);
+
+        g_assert_true(g_file_set_contents(p, nul, sizeof nul - 1, NULL));
+        g_assert_cmpint(g_chmod(p, 0600), ==, 0);
+        t = sasl_table_load(p, geteuid(), &err);
+        g_assert_null(t);
+        g_assert_error(err, SASL_ERROR, SASL_ERROR_SYNTAX);
+        g_assert_nonnull(strstr(err->message, ":2: NUL byte"));
+        g_clear_error(&err);
+        g_unlink(p);
+    }
+    {
         g_autofree char *p = g_build_filename(dir, "missing", NULL);
 
         t = sasl_table_load(p, geteuid(), &err);
