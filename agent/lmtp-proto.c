@@ -8,6 +8,9 @@
 
 #include "address.h"
 #include "lmtp-proto.h"
+#include "log.h"
+
+#define LMTP_ECHO_CAP 64 /* client text quoted back in a reply */
 
 /* The XFORWARD attributes Postfix's smtp/lmtp client may send */
 static const char *const xforward_names[] = {
@@ -92,6 +95,14 @@ lmtp_xtext_decode(const char *s)
             g_string_append_c(out, *s);
     }
     return g_string_free(out, FALSE);
+}
+
+/* echo - client text made fit to quote in a reply: printable, capped
+ * (a CR in a parameter name must not end our reply line) */
+static char *
+echo(const char *text)
+{
+    return log_printable(text, -1, LMTP_ECHO_CAP);
 }
 
 /* reply - REPLY becomes one line "FMT\r\n"; an error counts */
@@ -229,8 +240,11 @@ mail_param(LmtpProto *p, const char *name, const char *value)
             strlen(value) > 100 || !lmtp_xtext_valid(value))
             return g_strdup("501 5.5.4 Bad ENVID parameter syntax");
         p->envid = g_strdup(value);
-    } else
-        return g_strdup_printf("555 5.5.4 Unsupported option: %s", name);
+    } else {
+        g_autofree char *e = echo(name);
+
+        return g_strdup_printf("555 5.5.4 Unsupported option: %s", e);
+    }
     return NULL;
 }
 
@@ -351,8 +365,10 @@ cmd_rcpt(LmtpProto *p, const char *args, GString *out)
             else
                 r->orcpt = g_strdup(value);
         } else {
+            g_autofree char *e = echo(name);
+
             lmtp_rcpt_free(r);
-            return reply(p, out, "555 5.5.4 Unsupported option: %s", name);
+            return reply(p, out, "555 5.5.4 Unsupported option: %s", e);
         }
         if (bad != NULL) {
             lmtp_rcpt_free(r);
@@ -394,9 +410,12 @@ cmd_xforward(LmtpProto *p, const char *args, GString *out)
         if (attrs[i][0] == '\0')
             continue;
         param_split(attrs[i], &name, &value);
-        if (!xforward_known(name))
+        if (!xforward_known(name)) {
+            g_autofree char *e = echo(name);
+
             return reply(p, out, "501 5.5.4 Bad XFORWARD attribute name: "
-                         "%s", name);
+                         "%s", e);
+        }
         if (value == NULL || !lmtp_xtext_valid(value))
             return reply(p, out, "501 5.5.4 Bad XFORWARD attribute value "
                          "syntax: %s", name);

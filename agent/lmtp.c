@@ -318,8 +318,10 @@ queued_seconds(Spool *spool, const char *queue_id)
 static void
 reply_all(LmtpSession *s, const char *fmt, const char *arg)
 {
+    g_autofree char *safe = log_printable(arg, -1, LMTP_REPLY_CAP / 2);
+
     for (guint i = 0; i < s->proto.rcpts->len; i++) {
-        g_string_append_printf(s->wbuf, fmt, arg);
+        g_string_append_printf(s->wbuf, fmt, safe);
         g_string_append(s->wbuf, "\r\n");
     }
 }

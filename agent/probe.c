@@ -195,10 +195,36 @@ probe_result_of(GPtrArray *results, const char *key)
     return NULL;
 }
 
+/* probe_rule - which [routes] line DOMAIN matched: JSON {"pattern",
+ * "line"} or null; text " ([routes] PATTERN, line N)" or " (default)" */
+static void
+probe_rule(const AgentConf *c, const Router *router, const char *domain,
+           gboolean json, GString *out)
+{
+    guint line = 0;
+    g_autofree char *pat = c->relay[0] != '\0'
+                               ? NULL
+                               : router_rule(router, domain, &line);
+
+    if (json) {
+        g_string_append(out, ",\"rule\":");
+        if (pat == NULL) {
+            g_string_append(out, "null");
+            return;
+        }
+        g_string_append(out, "{\"pattern\":");
+        probe_json_str(out, pat);
+        g_string_append_printf(out, ",\"line\":%u}", line);
+    } else if (pat != NULL)
+        g_string_append_printf(out, " ([routes] %s, line %u)", pat, line);
+    else if (c->relay[0] == '\0')
+        g_string_append(out, " (default)");
+}
+
 /* probe_report - the domains, then the groups with their servers */
 static void
-probe_report(const AgentConf *c, GPtrArray *results, gboolean json,
-             GString *out)
+probe_report(const AgentConf *c, const Router *router, GPtrArray *results,
+             gboolean json, GString *out)
 {
     g_autoptr(GPtrArray) keys = g_ptr_array_new();
     g_autoptr(GPtrArray) members =
@@ -219,19 +245,23 @@ probe_report(const AgentConf *c, GPtrArray *results, gboolean json,
             probe_json_str(out, res->domain);
             g_string_append(out, ",\"route\":");
             probe_json_str(out, res->route);
+            probe_rule(c, router, res->domain, TRUE, out);
             g_string_append_printf(out, ",\"dsn\":\"%s\",\"text\":", res->dsn);
             probe_json_str(out, res->status == DNS_OK ? NULL : res->text);
             if (res->group_key != NULL)
                 g_string_append_printf(out, ",\"group\":%u}", g + 1);
             else
                 g_string_append(out, ",\"group\":null}");
-        } else if (res->group_key != NULL)
-            g_string_append_printf(out, "%s: route %s, group %u\n",
-                                   res->domain, res->route, g + 1);
-        else
-            g_string_append_printf(out, "%s: route %s, no delivery: %s %s\n",
-                                   res->domain, res->route, res->dsn,
-                                   res->text ? res->text : "");
+        } else {
+            g_string_append_printf(out, "%s: route %s", res->domain,
+                                   res->route);
+            probe_rule(c, router, res->domain, FALSE, out);
+            if (res->group_key != NULL)
+                g_string_append_printf(out, ", group %u\n", g + 1);
+            else
+                g_string_append_printf(out, ", no delivery: %s %s\n",
+                                       res->dsn, res->text ? res->text : "");
+        }
     }
     g_string_append(out, json ? "],\"groups\":[" : "");
     for (guint g = 0; g < keys->len; g++) {
@@ -337,7 +367,7 @@ probe_main(int argc, char **argv)
         g_error_free(err);
         return EX_CONFIG;
     }
-    probe_report(conf, results, json, out);
+    probe_report(conf, router, results, json, out);
     fputs(out->str, stdout);
     return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }

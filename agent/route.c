@@ -444,6 +444,18 @@ router_describe(const Router *r, const char *domain)
     return s;
 }
 
+/* router_rule - see route.h */
+char *
+router_rule(const Router *r, const char *domain, guint *line)
+{
+    char *d = dns_norm_name(domain);
+    const Route *rt = route_match(r, d);
+
+    g_free(d);
+    *line = rt == &r->dflt ? 0 : rt->line;
+    return rt == &r->dflt ? NULL : g_strdup(rt->pattern);
+}
+
 /* router_dns - the Dns object for SERVERS (NULL = default), HOSTS_FILE
  * for static relays; made on first use, kept for the Router's life */
 static Dns *

@@ -50,6 +50,10 @@ void router_set_seed(Router *r, guint32 seed);
  * "lookup-mx:zone=z;query=127.0.0.1:53" (no lookup); free with g_free */
 char *router_describe(const Router *r, const char *domain);
 
+/* router_rule - the [routes] pattern DOMAIN matches, its line in *LINE;
+ * NULL and 0 when none does (the default lookup-mx) */
+char *router_rule(const Router *r, const char *domain, guint *line);
+
 /* router_resolve - route N DOMAINS (duplicates allowed) in parallel, each
  * looked up once per Router; appends one RouteResult* per domain, in the
  * same order, to RESULTS (free them with route_result_free). DEADLINE is

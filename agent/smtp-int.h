@@ -10,7 +10,7 @@
 
 #include <openssl/ssl.h>
 
-#define SMTP_LINE_MAX (64 * 1024)     /* longest reply line we accept */
+#define SMTP_LINE_MAX (64 * 1024)     /* most of a line held; the rest is dropped */
 #define SMTP_REPLY_LINES_MAX 1000     /* most lines in one reply */
 #define SMTP_INBUF_CAP (1024 * 1024)  /* read-ahead while writing */
 #define SMTP_TEXT_CAP 2000            /* server text in failure texts */
@@ -75,6 +75,7 @@ struct SmtpSession {
     gboolean in_eof;
     GPtrArray *lines; /* lines of the last reply read, as kept */
     gboolean reply_capped; /* a reply was cut (logged once) */
+    gsize line_dropped;    /* octets of long lines dropped, this reply */
     char *log_id;          /* "QUEUEID: " or "" before our log lines */
     char *detail;     /* what was malformed (SMTP_IO_PROTOCOL) */
     guint starttls_timeout;

@@ -295,10 +295,30 @@ smtp_write_all(SmtpSession *s, const char *buf, gsize len,
     return SMTP_IO_OK;
 }
 
-/* smtp_read_line - the next line without its CR LF (bare LF accepted) */
+/* smtp_line_copy - LEN octets at START as a string; NUL bytes would cut
+ * it short, so they become visible */
+static char *
+smtp_line_copy(const guint8 *start, gsize len)
+{
+    char *line = g_malloc(len + 1);
+
+    for (gsize i = 0; i < len; i++)
+        line[i] = start[i] != '\0' ? (char) start[i] : '?';
+    line[len] = '\0';
+    return line;
+}
+
+/*
+ * smtp_read_line - the next line without its CR LF (bare LF accepted).
+ * A line longer than SMTP_LINE_MAX (RFC 5321 §4.5.3.1.5 allows 512
+ * octets) gives its first SMTP_LINE_MAX octets; the rest is read and
+ * dropped up to its LF, within LIM, as Postfix does.
+ */
 static SmtpIoStatus
 smtp_read_line(SmtpSession *s, const SmtpLimit *lim, char **line)
 {
+    g_autofree char *head = NULL; /* a long line's first octets */
+
     for (;;) {
         const guint8 *start = s->in->data + s->in_off;
         gsize avail = s->in->len - s->in_off;
@@ -310,19 +330,26 @@ smtp_read_line(SmtpSession *s, const SmtpLimit *lim, char **line)
             gsize len = (gsize) (nl - start);
 
             s->in_off += len + 1;
+            if (head != NULL) {
+                s->line_dropped += len + 1;
+                *line = g_steal_pointer(&head);
+                return SMTP_IO_OK;
+            }
             if (len > 0 && start[len - 1] == '\r')
                 len--;
-            if (len > SMTP_LINE_MAX)
-                goto too_long;
-            /* NUL bytes would cut the line short: make them visible */
-            *line = g_malloc(len + 1);
-            for (gsize i = 0; i < len; i++)
-                (*line)[i] = start[i] != '\0' ? (char) start[i] : '?';
-            (*line)[len] = '\0';
+            s->line_dropped += len - MIN(len, SMTP_LINE_MAX);
+            *line = smtp_line_copy(start, MIN(len, SMTP_LINE_MAX));
             return SMTP_IO_OK;
         }
-        if (avail > SMTP_LINE_MAX + 1)
-            goto too_long;
+        if (head == NULL && avail > SMTP_LINE_MAX) {
+            head = smtp_line_copy(start, SMTP_LINE_MAX);
+            s->in_off += SMTP_LINE_MAX;
+            avail -= SMTP_LINE_MAX;
+        }
+        if (head != NULL) {
+            s->in_off += avail; /* dropped */
+            s->line_dropped += avail;
+        }
         if (s->in_eof)
             return SMTP_IO_LOST;
         /* TLS may hold decrypted bytes the socket no longer shows */
@@ -335,10 +362,6 @@ smtp_read_line(SmtpSession *s, const SmtpLimit *lim, char **line)
         if (st != SMTP_IO_OK)
             return st;
     }
-too_long:
-    g_free(s->detail);
-    s->detail = g_strdup_printf("line longer than %d bytes", SMTP_LINE_MAX);
-    return SMTP_IO_PROTOCOL;
 }
 
 /* smtp_malformed - note what was wrong with a reply, hostile text capped */
@@ -385,6 +408,7 @@ smtp_read_reply(SmtpSession *s, SmtpState state, gint64 deadline,
 
     *reply = NULL;
     g_ptr_array_set_size(s->lines, 0);
+    s->line_dropped = 0;
     for (;;) {
         g_autofree char *line = NULL;
         char *kept;
@@ -413,6 +437,7 @@ smtp_read_reply(SmtpSession *s, SmtpState state, gint64 deadline,
         if (n >= SMTP_REPLY_LINES_MAX)
             return smtp_malformed(s, "reply too long", "over 1000 lines");
     }
+    keep.dropped_bytes += s->line_dropped;
     if (keep.dropped_lines > 0 || keep.dropped_bytes > 0)
         smtp_reply_capped(s, state, &keep);
     *reply = reply_parse((const char *const *) s->lines->pdata,

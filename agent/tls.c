@@ -528,6 +528,7 @@ tls_cert_names(X509 *cert)
     return g_string_free(s, FALSE);
 }
 
+/* tls_peer_check - tls_cert_check on the peer's certificate */
 TlsPeer
 tls_peer_check(SSL *ssl, const char *const *names, char **why)
 {
@@ -544,6 +545,8 @@ tls_peer_check(SSL *ssl, const char *const *names, char **why)
     return res;
 }
 
+/* tls_cert_check - the chain's result, then NAMES against CERT; the
+ * reason names what the certificate says, printable and capped */
 TlsPeer
 tls_cert_check(X509 *cert, long verify_result, const char *const *names,
                char **why)

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import time
 sys.dont_write_bytecode = True
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -219,4 +220,24 @@ like(" ".join(s.reply()), r"^421 4\.3\.5 rapidretry: configuration error",
      "a broken configuration: 421 at the greeting (Postfix defers)")
 ok(s.eof(), "and the session ends")
 agent.write_conf(extra_text="")
+
+# --- 10. the [lmtp] deadline: a stalled server, replies in time --------------
+stall = SmtpSink({"rules": [{"cmd": "RCPT", "action": "silent"}]})
+sport = stall.start()
+rrtest.at_cleanup(stall.stop)
+slow = rrtest.Agent(name="slow", relay="[127.0.0.1]:%d" % sport,
+                    timeouts={k: "120s" for k in rrtest.TIMEOUT_KEYS},
+                    extra_text="\n[lmtp]\ndeadline = 10s\n")
+s = LmtpAgent(slow, timeout=60)
+s.reply()
+s.cmd("LHLO p.test")
+t0 = time.monotonic()
+mail, rr, data, final = s.transaction("s@src.test", ["x1@d1.test",
+                                                     "x2@d2.test"], MSG)
+took = time.monotonic() - t0
+is_([l[:9] for l in final], ["451 4.4.2"] * 2, "a server that stalls: "
+    "each recipient 451 4.4.2 at the [lmtp] deadline: %r" % final[:1])
+ok(9 <= took < 40, "after %.1fs: the deadline (10s), not the SMTP "
+   "timeouts (120s) nor Postfix's lmtp_data_done_timeout" % took)
+is_(stall.delivered(), [], "nothing delivered")
 done()

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 # 28-agent-huge-reply.t - a hostile server's replies are capped in what
 # the agent keeps (issue 11 row 6): RCPT replies of 200 lines x 60 KB for
-# 5 recipients, accepted and rapid ones. Every recipient is delivered
-# exactly once, the RapidRetry rounds still work on the capped replies,
-# the agent's peak RSS stays small (measured on the agent process itself
-# with getrusage), the cap is logged once per connection, and no log line
-# carries more than a few KiB of server text.
+# 5 recipients, accepted and rapid ones, and replies of 1 MB lines. Every
+# recipient is delivered exactly once, the RapidRetry rounds still work
+# on the capped replies, the agent's peak RSS stays small (measured on the
+# agent process itself with getrusage), the cap is logged once per
+# connection, and no log line carries more than a few KiB of server text.
 import os
 import resource
 import sys
@@ -97,6 +97,32 @@ longest = max(len(l) for l in run_log) if run_log else 0
 good &= ok(longest < 8192, "no log line over 8 KiB (longest %d)" % longest)
 diag("agent peak RSS %d KiB (%d replies of %d lines x %d octets)"
      % (rss_kb, len(sink.commands("RCPT")), LINES, WIDTH))
+if CHECK_RSS:
+    good &= ok(0 < rss_kb < RSS_MAX_KB, "agent peak RSS %d KiB < %d KiB"
+               % (rss_kb, RSS_MAX_KB))
+if not good:
+    diag(repr(res))
+    diag("\n".join(l[:300] for l in run_log))
+
+# --- lines longer than the 64 KiB held of one: read and dropped too ------
+qid = "28B16A2"
+one_mb = "y" * (1024 * 1024)
+sink, res, rss_kb, run_log = measured_run({"rules": [
+    {"cmd": "RCPT", "rcpt": 1, "reply": ["250-2.1.5 " + one_mb,
+                                         "250 2.1.5 Ok " + one_mb]},
+    {"cmd": "RCPT", "rcpt": "2+", "reply": "452 4.5.3 " + one_mb},
+]}, qid)
+log = [l for l in run_log if qid in l]
+good = is_(res.rc, 0, "1 MB reply lines: exit 0 (before: a protocol "
+           "error, all deferred)")
+good &= is_(sink.delivered(), rcpts, "all 5 delivered, each exactly once")
+good &= is_([len(t[1]) for t in sink.transactions()], [5, 1, 1, 1, 1],
+            "a 1 MB 452 4.5.3 line is still rapid (limit 1 learned)")
+capped = [l for l in log if "said once per connection" in l]
+good &= like(capped[0] if capped else "", r"sent a reply of 2 lines, "
+             r"20971\d\d octets to RCPT TO; kept 2 lines",
+             "the cap counts the dropped octets of the long lines")
+good &= ok(max(len(l) for l in run_log) < 8192, "no log line over 8 KiB")
 if CHECK_RSS:
     good &= ok(0 < rss_kb < RSS_MAX_KB, "agent peak RSS %d KiB < %d KiB"
                % (rss_kb, RSS_MAX_KB))

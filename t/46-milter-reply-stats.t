@@ -5,10 +5,18 @@ the default, and a SIGHUP switches between them), and `stats_file` is
 rewritten every stats_interval in the Prometheus text format with the
 counters of what crossed the wire: transactions, transactions with a
 deferral, accepted and deferred recipients. The milter over TCP
-(inet:PORT@127.0.0.1) answers like over the UNIX socket."""
+(inet:PORT@127.0.0.1) answers like over the UNIX socket, and a recording
+proxy between smtpd and the milter shows that Postfix never writes twice
+in a row without a reply between (a packet left unanswered makes Nagle's
+algorithm hold the next one for the milter's delayed ACK: 40 ms a
+message); and that CONNECT and MAIL went without a reply (NR flags)."""
 
 import os
+import select
+import socket
+import struct
 import sys
+import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))
@@ -51,6 +59,61 @@ def prom():
         name, value = line.rsplit(" ", 1)
         out[name] = int(value)
     return out
+
+
+class Proxy:
+    """Proxy - a TCP relay between smtpd and the milter on 127.0.0.1 that
+    keeps, per connection, every chunk it read with its direction:
+    [("mta" | "milter", bytes)]."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                a, _ = self.ls.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target))
+            for x in (a, b):
+                x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            log = []
+            self.conns.append(log)
+            threading.Thread(target=self.relay, args=(a, b, log),
+                             daemon=True).start()
+
+    @staticmethod
+    def relay(a, b, log):
+        peer = {a: (b, "mta"), b: (a, "milter")}
+        while True:
+            r, _, _ = select.select([a, b], [], [], 30)
+            if not r:
+                break
+            for x in r:
+                data = x.recv(65536)
+                if not data:
+                    a.close()
+                    b.close()
+                    return
+                log.append((peer[x][1], data))
+                peer[x][0].sendall(data)
+
+
+def commands(data):
+    """commands - the milter command letters of the packets in DATA"""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        n = struct.unpack(">I", data[i:i + 4])[0]
+        out.append(chr(data[i + 4]))
+        i += 4 + n
+    return "".join(out)
 
 
 milter = Milter(d, conf())
@@ -117,6 +180,36 @@ is_([r.decode() for r in replies], ["250 2.1.5 Ok", "452 4.5.3 " + TEXT],
     "over TCP: 250, then 452 4.5.3")
 ok(final is not None and final.startswith(b"250"),
    "over TCP: the message is taken")
+
+# --- what crosses the TCP socket: a proxy between smtpd and the milter
+px = Proxy(port)
+pf3 = Receiver("rr-proxy", domains=["x.test"], milter="unused",
+               main={"smtpd_milters": "inet:127.0.0.1:%d" % px.port})
+ok(pf3.start(), "postfix with the milter behind the proxy starts")
+txn(pf3.port, ["a@x.test", "b@x.test"])
+s3 = Smtp(pf3.port)
+s3.cmd("EHLO client.test")
+for i in range(3):                      # three messages, one connection
+    s3.message("sender@client.test", ["m%d@x.test" % i])
+s3.close()
+pf3.stop()
+rrtest.wait_until(lambda: len(px.conns) >= 2, 10, what="2 proxied")
+twice, seen = [], []
+for log in px.conns:
+    turns = [(who, commands(data)) for who, data in log]
+    seen.append(" ".join("%s:%s" % (w[0:3], c) for w, c in turns))
+    for (w1, c1), (w2, c2) in zip(turns, turns[1:]):
+        # the last packet of a session (Q: quit) gets no reply by design
+        if w1 == w2 == "mta" and not c2.startswith("Q"):
+            twice.append((c1, c2))
+ok(len(px.conns) >= 2 and not twice,
+   "smtpd never wrote twice without the milter's reply between",
+   "%r\n%s" % (twice, "\n".join(seen)))
+first = [c for w, c in (t for t in [(w, commands(x)) for w, x in
+                                    px.conns[0]]) if w == "mta"]
+ok(len(first) > 1 and "C" in first[1] and "M" in first[1] and
+   "R" in first[1], "CONNECT and MAIL went with the RCPT event "
+   "(no replies of their own)", repr(first))
 
 pf.stop()
 pf2.stop()

@@ -5,9 +5,9 @@
 # with the lines of the installed master.cf.example delivers a message
 # through it, an upgrade keeps the administrator's edits and data, a
 # plain removal keeps them too, and purge leaves no file of ours (the
-# system user stays). It changes this machine, so it runs alone (a lock),
-# only when no rapidretry package or data is there already, and purges
-# the package even when it fails.
+# system user stays). It changes this machine, so that part runs alone
+# (a lock), only when no rapidretry package or data is there already, and
+# purges what it installed even when it fails.
 import fcntl
 import glob
 import os
@@ -38,9 +38,7 @@ for tool in ("dpkg-buildpackage", "dh", "apt-get"):
     if shutil.which(tool) is None:
         rrtest.skip_all("%s missing (make deps installs debhelper)" % tool)
 
-# one run at a time on this machine: it installs and purges a package
-lock = open("/run/lock/rapidretry-deb-test.lock", "w")
-fcntl.flock(lock, fcntl.LOCK_EX)
+state = {"ours": False, "user_before": True}
 
 
 def installed():
@@ -49,16 +47,16 @@ def installed():
     return "ok installed" in p.stdout or "config-files" in p.stdout
 
 
-if installed() or os.path.exists("/etc/rapidretry") or \
-        os.path.exists(STATE):
-    rrtest.skip_all("a rapidretry package, /etc/rapidretry or %s is here "
-                    "already: not touching an administrator's data" % STATE)
+def admin_data():
+    """admin_data - why this machine has rapidretry already (the package,
+    its configuration or its data), or "" """
+    if installed():
+        return "the rapidretry package is installed"
+    for d in ("/etc/rapidretry", STATE):
+        if os.path.exists(d):
+            return "%s exists: not touching an administrator's data" % d
+    return ""
 
-try:
-    pwd.getpwnam(USER)
-    user_before = True
-except KeyError:
-    user_before = False
 
 APT_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=120",
@@ -79,11 +77,13 @@ def apt(*args):
 @rrtest.at_cleanup
 def purge():
     """purge - whatever happened, the machine is left as it was (the
-    system user too, when this test made it)"""
+    system user too, when this test made it); only what this run did"""
+    if not state["ours"]:
+        return
     if installed():
         subprocess.run(["dpkg", "--purge", PKG], capture_output=True,
                        env=APT_ENV)
-    if not user_before:
+    if not state["user_before"]:
         subprocess.run(["deluser", "--system", "--quiet", USER],
                        capture_output=True)
         subprocess.run(["delgroup", "--system", "--quiet", USER],
@@ -110,6 +110,19 @@ else:
     rrtest.skip("lintian not installed")
 
 # --- install ------------------------------------------------------------------
+# one run at a time on this machine (it installs and purges a package);
+# the build and lintian above need no lock
+lock = open("/run/lock/rapidretry-deb-test.lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+if admin_data():
+    diag("the install part is skipped: %s" % admin_data())
+    done()
+try:
+    pwd.getpwnam(USER)
+except KeyError:
+    state["user_before"] = False
+state["ours"] = True  # from here on, the cleanup purges
+
 p = apt("install", deb)
 ok(p.returncode == 0 and installed(), "apt-get install ./%s"
    % os.path.basename(deb))

@@ -78,6 +78,14 @@ like(dom["twopref.test"]["route"], r"^lookup-mx:query=127\.0\.0\.1:%d"
      % dns.port, "the route rule that matched (*)")
 is_(dom["limited.test"]["route"], "relay:[127.0.0.1]:%d" % sport,
     "the route rule that matched (limited.test)")
+# the [routes] lines in the agent's file: after [agent], [smtp], [dsn]
+lines = rrtest.read_file(agent.conf).splitlines()
+is_([(dom[d]["rule"]["pattern"], dom[d]["rule"]["line"])
+     for d in ("limited.test", "twopref.test")],
+    [("limited.test", lines.index("limited.test = relay:[127.0.0.1]:%d"
+                                  % sport) + 1),
+     ("*", [i for i, l in enumerate(lines) if l.startswith("* = ")][0]
+      + 1)], "which [routes] line matched, with its line number")
 grp = {g["group"]: g for g in j["groups"]}
 g1 = grp.get(dom["shared-a.test"]["group"], {"servers": [], "domains": []})
 is_(g1["domains"], ["shared-a.test", "shared-b.test"], "group 1's domains")
@@ -103,8 +111,8 @@ ok(0 <= l3.get("age", -1) < 120, "... with its age (%s s)" % l3.get("age"))
 
 r = probe(*DOMAINS)
 is_(r.rc, 0, "-q (text): exit 0")
-like(r.out, r"(?m)^shared-a\.test: route lookup-mx:.*, group 1$",
-     "text: the domain's route and group")
+like(r.out, r"(?m)^shared-a\.test: route lookup-mx:.* \(\[routes\] \*, "
+     r"line \d+\), group 1$", "text: the domain's route, rule and group")
 like(r.out, r"(?ms)^group 1: shared-a\.test shared-b\.test .*?"
      r"mx-shared\.test\[127\.0\.0\.2\]:%d\n\s+tls: verify \(names: "
      r"mx-shared\.test\)" % MXPORT, "text: group, server, TLS")

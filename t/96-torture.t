@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, diag, done
 import torture
+from smtpsink import SmtpSink
 
 rrtest.require_root()
 rrtest.agent_binary()
@@ -22,6 +23,25 @@ rrtest.agent_binary()
 # task's): TODO until then, every other cause fails.
 OPEN = {"premature-reply": "a reply before the final dot is taken as the "
         "reply to it (smtp-tx.c)"}
+
+# The open finding, replayed directly: a "250" after the first body line,
+# before the final dot. Nothing may be logged sent that the server did
+# not queue.
+sink = SmtpSink({"rules": [{"cmd": "BODY", "after": 1,
+                            "raw": ["250 2.0.0 early"]}]})
+port = sink.start()
+rrtest.at_cleanup(sink.stop)
+early = rrtest.Agent(name="early", deadline="10s",
+                     timeouts=torture.TIMEOUTS)
+res = early.run(["e1@d1.test"], queue_id="EA1",
+                nexthop="[127.0.0.1]:%d" % port)
+sent = rrtest.agent_status(early.log_lines(), status="sent")
+rrtest._count += 1
+print("%s %d - a reply before the final dot is not taken for the message "
+      "(logged sent %d, queued %d)%s"
+      % ("ok" if not (sent and not sink.messages()) else "not ok",
+         rrtest._count, len(sent), len(sink.messages()),
+         " # TODO open: " + OPEN["premature-reply"]), flush=True)
 
 seed = int(os.environ.get("RR_TORTURE_SEED", "1"))
 n = int(os.environ.get("RR_TORTURE_N", "300"))

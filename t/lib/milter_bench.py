@@ -5,7 +5,10 @@ socket and with it over TCP (inet:PORT@127.0.0.1), in one run. One
 Postfix instance listens on three ports that differ only in
 smtpd_milters; smtp-source sends 1-recipient messages to `discard`,
 one message per connection (or many with -d), and the three kinds
-alternate round by round so a busy machine hurts them alike.
+alternate round by round so a busy machine hurts them alike. Besides the
+rate, the CPU time that Postfix's processes and the milter spent per
+message (from /proc; max_use is raised so no process exits and takes
+its CPU time along), which a busy machine does not change much.
 
     RR_BUILD=$PWD/build/default python3 t/lib/milter_bench.py \\
         [-m MESSAGES] [-s SESSIONS] [-r ROUNDS] [-d] [--conf TEXT]
@@ -39,7 +42,8 @@ class Bench:
                       "inet": rrtest.free_port()}
         settings = dict(MILTER_MAIN)
         settings.update({"virtual_transport": "discard",
-                         "smtpd_milters": "unix:" + self.unix.socket})
+                         "smtpd_milters": "unix:" + self.unix.socket,
+                         "max_use": "1000000", "max_idle": "3600s"})
         settings.update(main or {})
         extra = ("127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=\n"
                  % self.ports["none"] +
@@ -66,6 +70,24 @@ class Bench:
         self.inet.stop()
         self.pf.stop()
 
+    def cpu(self):
+        """cpu - {pid: CPU seconds} of the master, its children and the
+        two milters."""
+        tck = os.sysconf("SC_CLK_TCK")
+        want = {self.pf.master_pid(), self.unix.proc.pid, self.inet.proc.pid}
+        out = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                st = open("/proc/%s/stat" % d).read().rsplit(")", 1)[1]
+            except OSError:
+                continue
+            f = st.split()
+            if int(d) in want or int(f[1]) in want:
+                out[int(d)] = (int(f[11]) + int(f[12])) / tck
+        return out
+
     def blast(self, kind, n, sessions, reuse=False):
         """blast - N messages through smtp-source to KIND's port; seconds
         taken (None when smtp-source failed)."""
@@ -90,18 +112,27 @@ def measure(n=1000, sessions=4, rounds=1, reuse=False, conf=CONF,
     messages each; a warm-up round of 50 first."""
     b = Bench(name, conf, main).start()
     took = {k: 0.0 for k in KINDS}
+    cpu = {k: 0.0 for k in KINDS}
     try:
         for k in KINDS:
             b.blast(k, 50, sessions, reuse)
         for r in range(rounds):
             for k in KINDS[r % 3:] + KINDS[:r % 3]:     # each kind first once
+                c0 = b.cpu()
                 t = b.blast(k, n, sessions, reuse)
+                c1 = b.cpu()
                 if t is None:
                     sys.exit("smtp-source failed (%s)" % k)
                 took[k] += t
+                cpu[k] += sum(v - c0.get(p, 0) for p, v in c1.items())
     finally:
         b.stop()
+    MEASURE_CPU.update({k: 1000 * cpu[k] / (n * rounds) for k in KINDS})
     return {k: n * rounds / took[k] for k in KINDS}
+
+
+# measure() leaves here the CPU milliseconds per message of each kind
+MEASURE_CPU = {}
 
 
 def main():
@@ -121,8 +152,8 @@ def main():
         a.m, a.s, a.r, "one connection, many messages" if a.d
         else "one message per connection"))
     for k in KINDS:
-        print("%-5s %7.1f msg/s  %.2fx" % (k, rate[k],
-                                           rate[k] / rate["none"]))
+        print("%-5s %7.1f msg/s  %.2fx   CPU %.2f ms/msg" % (
+            k, rate[k], rate[k] / rate["none"], MEASURE_CPU[k]))
     rrtest._done = True         # not a TAP test: no plan, no warning
 
 

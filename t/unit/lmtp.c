@@ -119,6 +119,9 @@ test_bad_input(void)
         {"RCPT TO:<>", "501 5.1.3 Bad recipient address syntax"},
         {"RCPT TO:<a b@d.test>", "501 5.1.3 Bad recipient address syntax"},
         {"RCPT TO:<a@d.test> FOO=1", "555 5.5.4 Unsupported option: FOO"},
+        /* client text quoted back: printable, so a CR cannot end our
+         * reply line early (found by fuzz/lmtp.c) */
+        {"RCPT TO:<a@d.test> X\rY=1", "555 5.5.4 Unsupported option: X_Y\r\n"},
         {"RCPT TO:<a@d.test> NOTIFY=NEVER,SUCCESS",
          "501 5.5.4 Error: Bad NOTIFY parameter syntax"},
         {"RCPT TO:<a@d.test> NOTIFY=", "501 5.5.4 Error: Bad NOTIFY"},

@@ -561,8 +561,10 @@ static const TxCase tx_cases[] = {
     {"mixed-codes", {.mail = "250-2.1.0 Ok\n251 2.1.0 Ok"}, 1, "hi\n", NULL,
      0, {0, 0, 0, 0}, 0, 0, 0, FALSE, SMTP_PROTOCOL, FALSE, "",
      "reply codes differ"},
-    {"long-line", {.mail = FS_LONGLINE}, 1, "hi\n", NULL, 0, {0, 0, 0, 0},
-     0, 0, 0, FALSE, SMTP_PROTOCOL, FALSE, "", "line longer than"},
+    /* a line over the 64 KiB held: its head counts, the rest is read and
+       dropped (as Postfix does), the session goes on */
+    {"long-line", {.mail = FS_LONGLINE}, 1, "hi\n", NULL, 250,
+     {250, 0, 0, 0}, 354, 250, 1, TRUE, SMTP_OK, TRUE, "hi\r\n", NULL},
     {"many-lines", {.mail = FS_MANYLINES}, 1, "hi\n", NULL, 0, {0, 0, 0, 0},
      0, 0, 0, FALSE, SMTP_PROTOCOL, FALSE, "", "over 1000 lines"},
     {"multi-line-replies",
