@@ -166,6 +166,54 @@ if not good:
     show(res, sink)
 sink.stop()
 
+# --- 4b. a 421, garbage, a stall among the per-recipient replies ----------
+# nothing is final without the final reply: all deferred, nothing taken;
+# the stall ends at data_done_timeout (2 s here, the others 10 s)
+agent.write_conf(timeouts={"data_done_timeout": "2s"})
+for name, rule in (("421", {"reply": "421 4.3.2 shutting down",
+                            "close": True}),
+                   ("garbage", {"raw": "garbage \x00 here"}),
+                   ("stall", {"action": "silent"})):
+    rule.update({"cmd": "PRDR", "rcpt": 2})
+    sink = sink_for([rule])
+    qid = new_qid()
+    res = run(sink, RL, qid, name)
+    # (after garbage or a stall the scripted server goes on and keeps the
+    # message: the agent cannot know, so deferred, as after a lost dot)
+    good = name != "421" or is_(sink.delivered(), [],
+                                "421 among the replies: nothing taken")
+    good &= is_(sorted(s for d, s in statuses(qid).values()),
+                ["deferred"] * 4, "%s among the replies: all deferred"
+                % name)
+    good &= is_(res.rc, 75, "%s among the replies: exit 75" % name)
+    if name == "stall":
+        good &= ok(2 <= res.elapsed < 8, "stall: ended by data_done_timeout "
+                   "(%.1f s)" % res.elapsed)
+    if not good:
+        show(res, sink)
+    sink.stop()
+agent.write_conf(timeouts={})
+
+# --- 4c. a RCPT refused between accepted ones: replies only for these -----
+sink = sink_for([{"cmd": "RCPT", "addr": RL[1], "reply": "550 5.1.1 no "
+                  "such user"},
+                 {"cmd": "PRDR", "addr": RL[2], "reply": "550 5.7.1 after "
+                  "the data"}])
+qid = new_qid()
+res = run(sink, RL, qid, "RCPT refused")
+st = statuses(qid)
+good = is_([e["line"][:3] for e in sink.transcript() if e["dir"] == "s"
+            and e["conn"] == 1][-6:-1], ["353", "250", "550", "250", "250"],
+           "RCPT refused: 353, three per-recipient replies, the final")
+good &= is_(sink.delivered(), [RL[0], RL[3]], "RCPT refused: r1 r4 taken")
+good &= is_(st.get(RL[1]), ("5.1.1", "bounced"), "RCPT refused: r2 5.1.1")
+good &= is_(st.get(RL[2]), ("5.7.1", "bounced"), "RCPT refused: r3 5.7.1")
+good &= is_([st.get(RL[0]), st.get(RL[3])], [("2.0.0", "sent")] * 2,
+            "RCPT refused: r1 r4 sent")
+if not good:
+    show(res, sink)
+sink.stop()
+
 # --- 5. no PRDR with one recipient, with prdr = no, without the keyword ----
 for name, rl, conf, ehlo in (("one recipient", RL[:1], "", EHLO),
                              ("prdr = no", RL, "prdr = no", EHLO),
