@@ -3,7 +3,9 @@
 # PRDR (prdr_enable = true) and an acl_smtp_data_prdr that refuses one
 # recipient after the message: 10 recipients go in one transaction, 9 are
 # delivered (counted in Exim's mailboxes), the refused one is bounced with
-# Exim's own status and gets exactly one DSN from the agent.
+# Exim's own status and gets exactly one DSN from the agent; once with
+# the agent run directly (its sendmail caught), once through a sender
+# Postfix (pipe(8)), the DSN read from the sender's mailbox.
 #
 # Exim comes from Debian's package archive: exim4-daemon-light and
 # exim4-base fetched with apt-get download and unpacked (dpkg-deb -x) into
@@ -22,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))
 import rrtest
 from rrtest import ok, is_, like, diag, done
+from dsnmail import DsnSender, dsn_parts
 
 rrtest.require_root()
 rrtest.agent_binary()
@@ -100,7 +103,7 @@ acl_rcpt:
   deny message = 5.1.2 not here
 
 acl_prdr:
-  deny local_parts = r5
+  deny local_parts = r5 : p5
        message = 5.7.1 content refused for $local_part@$domain
   accept
 
@@ -128,7 +131,7 @@ conf = rrtest.write_file(os.path.join(edir, "exim.conf"),
                          EXIM_CONF.format(exim=EXIM, dir=edir, port=port,
                                           user=EXIM_USER,
                                           parts=" : ".join(
-                                              "r%d" % i
+                                              "%s%d" % (c, i) for c in "rp"
                                               for i in range(1, 11))))
 daemon = subprocess.Popen([EXIM, "-C", conf, "-bdf", "-oX", str(port)],
                           stdout=subprocess.DEVNULL,
@@ -170,6 +173,10 @@ ok(rrtest.status_line_ok(res), "one stdout line, stderr empty")
 is_(res.rc, 0, "exit 0 (the refused one's DSN went to the sender)")
 like(res.out, r"^2\.0\.0 delivered 9 .*1 failed: DSN sent",
      "status line: 9 delivered, 1 failed with a DSN")
+
+
+def agent_lines(sender):
+    return sender.agent.log_lines()
 
 
 def mailboxes():
@@ -220,4 +227,35 @@ is_(res.rc, 0, "rerun: exit 0")
 is_(mailboxes(), want, "rerun: no second copy")
 is_(len(glob.glob(os.path.join(notices, "notice.*"))), 1,
     "rerun: no second DSN")
+
+# --- 2. the same through a sender Postfix (pipe(8) -> agent -> Exim) -------
+snd = DsnSender("snd62", port)
+snd.start()
+PL = ["p%d@d1.test" % i for i in range(1, 11)]
+qid = snd.submit("alice@src.test", PL)
+ok(qid, "Postfix queued %s" % qid)
+st = rrtest.wait_until(lambda: len(snd.statuses(qid)) >= 10
+                       and snd.statuses(qid), 60, what="10 statuses") or []
+is_(sorted(s for r, d, s, t in st), ["sent"] * 10,
+    "Postfix: pipe(8) saw exit 0 for the batch")
+want.update({"p%d" % i: 1 for i in range(1, 11) if i != 5})
+got = rrtest.wait_until(lambda: mailboxes() == want and mailboxes(),
+                        timeout=30) or mailboxes()
+is_(got, want, "Postfix: 9 more mailboxes with one message, none for p5")
+ok([l for l in agent_lines(snd) if qid in l and "batch done: 9 sent, "
+    "1 bounced, 0 deferred" in l and "1 transactions" in l],
+   "Postfix: the agent made one transaction")
+is_(len(re.findall(r"<= alice@src\.test", mainlog())), 1,
+    "Postfix: Exim received one message")
+box = rrtest.wait_until(lambda: snd.mailbox(), 30, what="the DSN") or []
+rrtest.wait_until(snd.queue_empty, 20, what="empty queue")
+is_(len(box), 1, "Postfix: exactly one DSN in the sender's mailbox")
+p = dsn_parts(box[0]) if box else None
+if ok(p is not None, "Postfix: the DSN is a multipart/report"):
+    is_([(b.get("final-recipient"), b.get("status")) for b in p[0]],
+        [("rfc822; p5@d1.test", "5.7.1")],
+        "Postfix: the DSN names p5 alone, with Exim's 5.7.1")
+    like(p[0][0].get("diagnostic-code", ""),
+         r"^smtp; 550 5\.7\.1 content refused for p5@d1\.test",
+         "Postfix: Diagnostic-Code is Exim's PRDR reply")
 done()
