@@ -170,6 +170,7 @@ msg = rrtest.sample_message("s@src.test", RL, subject="PRDR test")
 res = agent.run(RL, queue_id=QID, nexthop="[127.0.0.1]:%d" % port,
                 message=msg, timeout=90)
 ok(rrtest.status_line_ok(res), "one stdout line, stderr empty")
+diag("the agent to Exim, 10 recipients with PRDR: %.2f s" % res.elapsed)
 is_(res.rc, 0, "exit 0 (the refused one's DSN went to the sender)")
 like(res.out, r"^2\.0\.0 delivered 9 .*1 failed: DSN sent",
      "status line: 9 delivered, 1 failed with a DSN")
