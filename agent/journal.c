@@ -436,20 +436,30 @@ out:
 #define JOURNAL_SHM_MXFRAME 16   /* wal-index header: mxFrame (u32) */
 #define JOURNAL_SHM_PGSZ 14      /* wal-index header: szPage (u16) */
 
-/* journal_frames - WAL frames a commit of N rows may append: a leaf page
- * of the table and of both indexes per row, their parents, page 1 */
+/* journal_bytes - what the rows of the N RECIPIENTS take in the table
+ * and the key index (twice the key, some overhead) and the time index */
 static sqlite3_int64
-journal_frames(gsize n)
+journal_bytes(const char *queue_id, const char *digest,
+              const char *const *recipients, gsize n)
 {
-    return 3 * (sqlite3_int64)n + 16;
+    sqlite3_int64 b = 0;
+
+    for (gsize i = 0; i < n; i++)
+        b += 2 * (sqlite3_int64)(strlen(queue_id) + strlen(digest) +
+                                 strlen(recipients[i]) + 32) + 24;
+    return b;
 }
 
-/* journal_reserve - make the WAL file hold FRAMES more frames past its
- * last valid one, inside the write transaction (the wal-index header is
- * current then). FALSE + error when the blocks cannot be had. */
+/* journal_reserve - make the WAL file hold COMMITS commits of rows worth
+ * BYTES past its last valid frame: per commit the rows' pages at half
+ * full, and for each of the three b-trees a path of parents, plus page 1.
+ * Inside the write transaction (the wal-index header is current then).
+ * FALSE + error when the blocks cannot be had. */
 static gboolean
-journal_reserve(Journal *j, sqlite3_int64 frames, GError **error)
+journal_reserve(Journal *j, sqlite3_int64 bytes, int commits,
+                GError **error)
 {
+    sqlite3_int64 frames;
     sqlite3_file *wal = NULL, *db = NULL;
     volatile void *shm = NULL;
     sqlite3_int64 end, size = 0;
@@ -474,6 +484,7 @@ journal_reserve(Journal *j, sqlite3_int64 frames, GError **error)
         pgsz = p == 1 ? 65536 : p >= 512 ? p : pgsz;
     } else if (wal->pMethods->xFileSize(wal, &size) != SQLITE_OK)
         return TRUE;
+    frames = commits * (bytes / (pgsz / 2) + 1 + 3 * 5 + 1);
     end = mx > 0 || size == 0
               ? JOURNAL_WAL_HDR + ((sqlite3_int64)mx + frames) *
                                       (pgsz + JOURNAL_FRAME_HDR)
@@ -523,7 +534,9 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
     if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
         goto sync;
     /* the mark's frames and the outcome's, or no mark (see above) */
-    if (!undo && !journal_reserve(j, 2 * journal_frames(n), error))
+    if (!undo && !journal_reserve(j, journal_bytes(queue_id, digest,
+                                                   recipients, n),
+                                  2, error))
         goto out;
     for (gsize i = 0; i < n; i++) {
         if (!undo) {
@@ -562,7 +575,7 @@ unlock:
  * then take it again (in a write transaction: only the writer extends
  * the WAL). FALSE + error when it cannot be had. */
 static gboolean
-journal_rereserve(Journal *j, gsize n, GError **error)
+journal_rereserve(Journal *j, sqlite3_int64 bytes, GError **error)
 {
     sqlite3_file *wal = NULL;
     sqlite3_int64 size = 0;
@@ -575,7 +588,7 @@ journal_rereserve(Journal *j, gsize n, GError **error)
         return TRUE; /* not truncated: the room taken before is there */
     g_mutex_lock(&j->lock);
     ok = journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error) &&
-         journal_reserve(j, journal_frames(n), error);
+         journal_reserve(j, bytes, 1, error);
     sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     g_mutex_unlock(&j->lock);
     return ok;
@@ -589,7 +602,8 @@ journal_inflight(Journal *j, const char *queue_id, const char *digest,
     if (!journal_flight(j, queue_id, digest, recipients, n, again, FALSE,
                         error))
         return FALSE;
-    if (journal_rereserve(j, n, error))
+    if (journal_rereserve(j, journal_bytes(queue_id, digest, recipients, n),
+                          error))
         return TRUE;
     /* no dot then; the rows go back while the truncated WAL has room */
     journal_flight(j, queue_id, digest, recipients, n, again, TRUE, NULL);
