@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 25-journal-undo.t - a recipient the server never took is never skipped
+# 56-journal-undo.t - a recipient the server never took is never skipped
 # as delivered (DESIGN §7, RFC 5321 §6.1). The journal (on a small tmpfs)
 # has the recipient "in flight" before the final dot; the server answers
 # the dot with 451 after a pause in which the disk fills up, so the agent
@@ -49,7 +49,7 @@ def dots(sink):
     return len([e for e in sink.commands() if e["line"] == "."])
 
 
-agent = rrtest.Agent(name="agent25", deadline="30s")
+agent = rrtest.Agent(name="agent56", deadline="30s")
 mount_tmpfs(agent.journal_dir, 1024)
 # transaction 1 is the warm-up; 2 and 3 get their dot refused after a pause
 sink = SmtpSink({"rules": [{"cmd": "DOT", "txn": [2, 3], "delay": 2,
@@ -58,10 +58,10 @@ sink = SmtpSink({"rules": [{"cmd": "DOT", "txn": [2, 3], "delay": 2,
 port = sink.start()
 rrtest.at_cleanup(sink.stop)
 nexthop = "[127.0.0.1]:%d" % port
-warm = agent.run(["warm@d1.test"], queue_id="25F0001", nexthop=nexthop)
+warm = agent.run(["warm@d1.test"], queue_id="56F0001", nexthop=nexthop)
 is_(warm.rc, 0, "the warm-up run delivers (journal created)")
 
-qid = "25A0001"
+qid = "56A0001"
 msg = rrtest.sample_message("s@src.test", [RCPT])
 for i in range(FAILED_RUNS):
     before = dots(sink)
