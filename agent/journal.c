@@ -539,6 +539,18 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
                                   2, error))
         goto out;
     for (gsize i = 0; i < n; i++) {
+        gsize k = 0;
+
+        /* one address twice (two original recipients, one address): one
+         * row, changed once, else the second mark reads the first as a
+         * dot that went out before */
+        while (k < i && strcmp(recipients[k], recipients[i]) != 0)
+            k++;
+        if (k < i) {
+            if (!undo)
+                again[i] = again[k];
+            continue;
+        }
         if (!undo) {
             sqlite3_stmt *st = NULL;
 
