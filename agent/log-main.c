@@ -528,7 +528,7 @@ prom_limits(sqlite3 *db, GString *out)
             prom_label(out, "server", col(st, 0));
             g_string_append_printf(out, "} %" G_GINT64_FORMAT "\n",
                                    (gint64)(f == 2
-                                   ? now - sqlite3_column_int64(st, 3)
+                                   ? now - MAX(sqlite3_column_int64(st, 3), 0)
                                    : sqlite3_column_int64(st, f + 1)));
         }
         sqlite3_finalize(st);
