@@ -295,7 +295,10 @@ col(sqlite3_stmt *st, int i)
 static char *
 time_text(double t)
 {
-    g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local((gint64)t);
+    /* a hostile row's time (1e300, -inf) is no gint64: the cast is UB */
+    g_autoptr(GDateTime) dt = t > -1e15 && t < 1e15
+                                  ? g_date_time_new_from_unix_local((gint64)t)
+                                  : NULL;
 
     return dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S")
               : g_strdup("?");
