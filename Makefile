@@ -49,8 +49,9 @@ endif
 VARIANT ?= default
 ifeq ($(VARIANT),asan)
 OPT      = -O1 -g -fno-omit-frame-pointer
-CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined
-LDFLAGS += -fsanitize=address,undefined
+CFLAGS  += -fsanitize=address,undefined,float-cast-overflow \
+           -fno-sanitize-recover=undefined,float-cast-overflow
+LDFLAGS += -fsanitize=address,undefined,float-cast-overflow
 endif
 ifeq ($(VARIANT),fuzz)
 # gcc's build is the warning gate; clang's own extra warnings stay warnings

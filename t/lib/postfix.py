@@ -71,6 +71,8 @@ class Postfix:
         self.data = rrtest.subdir(name + "/data", owner="postfix")
         self.logdir = rrtest.subdir(name + "/log")
         self.maillog = os.path.join(self.logdir, "maillog")
+        # pipe(8) logs the agent's stderr, where UBSan's reports go
+        rrtest.report_source(self.log)
         self.port = port or rrtest.free_port()
         self.started = False
         self.main = {
