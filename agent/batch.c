@@ -17,21 +17,6 @@
 #define BATCH_DSN_MIN (5 * G_USEC_PER_SEC)
 #define BATCH_ERROR g_quark_from_static_string("rapidretry-batch")
 
-/* queued_seconds - time since Postfix received the message, for delay=
- * as Postfix counts it; 0 when the Received: field is missing or odd */
-static double
-queued_seconds(Spool *spool, const char *queue_id)
-{
-    g_autoptr(GString) hdr = spool_headers(spool, 64 * 1024, NULL);
-    gint64 at = hdr != NULL ? spool_arrival_time(hdr->str, queue_id) : -1;
-    double now = g_get_real_time() / (double)G_USEC_PER_SEC;
-
-    /* a clock step or a forged date must not make delay= absurd */
-    if (at <= 0 || at > now + 60 || now - at > 366.0 * 86400)
-        return 0;
-    return now > at ? now - at : 0;
-}
-
 /* batch_sender - parse the envelope sender into D; FALSE + error */
 static gboolean
 batch_sender(Delivery *d, GError **error)
@@ -92,7 +77,7 @@ batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
         *dsn = "4.1.7";
         goto fail;
     }
-    d->queued = queued_seconds(spool, queue_id);
+    d->queued = spool_queued_seconds(spool, queue_id);
     if (spool_is_empty(spool)) {
         log_error("%s: empty message on standard input; check the pipe(8) "
                   "command in master.cf", queue_id);

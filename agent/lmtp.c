@@ -300,20 +300,6 @@ lmtp_transcript(gpointer ctx, char dir, const char *line)
     log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
 }
 
-/* queued_seconds - time since Postfix received the message, for delay=
- * (the Received: field naming the queue id); 0 when unknown */
-static double
-queued_seconds(Spool *spool, const char *queue_id)
-{
-    g_autoptr(GString) hdr = spool_headers(spool, 64 * 1024, NULL);
-    gint64 at = hdr != NULL ? spool_arrival_time(hdr->str, queue_id) : -1;
-    double now = g_get_real_time() / (double)G_USEC_PER_SEC;
-
-    if (at <= 0 || at > now + 60 || now - at > 366.0 * 86400)
-        return 0;
-    return now > at ? now - at : 0;
-}
-
 /* reply_all - the same reply for each recipient of the transaction */
 static void
 reply_all(LmtpSession *s, const char *fmt, const char *arg)
@@ -451,7 +437,7 @@ delivery_init(LmtpSession *s, Delivery *d, Spool *sp, char **why)
                                       g_free);
     d->transcript = lmtp_transcript;
     g_mutex_init(&d->lock);
-    d->queued = queued_seconds(sp, d->queue_id);
+    d->queued = spool_queued_seconds(sp, d->queue_id);
     if (d->sender[0] != '\0') {
         d->sender_addr = address_parse(d->sender, FALSE, &err);
         if (d->sender_addr == NULL) {
