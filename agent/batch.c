@@ -162,8 +162,8 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
 }
 
 /* keep_fits - the session KEEP the previous group of the lane left open
- * meets G's TLS level, certificate names and SASL identity (issue 11
- * row 1: a kept connection is no short cut around a group's policy) */
+ * meets G's TLS level, certificate names and SASL identity (a kept
+ * connection is no short cut around a group's policy) */
 static gboolean
 keep_fits(Delivery *d, Group *g, SmtpSession *keep)
 {
@@ -409,7 +409,7 @@ note_all(Delivery *d, GPtrArray *rcpts, const char *note)
                    note);
 }
 
-/* dsn_deadline - sendmail's own time limit (issue 11 row 7): at most
+/* dsn_deadline - sendmail's own time limit (a hung one): at most
  * BATCH_DSN_TIMEOUT, ending BATCH_DSN_MARGIN before the run's deadline;
  * past that, BATCH_DSN_MIN still fits in the watchdog's grace; never
  * past the stop time of a SIGTERM */

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 27-agent-idn.t - internationalised domains (issue 11 row 10): a UTF-8
+# 27-agent-idn.t - internationalised domains: a UTF-8
 # domain with an ASCII local part needs no SMTPUTF8 (RFC 6531 §3.2); it
 # is routed and sent as its A-label, mapped as IDNA2008 / UTS #46 does
 # ("ß" stays "ß": faß.test is xn--fa-hia.test, never fass.test). The

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # 28-agent-huge-reply.t - a hostile server's replies are capped in what
-# the agent keeps (issue 11 row 6): RCPT replies of 200 lines x 60 KB for
+# the agent keeps: RCPT replies of 200 lines x 60 KB for
 # 5 recipients, accepted and rapid ones, and replies of 1 MB lines. Every
 # recipient is delivered exactly once, the RapidRetry rounds still work
 # on the capped replies, the agent's peak RSS stays small (measured on the

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # 60-postfix-mx.t - MX routing and grouping across domains through real
-# Postfix (DESIGN §5, issue 4). unbound on loopback serves a zone where
+# Postfix (DESIGN §5). unbound on loopback serves a zone where
 # a1..a3.test share MX A (a receiver Postfix with smtpd_recipient_limit =
 # 4 on 127.0.0.2), b1..b2.test share MX B (our scripted server on
 # 127.0.0.3 that answers "451 4.3.0 Multiple destination domains per

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # 73-session-reuse.t - a connection kept open for the next group of a
 # lane is reused only when it meets THAT group's TLS level, certificate
-# names and SASL identity (issue 11 row 1). unbound serves a.test (MX
+# names and SASL identity. unbound serves a.test (MX
 # mx1), tlsmulti.test (MX mx1, mx2) and s.test (MX mx1); mx1 is a receiver
 # Postfix with STARTTLS (a certificate from a CA the agent may or may not
 # know) and SASL; mx2 is our scripted server without STARTTLS.

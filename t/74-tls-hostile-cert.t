@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # 74-tls-hostile-cert.t - names in a server's certificate are hostile text
-# (issue 11 row 11): a STARTTLS server whose certificate has terminal
+# a STARTTLS server whose certificate has terminal
 # escapes and control bytes in its subject CN, its DNS names (one of 300
 # octets, 23 in all) and its issuer's CN. At level "verify" the agent
 # defers 4.7.5 with the reason, and the status line, every log line and
