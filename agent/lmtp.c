@@ -96,6 +96,16 @@ io_flush(LmtpSession *s)
     return TRUE;
 }
 
+/* say_421 - the session ends: "421 DSN HOSTNAME TEXT", as Postfix's
+ * smtpd words it, flushed at once (the client may be gone already) */
+static void
+say_421(LmtpSession *s, const char *dsn, const char *text)
+{
+    g_string_append_printf(s->wbuf, "421 %s %s %s\r\n", dsn,
+                           s->conf->helo_name, text);
+    io_flush(s);
+}
+
 /* io_fill - flush the replies, then wait up to the idle timeout for more
  * input: 1 read, 0 EOF or error, -1 timeout, -2 SIGTERM */
 static int
@@ -596,26 +606,17 @@ lmtp_serve(LmtpSession *s)
             /* between messages and too old for another: hang up now, so
              * Postfix's connection cache drops this connection instead
              * of handing it the next message (which would get 421) */
-            g_string_append_printf(s->wbuf, "421 4.3.2 %s Service "
-                                   "closing transmission channel\r\n",
-                                   s->conf->helo_name);
-            io_flush(s);
+            say_421(s, "4.3.2", "Service closing transmission channel");
             log_info("LMTP session ended: near the time limit (%us)",
                      s->conf->lmtp_time_limit);
             return 0;
         }
         if (!read_line(s, line, &why, &lng)) {
             if (why == -2) {
-                g_string_append_printf(s->wbuf, "421 4.3.2 %s Service "
-                                       "shutting down\r\n",
-                                       s->conf->helo_name);
-                io_flush(s);
+                say_421(s, "4.3.2", "Service shutting down");
                 log_info("SIGTERM: LMTP session ended");
             } else if (why == -1) {
-                g_string_append_printf(s->wbuf, "421 4.4.2 %s Error: "
-                                       "timeout exceeded\r\n",
-                                       s->conf->helo_name);
-                io_flush(s);
+                say_421(s, "4.4.2", "Error: timeout exceeded");
                 log_info("LMTP client silent for %us: session ended",
                          s->conf->lmtp_idle_timeout);
             }
