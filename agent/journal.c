@@ -20,8 +20,12 @@
  * - journal_open: one write transaction (schema, the writability proof,
  *   expiry when due) committed with synchronous=NORMAL, so not synced:
  *   losing it to a power cut loses nothing (the proof was for this run).
- * - the in-flight mark before a final dot (journal_inflight): one WAL
- *   fdatasync; after a power cut a retry knows the message may have gone.
+ * - the in-flight mark before a final dot (journal_inflight) and its
+ *   undo: written to the WAL (so a full disk is found before the dot) but
+ *   not synced. A process that dies leaves it in the page cache; a power
+ *   cut may lose it, and then the retry finds no row and sends again,
+ *   which is what an in-flight row asks for as well (RFC 5321 §6.1). The
+ *   next synced commit (the outcomes) syncs it with them.
  * - the outcomes after the final reply (journal_record): one WAL
  *   fdatasync before the exit status reaches Postfix; without it a retry
  *   after a power cut would deliver again.
@@ -443,8 +447,12 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
     if (n == 0)
         return TRUE;
     g_mutex_lock(&j->lock);
-    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+    /* not synced: see the comment at the top */
+    if (!journal_exec(j, "PRAGMA synchronous = NORMAL",
+                      "cannot set synchronous", error))
         goto unlock;
+    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+        goto sync;
     for (gsize i = 0; i < n; i++) {
         if (!undo) {
             sqlite3_stmt *st = NULL;
@@ -463,11 +471,15 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
                                  queue_id, digest, recipients[i], error))
             goto out;
     }
-    /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
     ok = journal_exec(j, "COMMIT", "cannot commit", error);
 out:
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+sync:
+    /* every outcome is synced before it is reported */
+    if (!journal_exec(j, "PRAGMA synchronous = FULL",
+                      "cannot set synchronous", ok ? error : NULL))
+        ok = FALSE;
 unlock:
     g_mutex_unlock(&j->lock);
     return ok;

@@ -23,9 +23,10 @@ tx_command(const SmtpTxRequest *req, guint i)
 {
     switch (tx_state(req, i)) {
     case SMTP_ST_MAIL:
-        return g_strdup_printf("MAIL FROM:<%s>%s", req->mail_from,
+        return g_strdup_printf("MAIL FROM:<%s>%s%s", req->mail_from,
                                req->mail_params != NULL ? req->mail_params
-                                                        : "");
+                                                        : "",
+                               req->prdr ? " PRDR" : "");
     case SMTP_ST_RCPT:
         return g_strdup_printf("RCPT TO:%s", req->rcpts[i - 1]);
     default:
@@ -255,6 +256,40 @@ tx_body_fail(SmtpSession *s, SmtpTxResult *res, const TxBody *b,
     return FALSE;
 }
 
+/* tx_dot_reply - read one reply after the end of data into *OUT; FALSE
+ * (the session failed) on a read error or 421 */
+static gboolean
+tx_dot_reply(SmtpSession *s, gint64 deadline, SmtpTxResult *res, Reply **out)
+{
+    SmtpIoStatus st = smtp_read_reply(s, SMTP_ST_DOT, deadline, out);
+
+    if (st != SMTP_IO_OK) {
+        tx_io_fail(s, res, st, SMTP_ST_DOT);
+        return FALSE;
+    }
+    if ((*out)->code == 421) {
+        tx_fail(s, res, SMTP_LOST, smtp_said(s, SMTP_ST_DOT));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* tx_prdr - after the 353 (draft-hall-prdr-00 §4): one reply per accepted
+ * RCPT in RCPT order, then the final reply. Until that final reply comes
+ * nothing is decided: a drop among them leaves res->dot NULL. */
+static gboolean
+tx_prdr(SmtpSession *s, gint64 deadline, SmtpTxResult *res)
+{
+    res->prdr = res->dot;
+    res->dot = NULL;
+    res->prdr_rcpt = g_new0(Reply *, res->n_rcpts + 1);
+    for (guint i = 0; i < res->n_rcpts; i++)
+        if (res->rcpt[i] != NULL && res->rcpt[i]->code / 100 == 2 &&
+            !tx_dot_reply(s, deadline, res, &res->prdr_rcpt[i]))
+            return FALSE;
+    return tx_dot_reply(s, deadline, res, &res->dot);
+}
+
 /* tx_body - stream the message (or, with no recipient, only ".") and
  * read the reply to the end of data */
 static gboolean
@@ -265,7 +300,6 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
     GError *error = NULL;
     gboolean ok;
     char *note, *why = NULL;
-    SmtpIoStatus st;
 
     if (res->mail == NULL || res->mail->code / 100 != 2) {
         /* 354 after a refused MAIL (against RFC 2920 §3.1): even a lone
@@ -310,15 +344,10 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
         return FALSE;
     }
     res->data_sent = res->n_accepted > 0;
-    st = smtp_read_reply(s, SMTP_ST_DOT, deadline, &res->dot);
-    if (st != SMTP_IO_OK) {
-        tx_io_fail(s, res, st, SMTP_ST_DOT);
+    if (!tx_dot_reply(s, deadline, res, &res->dot))
         return FALSE;
-    }
-    if (res->dot->code == 421) {
-        tx_fail(s, res, SMTP_LOST, smtp_said(s, SMTP_ST_DOT));
-        return FALSE;
-    }
+    if (req->prdr && res->data_sent && res->dot->code == 353)
+        return tx_prdr(s, deadline, res);
     return TRUE;
 }
 
@@ -373,6 +402,11 @@ smtp_tx_result_clear(SmtpTxResult *res)
     g_free(res->rcpt);
     smtp_reply_free(res->data);
     smtp_reply_free(res->dot);
+    smtp_reply_free(res->prdr);
+    if (res->prdr_rcpt != NULL)
+        for (guint i = 0; i < res->n_rcpts; i++)
+            smtp_reply_free(res->prdr_rcpt[i]);
+    g_free(res->prdr_rcpt);
     g_free(res->failure);
     memset(res, 0, sizeof *res);
 }

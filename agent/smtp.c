@@ -127,6 +127,7 @@ smtp_ext_line(SmtpExt *ext, const char *line)
         {"DSN", G_STRUCT_OFFSET(SmtpExt, dsn)},
         {"CHUNKING", G_STRUCT_OFFSET(SmtpExt, chunking)},
         {"ENHANCEDSTATUSCODES", G_STRUCT_OFFSET(SmtpExt, enhancedstatuscodes)},
+        {"PRDR", G_STRUCT_OFFSET(SmtpExt, prdr)},
     };
     char **words = g_strsplit_set(line, " \t", -1);
     char **w = words;

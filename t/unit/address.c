@@ -158,6 +158,9 @@ static const BadCase bad_cases[] = {
     /* IDNA2008 CONTEXTJ: a zero-width joiner only after a virama */
     {"domain-no-a-label", "user@a\u200db.example", FALSE,
      "no A-label form"},
+    /* UTS #46 maps U+2483 to "(16)": no host name (found by fuzz/address) */
+    {"domain-maps-to-no-host", "user@\u2483.example", FALSE,
+     "invalid character"},
     {"domain-full-width-dot", "user@a\uff0e\uff0eb.example", FALSE,
      "invalid character"},
     {"literal-bad-v4", "user@[192.0.2.300]", FALSE, "address literal"},
