@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 import dnsserver
-from mxtest import AddrSink, common_port
+from mxtest import AddrSink, common_port, start_dns
 from smtpsink import SmtpSink
 
 rrtest.require_root()
@@ -154,8 +154,7 @@ if not os.access(dnsserver.UNBOUND, os.X_OK):
     rrtest.skip("unbound is not installed", 16)
     done()
 
-dns = dnsserver.Unbound()
-rrtest.at_cleanup(dns.stop)
+dns = start_dns()
 PORT = common_port(["127.0.0.3", "127.0.0.4"])
 agent.write_conf(relay="", extra_text="\n[routes]\n* = lookup-mx:"
                  "query=127.0.0.1:%d;port=%d\n" % (dns.port, PORT))

@@ -16,16 +16,12 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "t", "lib"))
 import rrtest
 from rrtest import ok, is_, like, diag, done
-import dnsserver
+import mxtest
 from smtpsink import SmtpSink
 
-rrtest.require_root()
-rrtest.agent_binary()
-if not os.access(dnsserver.UNBOUND, os.X_OK):
-    rrtest.skip_all("unbound is not installed")
+mxtest.require_dns()
 
-dns = dnsserver.Unbound()
-rrtest.at_cleanup(dns.stop)
+dns = mxtest.start_dns()
 sink = SmtpSink({"rcpt_max": 3})
 sport = sink.start()
 rrtest.at_cleanup(sink.stop)

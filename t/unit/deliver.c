@@ -158,7 +158,7 @@ typedef struct {
     PlanMail want;
 } MailCase;
 
-/* Issue rows: a refused MAIL never sends the message; a soft error moves
+/* A refused MAIL never sends the message; a soft error moves
  * to the next MX (deferred after the last), as Postfix does */
 static const MailCase mail_cases[] = {
     {"421-first", "421 4.7.0 closing", 1, PLAN_MAIL_RECONNECT},
@@ -291,7 +291,7 @@ static const ConnCase conn_cases[] = {
     {"wrap-after-progress", {2, 0, 2, 5, 2, TRUE, TRUE}, PLAN_CONN_FIRST},
     {"reconnect-same", {3, 0, 1, 5, 0, TRUE, TRUE}, PLAN_CONN_NEXT},
     {"reconnects-used-up", {6, 0, 1, 5, 0, TRUE, TRUE}, PLAN_CONN_GIVE_UP},
-    /* issue row: LIMITS MAILMAX=1, 10 recipients: the 10th connection
+    /* LIMITS MAILMAX=1, 10 recipients: the 10th connection
      * after 9 the server asked for is no failure */
     {"mailmax-asked", {9, 9, 1, 5, 0, FALSE, TRUE}, PLAN_CONN_NEXT},
     {"mailmax-asked-many", {60, 58, 1, 5, 0, FALSE, TRUE}, PLAN_CONN_NEXT},
