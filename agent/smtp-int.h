@@ -98,6 +98,7 @@ SmtpIoStatus smtp_write_all(SmtpSession *s, const char *buf, gsize len,
                             const SmtpLimit *lim);
 SmtpIoStatus smtp_read_reply(SmtpSession *s, SmtpState state,
                              gint64 deadline, Reply **reply);
+gboolean smtp_input_waiting(SmtpSession *s);
 SmtpIoStatus smtp_send_shown(SmtpSession *s, SmtpState state,
                              gint64 deadline, const char *cmd,
                              const char *shown);

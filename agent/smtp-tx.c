@@ -325,6 +325,16 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
         res->dot_withheld = TRUE;
         tx_fail(s, res, SMTP_LOST, why);
         ok = FALSE;
+    } else if (ok && res->n_accepted > 0 && smtp_input_waiting(s)) {
+        /* a reply before the end of data (RFC 5321 §4.1.1.4 has none):
+         * the server took our message text for commands, and that reply
+         * would be taken for the one to the dot. No dot, no delivery. */
+        res->dot_withheld = TRUE;
+        tx_fail(s, res, SMTP_PROTOCOL,
+                g_strdup_printf("host %s replied before the end of the "
+                                "message data; connection closed without "
+                                "the final dot", s->namaddr));
+        ok = FALSE;
     } else if (ok)
         ok = tx_body_write(&b, b.hold, b.held, &error);
     if (s->transcript != NULL) {
@@ -346,6 +356,18 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
     res->data_sent = res->n_accepted > 0;
     if (!tx_dot_reply(s, deadline, res, &res->dot))
         return FALSE;
+    if (res->data_sent && res->dot->code != 353 && smtp_input_waiting(s)) {
+        /* more than one reply to the end of data: the one read may not
+         * be the dot's (an early reply that raced the dot). Unsure: the
+         * recipients are deferred, never reported sent on it. */
+        smtp_reply_free(res->dot);
+        res->dot = NULL;
+        tx_fail(s, res, SMTP_PROTOCOL,
+                g_strdup_printf("host %s sent more than one reply to the "
+                                "end of the message data; delivery status "
+                                "unknown", s->namaddr));
+        return FALSE;
+    }
     if (req->prdr && res->data_sent && res->dot->code == 353)
         return tx_prdr(s, deadline, res);
     return TRUE;
