@@ -7,11 +7,12 @@
 # logged every recipient sent while the server had queued nothing.
 #
 # The agent looks for input that no command asked for just before it
-# sends the final dot, and again right after the reply to it. A reply
-# that arrives while the agent still writes the message is always seen
-# (the cases below: a message large enough that the writing waits for
-# the server); one that races the dot itself can still be taken for its
-# reply: no SMTP client can tell those two apart.
+# sends the final dot, and with PIPELINING sends a NOOP in the same write
+# as the dot: a server that took the rest of the message for commands
+# answers those lines (502) before the NOOP, so a reply in the middle of
+# the data can no longer pass for the reply to the dot, however the two
+# race. Small messages (the reply races the dot) and large ones (it comes
+# while the agent still writes) alike.
 import os
 import sys
 sys.dont_write_bytecode = True
@@ -36,14 +37,18 @@ def statuses(qid):
                   rrtest.agent_status(agent.log_lines()) if q == qid)
 
 
-for after, rl, qid in ((1, ["e1@d1.test"], "25E1"),
-                       (300, ["e1@d1.test", "e2@d1.test"], "25E2"),
-                       (0, ["e1@d1.test", "e2@d1.test", "e3@d1.test"],
-                        "25E3")):
+SMALL = "".join("line %d of the message\n" % i for i in range(1, 6))
+for body, after, rl, qid in (
+        (BODY, 1, ["e1@d1.test"], "25E1"),
+        (BODY, 300, ["e1@d1.test", "e2@d1.test"], "25E2"),
+        (BODY, 0, ["e1@d1.test", "e2@d1.test", "e3@d1.test"], "25E3"),
+        (SMALL, 2, ["e1@d1.test", "e2@d1.test"], "25E4"),
+        (SMALL, 6, ["e1@d1.test"], "25E5"),
+        (SMALL, 0, ["e1@d1.test"], "25E6")):
     sink = SmtpSink({"rules": [{"cmd": "BODY", "after": after,
                                 "raw": ["250 2.0.0 early"]}]})
     sink.start()
-    msg = rrtest.sample_message("s@src.test", rl, body=BODY)
+    msg = rrtest.sample_message("s@src.test", rl, body=body)
     res = agent.run(rl, queue_id=qid, nexthop="[127.0.0.1]:%d" % sink.port,
                     message=msg)
     ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
@@ -59,6 +64,10 @@ for after, rl, qid in ((1, ["e1@d1.test"], "25E1"),
     is_(res.rc, 0, "%s: the retry ends with 0" % qid) or diag(res)
     is_(sink.delivered(), sorted(rl), "%s: each recipient once" % qid) or \
         diag(sink.dump())
+    cmds = [e["line"] for e in sink.transcript()
+            if e["dir"] == "c" and e["conn"] == sink.connections()]
+    ok("NOOP" in cmds and cmds[cmds.index("NOOP") - 1] == ".",
+       "%s: the NOOP went right behind the final dot" % qid)
     sink.stop()
 
 done()
