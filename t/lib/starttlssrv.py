@@ -90,6 +90,8 @@ class StartTlsServer:
                 elif verb in ("MAIL", "RSET"):
                     rcpts = []
                     say("250 2.0.0 Ok")
+                elif verb == "NOOP":
+                    say("250 2.0.0 Ok")
                 elif verb == "RCPT":
                     rcpts.append(re.sub(r".*<(.*)>.*", r"\1", line))
                     say("250 2.1.5 Ok")
