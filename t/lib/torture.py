@@ -261,7 +261,8 @@ class Worker:
         self.wid = wid
         self.agent = rrtest.Agent(name="torture-w%d" % wid,
                                   deadline="%ds" % DEADLINE,
-                                  timeouts=TIMEOUTS)
+                                  timeouts=TIMEOUTS,
+                                  smtp_extra={"starttls_timeout": "1s"})
         self.asan_dir = os.path.join(rrtest.tmpdir(), "asan")
 
     # --- disk faults -----------------------------------------------------
