@@ -93,7 +93,7 @@ ifeq ($(VARIANT),default)
 	@for p in $(PROGS); do ln -sf ../$$p $$(echo $$p | sed 's|^$(B)/||'); done
 endif
 
-$(B)/%.o: %.c $(wildcard common/*.h agent/*.h milter/*.h)
+$(B)/%.o: %.c $(wildcard common/*.h agent/*.h milter/*.h t/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 

@@ -291,15 +291,17 @@ tx_prdr(SmtpSession *s, gint64 deadline, SmtpTxResult *res)
 }
 
 /*
- * tx_noop_check - the reply to the NOOP sent right behind the final dot.
- * A server that answered in the middle of the data took the rest of our
- * text for commands: its replies to those lines (500/502) come before the
- * one to the NOOP, so the reply read for the dot was not the dot's. FALSE
- * then. A lost connection, a timeout or a 421 here say nothing about the
- * message: the session only ends.
+ * tx_rset_check - the reply to the RSET sent right behind the final dot
+ * (a finished transaction leaves RSET nothing to reset). A server that
+ * answered in the middle of the data took the rest of our text for
+ * commands: its replies to those lines and to the dot (500/502) come
+ * before the one to the RSET, so the reply read for the dot was not the
+ * dot's. FALSE then. A lost connection, a timeout or a 421 here say
+ * nothing about the message: the session only ends. RSET rather than
+ * NOOP: every server that a client ever sends mail to knows RSET.
  */
 static gboolean
-tx_noop_check(SmtpSession *s, gint64 deadline)
+tx_rset_check(SmtpSession *s, gint64 deadline)
 {
     Reply *reply = NULL;
     SmtpIoStatus st = smtp_read_reply(s, SMTP_ST_RSET, deadline, &reply);
@@ -321,7 +323,7 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
 {
     TxBody b = {.s = s, .deadline = deadline, .st = SMTP_IO_OK};
     GError *error = NULL;
-    gboolean ok, noop = FALSE;
+    gboolean ok, rset = FALSE;
     char *note, *why = NULL;
 
     if (res->mail == NULL || res->mail->code / 100 != 2) {
@@ -359,17 +361,17 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
                                 "the final dot", s->namaddr));
         ok = FALSE;
     } else if (ok) {
-        /* with PIPELINING a NOOP goes right behind the dot, at no cost
+        /* with PIPELINING a RSET goes right behind the dot, at no cost
          * of a round trip: its reply shows the dot's was the dot's
-         * (tx_noop_check). Not with PRDR (several replies follow). */
+         * (tx_rset_check). Not with PRDR (several replies follow). */
         char tail[sizeof b.hold + 6];
 
-        noop = s->ext.pipelining && !req->prdr && res->n_accepted > 0;
+        rset = s->ext.pipelining && !req->prdr && res->n_accepted > 0;
         memcpy(tail, b.hold, b.held);
-        if (noop)
-            memcpy(tail + b.held, "NOOP\r\n", 6);
-        ok = tx_body_write(&b, tail, b.held + (noop ? 6 : 0), &error);
-        if (ok && noop)
+        if (rset)
+            memcpy(tail + b.held, "RSET\r\n", 6);
+        ok = tx_body_write(&b, tail, b.held + (rset ? 6 : 0), &error);
+        if (ok && rset)
             b.octets -= 6; /* one write, one packet; not message octets */
     }
     if (s->transcript != NULL) {
@@ -389,12 +391,12 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
         return FALSE;
     }
     res->data_sent = res->n_accepted > 0;
-    if (noop && s->transcript != NULL)
-        s->transcript(s->transcript_ctx, '>', "NOOP");
+    if (rset && s->transcript != NULL)
+        s->transcript(s->transcript_ctx, '>', "RSET");
     if (!tx_dot_reply(s, deadline, res, &res->dot))
         return FALSE;
     if (res->data_sent && res->dot->code != 353 &&
-        ((noop && !tx_noop_check(s, deadline)) || smtp_input_waiting(s))) {
+        ((rset && !tx_rset_check(s, deadline)) || smtp_input_waiting(s))) {
         /* more than one reply to the end of data: the one read may not
          * be the dot's (an early reply that raced the dot). Unsure: the
          * recipients are deferred, never reported sent on it. */

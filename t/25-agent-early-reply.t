@@ -7,9 +7,9 @@
 # logged every recipient sent while the server had queued nothing.
 #
 # The agent looks for input that no command asked for just before it
-# sends the final dot, and with PIPELINING sends a NOOP in the same write
+# sends the final dot, and with PIPELINING sends a RSET in the same write
 # as the dot: a server that took the rest of the message for commands
-# answers those lines (502) before the NOOP, so a reply in the middle of
+# answers those lines (502) before the RSET, so a reply in the middle of
 # the data can no longer pass for the reply to the dot, however the two
 # race. Small messages (the reply races the dot) and large ones (it comes
 # while the agent still writes) alike.
@@ -66,8 +66,8 @@ for body, after, rl, qid in (
         diag(sink.dump())
     cmds = [e["line"] for e in sink.transcript()
             if e["dir"] == "c" and e["conn"] == sink.connections()]
-    ok("NOOP" in cmds and cmds[cmds.index("NOOP") - 1] == ".",
-       "%s: the NOOP went right behind the final dot" % qid)
+    ok("RSET" in cmds and cmds[cmds.index("RSET") - 1] == ".",
+       "%s: the RSET went right behind the final dot" % qid)
     sink.stop()
 
 done()
