@@ -17,21 +17,6 @@
 #define BATCH_DSN_MIN (5 * G_USEC_PER_SEC)
 #define BATCH_ERROR g_quark_from_static_string("rapidretry-batch")
 
-/* queued_seconds - time since Postfix received the message, for delay=
- * as Postfix counts it; 0 when the Received: field is missing or odd */
-static double
-queued_seconds(Spool *spool, const char *queue_id)
-{
-    g_autoptr(GString) hdr = spool_headers(spool, 64 * 1024, NULL);
-    gint64 at = hdr != NULL ? spool_arrival_time(hdr->str, queue_id) : -1;
-    double now = g_get_real_time() / (double)G_USEC_PER_SEC;
-
-    /* a clock step or a forged date must not make delay= absurd */
-    if (at <= 0 || at > now + 60 || now - at > 366.0 * 86400)
-        return 0;
-    return now > at ? now - at : 0;
-}
-
 /* batch_sender - parse the envelope sender into D; FALSE + error */
 static gboolean
 batch_sender(Delivery *d, GError **error)
@@ -92,7 +77,7 @@ batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
         *dsn = "4.1.7";
         goto fail;
     }
-    d->queued = queued_seconds(spool, queue_id);
+    d->queued = spool_queued_seconds(spool, queue_id);
     if (spool_is_empty(spool)) {
         log_error("%s: empty message on standard input; check the pipe(8) "
                   "command in master.cf", queue_id);
@@ -177,8 +162,8 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
 }
 
 /* keep_fits - the session KEEP the previous group of the lane left open
- * meets G's TLS level, certificate names and SASL identity (issue 11
- * row 1: a kept connection is no short cut around a group's policy) */
+ * meets G's TLS level, certificate names and SASL identity (a kept
+ * connection is no short cut around a group's policy) */
 static gboolean
 keep_fits(Delivery *d, Group *g, SmtpSession *keep)
 {
@@ -424,7 +409,7 @@ note_all(Delivery *d, GPtrArray *rcpts, const char *note)
                    note);
 }
 
-/* dsn_deadline - sendmail's own time limit (issue 11 row 7): at most
+/* dsn_deadline - sendmail's own time limit (a hung one): at most
  * BATCH_DSN_TIMEOUT, ending BATCH_DSN_MARGIN before the run's deadline;
  * past that, BATCH_DSN_MIN still fits in the watchdog's grace; never
  * past the stop time of a SIGTERM */

@@ -54,6 +54,8 @@ static const ConfSpec agent_spec[] = {
      "name sent with EHLO/HELO"},
     {"smtp", "rcpt_limit", CONF_UINT, "0", A(rcpt_limit),
      "RCPTs per transaction before anything is learned, 0 = no cap"},
+    {"smtp", "prdr", CONF_BOOL, "yes", A(prdr),
+     "PRDR (one reply per recipient after the message) when offered"},
     {"smtp", "connect_timeout", CONF_TIME, "30s", T(connect), ""},
     {"smtp", "helo_timeout", CONF_TIME, "300s", T(helo), ""},
     {"smtp", "mail_timeout", CONF_TIME, "300s", T(mail), ""},

@@ -46,6 +46,7 @@ typedef struct {
     /* [smtp] */
     char *helo_name;      /* "" = the host name */
     guint rcpt_limit;     /* RCPTs per transaction before learning, 0 = no cap */
+    gboolean prdr;        /* PRDR when the server offers it */
     SmtpTimeouts timeouts;
     guint starttls_timeout; /* STARTTLS reply and TLS handshake */
     /* [tls] */

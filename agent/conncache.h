@@ -1,6 +1,6 @@
 /*
  * conncache.h - outbound SMTP sessions kept open between the messages of
- * one LMTP session (DESIGN §9, issue 14 item 5), as Postfix's
+ * one LMTP session (DESIGN §9), as Postfix's
  * smtp_connection_cache_time_limit and smtp_connection_reuse_time_limit
  * do: a session idle longer than the time limit, older than the reuse
  * time limit or used too often is closed, never reused. Thread-safe.

@@ -565,66 +565,90 @@ flight_before_dot(gpointer ctx, const SmtpTxResult *res, char **why)
     return FALSE;
 }
 
-/* flight_settle - right after the end of data: the in-flight rows become
- * "delivered" on a 2xx (first thing, to keep the window from the dot to
- * the commit short), else go back to what they were */
+/* flight_settle - right after the end of data: the in-flight rows of the
+ * recipients the server took (a 2xx final reply, and with PRDR their own
+ * 2xx) become "delivered" (first thing, to keep the window from the dot
+ * to the commit short); the others go back to what they were */
 static void
 flight_settle(TxFlight *fl, const SmtpTxResult *tx, const char *relay)
 {
     Delivery *d = fl->run->d;
-    const char *const *names = (const char *const *)fl->names->pdata;
     gboolean sent = tx->dot != NULL && tx->dot->code / 100 == 2;
+    guint n = fl->names->len, n_sent = 0, n_undo = 0, k = 0;
+    g_autofree JournalEntry *e = g_new0(JournalEntry, n + 1);
+    g_autofree const char **undo = g_new0(const char *, n + 1);
+    g_autofree gboolean *again = g_new0(gboolean, n + 1);
+    g_autofree char *line = sent ? reply_oneline(tx->dot) : NULL;
+    char dsn[16] = "";
     GError *err = NULL;
-    gboolean ok;
 
     if (!fl->written)
         return;
-    g_mutex_lock(&d->lock);
-    if (sent) {
-        g_autofree JournalEntry *e = g_new0(JournalEntry, fl->names->len);
-        g_autofree char *line = reply_oneline(tx->dot);
-        char dsn[16];
-
+    if (sent)
         reply_dsn(tx->dot, dsn);
-        for (guint i = 0; i < fl->names->len; i++)
-            e[i] = (JournalEntry){names[i], JOURNAL_DELIVERED, relay, dsn,
-                                  line};
-        ok = journal_record(d->journal, d->queue_id, spool_digest(d->spool),
-                            e, fl->names->len, &err);
-    } else
-        ok = journal_inflight_undo(d->journal, d->queue_id,
-                                   spool_digest(d->spool), names,
-                                   fl->names->len, fl->again, &err);
-    g_mutex_unlock(&d->lock);
-    for (guint i = 0; sent && i < fl->pick->len; i++)
-        ((Rcpt *)g_ptr_array_index(fl->pick, i))->journaled = TRUE;
-    if (!ok && sent)
+    for (guint i = 0; i < fl->pick->len && i < tx->n_rcpts && k < n; i++) {
+        Rcpt *r = g_ptr_array_index(fl->pick, i);
+        const Reply *own = tx->prdr_rcpt != NULL ? tx->prdr_rcpt[i] : NULL;
+
+        if (tx->rcpt[i] == NULL || tx->rcpt[i]->code / 100 != 2)
+            continue; /* not in flight (flight_names) */
+        if (sent && (own == NULL || own->code / 100 == 2)) {
+            e[n_sent++] = (JournalEntry){r->arg, JOURNAL_DELIVERED, relay,
+                                         dsn, line};
+            r->journaled = TRUE;
+        } else {
+            undo[n_undo] = r->arg;
+            again[n_undo++] = fl->again[k];
+        }
+        k++;
+    }
+    g_mutex_lock(&d->lock);
+    if (n_sent > 0 && !journal_record(d->journal, d->queue_id,
+                                      spool_digest(d->spool), e, n_sent,
+                                      &err))
         log_error("%s: %u recipients delivered, but the journal write "
                   "failed (%s): they stay in flight, and a retry of this "
                   "batch sends them once more (RFC 5321 §6.1), not twice",
-                  d->queue_id, fl->names->len, err->message);
-    else if (!ok)
-        log_warning("%s: cannot clear the in-flight mark of %u recipients "
-                    "(%s)", d->queue_id, fl->names->len, err->message);
+                  d->queue_id, n_sent, err->message);
     g_clear_error(&err);
+    if (n_undo > 0 && !journal_inflight_undo(d->journal, d->queue_id,
+                                             spool_digest(d->spool), undo,
+                                             n_undo, again, &err))
+        log_warning("%s: cannot clear the in-flight mark of %u recipients "
+                    "(%s)", d->queue_id, n_undo, err->message);
+    g_clear_error(&err);
+    g_mutex_unlock(&d->lock);
 }
 
-/* finish_message - apply the end-of-data outcome (plan_dot) to the
- * ACCEPTED recipients */
+/* prdr_reply - R's own reply after the end of data (PRDR), NULL when it
+ * has none (no PRDR, or a plain reply instead of 353) */
+static const Reply *
+prdr_reply(GPtrArray *pick, const SmtpTxResult *tx, Rcpt *r)
+{
+    guint i;
+
+    if (tx->prdr_rcpt == NULL || !g_ptr_array_find(pick, r, &i))
+        return NULL;
+    return tx->prdr_rcpt[i];
+}
+
+/* finish_message - apply the end-of-data outcome (plan_dot, and with
+ * PRDR plan_prdr per recipient) to the ACCEPTED recipients of PICK */
 static void
-finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
+finish_message(Run *run, GPtrArray *pick, GPtrArray *accepted,
+               const SmtpTxResult *tx)
 {
     const Reply *r = tx->dot != NULL ? tx->dot : tx->data;
     ReplyStage stage = tx->dot != NULL ? REPLY_STAGE_DOT : REPLY_STAGE_DATA;
     const char *cmd = tx->dot != NULL ? "end of DATA" : "DATA";
-    ReplyClass cls = r != NULL ? reply_classify(r, stage,
-                                                &run->d->conf->rules)
+    const ReplyRules *rules = &run->d->conf->rules;
+    ReplyClass cls = r != NULL ? reply_classify(r, stage, rules)
                                : REPLY_DEFER;
-    RcptStatus st = RCPT_DEFERRED;
+    PlanDot final = plan_dot(tx->data != NULL ? tx->data->code : 0,
+                             tx->dot != NULL ? tx->dot->code : 0, cls,
+                             tx->data_sent);
 
-    switch (plan_dot(tx->data != NULL ? tx->data->code : 0,
-                     tx->dot != NULL ? tx->dot->code : 0, cls,
-                     tx->data_sent)) {
+    switch (final) {
     case PLAN_DOT_UNSURE:
         /* the body went out but no final reply came back: the server
          * may have taken it, so no immediate second copy (RFC 5321
@@ -640,19 +664,24 @@ finish_message(Run *run, GPtrArray *accepted, const SmtpTxResult *tx)
     case PLAN_DOT_AGAIN: /* not sent: again */
         g_ptr_array_extend(run->pending, accepted, NULL, NULL);
         return;
-    case PLAN_DOT_SENT: /* journaled by flight_settle() already */
-        st = RCPT_SENT;
-        run->progressed = TRUE;
-        break;
-    case PLAN_DOT_BOUNCE:
-        st = RCPT_BOUNCED;
-        run->progressed = TRUE;
-        break;
-    case PLAN_DOT_DEFER:
+    default: /* SENT: journaled by flight_settle() already */
         break;
     }
-    for (guint i = 0; i < accepted->len; i++)
-        report_reply(run, g_ptr_array_index(accepted, i), st, r, cmd);
+    for (guint i = 0; i < accepted->len; i++) {
+        Rcpt *rc = g_ptr_array_index(accepted, i);
+        const Reply *own = prdr_reply(pick, tx, rc);
+        PlanDot o = plan_prdr(final, own != NULL ? own->code : 0,
+                              own != NULL ? reply_classify(
+                                                own, REPLY_STAGE_DOT, rules)
+                                          : REPLY_OK);
+
+        run->progressed |= o != PLAN_DOT_DEFER;
+        report_reply(run, rc,
+                     o == PLAN_DOT_SENT     ? RCPT_SENT
+                     : o == PLAN_DOT_BOUNCE ? RCPT_BOUNCED
+                                            : RCPT_DEFERRED,
+                     o == final ? r : own, cmd);
+    }
 }
 
 /* mail_refused - MAIL FROM was refused: it speaks for the whole message
@@ -798,6 +827,7 @@ one_round(Run *run)
     req.rcpts = (const char *const *)paths->pdata;
     req.n_rcpts = paths->len;
     req.spool = run->d->spool;
+    req.prdr = run->d->conf->prdr && ext->prdr && pick->len > 1;
     req.before_dot = flight_before_dot;
     req.before_dot_ctx = &fl;
     run->rounds++;
@@ -818,7 +848,7 @@ one_round(Run *run)
     } else {
         accepted = round_replies(run, pick, &tx);
         if (accepted->len > 0)
-            finish_message(run, accepted, &tx);
+            finish_message(run, pick, accepted, &tx);
     }
     if (run->new_session && run->session != NULL && tx.status == SMTP_OK) {
         run->progressed = TRUE; /* the same server, on a new connection */
@@ -860,6 +890,9 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
         run.session = *keep;
         run.connections = 1;
         run.progressed = TRUE;
+        /* its earlier transactions count for LIMITS MAILMAX and mean a
+         * refused MAIL is a per-connection limit (plan_mail) */
+        run.session_tx = smtp_session_transactions(*keep);
         *keep = NULL;
     }
 
@@ -869,6 +902,8 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
         if (!r->done)
             g_ptr_array_add(run.pending, r);
     }
+    if (run.session != NULL) /* the kept one, for THESE recipients */
+        check_session_fit(&run);
     while (run.pending->len > 0) {
         if (run.session == NULL && !session_open(&run))
             break;

@@ -57,8 +57,8 @@ report_result(Delivery *d, Rcpt *r, const RouteResult *res)
 /* policy_key - what of the configuration's per-domain policy applies to
  * DOMAIN at RES's first server: its [tls_policy] entry and its SASL
  * identity. Recipients whose domains share the servers but not these go
- * into groups of their own, so each is delivered as it would be alone
- * (issue 11 row 1); a server entry applies to all alike. */
+ * into groups of their own, so each is delivered as it would be
+ * alone; a server entry applies to all alike. */
 static char *
 policy_key(const AgentConf *c, const RouteResult *res, const char *domain)
 {

@@ -6,6 +6,7 @@
 #include "journal.h"
 
 #include <sqlite3.h>
+#include <string.h>
 
 #include "sqlwait.h"
 
@@ -20,8 +21,12 @@
  * - journal_open: one write transaction (schema, the writability proof,
  *   expiry when due) committed with synchronous=NORMAL, so not synced:
  *   losing it to a power cut loses nothing (the proof was for this run).
- * - the in-flight mark before a final dot (journal_inflight): one WAL
- *   fdatasync; after a power cut a retry knows the message may have gone.
+ * - the in-flight mark before a final dot (journal_inflight) and its
+ *   undo: written to the WAL (so a full disk is found before the dot) but
+ *   not synced. A process that dies leaves it in the page cache; a power
+ *   cut may lose it, and then the retry finds no row and sends again,
+ *   which is what an in-flight row asks for as well (RFC 5321 §6.1). The
+ *   next synced commit (the outcomes) syncs it with them.
  * - the outcomes after the final reply (journal_record): one WAL
  *   fdatasync before the exit status reaches Postfix; without it a retry
  *   after a power cut would deliver again.
@@ -415,6 +420,85 @@ out:
     return ok;
 }
 
+/*
+ * The room the outcome needs. After the in-flight mark, the outcome (the
+ * rows "delivered" after a 2xx, or put back after anything else) is one
+ * more commit: WAL frames appended at the WAL's end. On a nearly full
+ * disk that commit could fail after the mark went through; a row left in
+ * flight by a message the server refused reads as "in flight again" at
+ * the next mark and then as delivered: a recipient lost. So the mark
+ * goes through only when the WAL file already has the blocks for its own
+ * frames and the outcome's (preallocated; a reader ignores what lies past
+ * the last valid frame): no room, no mark, no final dot.
+ */
+#define JOURNAL_WAL_HDR 32       /* WAL file header, bytes */
+#define JOURNAL_FRAME_HDR 24     /* per frame, before the page */
+#define JOURNAL_SHM_MXFRAME 16   /* wal-index header: mxFrame (u32) */
+#define JOURNAL_SHM_PGSZ 14      /* wal-index header: szPage (u16) */
+
+/* journal_bytes - what the rows of the N RECIPIENTS take in the table
+ * and the key index (twice the key, some overhead) and the time index */
+static sqlite3_int64
+journal_bytes(const char *queue_id, const char *digest,
+              const char *const *recipients, gsize n)
+{
+    sqlite3_int64 b = 0;
+
+    for (gsize i = 0; i < n; i++)
+        b += 2 * (sqlite3_int64)(strlen(queue_id) + strlen(digest) +
+                                 strlen(recipients[i]) + 32) + 24;
+    return b;
+}
+
+/* journal_reserve - make the WAL file hold COMMITS commits of rows worth
+ * BYTES past its last valid frame: per commit the rows' pages at half
+ * full, and for each of the three b-trees a path of parents, plus page 1.
+ * Inside the write transaction (the wal-index header is current then).
+ * FALSE + error when the blocks cannot be had. */
+static gboolean
+journal_reserve(Journal *j, sqlite3_int64 bytes, int commits,
+                GError **error)
+{
+    sqlite3_int64 frames;
+    sqlite3_file *wal = NULL, *db = NULL;
+    volatile void *shm = NULL;
+    sqlite3_int64 end, size = 0;
+    int chunk = 64 * 1024, pgsz = 4096;
+    guint32 mx = 0;
+    int rc;
+
+    if (sqlite3_file_control(j->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+                             &wal) != SQLITE_OK || wal == NULL ||
+        wal->pMethods == NULL ||
+        sqlite3_file_control(j->db, "main", SQLITE_FCNTL_FILE_POINTER,
+                             &db) != SQLITE_OK || db == NULL)
+        return TRUE; /* no WAL file open: nothing to size */
+    if (db->pMethods->iVersion >= 2 &&
+        db->pMethods->xShmMap(db, 0, 32 * 1024, 0, &shm) == SQLITE_OK &&
+        shm != NULL) {
+        const volatile guint8 *h = shm;
+        guint16 p;
+
+        memcpy(&mx, (const void *)(h + JOURNAL_SHM_MXFRAME), sizeof mx);
+        memcpy(&p, (const void *)(h + JOURNAL_SHM_PGSZ), sizeof p);
+        pgsz = p == 1 ? 65536 : p >= 512 ? p : pgsz;
+    } else if (wal->pMethods->xFileSize(wal, &size) != SQLITE_OK)
+        return TRUE;
+    frames = commits * (bytes / (pgsz / 2) + 1 + 3 * 5 + 1);
+    end = mx > 0 || size == 0
+              ? JOURNAL_WAL_HDR + ((sqlite3_int64)mx + frames) *
+                                      (pgsz + JOURNAL_FRAME_HDR)
+              : size + frames * (pgsz + JOURNAL_FRAME_HDR);
+    wal->pMethods->xFileControl(wal, SQLITE_FCNTL_CHUNK_SIZE, &chunk);
+    rc = wal->pMethods->xFileControl(wal, SQLITE_FCNTL_SIZE_HINT, &end);
+    if (rc == SQLITE_OK || rc == SQLITE_NOTFOUND)
+        return TRUE;
+    g_set_error(error, journal_error_quark(), rc,
+                "journal %s: no room for this delivery's records in the "
+                "write-ahead log (%s)", j->path, sqlite3_errstr(rc));
+    return FALSE;
+}
+
 /* journal_flight - run the step for N recipients in one durable write
  * transaction; AGAIN (may be NULL) in or out, see the callers */
 static gboolean
@@ -443,9 +527,30 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
     if (n == 0)
         return TRUE;
     g_mutex_lock(&j->lock);
-    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+    /* not synced: see the comment at the top */
+    if (!journal_exec(j, "PRAGMA synchronous = NORMAL",
+                      "cannot set synchronous", error))
         goto unlock;
+    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+        goto sync;
+    /* the mark's frames and the outcome's, or no mark (see above) */
+    if (!undo && !journal_reserve(j, journal_bytes(queue_id, digest,
+                                                   recipients, n),
+                                  2, error))
+        goto out;
     for (gsize i = 0; i < n; i++) {
+        gsize k = 0;
+
+        /* one address twice (two original recipients, one address): one
+         * row, changed once, else the second mark reads the first as a
+         * dot that went out before */
+        while (k < i && strcmp(recipients[k], recipients[i]) != 0)
+            k++;
+        if (k < i) {
+            if (!undo)
+                again[i] = again[k];
+            continue;
+        }
         if (!undo) {
             sqlite3_stmt *st = NULL;
 
@@ -463,12 +568,40 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
                                  queue_id, digest, recipients[i], error))
             goto out;
     }
-    /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
     ok = journal_exec(j, "COMMIT", "cannot commit", error);
 out:
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+sync:
+    /* every outcome is synced before it is reported */
+    if (!journal_exec(j, "PRAGMA synchronous = FULL",
+                      "cannot set synchronous", ok ? error : NULL))
+        ok = FALSE;
 unlock:
+    g_mutex_unlock(&j->lock);
+    return ok;
+}
+
+/* journal_rereserve - after the mark's commit: the checkpoint that commit
+ * may have run truncated the WAL, and the room for the outcome with it;
+ * then take it again (in a write transaction: only the writer extends
+ * the WAL). FALSE + error when it cannot be had. */
+static gboolean
+journal_rereserve(Journal *j, sqlite3_int64 bytes, GError **error)
+{
+    sqlite3_file *wal = NULL;
+    sqlite3_int64 size = 0;
+    gboolean ok;
+
+    if (sqlite3_file_control(j->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+                             &wal) != SQLITE_OK || wal == NULL ||
+        wal->pMethods == NULL ||
+        wal->pMethods->xFileSize(wal, &size) != SQLITE_OK || size > 0)
+        return TRUE; /* not truncated: the room taken before is there */
+    g_mutex_lock(&j->lock);
+    ok = journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error) &&
+         journal_reserve(j, bytes, 1, error);
+    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     g_mutex_unlock(&j->lock);
     return ok;
 }
@@ -478,8 +611,15 @@ journal_inflight(Journal *j, const char *queue_id, const char *digest,
                  const char *const *recipients, gsize n, gboolean *again,
                  GError **error)
 {
-    return journal_flight(j, queue_id, digest, recipients, n, again, FALSE,
-                          error);
+    if (!journal_flight(j, queue_id, digest, recipients, n, again, FALSE,
+                        error))
+        return FALSE;
+    if (journal_rereserve(j, journal_bytes(queue_id, digest, recipients, n),
+                          error))
+        return TRUE;
+    /* no dot then; the rows go back while the truncated WAL has room */
+    journal_flight(j, queue_id, digest, recipients, n, again, TRUE, NULL);
+    return FALSE;
 }
 
 gboolean

@@ -96,6 +96,16 @@ io_flush(LmtpSession *s)
     return TRUE;
 }
 
+/* say_421 - the session ends: "421 DSN HOSTNAME TEXT", as Postfix's
+ * smtpd words it, flushed at once (the client may be gone already) */
+static void
+say_421(LmtpSession *s, const char *dsn, const char *text)
+{
+    g_string_append_printf(s->wbuf, "421 %s %s %s\r\n", dsn,
+                           s->conf->helo_name, text);
+    io_flush(s);
+}
+
 /* io_fill - flush the replies, then wait up to the idle timeout for more
  * input: 1 read, 0 EOF or error, -1 timeout, -2 SIGTERM */
 static int
@@ -300,20 +310,6 @@ lmtp_transcript(gpointer ctx, char dir, const char *line)
     log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
 }
 
-/* queued_seconds - time since Postfix received the message, for delay=
- * (the Received: field naming the queue id); 0 when unknown */
-static double
-queued_seconds(Spool *spool, const char *queue_id)
-{
-    g_autoptr(GString) hdr = spool_headers(spool, 64 * 1024, NULL);
-    gint64 at = hdr != NULL ? spool_arrival_time(hdr->str, queue_id) : -1;
-    double now = g_get_real_time() / (double)G_USEC_PER_SEC;
-
-    if (at <= 0 || at > now + 60 || now - at > 366.0 * 86400)
-        return 0;
-    return now > at ? now - at : 0;
-}
-
 /* reply_all - the same reply for each recipient of the transaction */
 static void
 reply_all(LmtpSession *s, const char *fmt, const char *arg)
@@ -451,7 +447,7 @@ delivery_init(LmtpSession *s, Delivery *d, Spool *sp, char **why)
                                       g_free);
     d->transcript = lmtp_transcript;
     g_mutex_init(&d->lock);
-    d->queued = queued_seconds(sp, d->queue_id);
+    d->queued = spool_queued_seconds(sp, d->queue_id);
     if (d->sender[0] != '\0') {
         d->sender_addr = address_parse(d->sender, FALSE, &err);
         if (d->sender_addr == NULL) {
@@ -610,26 +606,17 @@ lmtp_serve(LmtpSession *s)
             /* between messages and too old for another: hang up now, so
              * Postfix's connection cache drops this connection instead
              * of handing it the next message (which would get 421) */
-            g_string_append_printf(s->wbuf, "421 4.3.2 %s Service "
-                                   "closing transmission channel\r\n",
-                                   s->conf->helo_name);
-            io_flush(s);
+            say_421(s, "4.3.2", "Service closing transmission channel");
             log_info("LMTP session ended: near the time limit (%us)",
                      s->conf->lmtp_time_limit);
             return 0;
         }
         if (!read_line(s, line, &why, &lng)) {
             if (why == -2) {
-                g_string_append_printf(s->wbuf, "421 4.3.2 %s Service "
-                                       "shutting down\r\n",
-                                       s->conf->helo_name);
-                io_flush(s);
+                say_421(s, "4.3.2", "Service shutting down");
                 log_info("SIGTERM: LMTP session ended");
             } else if (why == -1) {
-                g_string_append_printf(s->wbuf, "421 4.4.2 %s Error: "
-                                       "timeout exceeded\r\n",
-                                       s->conf->helo_name);
-                io_flush(s);
+                say_421(s, "4.4.2", "Error: timeout exceeded");
                 log_info("LMTP client silent for %us: session ended",
                          s->conf->lmtp_idle_timeout);
             }

@@ -295,7 +295,10 @@ col(sqlite3_stmt *st, int i)
 static char *
 time_text(double t)
 {
-    g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local((gint64)t);
+    /* a hostile row's time (1e300, -inf) is no gint64: the cast is UB */
+    g_autoptr(GDateTime) dt = t > -1e15 && t < 1e15
+                                  ? g_date_time_new_from_unix_local((gint64)t)
+                                  : NULL;
 
     return dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S")
               : g_strdup("?");
@@ -528,7 +531,7 @@ prom_limits(sqlite3 *db, GString *out)
             prom_label(out, "server", col(st, 0));
             g_string_append_printf(out, "} %" G_GINT64_FORMAT "\n",
                                    (gint64)(f == 2
-                                   ? now - sqlite3_column_int64(st, 3)
+                                   ? now - MAX(sqlite3_column_int64(st, 3), 0)
                                    : sqlite3_column_int64(st, f + 1)));
         }
         sqlite3_finalize(st);

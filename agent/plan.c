@@ -157,6 +157,21 @@ plan_dot(int data_code, int dot_code, ReplyClass cls, gboolean data_sent)
     }
 }
 
+PlanDot
+plan_prdr(PlanDot final, int rcpt_code, ReplyClass cls)
+{
+    if (final != PLAN_DOT_SENT || rcpt_code == 0)
+        return final;
+    switch (cls) {
+    case REPLY_OK:
+        return PLAN_DOT_SENT;
+    case REPLY_BOUNCE:
+        return PLAN_DOT_BOUNCE;
+    default: /* 4xx, and a 3xx where a verdict belongs */
+        return PLAN_DOT_DEFER;
+    }
+}
+
 PlanConn
 plan_connect(const PlanConnState *st)
 {

@@ -85,6 +85,13 @@ typedef enum {
 PlanDot plan_dot(int data_code, int dot_code, ReplyClass cls,
                  gboolean data_sent);
 
+/* plan_prdr - with PRDR (draft-hall-prdr-00), one accepted recipient's
+ * outcome: FINAL (plan_dot of the final reply) unless that is SENT and
+ * the recipient has its own reply (RCPT_CODE != 0; 0 = none, as after a
+ * plain reply instead of 353), which then decides by its class CLS: a
+ * 4xx final reply defers everyone and a 5xx bounces everyone, as Exim */
+PlanDot plan_prdr(PlanDot final, int rcpt_code, ReplyClass cls);
+
 /* Where the next connection of a group goes. */
 typedef struct {
     guint connections;    /* made so far for the group */

@@ -62,8 +62,9 @@ probe_limit(sqlite3 *db, const char *key)
             l.found = TRUE;
             l.rcpt_limit = (guint)sqlite3_column_int(st, 0);
             l.one_domain = sqlite3_column_int(st, 1) != 0;
+            /* a time before 1970 counts as 1970: INT64_MIN overflows */
             l.age = g_get_real_time() / G_USEC_PER_SEC
-                    - sqlite3_column_int64(st, 2);
+                    - MAX(sqlite3_column_int64(st, 2), 0);
         }
     }
     sqlite3_finalize(st);

@@ -70,6 +70,7 @@ struct SmtpSession {
     SmtpIo io;
     SmtpExt ext;
     gboolean usable;
+    guint transactions; /* MAIL commands sent on this connection */
     GByteArray *in; /* received, not yet consumed */
     gsize in_off;   /* first unconsumed byte of IN */
     gboolean in_eof;
@@ -98,6 +99,7 @@ SmtpIoStatus smtp_write_all(SmtpSession *s, const char *buf, gsize len,
                             const SmtpLimit *lim);
 SmtpIoStatus smtp_read_reply(SmtpSession *s, SmtpState state,
                              gint64 deadline, Reply **reply);
+gboolean smtp_input_waiting(SmtpSession *s);
 SmtpIoStatus smtp_send_shown(SmtpSession *s, SmtpState state,
                              gint64 deadline, const char *cmd,
                              const char *shown);

@@ -261,6 +261,25 @@ smtp_recv_some(SmtpSession *s)
     return SMTP_IO_LOST;
 }
 
+/* smtp_input_waiting - the server has sent something that no command of
+ * ours asked for yet: reads what the socket holds now, without waiting
+ * (a TLS record that carries no data, such as a session ticket, is not
+ * input; neither is the end of the connection) */
+gboolean
+smtp_input_waiting(SmtpSession *s)
+{
+    struct pollfd pfd = {.fd = s->io.fd, .events = POLLIN};
+
+    if (s->in->len > s->in_off)
+        return TRUE;
+    if (s->in_eof)
+        return FALSE;
+    if ((s->io.ssl != NULL && SSL_pending(s->io.ssl) > 0) ||
+        (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP))))
+        (void) smtp_recv_some(s);
+    return s->in->len > s->in_off;
+}
+
 /* smtp_write_all - write BUF entirely by LIM. Replies that arrive in the
  * meantime are read into the input buffer, so a server that answers a
  * long pipelined batch while we still write cannot deadlock us

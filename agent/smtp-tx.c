@@ -23,9 +23,10 @@ tx_command(const SmtpTxRequest *req, guint i)
 {
     switch (tx_state(req, i)) {
     case SMTP_ST_MAIL:
-        return g_strdup_printf("MAIL FROM:<%s>%s", req->mail_from,
+        return g_strdup_printf("MAIL FROM:<%s>%s%s", req->mail_from,
                                req->mail_params != NULL ? req->mail_params
-                                                        : "");
+                                                        : "",
+                               req->prdr ? " PRDR" : "");
     case SMTP_ST_RCPT:
         return g_strdup_printf("RCPT TO:%s", req->rcpts[i - 1]);
     default:
@@ -255,6 +256,63 @@ tx_body_fail(SmtpSession *s, SmtpTxResult *res, const TxBody *b,
     return FALSE;
 }
 
+/* tx_dot_reply - read one reply after the end of data into *OUT; FALSE
+ * (the session failed) on a read error or 421 */
+static gboolean
+tx_dot_reply(SmtpSession *s, gint64 deadline, SmtpTxResult *res, Reply **out)
+{
+    SmtpIoStatus st = smtp_read_reply(s, SMTP_ST_DOT, deadline, out);
+
+    if (st != SMTP_IO_OK) {
+        tx_io_fail(s, res, st, SMTP_ST_DOT);
+        return FALSE;
+    }
+    if ((*out)->code == 421) {
+        tx_fail(s, res, SMTP_LOST, smtp_said(s, SMTP_ST_DOT));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* tx_prdr - after the 353 (draft-hall-prdr-00 §4): one reply per accepted
+ * RCPT in RCPT order, then the final reply. Until that final reply comes
+ * nothing is decided: a drop among them leaves res->dot NULL. */
+static gboolean
+tx_prdr(SmtpSession *s, gint64 deadline, SmtpTxResult *res)
+{
+    res->prdr = res->dot;
+    res->dot = NULL;
+    res->prdr_rcpt = g_new0(Reply *, res->n_rcpts + 1);
+    for (guint i = 0; i < res->n_rcpts; i++)
+        if (res->rcpt[i] != NULL && res->rcpt[i]->code / 100 == 2 &&
+            !tx_dot_reply(s, deadline, res, &res->prdr_rcpt[i]))
+            return FALSE;
+    return tx_dot_reply(s, deadline, res, &res->dot);
+}
+
+/*
+ * tx_noop_check - the reply to the NOOP sent right behind the final dot.
+ * A server that answered in the middle of the data took the rest of our
+ * text for commands: its replies to those lines (500/502) come before the
+ * one to the NOOP, so the reply read for the dot was not the dot's. FALSE
+ * then. A lost connection, a timeout or a 421 here say nothing about the
+ * message: the session only ends.
+ */
+static gboolean
+tx_noop_check(SmtpSession *s, gint64 deadline)
+{
+    Reply *reply = NULL;
+    SmtpIoStatus st = smtp_read_reply(s, SMTP_ST_RSET, deadline, &reply);
+    gboolean in_step = TRUE;
+
+    if (st != SMTP_IO_OK || reply->code == 421)
+        s->usable = FALSE;
+    else if (reply->code / 100 != 2)
+        in_step = FALSE;
+    smtp_reply_free(reply);
+    return in_step;
+}
+
 /* tx_body - stream the message (or, with no recipient, only ".") and
  * read the reply to the end of data */
 static gboolean
@@ -263,9 +321,8 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
 {
     TxBody b = {.s = s, .deadline = deadline, .st = SMTP_IO_OK};
     GError *error = NULL;
-    gboolean ok;
+    gboolean ok, noop = FALSE;
     char *note, *why = NULL;
-    SmtpIoStatus st;
 
     if (res->mail == NULL || res->mail->code / 100 != 2) {
         /* 354 after a refused MAIL (against RFC 2920 §3.1): even a lone
@@ -291,8 +348,30 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
         res->dot_withheld = TRUE;
         tx_fail(s, res, SMTP_LOST, why);
         ok = FALSE;
-    } else if (ok)
-        ok = tx_body_write(&b, b.hold, b.held, &error);
+    } else if (ok && res->n_accepted > 0 && smtp_input_waiting(s)) {
+        /* a reply before the end of data (RFC 5321 §4.1.1.4 has none):
+         * the server took our message text for commands, and that reply
+         * would be taken for the one to the dot. No dot, no delivery. */
+        res->dot_withheld = TRUE;
+        tx_fail(s, res, SMTP_PROTOCOL,
+                g_strdup_printf("host %s replied before the end of the "
+                                "message data; connection closed without "
+                                "the final dot", s->namaddr));
+        ok = FALSE;
+    } else if (ok) {
+        /* with PIPELINING a NOOP goes right behind the dot, at no cost
+         * of a round trip: its reply shows the dot's was the dot's
+         * (tx_noop_check). Not with PRDR (several replies follow). */
+        char tail[sizeof b.hold + 6];
+
+        noop = s->ext.pipelining && !req->prdr && res->n_accepted > 0;
+        memcpy(tail, b.hold, b.held);
+        if (noop)
+            memcpy(tail + b.held, "NOOP\r\n", 6);
+        ok = tx_body_write(&b, tail, b.held + (noop ? 6 : 0), &error);
+        if (ok && noop)
+            b.octets -= 6; /* one write, one packet; not message octets */
+    }
     if (s->transcript != NULL) {
         note = g_strdup_printf("(message body, %" G_GUINT64_FORMAT
                                " octets%s)",
@@ -310,15 +389,25 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
         return FALSE;
     }
     res->data_sent = res->n_accepted > 0;
-    st = smtp_read_reply(s, SMTP_ST_DOT, deadline, &res->dot);
-    if (st != SMTP_IO_OK) {
-        tx_io_fail(s, res, st, SMTP_ST_DOT);
+    if (noop && s->transcript != NULL)
+        s->transcript(s->transcript_ctx, '>', "NOOP");
+    if (!tx_dot_reply(s, deadline, res, &res->dot))
+        return FALSE;
+    if (res->data_sent && res->dot->code != 353 &&
+        ((noop && !tx_noop_check(s, deadline)) || smtp_input_waiting(s))) {
+        /* more than one reply to the end of data: the one read may not
+         * be the dot's (an early reply that raced the dot). Unsure: the
+         * recipients are deferred, never reported sent on it. */
+        smtp_reply_free(res->dot);
+        res->dot = NULL;
+        tx_fail(s, res, SMTP_PROTOCOL,
+                g_strdup_printf("host %s sent more than one reply to the "
+                                "end of the message data; delivery status "
+                                "unknown", s->namaddr));
         return FALSE;
     }
-    if (res->dot->code == 421) {
-        tx_fail(s, res, SMTP_LOST, smtp_said(s, SMTP_ST_DOT));
-        return FALSE;
-    }
+    if (req->prdr && res->data_sent && res->dot->code == 353)
+        return tx_prdr(s, deadline, res);
     return TRUE;
 }
 
@@ -352,6 +441,7 @@ smtp_transaction(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
                                        s->namaddr);
         return;
     }
+    s->transactions++;
     if (!tx_envelope(s, req, deadline, res))
         return;
     if (res->data != NULL && res->data->code == 354 &&
@@ -373,6 +463,11 @@ smtp_tx_result_clear(SmtpTxResult *res)
     g_free(res->rcpt);
     smtp_reply_free(res->data);
     smtp_reply_free(res->dot);
+    smtp_reply_free(res->prdr);
+    if (res->prdr_rcpt != NULL)
+        for (guint i = 0; i < res->n_rcpts; i++)
+            smtp_reply_free(res->prdr_rcpt[i]);
+    g_free(res->prdr_rcpt);
     g_free(res->failure);
     memset(res, 0, sizeof *res);
 }

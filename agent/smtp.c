@@ -127,6 +127,7 @@ smtp_ext_line(SmtpExt *ext, const char *line)
         {"DSN", G_STRUCT_OFFSET(SmtpExt, dsn)},
         {"CHUNKING", G_STRUCT_OFFSET(SmtpExt, chunking)},
         {"ENHANCEDSTATUSCODES", G_STRUCT_OFFSET(SmtpExt, enhancedstatuscodes)},
+        {"PRDR", G_STRUCT_OFFSET(SmtpExt, prdr)},
     };
     char **words = g_strsplit_set(line, " \t", -1);
     char **w = words;
@@ -645,6 +646,12 @@ smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt, char **why)
     *why = g_strdup_printf("server certificate not verified: %s",
                            peer_why != NULL ? peer_why : "unknown");
     return FALSE;
+}
+
+guint
+smtp_session_transactions(const SmtpSession *s)
+{
+    return s->transactions;
 }
 
 gboolean

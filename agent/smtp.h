@@ -22,6 +22,7 @@ typedef struct {
     gboolean esmtp; /* EHLO worked (else HELO) */
     gboolean pipelining, eightbitmime, smtputf8, starttls, dsn, chunking,
         enhancedstatuscodes;
+    gboolean prdr;     /* PRDR (draft-hall-prdr-00) */
     gboolean size;     /* SIZE announced */
     guint64 size_max;  /* SIZE n, 0 = no limit announced */
     guint rcptmax;     /* LIMITS RCPTMAX=n (RFC 9422), 0 = none */
@@ -77,6 +78,9 @@ const char *smtp_session_tls(const SmtpSession *s);
 gboolean smtp_session_tls_resumed(const SmtpSession *s);
 /* smtp_session_usable - no error so far, may carry another transaction */
 gboolean smtp_session_usable(const SmtpSession *s);
+/* smtp_session_transactions - MAIL commands this connection carried, for
+ * LIMITS MAILMAX when a kept connection changes hands */
+guint smtp_session_transactions(const SmtpSession *s);
 /* smtp_session_fits - S meets OPT's TLS level, certificate names and
  * SASL identity, so a group with OPT may reuse it; FALSE + *WHY */
 gboolean smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt,
@@ -107,6 +111,8 @@ typedef struct {
     const char *const *rcpts;   /* paths as sent, e.g. "<a@b>" */
     guint n_rcpts;
     Spool *spool;
+    gboolean prdr;              /* MAIL with PRDR: one reply per accepted
+                                   recipient after the end of data */
     SmtpBeforeDotFn before_dot; /* NULL = none */
     gpointer before_dot_ctx;
 } SmtpTxRequest;
@@ -116,7 +122,13 @@ struct SmtpTxResult {
     Reply **rcpt;   /* n_rcpts entries, NULL where no reply was read */
     guint n_rcpts;  /* entries in rcpt (= the request's n_rcpts) */
     Reply *data;    /* reply to DATA (354 or refusal), NULL if none */
-    Reply *dot;     /* reply to the end of data, NULL if none */
+    Reply *dot;     /* reply to the end of data, NULL if none; with PRDR
+                       the final reply after the per-recipient ones */
+    Reply *prdr;    /* PRDR: the 353 that opened the per-recipient
+                       replies; NULL when none (a plain reply instead is
+                       in DOT and speaks for every recipient) */
+    Reply **prdr_rcpt; /* after a 353: n_rcpts entries, the reply for
+                          each accepted RCPT, NULL for the others */
     guint n_accepted; /* RCPTs answered 2xx */
     gboolean data_sent; /* the message body went out (end-of-data sent) */
     gboolean dot_withheld; /* body sent, final "." not: BEFORE_DOT said
@@ -143,7 +155,10 @@ struct SmtpTxResult {
  * accepted or the data was not sent. A 421 reply anywhere ends the
  * session (status SMTP_LOST) and is stored as that command's reply. The
  * engine only looks at "2xx?", "354?" and "421?": meaning is the
- * caller's. *RES is overwritten: clear it with smtp_tx_result_clear. */
+ * caller's. With REQ->prdr a 353 to the end of data is followed by one
+ * reply per accepted RCPT, in order, then the final reply (all under the
+ * data_done timeout); a drop among them leaves DOT NULL.
+ * *RES is overwritten: clear it with smtp_tx_result_clear. */
 void smtp_transaction(SmtpSession *s, const SmtpTxRequest *req,
                       gint64 deadline, SmtpTxResult *res);
 void smtp_tx_result_clear(SmtpTxResult *res);

@@ -497,3 +497,17 @@ spool_arrival_time(const char *headers, const char *queue_id)
     }
     return -1;
 }
+
+/* spool_queued_seconds - time since Postfix received the message */
+double
+spool_queued_seconds(Spool *sp, const char *queue_id)
+{
+    g_autoptr(GString) hdr = spool_headers(sp, 64 * 1024, NULL);
+    gint64 at = hdr != NULL ? spool_arrival_time(hdr->str, queue_id) : -1;
+    double now = g_get_real_time() / (double)G_USEC_PER_SEC;
+
+    /* a clock step or a forged date must not make delay= absurd */
+    if (at <= 0 || at > now + 60 || now - at > 366.0 * 86400)
+        return 0;
+    return now > at ? now - at : 0;
+}

@@ -53,4 +53,9 @@ GString *spool_headers(Spool *sp, gsize max, GError **error);
  * ("... id QUEUE_ID ...; DATE", RFC 5322 date); Unix seconds, or -1 */
 gint64 spool_arrival_time(const char *headers, const char *queue_id);
 
+/* spool_queued_seconds - time since Postfix received the message, for
+ * delay= as Postfix counts it; 0 when the Received: field is missing or
+ * its date is implausible (a clock step or a forged date) */
+double spool_queued_seconds(Spool *sp, const char *queue_id);
+
 #endif

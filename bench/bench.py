@@ -378,7 +378,7 @@ def part_d():
 def spawn_cpu(argv, stdin_path):
     """spawn_cpu - run ARGV with stdin from a file, output discarded;
     (exit status, CPU milliseconds of the process): its task-clock under
-    perf stat when perf is installed (as the issue measured), else user +
+    perf stat when perf is installed (the figures in README), else user +
     system time from wait4(2), which reads about a third higher for short
     runs on this machine (for /bin/true and the agent alike)."""
     fa = [(os.POSIX_SPAWN_OPEN, 0, stdin_path, os.O_RDONLY, 0),

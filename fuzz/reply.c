@@ -36,7 +36,7 @@ fuzz_reply_check(const Reply *r)
         (dsn[0] != '2' && dsn[0] != '4' && dsn[0] != '5'))
         fuzz_fail("dsn %s", dsn ? dsn : "(null)");
     (void)reply_one_domain(r);
-    /* what is kept of a reply is capped (issue 11 row 6) */
+    /* what is kept of a reply is capped (hostile servers) */
     if (strlen(r->text) > REPLY_KEEP_BYTES ||
         strlen(r->raw) > REPLY_KEEP_BYTES + REPLY_KEEP_LINES)
         fuzz_fail("reply kept whole: %zu octets", strlen(r->raw));

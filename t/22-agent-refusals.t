@@ -9,6 +9,8 @@
 #    server's own reply; 5xx at MAIL still bounces;
 #  - LIMITS MAILMAX reconnects are not failures (not held against
 #    max_reconnects, never "no server to deliver to").
+#  - a connection kept for the next group of a lane (or the next LMTP
+#    message) brings its transaction count: MAILMAX is never exceeded.
 import os
 import re
 import sys
@@ -19,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 import dnsserver
-from mxtest import AddrSink, common_port
+from mxtest import AddrSink, common_port, start_dns
 from smtpsink import SmtpSink
 
 rrtest.require_root()
@@ -114,13 +116,45 @@ good &= ok(not [l for l in agent.log_lines() if qid in l and
 if not good:
     show(res, sink)
 
+# --- 2b. MAILMAX holds for a connection the next group reuses --------------
+# d1.test and d2.test go to the same server but are separate groups (d2.test
+# has a [tls_policy] entry), one lane: the second group takes over the
+# first one's connection, which already carried its MAILMAX=1 message.
+sink = SmtpSink({"ehlo": ["PIPELINING", "ENHANCEDSTATUSCODES",
+                          "LIMITS MAILMAX=1"],
+                 "rules": [{"cmd": "MAIL", "ctxn": "2+",
+                            "reply": "452 4.3.2 Error: too many messages "
+                                     "on this connection (LIMITS MAILMAX)"}]})
+sink.start()
+rrtest.at_cleanup(sink.stop)
+route = "relay:[127.0.0.1]:%d" % sink.port
+agent.write_conf(relay="", extra_text="\n[routes]\nd1.test = %s\n"
+                 "d2.test = %s\n\n[tls_policy]\nd2.test = may\n"
+                 % (route, route))
+rl = ["a1@d1.test", "b1@d2.test"]
+qid = new_qid()
+res = agent.run(rl, queue_id=qid, nexthop="batch")
+ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
+per_conn = {}
+for conn, _ in sink.transactions():
+    per_conn[conn] = per_conn.get(conn, 0) + 1
+good = is_(res.rc, 0, "MAILMAX=1, two groups on one lane: exit 0")
+good &= is_(sink.delivered(), sorted(rl),
+            "MAILMAX=1, two groups: both delivered, once")
+good &= is_(sorted(per_conn.values()), [1, 1],
+            "MAILMAX=1, two groups: no connection carries a second MAIL")
+good &= is_(statuses(qid, "deferred"), [],
+            "MAILMAX=1, two groups: nothing deferred")
+agent.write_conf(relay="[127.0.0.1]:25", extra_text="")
+if not good:
+    show(res, sink)
+
 # --- 3. soft errors move to the next MX --------------------------------------
 if not os.access(dnsserver.UNBOUND, os.X_OK):
     rrtest.skip("unbound is not installed", 16)
     done()
 
-dns = dnsserver.Unbound()
-rrtest.at_cleanup(dns.stop)
+dns = start_dns()
 PORT = common_port(["127.0.0.3", "127.0.0.4"])
 agent.write_conf(relay="", extra_text="\n[routes]\n* = lookup-mx:"
                  "query=127.0.0.1:%d;port=%d\n" % (dns.port, PORT))

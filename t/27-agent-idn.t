@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 27-agent-idn.t - internationalised domains (issue 11 row 10): a UTF-8
+# 27-agent-idn.t - internationalised domains: a UTF-8
 # domain with an ASCII local part needs no SMTPUTF8 (RFC 6531 §3.2); it
 # is routed and sent as its A-label, mapped as IDNA2008 / UTS #46 does
 # ("ß" stays "ß": faß.test is xn--fa-hia.test, never fass.test). The
@@ -14,18 +14,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))
 import rrtest
 from rrtest import ok, is_, like, diag, done
-import dnsserver
-from mxtest import AddrSink, common_port
+from mxtest import AddrSink, common_port, require_dns, start_dns
 
-rrtest.require_root()
-rrtest.agent_binary()
-if not os.access(dnsserver.UNBOUND, os.X_OK):
-    rrtest.skip_all("unbound is not installed")
+require_dns()
 
 # bücher.test and faß.test share mx-idn (no SMTPUTF8); fass.test, the
 # IDNA2003 reading of faß.test, has its own server that must stay idle;
 # müller.test's server offers SMTPUTF8
-dns = dnsserver.Unbound(records=[
+dns = start_dns([
     "xn--bcher-kva MX 10 mx-idn.test.",
     "xn--fa-hia MX 10 mx-idn.test.",
     "mx-idn A 127.0.0.31",
@@ -34,7 +30,6 @@ dns = dnsserver.Unbound(records=[
     "xn--mller-kva MX 10 mx-utf8.test.",
     "mx-utf8 A 127.0.0.33",
 ])
-rrtest.at_cleanup(dns.stop)
 PORT = common_port(["127.0.0.31", "127.0.0.32", "127.0.0.33"])
 plain = AddrSink("127.0.0.31", PORT, {"hostname": "mx-idn.test",
                                       "ehlo": ["PIPELINING",

@@ -141,6 +141,10 @@ is_(replies[1], b"451 4.5.3 Only 100% one at a time; retry=0",
     "custom text on the wire ('%%' becomes '%')")
 s.close()
 
+# --- a clean exit (LeakSanitizer reports at exit), then up again
+is_(milter.stop(), 0, "milter: SIGTERM, exit status 0")
+ok(milter.start(), "milter starts again", milter.read_log())
+
 # --- fail open: the milter dies in the middle of a session
 s = Smtp(pf.port)
 s.cmd("EHLO client.test")

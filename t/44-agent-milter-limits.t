@@ -95,6 +95,8 @@ for l in alines:
     if "batch done" in l or "said: 421" in l:
         diag("default limits, 30: agent: " + l.split(": ", 2)[-1])
 
+# stopped first: LeakSanitizer reports at exit
+is_(milter.stop(), 0, "milter: SIGTERM, exit status 0")
 ok(am.sanitizer_free(milter), "no sanitizer reports from the milter")
 snd.stop()
 recv.stop()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 45-milter-signals.t - rapidretry-milter and its signals (issue: SIGHUP
+# 45-milter-signals.t - rapidretry-milter and its signals (SIGHUP
 # reloads, SIGTERM finishes cleanly). libmilter's own signal thread stops
 # the milter on SIGHUP; the main thread must get every SIGHUP, also while
 # it is busy reloading. A mixed flood of SIGHUP/SIGUSR1 from the moment

@@ -138,4 +138,21 @@ for args, what in ((["--bogus"], "unknown option"),
 rc, out, err = cli("-d", os.path.join(ro, "nonexistent.db"))
 is_(rc, 66, "a missing database: exit 66")
 like(err, r"^rapidretry-log: cannot open", "... with a message on stderr")
+
+# hostile rows: times no clock can show (a cast to an integer is UB)
+import sqlite3
+db = sqlite3.connect(DB)
+db.executemany("INSERT INTO attempts (time, run, queue_id, sender, recipient,"
+               " status, delay) VALUES (?, 'r', 'QH', 's@x.test', ?, 'sent',"
+               " 0.5)", [(1e300, "h1@x.test"), (-1e300, "h2@x.test")])
+db.commit()
+db.close()
+rc, out, err = cli("-d", DB, "-q", "QH")
+is_((rc, err, len(out.splitlines())), (0, "", 2),
+    "times 1e300 and -1e300: exit 0, nothing on stderr, both rows")
+ok(all(l.startswith("? ") for l in out.splitlines()),
+   "... their time shown as '?'", out)
+rc, out, err = cli("-d", DB, "-q", "QH", "--json")
+is_((rc, err, [r["time"] for r in json.loads(out or "[]")]),
+    (0, "", ["?", "?"]), "... and in --json")
 done()

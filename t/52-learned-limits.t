@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # 52-learned-limits.t - limits learned in one run are stored with a time
-# and used by later runs until limits_expire (issue 5): two messages in a
+# and used by later runs until limits_expire: two messages in a
 # row to a limit-3 receiver; the second one's first transaction carries
 # exactly 3 RCPTs, and no 452 crosses the wire. An expired limit is
 # learned again.

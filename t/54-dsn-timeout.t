@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# 54-dsn-timeout.t - a DSN sendmail that hangs (issue 11 row 7): it gets
+# 54-dsn-timeout.t - a DSN sendmail that hangs: it gets
 # its own time limit inside the run's deadline; at the limit its process
 # group is killed and reaped, the bounced recipient is not journaled, and
 # the batch defers 4.3.0 saying so, long before the watchdog (deadline +

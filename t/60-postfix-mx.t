@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # 60-postfix-mx.t - MX routing and grouping across domains through real
-# Postfix (DESIGN §5, issue 4). unbound on loopback serves a zone where
+# Postfix (DESIGN §5). unbound on loopback serves a zone where
 # a1..a3.test share MX A (a receiver Postfix with smtpd_recipient_limit =
 # 4 on 127.0.0.2), b1..b2.test share MX B (our scripted server on
 # 127.0.0.3 that answers "451 4.3.0 Multiple destination domains per
@@ -26,13 +26,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 import dnsserver
-from mxtest import AddrReceiver, AddrSink, common_port
+from mxtest import (AddrReceiver, AddrSink, common_port, require_dns,
+                    start_dns)
 from postfix import Sender
 
-rrtest.require_root()
-rrtest.agent_binary()
-if not os.access(dnsserver.UNBOUND, os.X_OK):
-    rrtest.skip_all("unbound is not installed")
+require_dns()
 
 ADDR_A, ADDR_B, ADDR_C, ADDR_DOWN = ("127.0.0.2", "127.0.0.3", "127.0.0.4",
                                     "127.0.0.5")
@@ -55,8 +53,7 @@ ZONE = (["%s MX 10 mx-a.test." % d[:-5] for d in A_DOMAINS]
 
 
 # --- set-up ------------------------------------------------------------------
-dns = dnsserver.Unbound(records=ZONE)
-rrtest.at_cleanup(dns.stop)
+dns = start_dns(ZONE)
 for name, want in (("a2.test", 0), ("n1.test", 0), ("x.broken", 2)):
     if dnsserver.query(dns.port, name) != want:
         rrtest.bail("unbound: %s does not answer rcode %d" % (name, want))

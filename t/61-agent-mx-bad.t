@@ -18,18 +18,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 import dnsserver
-from mxtest import AddrSink, common_port
+from mxtest import AddrSink, common_port, require_dns, start_dns
 
-rrtest.require_root()
-rrtest.agent_binary()
-if not os.access(dnsserver.UNBOUND, os.X_OK):
-    rrtest.skip_all("unbound is not installed")
+require_dns()
 
 # the shared test zone: mx-good.test (127.0.0.4) is the one server that
 # works; cname.test's MX is a CNAME to it; big.test has 100 MX hosts on
 # 127.0.1.1-100 where nobody listens
-dns = dnsserver.Unbound()
-rrtest.at_cleanup(dns.stop)
+dns = start_dns()
 fakes = {}
 for mode in ("garbage", "badanswer", "drop"):
     fakes[mode] = dnsserver.FakeDns(mode)

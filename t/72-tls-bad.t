@@ -7,21 +7,20 @@
 # STARTTLS with 454 ("may": clear text; "encrypt": 4.7.5).
 import os
 import re
-import socket
 import sys
-import threading
 sys.dont_write_bytecode = True
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))
 import rrtest
 from rrtest import ok, is_, like, diag, done
+import starttlssrv
 
 rrtest.require_root()
 rrtest.agent_binary()
 
 
-class StartTlsServer:
+class StartTlsServer(starttlssrv.StartTlsServer):
     """StartTlsServer - a small SMTP server on 127.0.0.1 that offers
     STARTTLS and answers it per connection as MODES says: "stall" (220,
     then silence), "454" (refuse), "garbage" (220, then text that is not
@@ -29,89 +28,20 @@ class StartTlsServer:
 
     def __init__(self, modes):
         self.modes = list(modes)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.conns = 0
-        self.accepted = []   # RCPT addresses of completed messages
-        self.commands = []   # (conn, line)
-        self.open = []
-        self.stopped = False
-        threading.Thread(target=self._loop, daemon=True).start()
-        rrtest.at_cleanup(self.stop)
+        super().__init__()
 
-    def stop(self):
-        self.stopped = True
-        for s in self.open + [self.sock]:
-            try:
-                s.close()
-            except OSError:
+    def starttls(self, c, f, n, say):
+        mode = self.modes[n - 1] if n <= len(self.modes) else "454"
+        if mode == "454":
+            say("454 4.7.0 TLS not available due to local problem")
+            return c
+        say("220 2.0.0 Ready to start TLS")
+        if mode == "stall":
+            while f.read(1):      # hold the line, say nothing
                 pass
-
-    def _loop(self):
-        while not self.stopped:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns += 1
-            self.open.append(c)
-            mode = self.modes[self.conns - 1] if self.conns <= len(
-                self.modes) else "454"
-            threading.Thread(target=self._conn, args=(c, self.conns, mode),
-                             daemon=True).start()
-
-    def _conn(self, c, n, mode):
-        f = c.makefile("rb")
-        rcpts = []
-
-        def say(line):
-            c.sendall(line.encode() + b"\r\n")
-        try:
-            say("220 starttls.test ESMTP")
-            while True:
-                raw = f.readline()
-                if not raw:
-                    return
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                self.commands.append((n, line))
-                verb = line.split(" ", 1)[0].upper()
-                if verb == "EHLO":
-                    say("250-starttls.test\r\n250-PIPELINING\r\n"
-                        "250-STARTTLS\r\n250 ENHANCEDSTATUSCODES")
-                elif verb == "STARTTLS" and mode == "454":
-                    say("454 4.7.0 TLS not available due to local problem")
-                elif verb == "STARTTLS" and mode == "stall":
-                    say("220 2.0.0 Ready to start TLS")
-                    while f.read(1):      # hold the line, say nothing
-                        pass
-                    return
-                elif verb == "STARTTLS":
-                    say("220 2.0.0 Ready to start TLS")
-                    say("this is not TLS")
-                    return
-                elif verb in ("MAIL", "RSET"):
-                    rcpts = []
-                    say("250 2.0.0 Ok")
-                elif verb == "RCPT":
-                    rcpts.append(re.sub(r".*<(.*)>.*", r"\1", line))
-                    say("250 2.1.5 Ok")
-                elif verb == "DATA":
-                    say("354 End data with <CR><LF>.<CR><LF>")
-                    while f.readline().rstrip(b"\r\n") != b".":
-                        pass
-                    self.accepted += rcpts
-                    say("250 2.0.0 Ok: queued")
-                elif verb == "QUIT":
-                    say("221 2.0.0 Bye")
-                    return
-                else:
-                    say("502 5.5.2 Error: command not recognized")
-        except OSError:
-            pass
-        finally:
-            c.close()
+            return None
+        say("this is not TLS")
+        return None
 
 
 agent = rrtest.Agent(deadline="10s")

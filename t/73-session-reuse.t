@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # 73-session-reuse.t - a connection kept open for the next group of a
 # lane is reused only when it meets THAT group's TLS level, certificate
-# names and SASL identity (issue 11 row 1). unbound serves a.test (MX
+# names and SASL identity. unbound serves a.test (MX
 # mx1), tlsmulti.test (MX mx1, mx2) and s.test (MX mx1); mx1 is a receiver
 # Postfix with STARTTLS (a certificate from a CA the agent may or may not
 # know) and SASL; mx2 is our scripted server without STARTTLS.
@@ -25,13 +25,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 import dnsserver
-from mxtest import AddrReceiver, AddrSink, common_port
+from mxtest import (AddrReceiver, AddrSink, common_port, require_dns,
+                    start_dns)
 import tlsca
 
-rrtest.require_root()
-rrtest.agent_binary()
-if not os.access(dnsserver.UNBOUND, os.X_OK):
-    rrtest.skip_all("unbound is not installed")
+require_dns()
 if not os.path.exists("/usr/sbin/saslpasswd2"):
     rrtest.skip_all("saslpasswd2 missing (Debian: sasl2-bin)")
 
@@ -41,8 +39,7 @@ ZONE = ["a MX 10 mx1.test.", "tlsmulti MX 10 mx1.test.",
         "tlsmulti MX 20 mx2.test.", "s MX 10 mx1.test.",
         "mx1 A " + ADDR1, "mx2 A " + ADDR2]
 
-dns = dnsserver.Unbound(records=ZONE)
-rrtest.at_cleanup(dns.stop)
+dns = start_dns(ZONE)
 if dnsserver.query(dns.port, "tlsmulti.test") != 0:
     rrtest.bail("unbound: tlsmulti.test does not resolve")
 

@@ -98,4 +98,7 @@ ok("m1@d1.test" in recv.delivered(),
 if not ok(not [l for l in ex.log_lines() if "warning" in l
                and "rapidretry" in l], "no warnings about the examples"):
     diag("\n".join(l for l in ex.log_lines() if "warning" in l))
+# stopped first: LeakSanitizer reports at exit
+is_(milter.stop(), 0, "the milter: SIGTERM, exit status 0")
+ok(milter.sanitizer_free(), "no sanitizer reports from the milter")
 done()

@@ -4,9 +4,11 @@
 # addresses in order (loopback unbound), the groups the domains share,
 # TLS level and names, SASL, and the recipient limit a real earlier run
 # learned (delivery log) with its age.
+import glob
 import json
 import os
 import re
+import shutil
 import sys
 sys.dont_write_bytecode = True
 
@@ -14,16 +16,12 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "t", "lib"))
 import rrtest
 from rrtest import ok, is_, like, diag, done
-import dnsserver
+import mxtest
 from smtpsink import SmtpSink
 
-rrtest.require_root()
-rrtest.agent_binary()
-if not os.access(dnsserver.UNBOUND, os.X_OK):
-    rrtest.skip_all("unbound is not installed")
+mxtest.require_dns()
 
-dns = dnsserver.Unbound()
-rrtest.at_cleanup(dns.stop)
+dns = mxtest.start_dns()
 sink = SmtpSink({"rcpt_max": 3})
 sport = sink.start()
 rrtest.at_cleanup(sink.stop)
@@ -121,6 +119,25 @@ like(r.out, r"(?m)learned limit: 3 recipients, \d+s ago$",
 like(r.out, r"(?m)^nullmx\.test: .*no delivery: 5\.1\.10 ",
      "text: why a domain gets no delivery")
 is_(sink.connections(), conns, "no connection was made: no mail sent")
+
+# a hostile delivery log: the limit learned at time -2^63 (now minus it
+# overflowed); it is too old to use, and its age counts from 1970
+import sqlite3
+DB = agent.journal[:-3] + "-log.db"
+db = sqlite3.connect(DB)
+db.execute("UPDATE limits SET time = ?", (-2 ** 63,))
+db.commit()
+db.close()
+for f in glob.glob(DB + "*"):
+    shutil.chown(f, rrtest.TEST_USER)
+r = probe("--json", "limited.test")
+j = json.loads(r.out) if r.rc == 0 else {"groups": []}
+l4 = ([g["servers"][0].get("learned") for g in j["groups"]] or [None])[0]
+l4 = l4 or {}
+is_((r.rc, r.err, l4.get("rcpt_limit"), l4.get("used")),
+    (0, "", 3, False), "a limit learned at time -2^63: shown, not in use")
+ok(l4.get("age", 0) > 1.7e9, "... its age counts from 1970 (%s)"
+   % l4.get("age"))
 
 # the static relay of [agent] puts every domain in one group
 agent.write_conf(relay="[127.0.0.1]:%d" % sport)

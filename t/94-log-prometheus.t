@@ -123,4 +123,18 @@ s4, _, bad4 = parse(prom().stdout)
 is_(bad4, [], "a relay name with quote, backslash, newline: still valid")
 ok(("rapidretry_transactions", r'relay="evil\"\\\nname[1.2.3.4]:25"') in s4,
    "... escaped as the format says")
+
+# a hostile limit: learned at time -2^63 (now minus it overflowed)
+db = sqlite3.connect(DB)
+db.execute("INSERT INTO limits (server, rcpt_limit, one_domain, time)"
+           " VALUES ('h[1.2.3.4]:25', 5, 0, ?)", (-2 ** 63,))
+db.commit()
+db.close()
+p5 = prom()
+s5, _, bad5 = parse(p5.stdout)
+is_((p5.returncode, p5.stderr, bad5), (0, "", []),
+    "a limit learned at time -2^63: exit 0, nothing on stderr, valid")
+age5 = s5.get(("rapidretry_learned_limit_age_seconds",
+               'server="h[1.2.3.4]:25"'), -1)
+ok(age5 > 1.7e9, "... its age counts from 1970 (%s)" % age5)
 done()

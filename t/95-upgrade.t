@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # 95-upgrade.t - journal and delivery log files made by released agents
 # (t/fixtures, see make-fixtures.py) meet this program:
-#  - the journal and log of issue 16's release: upgraded in place to this
+#  - the journal (schema 2) and log (schema 1) of an earlier release
+#    (the issue16-* fixtures): upgraded in place to this
 #    program's schemas, nothing lost: the recipients final in them are
 #    skipped, only the others cross the wire;
 #  - an older release's journal (schema 1): upgraded in place once, by 8

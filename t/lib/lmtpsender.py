@@ -55,12 +55,7 @@ class LmtpSender(Sender):
         if rrtest.ASAN:
             env.update(rrtest.asan_options())
         if env:
-            self.main["import_environment"] = " ".join(
-                ["MAIL_CONFIG", "MAIL_DEBUG", "MAIL_LOGTAG", "TZ",
-                 "LANG=C", "POSTLOG_SERVICE", "POSTLOG_HOSTNAME"]
-                + ["%s=%s" % kv for kv in env.items()])
-            self.main["export_environment"] = (
-                "TZ MAIL_CONFIG LANG " + " ".join(env))
+            self.pass_environment(env)
         self.main.update(main or {})
 
     def submit_smtp(self, sender, rcpts, message=None, mail_options=(),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""log_bench - what the delivery log costs per delivery (issue 5 note).
+"""log_bench - what the delivery log costs per delivery.
 
 Runs the agent N times against the scripted server (5 recipients, one
 transaction each) with [log] database = none, transcript = no and

@@ -6,15 +6,35 @@ common_port(addrs)   a TCP port free on every address right now
 AddrReceiver         a receiver Postfix whose smtpd listens on addr:port
                      (the address in master.cf's service name, TESTING.md)
 AddrSink             the scripted server (smtpsink) on addr:port
+require_dns()        skip the file unless root, a built agent and unbound
+start_dns(records)   the test zone in unbound, stopped at exit
 """
 
 import os
 import socket
 import threading
 
+import dnsserver
 import rrtest
 from postfix import Receiver
 from smtpsink import SmtpSink
+
+
+def require_dns():
+    """require_dns - skip the whole file unless it runs as root with a
+    built agent and Debian's unbound."""
+    rrtest.require_root()
+    rrtest.agent_binary()
+    if not os.access(dnsserver.UNBOUND, os.X_OK):
+        rrtest.skip_all("unbound is not installed")
+
+
+def start_dns(records=()):
+    """start_dns - unbound serving the test zone plus RECORDS (lines
+    relative to "test."), stopped when the file ends."""
+    dns = dnsserver.Unbound(records=records)
+    rrtest.at_cleanup(dns.stop)
+    return dns
 
 
 def common_port(addrs):

@@ -71,6 +71,8 @@ class Postfix:
         self.data = rrtest.subdir(name + "/data", owner="postfix")
         self.logdir = rrtest.subdir(name + "/log")
         self.maillog = os.path.join(self.logdir, "maillog")
+        # pipe(8) logs the agent's stderr, where UBSan's reports go
+        rrtest.report_source(self.log)
         self.port = port or rrtest.free_port()
         self.started = False
         self.main = {
@@ -202,6 +204,17 @@ class Postfix:
         subprocess.run(["postqueue", "-c", self.etc, "-f"],
                        capture_output=True)
 
+    def pass_environment(self, env):
+        """pass_environment - main.cf settings so that the processes
+        Postfix starts (pipe(8), spawn(8)) get ENV (dict) on top of
+        Postfix's own defaults."""
+        self.main["import_environment"] = " ".join(
+            ["MAIL_CONFIG", "MAIL_DEBUG", "MAIL_LOGTAG", "TZ",
+             "LANG=C", "POSTLOG_SERVICE", "POSTLOG_HOSTNAME"]
+            + ["%s=%s" % kv for kv in env.items()])
+        self.main["export_environment"] = (
+            "TZ MAIL_CONFIG LANG " + " ".join(env))
+
 
 def _alive(pid):
     try:
@@ -323,13 +336,7 @@ class Sender(Postfix):
                 "rapidretry_time_limit": "120s",
             })
             if rrtest.ASAN:
-                env = rrtest.asan_options()
-                self.main["import_environment"] = " ".join(
-                    ["MAIL_CONFIG", "MAIL_DEBUG", "MAIL_LOGTAG", "TZ",
-                     "LANG=C", "POSTLOG_SERVICE", "POSTLOG_HOSTNAME"]
-                    + ["%s=%s" % kv for kv in env.items()])
-                self.main["export_environment"] = (
-                    "TZ MAIL_CONFIG LANG " + " ".join(env))
+                self.pass_environment(rrtest.asan_options())
         self.main.update(main or {})
 
     def submit(self, sender, rcpts, message=None):

@@ -57,10 +57,12 @@ class Milter:
                                      stderr=subprocess.STDOUT)
 
     def start(self, extra=()):
-        """start - run it; True once it logged `started:`."""
+        """start - run it; True once it logged `started:` (once more than
+        before, when it is started again)."""
+        n = self.read_log().count("started:")
         self.launch(extra)
         up = rrtest.wait_until(lambda: self.proc.poll() is not None or
-                               "started:" in self.read_log(), 15,
+                               self.read_log().count("started:") > n, 15,
                                what="milter start")
         return bool(up) and self.proc.poll() is None
 

@@ -239,14 +239,29 @@ def sanitizer_report(text):
                                    "runtime error:"))
 
 
+# callables returning text (a Postfix instance's maillog) where a
+# program's stderr ends up: UBSan (with ASan, gcc) ignores log_path
+_report_sources = []
+
+
+def report_source(fn):
+    """report_source - FN() returns text to search for sanitizer reports
+    at done() (RR_ASAN=1)."""
+    _report_sources.append(fn)
+
+
 def _asan_check():
     if not ASAN or _tmp_root is None:
         return
     reports = glob.glob(os.path.join(_tmp_root, "asan", "asan*"))
-    ok(not reports, "no sanitizer reports")
+    texts = [t for t in (fn() for fn in _report_sources)
+             if sanitizer_report(t)]
+    ok(not reports and not texts, "no sanitizer reports")
     for r in reports:
         with open(r, errors="replace") as f:
             diag(f.read()[:4000])
+    for t in texts:
+        diag(t[-4000:])
 
 
 def ensure_user():
@@ -438,8 +453,15 @@ def run_as_user(argv, stdin_bytes, env, cwd=None, timeout=60,
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as e:
         rc, out, err = None, e.stdout or b"", e.stderr or b""
-    return Result(rc, out.decode(errors="replace"),
-                  err.decode(errors="replace"), time.monotonic() - t0)
+    err = err.decode(errors="replace")
+    if ASAN and sanitizer_report(err):
+        # UBSan's report is on stderr (log_path ignored): keep it for done()
+        f, path = tempfile.mkstemp(prefix="asan.stderr.",
+                                   dir=os.path.join(tmpdir(), "asan"))
+        os.write(f, err.encode())
+        os.close(f)
+    return Result(rc, out.decode(errors="replace"), err,
+                  time.monotonic() - t0)
 
 
 def sample_message(sender, rcpts, subject="rapidretry test", body=None):

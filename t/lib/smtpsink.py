@@ -43,10 +43,18 @@ Script keys:
                        though the reply refuses it, as broken servers do
                        against RFC 2920)
                 after  BODY only: act after this many body lines
+                       "skip" (PRDR353: no 353, the DOT reply alone)
                 taken  DOT with "drop" or "silent": the message counts as
                        taken all the same (the reply is lost, not the mail)
                 close  true: close the connection after the reply
                 delay  seconds to wait before replying
+
+PRDR (draft-hall-prdr-00): with "PRDR" among the ehlo lines and PRDR on
+MAIL, the dot is answered with the PRDR353 rule's reply (default "353
+PRDR content analysis beginning"), then one PRDR reply per accepted
+recipient (rule cmd PRDR, rcpt = its place among the accepted ones, addr;
+default "250 2.1.5 Ok"), then the DOT reply as the final one; the
+message's rcpts are those whose PRDR reply was 2xx.
 
 Ground truth: a message counts as taken when the DOT reply's code starts
 with "2"; "clean" says whether that reply was a well-formed single line
@@ -277,7 +285,7 @@ class SmtpSink:
                     continue
                 if "ctxn" in r and not _in(r["ctxn"], ctxn):
                     continue
-                if "rcpt" in r and (cmd != "RCPT" or
+                if "rcpt" in r and (cmd not in ("RCPT", "PRDR") or
                                     not _num_match(r["rcpt"], rcpt)):
                     continue
                 if "addr" in r and (addr or "").lower() != r["addr"].lower():
@@ -306,6 +314,7 @@ class Session:
         self.mail_from = None
         self.rcpts = []
         self.nrcpt = 0
+        self.prdr = False
         self.announced = set()
 
     def run(self):
@@ -458,6 +467,7 @@ class Session:
         self.mail_from = None
         self.rcpts = []
         self.nrcpt = 0
+        self.prdr = False
 
     def _cmd_MAIL(self, arg):
         s = self.sink
@@ -478,6 +488,8 @@ class Session:
         take = rule is not None and rule.get("action") == "take"
         if (code == "2" or take or s.script.get("mail_lenient")) and \
                 not self.in_txn:
+            self.prdr = "PRDR" in self.announced and \
+                "PRDR" in arg.upper().split()
             self.in_txn = True
             self.mail_from = addr
             self.rcpts = []
@@ -536,21 +548,45 @@ class Session:
             s._rec(self.n, "c", line, data=True)
             body.append(line[1:] if line.startswith(".") else line)
         s._rec(self.n, "c", ".")
+        took = self._prdr() if self.prdr else self.rcpts
+        if took is None:
+            self.closed = True
+            return
         rule = s.match("DOT", self.n, self.txn, self.ctxn, 0, None)
         default = "250 2.0.0 Ok: queued as %d.%d" % (self.n, self.txn)
         code = self._reply_code(rule, default)
         msg = {"conn": self.n, "txn": self.txn, "mail_from": self.mail_from,
-               "rcpts": list(self.rcpts),
+               "rcpts": list(took),
                "body": "".join(l + "\n" for l in body),
                "clean": rule is None or (
                    "raw" not in rule and not rule.get("action") and
                    len(_lines(rule.get("reply", default))) == 1)}
         if rule is not None and rule.get("action") in ("drop", "silent"):
             code = "2" if rule.get("taken") else "x"
-        if code == "2" and self.rcpts:
+        if code == "2" and took:
             s._rec_msg(msg)     # queued before the reply goes out
         self._reset()
         self._act(rule, default)
+
+    def _prdr(self):
+        """_prdr - after the dot of a PRDR transaction: the 353 and one
+        reply per accepted recipient; the ones taken, None when the
+        connection ended."""
+        s = self.sink
+        rule = s.match("PRDR353", self.n, self.txn, self.ctxn, 0, None)
+        if rule is not None and rule.get("action") == "skip":
+            return self.rcpts
+        if not self._act(rule, "353 PRDR content analysis beginning"):
+            return None
+        took = []
+        for k, addr in enumerate(self.rcpts, 1):
+            rule = s.match("PRDR", self.n, self.txn, self.ctxn, k, addr)
+            code = self._reply_code(rule, "250 2.1.5 Ok")
+            if not self._act(rule, "250 2.1.5 Ok"):
+                return None
+            if code == "2":
+                took.append(addr)
+        return took
 
     def _cmd_AUTH(self, arg):
         """_cmd_AUTH - any credentials do (AUTH PLAIN with its initial

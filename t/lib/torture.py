@@ -521,18 +521,18 @@ def accounting(sc, r, outc, rcpts, i, fail):
 
 def cause_of(sc, r):
     """cause_of - what a failure in run R is most likely about: the
-    issue 11 row it matches, else the scenario's family."""
+    known hazard it matches, else the scenario's family."""
     if any(x.get("cmd") == "BODY" and not x.get("action")
            for x in sc.script.get("rules", [])):
         return "premature-reply"                # a reply before the dot
     if sc.disk and r is not None:
-        return "journal-disk"                   # issue 11 row 2
+        return "journal-disk"                   # disk full under the journal
     if sc.family == "mailrefused":
-        return "mail-refused"                   # issue 11 rows 3, 4
+        return "mail-refused"                   # MAIL FROM refused
     if any("MAILMAX" in e for e in sc.script.get("ehlo", [])):
-        return "limits-mailmax"                 # issue 11 row 5
+        return "limits-mailmax"                 # a MAILMAX-style limit
     if sc.kill and sc.kill[0] == signal.SIGTERM:
-        return "sigterm"                        # issue 11 row 8
+        return "sigterm"                        # SIGTERM from pipe(8)
     return sc.family
 
 
@@ -547,7 +547,7 @@ def dup_cause(sc, run, msg):
     if run["killed"] == "hung":
         return "window"
     if run["killed"] == signal.SIGTERM:
-        return "sigterm"                        # issue 11 row 8
+        return "sigterm"                        # SIGTERM from pipe(8)
     return cause_of(sc, run)
 
 

@@ -158,7 +158,7 @@ typedef struct {
     PlanMail want;
 } MailCase;
 
-/* Issue rows: a refused MAIL never sends the message; a soft error moves
+/* A refused MAIL never sends the message; a soft error moves
  * to the next MX (deferred after the last), as Postfix does */
 static const MailCase mail_cases[] = {
     {"421-first", "421 4.7.0 closing", 1, PLAN_MAIL_RECONNECT},
@@ -222,6 +222,57 @@ test_dot(gconstpointer data)
                     c->want);
 }
 
+/* PRDR: the final reply (NULL: none came, the connection dropped), the
+ * recipient's own reply after the 353 (NULL: none, as after a plain
+ * reply instead of 353), and what the recipient becomes */
+typedef struct {
+    const char *name;
+    const char *final, *own;
+    PlanDot want;
+} PrdrCase;
+
+static const PrdrCase prdr_cases[] = {
+    {"own-250", "250 OK id=1", "250 2.1.5 recipient ok", PLAN_DOT_SENT},
+    {"own-550", "250 OK id=1", "550 5.7.1 content refused", PLAN_DOT_BOUNCE},
+    {"own-450", "250 OK id=1", "450 4.7.1 try later", PLAN_DOT_DEFER},
+    /* a rapid-looking reply after the data is only a deferral */
+    {"own-452-rapid", "250 OK id=1", "452 4.5.3 too many recipients",
+     PLAN_DOT_DEFER},
+    {"own-354-garbage", "250 OK id=1", "354 go on", PLAN_DOT_DEFER},
+    /* a 4xx final reply defers everyone, a 5xx bounces everyone */
+    {"final-451-own-250", "451 4.3.0 try later", "250 ok", PLAN_DOT_DEFER},
+    {"final-451-own-550", "451 4.3.0 try later", "550 no", PLAN_DOT_DEFER},
+    {"final-554-own-250", "554 5.7.1 refused", "250 ok", PLAN_DOT_BOUNCE},
+    {"final-554-own-450", "554 5.7.1 refused", "450 later", PLAN_DOT_BOUNCE},
+    /* plain reply instead of 353: it speaks for every recipient */
+    {"plain-250", "250 2.0.0 queued", NULL, PLAN_DOT_SENT},
+    {"plain-550", "550 5.7.1 refused", NULL, PLAN_DOT_BOUNCE},
+    /* dropped between the per-recipient replies: unsure, deferred */
+    {"drop-after-own", NULL, "550 5.7.1 refused", PLAN_DOT_UNSURE},
+    {"final-421", "421 4.3.2 bye", "250 ok", PLAN_DOT_UNSURE},
+};
+
+static void
+test_prdr(gconstpointer data)
+{
+    const PrdrCase *c = data;
+    ReplyRules rules = {NULL};
+    g_autoptr(Reply) fin = c->final ? reply_parse_text(c->final, NULL)
+                                    : NULL;
+    g_autoptr(Reply) own = c->own ? reply_parse_text(c->own, NULL) : NULL;
+    PlanDot final = plan_dot(354, fin ? fin->code : 0,
+                             fin ? reply_classify(fin, REPLY_STAGE_DOT,
+                                                  &rules)
+                                 : REPLY_DEFER,
+                             TRUE);
+
+    g_assert_cmpint(plan_prdr(final, own ? own->code : 0,
+                              own ? reply_classify(own, REPLY_STAGE_DOT,
+                                                   &rules)
+                                  : REPLY_OK),
+                    ==, c->want);
+}
+
 typedef struct {
     const char *name;
     PlanConnState st;
@@ -240,7 +291,7 @@ static const ConnCase conn_cases[] = {
     {"wrap-after-progress", {2, 0, 2, 5, 2, TRUE, TRUE}, PLAN_CONN_FIRST},
     {"reconnect-same", {3, 0, 1, 5, 0, TRUE, TRUE}, PLAN_CONN_NEXT},
     {"reconnects-used-up", {6, 0, 1, 5, 0, TRUE, TRUE}, PLAN_CONN_GIVE_UP},
-    /* issue row: LIMITS MAILMAX=1, 10 recipients: the 10th connection
+    /* LIMITS MAILMAX=1, 10 recipients: the 10th connection
      * after 9 the server asked for is no failure */
     {"mailmax-asked", {9, 9, 1, 5, 0, FALSE, TRUE}, PLAN_CONN_NEXT},
     {"mailmax-asked-many", {60, 58, 1, 5, 0, FALSE, TRUE}, PLAN_CONN_NEXT},
@@ -318,6 +369,12 @@ main(int argc, char **argv)
                                      conn_cases[i].name);
 
         g_test_add_data_func(path, &conn_cases[i], test_connect);
+        g_free(path);
+    }
+    for (gsize i = 0; i < G_N_ELEMENTS(prdr_cases); i++) {
+        char *path = g_strdup_printf("/deliver/prdr/%s", prdr_cases[i].name);
+
+        g_test_add_data_func(path, &prdr_cases[i], test_prdr);
         g_free(path);
     }
     g_test_add_func("/deliver/counts", test_counts);

@@ -698,12 +698,42 @@ test_inflight(void)
     tmpdir_remove(dir);
 }
 
+/* test_inflight_duplicate - one address twice in one mark is one row in
+ * flight once: it reads as "not final", and the undo removes it */
+static void
+test_inflight_duplicate(void)
+{
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "j.db", NULL);
+    Journal *j = open_ok(path, 3600);
+    const char *const dup[] = {"x@example.org", "x@example.org"};
+    gboolean again[2] = {TRUE, TRUE};
+    GError *error = NULL;
+
+    g_assert_true(journal_inflight(j, "Q1", DIGEST_A, dup, 2, again,
+                                   &error));
+    g_assert_no_error(error);
+    g_assert_false(again[0] || again[1]);
+    g_assert_cmpint(lookup(j, "Q1", DIGEST_A, "x@example.org"), ==,
+                    JOURNAL_NONE);
+    g_assert_true(journal_inflight_undo(j, "Q1", DIGEST_A, dup, 2, again,
+                                        &error));
+    g_assert_true(journal_inflight(j, "Q1", DIGEST_A, dup, 1, again,
+                                   &error));
+    g_assert_false(again[0]); /* the undo left no row */
+    g_assert_no_error(error);
+    journal_close(j);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
 int
 main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/journal/record-lookup", test_record_lookup);
     g_test_add_func("/journal/inflight", test_inflight);
+    g_test_add_func("/journal/inflight-duplicate", test_inflight_duplicate);
     g_test_add_func("/journal/replace", test_replace);
     g_test_add_func("/journal/expiry", test_expiry);
     g_test_add_func("/journal/expiry-chunks", test_expiry_chunks);

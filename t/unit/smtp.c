@@ -215,7 +215,8 @@ fs_command(FakeServer *fs, int fd, const char *cmd)
         return fs_reply(fs, fd,
                         sc->dot != NULL ? sc->dot : "250 2.0.0 Ok: queued");
     }
-    if (g_ascii_strncasecmp(cmd, "RSET", 4) == 0)
+    if (g_ascii_strncasecmp(cmd, "RSET", 4) == 0 ||
+        g_ascii_strncasecmp(cmd, "NOOP", 4) == 0)
         return fs_reply(fs, fd, sc->rset != NULL ? sc->rset : "250 2.0.0 Ok");
     if (g_ascii_strncasecmp(cmd, "QUIT", 4) == 0) {
         fs_reply(fs, fd, "221 2.0.0 Bye");
@@ -342,9 +343,11 @@ fs_cmds(const FakeServer *fs)
 {
     GString *s = g_string_new(NULL);
 
+    /* without the NOOP behind each final dot (t/25 checks that one) */
     for (guint i = 0; i < fs->cmds->len; i++)
-        g_string_append_printf(s, "%s%s", i > 0 ? "|" : "",
-                               (char *) g_ptr_array_index(fs->cmds, i));
+        if (strcmp(g_ptr_array_index(fs->cmds, i), "NOOP") != 0)
+            g_string_append_printf(s, "%s%s", s->len > 0 ? "|" : "",
+                                   (char *) g_ptr_array_index(fs->cmds, i));
     return g_string_free(s, FALSE);
 }
 
@@ -387,6 +390,8 @@ conv_open(Conv *c, const Script *sc, guint timeout, guint deadline_ms)
     return c->s;
 }
 
+static gboolean conv_prdr; /* conv_tx asks for PRDR */
+
 /* conv_tx - one transaction of MSG to RCPTS */
 static void
 conv_tx(Conv *c, const char *const *rcpts, guint n, const char *msg,
@@ -399,7 +404,7 @@ conv_tx(Conv *c, const char *const *rcpts, guint n, const char *msg,
     SmtpTxRequest req = {.mail_from = "s@src.test",
                          .mail_params = " SIZE=100",
                          .rcpts = rcpts,
-                         .n_rcpts = n};
+                         .n_rcpts = n, .prdr = conv_prdr};
 
     g_assert_no_error(error);
     unlink(path);
@@ -621,6 +626,32 @@ test_tx(gconstpointer data)
     g_assert_null(strstr(c.transcript->str, "> hi"));
     if (tc->want_sent)
         g_assert_nonnull(strstr(c.transcript->str, "> (message body, "));
+    smtp_tx_result_clear(&res);
+    conv_free(&c);
+}
+
+/* test_prdr - MAIL ... PRDR; after the 353 one reply per accepted RCPT in
+ * order (none for the refused b), then the final one (t/29: the rest) */
+static void
+test_prdr(void)
+{
+    Script sc = {.rcpt = {NULL, "550 5.1.1 no"},
+                 .dot = "353 go on\n250 a ok\n550 5.7.1 not c\n250 final"};
+    Conv c;
+    SmtpTxResult res;
+
+    conv_prdr = TRUE;
+    g_assert_nonnull(conv_open(&c, &sc, 1, 0));
+    conv_tx(&c, rcpts4, 3, "hi\n", 0, &res);
+    conv_prdr = FALSE;
+    g_assert_cmpint(res.status, ==, SMTP_OK);
+    assert_code(res.prdr, 353);
+    assert_code(res.prdr_rcpt[0], 250);
+    assert_code(res.prdr_rcpt[1], 0);
+    assert_code(res.prdr_rcpt[2], 550);
+    assert_code(res.dot, 250);
+    conv_end(&c);
+    g_assert_nonnull(strstr(c.transcript->str, " SIZE=100 PRDR\n"));
     smtp_tx_result_clear(&res);
     conv_free(&c);
 }
@@ -962,6 +993,7 @@ main(int argc, char **argv)
     g_test_add_func("/smtp/open/helo-fallback", test_helo_fallback);
     g_test_add_func("/smtp/tx/plain-no-batch", test_pipelining_batch);
     g_test_add_func("/smtp/tx/session-reuse", test_session_reuse);
+    g_test_add_func("/smtp/tx/prdr", test_prdr);
     g_test_add_func("/smtp/tx/deadline", test_tx_deadline);
     g_test_add_func("/smtp/open/ipv6", test_ipv6);
     return g_test_run();

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+# 25-agent-early-reply.t - a server that replies in the middle of the
+# message data (it took the rest of the text for commands) must never make
+# the agent report a delivery: the reply came before the final dot, so it
+# is not the reply to it (RFC 5321 §4.1.1.4). Found by the fault campaign
+# (premature-reply): the agent read the early "250" after its dot and
+# logged every recipient sent while the server had queued nothing.
+#
+# The agent looks for input that no command asked for just before it
+# sends the final dot, and with PIPELINING sends a NOOP in the same write
+# as the dot: a server that took the rest of the message for commands
+# answers those lines (502) before the NOOP, so a reply in the middle of
+# the data can no longer pass for the reply to the dot, however the two
+# race. Small messages (the reply races the dot) and large ones (it comes
+# while the agent still writes) alike.
+import os
+import sys
+sys.dont_write_bytecode = True
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "lib"))
+import rrtest
+from rrtest import ok, is_, like, diag, done
+from smtpsink import SmtpSink
+
+rrtest.require_root()
+rrtest.agent_binary()
+
+agent = rrtest.Agent(name="agent25", deadline="30s")
+# 3 MB in lines of 1,000 octets: the server reads (and answers 502 to)
+# each line, so the agent's writing waits on it
+BODY = "".join("line %05d %s\n" % (i, "x" * 988) for i in range(1, 3001))
+
+
+def statuses(qid):
+    return sorted((r.lower(), s) for q, r, d, s, t in
+                  rrtest.agent_status(agent.log_lines()) if q == qid)
+
+
+SMALL = "".join("line %d of the message\n" % i for i in range(1, 6))
+for body, after, rl, qid in (
+        (BODY, 1, ["e1@d1.test"], "25E1"),
+        (BODY, 300, ["e1@d1.test", "e2@d1.test"], "25E2"),
+        (BODY, 0, ["e1@d1.test", "e2@d1.test", "e3@d1.test"], "25E3"),
+        (SMALL, 2, ["e1@d1.test", "e2@d1.test"], "25E4"),
+        (SMALL, 6, ["e1@d1.test"], "25E5"),
+        (SMALL, 0, ["e1@d1.test"], "25E6")):
+    sink = SmtpSink({"rules": [{"cmd": "BODY", "after": after,
+                                "raw": ["250 2.0.0 early"]}]})
+    sink.start()
+    msg = rrtest.sample_message("s@src.test", rl, body=body)
+    res = agent.run(rl, queue_id=qid, nexthop="[127.0.0.1]:%d" % sink.port,
+                    message=msg)
+    ok(rrtest.status_line_ok(res), "%s: one stdout line, stderr empty" % qid)
+    is_(sink.delivered(), [], "%s: the server queued nothing" % qid)
+    is_([s for r, s in statuses(qid) if s == "sent"], [],
+        "%s: no recipient logged sent on a reply before the dot" % qid)
+    is_(res.rc, 75, "%s: exit 75, deferred" % qid)
+    like(res.out, r"^4\.", "%s: a 4.x.x status line" % qid) or diag(res)
+    # Postfix's retry, against a server that behaves: each one arrives once
+    sink.set_script({})
+    res = agent.run(rl, queue_id=qid, nexthop="[127.0.0.1]:%d" % sink.port,
+                    message=msg)
+    is_(res.rc, 0, "%s: the retry ends with 0" % qid) or diag(res)
+    is_(sink.delivered(), sorted(rl), "%s: each recipient once" % qid) or \
+        diag(sink.dump())
+    cmds = [e["line"] for e in sink.transcript()
+            if e["dir"] == "c" and e["conn"] == sink.connections()]
+    ok("NOOP" in cmds and cmds[cmds.index("NOOP") - 1] == ".",
+       "%s: the NOOP went right behind the final dot" % qid)
+    sink.stop()
+
+done()
