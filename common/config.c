@@ -5,6 +5,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <glib/gstdio.h>
 
 #include "config.h"
 
@@ -105,6 +107,25 @@ config_nul_line(const char *text, gsize len)
     return lineno;
 }
 
+gboolean
+config_read_file(const char *path, char **text, gsize *len, GError **error)
+{
+    GStatBuf st;
+
+    if (g_stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                    "not a regular file");
+        return FALSE;
+    }
+    if (g_stat(path, &st) == 0 && st.st_size > CONFIG_MAX_BYTES) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                    "%lld bytes, at most %d", (long long)st.st_size,
+                    CONFIG_MAX_BYTES);
+        return FALSE;
+    }
+    return g_file_get_contents(path, text, len, error);
+}
+
 /* config_file_load - read PATH whole; a NUL byte in it is an error at
  * its line: the string functions would stop there and silently ignore
  * the rest of the file */
@@ -116,7 +137,7 @@ config_file_load(const char *path, GError **error)
     gsize len = 0;
     guint nul;
 
-    if (!g_file_get_contents(path, &text, &len, &err)) {
+    if (!config_read_file(path, &text, &len, &err)) {
         g_set_error(error, CONFIG_ERROR, 0, "cannot read %s: %s", path,
                     err->message);
         g_error_free(err);

@@ -23,6 +23,14 @@ typedef struct {
 
 /* config_file_load - read PATH; a NUL byte in it is an error at its line */
 ConfigFile *config_file_load(const char *path, GError **error);
+/* config_read_file - PATH's contents, like g_file_get_contents, but only
+ * from a regular file of at most CONFIG_MAX_BYTES: a device such as
+ * /dev/zero named by mistake would otherwise be read until memory runs
+ * out (found by fuzz/config.c) */
+#define CONFIG_MAX_BYTES (16 * 1024 * 1024)
+gboolean config_read_file(const char *path, char **text, gsize *len,
+                          GError **error);
+
 /* config_nul_line - the line (from 1) of the first NUL byte in TEXT (LEN
  * octets), 0 when there is none. Any file read as text must refuse one:
  * the string functions would end it there and ignore the rest. */

@@ -128,7 +128,7 @@ load_class_map(Policy *p, const char *conf_path, guint line,
     gsize len = 0;
     guint nul;
 
-    if (!g_file_get_contents(path, &text, &len, &err)) {
+    if (!config_read_file(path, &text, &len, &err)) {
         g_set_error(error, POLICY_ERROR, 0, "%s:%u: class_map: cannot read "
                     "%s: %s", conf_path, line, path, err->message);
         return FALSE;

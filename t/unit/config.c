@@ -7,6 +7,7 @@
 #include <glib/gstdio.h>
 
 #include "config.h"
+#include "milterconf.h"
 
 typedef struct {
     char *name;
@@ -118,6 +119,24 @@ test_config_missing_file(void)
     g_error_free(err);
 }
 
+/* test_config_device - a device named as the config or the class map is
+ * refused at once, not read until memory runs out (fuzz/config.c found
+ * class_map = /dev/full) */
+static void
+test_config_device(void)
+{
+    static const char text[] = "[milter]\nmode = policy\n"
+                               "class_map = /dev/full\n";
+    GError *err = NULL;
+
+    g_assert_null(config_file_load("/dev/zero", &err));
+    g_assert_nonnull(strstr(err->message, "not a regular file"));
+    g_clear_error(&err);
+    g_assert_null(milterconf_parse("/etc/rr.conf", text, &err));
+    g_assert_nonnull(strstr(err->message, "not a regular file"));
+    g_clear_error(&err);
+}
+
 /* test_config_nul - a NUL byte is an error at its line, not the end of
  * the file; the same text without it loads */
 static void
@@ -160,5 +179,6 @@ main(int argc, char **argv)
     g_test_add_func("/config/errors", test_config_errors);
     g_test_add_func("/config/nul", test_config_nul);
     g_test_add_func("/config/missing-file", test_config_missing_file);
+    g_test_add_func("/config/device", test_config_device);
     return g_test_run();
 }
