@@ -112,12 +112,15 @@ config_read_file(const char *path, char **text, gsize *len, GError **error)
 {
     GStatBuf st;
 
-    if (g_stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    /* a missing or unreadable file: g_file_get_contents says why */
+    if (g_stat(path, &st) != 0)
+        return g_file_get_contents(path, text, len, error);
+    if (!S_ISREG(st.st_mode)) {
         g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                     "not a regular file");
         return FALSE;
     }
-    if (g_stat(path, &st) == 0 && st.st_size > CONFIG_MAX_BYTES) {
+    if (st.st_size > CONFIG_MAX_BYTES) {
         g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
                     "%lld bytes, at most %d", (long long)st.st_size,
                     CONFIG_MAX_BYTES);
