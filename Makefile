@@ -16,8 +16,11 @@
 # Order of the libraries: the dynamic loader resolves every symbol of every
 # library by searching them in this order, and libcrypto and libsqlite3
 # refer to thousands of their own symbols: first, they find them at once
-# (about 12% fewer loader instructions per run).
-PKGS     = libcrypto sqlite3 libssl glib-2.0 libcares libidn2
+# (about 12% fewer loader instructions per run). The programs do not link
+# OpenSSL: the agent loads its TLS module (agent/rapidretry-tls.so, the
+# only code linked with TLS_PKGS) when a connection first needs TLS.
+PKGS     = sqlite3 glib-2.0 libcares libidn2
+TLS_PKGS = libcrypto libssl glib-2.0
 CC      ?= cc
 OPT     ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -Wformat=2 -Wno-format-nonliteral \
@@ -25,6 +28,8 @@ WARN     = -Wall -Wextra -Werror -Wformat=2 -Wno-format-nonliteral \
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) -pthread -D_GNU_SOURCE
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null)
+PKG_CFLAGS += $(shell pkg-config --cflags libssl 2>/dev/null)
 CPPFLAGS += -Icommon -Iagent -Imilter $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 
@@ -69,7 +74,8 @@ endif
 B = build/$(VARIANT)
 
 COMMON_SRC = $(wildcard common/*.c)
-AGENT_SRC  = $(filter-out agent/main.c agent/log-main.c,$(wildcard agent/*.c))
+AGENT_SRC  = $(filter-out agent/main.c agent/log-main.c agent/tls-mod.c,\
+                          $(wildcard agent/*.c))
 MILTER_SRC = $(filter-out milter/main.c,$(wildcard milter/*.c))
 UNIT_SRC   = $(wildcard t/unit/*.c)
 
@@ -87,8 +93,11 @@ endif
 ifneq ($(wildcard agent/log-main.c),)
 PROGS += $(B)/agent/rapidretry-log
 endif
+# the agent's TLS module: found beside the agent's executable
+TLS_MOD = $(B)/agent/rapidretry-tls.so
+TLS_MOD_OBJ = $(B)/agent/tls-mod.pic.o $(B)/common/log.pic.o
 
-all: $(PROGS) $(UNITS)
+all: $(PROGS) $(TLS_MOD) $(UNITS)
 ifeq ($(VARIANT),default)
 	@for p in $(PROGS); do ln -sf ../$$p $$(echo $$p | sed 's|^$(B)/||'); done
 endif
@@ -96,6 +105,12 @@ endif
 $(B)/%.o: %.c $(wildcard common/*.h agent/*.h milter/*.h t/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# the module's objects: position-independent, nothing exported but the
+# module's one symbol (tls-mod.h)
+$(B)/%.pic.o: %.c $(wildcard common/*.h agent/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
 
 $(B)/libcommon.a: $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -113,8 +128,14 @@ $(B)/agent/rapidretry-log: $(B)/agent/log-main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
 $(B)/milter/rapidretry-milter: $(B)/milter/main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
+$(TLS_MOD): $(TLS_MOD_OBJ)
+	$(CC) $(LDFLAGS) -shared -Wl,-z,defs -o $@ $^ $(TLS_LIBS) -pthread
 $(B)/t/unit/%: $(B)/t/unit/%.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
+# the TLS unit checks certificates itself: the module's code linked in
+$(B)/t/unit/tls: $(B)/t/unit/tls.o $(B)/agent/tls-mod.o $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(B)/agent/tls-mod.o $(LIBS_A) $(TLS_LIBS) \
+	    $(LDLIBS)
 
 # Tests find the build through RR_BUILD (absolute path).
 check: deps
@@ -163,6 +184,7 @@ install: all
 	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
 	    $(DESTDIR)$(CONFDIR)
 	$(INSTALL) -m 755 $(B)/agent/rapidretry-agent $(DESTDIR)$(LIBEXECDIR)/
+	$(INSTALL) -m 644 $(TLS_MOD) $(DESTDIR)$(LIBEXECDIR)/
 	for p in $(B)/milter/rapidretry-milter $(B)/agent/rapidretry-log; do \
 	    if [ -x $$p ]; then $(INSTALL) -m 755 $$p $(DESTDIR)$(SBINDIR)/; fi; \
 	done
@@ -189,6 +211,7 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/rapidretry-agent \
+	    $(DESTDIR)$(LIBEXECDIR)/rapidretry-tls.so \
 	    $(DESTDIR)$(SBINDIR)/rapidretry-milter \
 	    $(DESTDIR)$(SBINDIR)/rapidretry-log \
 	    $(DESTDIR)$(UNITDIR)/rapidretry-milter.service \

@@ -8,8 +8,6 @@
 
 #include "smtp.h"
 
-#include <openssl/ssl.h>
-
 #define SMTP_LINE_MAX (64 * 1024)     /* most of a line held; the rest is dropped */
 #define SMTP_REPLY_LINES_MAX 1000     /* most lines in one reply */
 #define SMTP_INBUF_CAP (1024 * 1024)  /* read-ahead while writing */
@@ -49,13 +47,13 @@ typedef struct {
     gboolean by_deadline;
 } SmtpLimit;
 
-/* The transport: the socket, and after STARTTLS an SSL over it. WANT is
+/* The transport: the socket, and after STARTTLS TLS over it. WANT is
  * what the last read or write needs before it can go on (TLS may need to
  * read while writing and the other way round). */
 typedef struct {
     int fd;
-    SSL *ssl;         /* NULL = clear text */
-    short read_want;  /* POLLIN, or POLLOUT when SSL_read wants to write */
+    TlsConn *tls;     /* NULL = clear text */
+    short read_want;  /* POLLIN, or POLLOUT when a TLS read must write */
     short write_want; /* POLLOUT, or POLLIN */
 } SmtpIo;
 

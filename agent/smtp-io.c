@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <openssl/err.h>
 
 #include "log.h"
 
@@ -58,26 +57,25 @@ smtp_reply_free(Reply *reply)
         reply_free(reply);
 }
 
-/* io_ssl_result - SSL_read/SSL_write's N as recv/send would say it: the
+/* io_tls_result - a TLS read or write as recv/send would say it: the
  * poll event to wait for goes to *WANT, errors become EAGAIN/ECONNRESET */
 static gssize
-io_ssl_result(SmtpIo *io, int n, short *want)
+io_tls_result(TlsIo st, gsize done, short *want)
 {
-    if (n > 0)
-        return n;
-    switch (SSL_get_error(io->ssl, n)) {
-    case SSL_ERROR_WANT_READ:
+    switch (st) {
+    case TLS_IO_OK:
+        return (gssize)done;
+    case TLS_IO_WANT_READ:
         *want = POLLIN;
         errno = EAGAIN;
         return -1;
-    case SSL_ERROR_WANT_WRITE:
+    case TLS_IO_WANT_WRITE:
         *want = POLLOUT;
         errno = EAGAIN;
         return -1;
-    case SSL_ERROR_ZERO_RETURN: /* close_notify: a clean EOF */
+    case TLS_IO_EOF: /* close_notify: a clean EOF */
         return 0;
     default:
-        ERR_clear_error();
         errno = ECONNRESET;
         return -1;
     }
@@ -87,25 +85,28 @@ io_ssl_result(SmtpIo *io, int n, short *want)
 static gssize
 io_read(SmtpIo *io, void *buf, gsize len)
 {
+    gsize done = 0;
+    TlsIo st;
+
     io->read_want = POLLIN;
-    if (io->ssl == NULL)
+    if (io->tls == NULL)
         return recv(io->fd, buf, len, 0);
-    ERR_clear_error();
-    return io_ssl_result(io, SSL_read(io->ssl, buf, (int)MIN(len, INT_MAX)),
-                         &io->read_want);
+    st = tls_conn_read(io->tls, buf, len, &done);
+    return io_tls_result(st, done, &io->read_want);
 }
 
 /* io_write - write to the transport without SIGPIPE: >=0 bytes or -1 */
 static gssize
 io_write(SmtpIo *io, const void *buf, gsize len)
 {
+    gsize done = 0;
+    TlsIo st;
+
     io->write_want = POLLOUT;
-    if (io->ssl == NULL)
+    if (io->tls == NULL)
         return send(io->fd, buf, len, MSG_NOSIGNAL);
-    ERR_clear_error();
-    return io_ssl_result(io, SSL_write(io->ssl, buf,
-                                       (int)MIN(len, INT_MAX)),
-                         &io->write_want);
+    st = tls_conn_write(io->tls, buf, len, &done);
+    return io_tls_result(st, done, &io->write_want);
 }
 
 /* smtp_stop_init - the stop pipe, once per process, before any session */
@@ -274,7 +275,7 @@ smtp_input_waiting(SmtpSession *s)
         return TRUE;
     if (s->in_eof)
         return FALSE;
-    if ((s->io.ssl != NULL && SSL_pending(s->io.ssl) > 0) ||
+    if ((s->io.tls != NULL && tls_conn_pending(s->io.tls)) ||
         (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP))))
         (void) smtp_recv_some(s);
     return s->in->len > s->in_off;
@@ -372,7 +373,7 @@ smtp_read_line(SmtpSession *s, const SmtpLimit *lim, char **line)
         if (s->in_eof)
             return SMTP_IO_LOST;
         /* TLS may hold decrypted bytes the socket no longer shows */
-        if (s->io.ssl == NULL || SSL_pending(s->io.ssl) == 0) {
+        if (s->io.tls == NULL || !tls_conn_pending(s->io.tls)) {
             st = smtp_wait(s, s->io.read_want, lim, &revents);
             if (st != SMTP_IO_OK)
                 return st;

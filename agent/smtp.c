@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <openssl/err.h>
 
 #include "log.h"
 
@@ -235,29 +234,25 @@ smtp_tls_fail(SmtpFailure *fail, SmtpStatus status, Reply *reply,
     return FALSE;
 }
 
-/* smtp_handshake - SSL_connect on the non-blocking socket, polling for
- * what it wants, bounded by LIM; *WHY says why it failed */
+/* smtp_handshake - the TLS handshake on the non-blocking socket,
+ * polling for what it wants, bounded by LIM; *WHY says why it failed */
 static SmtpIoStatus
 smtp_handshake(SmtpSession *s, const SmtpLimit *lim, char **why)
 {
     for (;;) {
         short events, revents = 0;
-        int n, err;
         SmtpIoStatus st;
 
-        ERR_clear_error();
-        n = SSL_connect(s->io.ssl);
-        if (n == 1)
+        switch (tls_conn_handshake(s->io.tls, why)) {
+        case TLS_IO_OK:
             return SMTP_IO_OK;
-        err = SSL_get_error(s->io.ssl, n);
-        if (err == SSL_ERROR_WANT_READ)
+        case TLS_IO_WANT_READ:
             events = POLLIN;
-        else if (err == SSL_ERROR_WANT_WRITE)
+            break;
+        case TLS_IO_WANT_WRITE:
             events = POLLOUT;
-        else {
-            *why = tls_error_text(err == SSL_ERROR_SYSCALL
-                                      ? "connection closed by the server"
-                                      : "handshake failure");
+            break;
+        default:
             return SMTP_IO_LOST;
         }
         st = smtp_wait(s, events, lim, &revents);
@@ -276,16 +271,16 @@ smtp_tls_established(SmtpSession *s, const SmtpOptions *opt,
     const char *const *names = opt->tls_names != NULL ? opt->tls_names
                                                       : host_only;
     g_autofree char *why = NULL;
-    TlsPeer peer = tls_peer_check(s->io.ssl, names, &why);
-    const SSL_CIPHER *c = SSL_get_current_cipher(s->io.ssl);
-    int alg_bits = 0, bits = SSL_CIPHER_get_bits(c, &alg_bits);
+    TlsPeer peer = tls_conn_peer_check(s->io.tls, names, &why);
+    TlsInfo info;
 
-    s->tls_resumed = SSL_session_reused(s->io.ssl);
+    tls_conn_describe(s->io.tls, &info);
+    s->tls_resumed = info.resumed;
     s->tls_line = g_strdup_printf("%s TLS connection established to %s: "
                                   "%s with cipher %s (%d/%d bits)%s",
                                   tls_peer_name(peer), s->relay,
-                                  SSL_get_version(s->io.ssl),
-                                  SSL_CIPHER_get_name(c), bits, alg_bits,
+                                  info.version, info.cipher, info.bits,
+                                  info.alg_bits,
                                   s->tls_resumed ? " session resumed" : "");
     if (opt->tls_level >= TLS_LEVEL_VERIFY && peer != TLS_PEER_VERIFIED)
         return smtp_tls_fail(fail, SMTP_TLS, NULL,
@@ -344,11 +339,14 @@ smtp_starttls(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
      * (RFC 3207 §6; plaintext injected into the encrypted session) */
     g_byte_array_set_size(s->in, 0);
     s->in_off = 0;
-    s->io.ssl = tls_ssl_new(opt->tls, s->io.fd, s->target->host,
-                            s->tls_key);
-    if (s->io.ssl == NULL)
-        return smtp_tls_fail(fail, SMTP_TLS, NULL,
-                             tls_error_text("cannot create a TLS session"));
+    s->io.tls = tls_conn_new(opt->tls, s->io.fd, s->target->host,
+                             s->tls_key, &why);
+    if (s->io.tls == NULL) {
+        char *text = g_strdup_printf("cannot create a TLS session: %s", why);
+
+        g_free(why);
+        return smtp_tls_fail(fail, SMTP_TLS, NULL, text);
+    }
     lim = smtp_limit(s->starttls_timeout, deadline);
     st = smtp_handshake(s, &lim, &why);
     if (st != SMTP_IO_OK) {
@@ -450,7 +448,7 @@ smtp_auth(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
 
     if (opt->sasl_user == NULL || opt->sasl_pass == NULL || !s->ext.auth)
         return TRUE;
-    if (s->io.ssl == NULL && !opt->sasl_plaintext) {
+    if (s->io.tls == NULL && !opt->sasl_plaintext) {
         smtp_fail(fail, SMTP_AUTH, NULL,
                   g_strdup_printf("SASL authentication to host %s refused: "
                                   "the connection is not encrypted "
@@ -490,11 +488,7 @@ smtp_auth(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
 static void
 smtp_session_free(SmtpSession *s)
 {
-    if (s->io.ssl != NULL) {
-        (void)SSL_shutdown(s->io.ssl); /* one try: close_notify, no wait */
-        SSL_free(s->io.ssl);
-        ERR_clear_error();
-    }
+    tls_conn_free(s->io.tls); /* one try: close_notify, no wait */
     if (s->io.fd >= 0)
         close(s->io.fd);
     g_free(s->tls_key);
@@ -628,7 +622,7 @@ smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt, char **why)
         *why = g_strdup("opened without TLS");
         return FALSE;
     case TLS_LEVEL_ENCRYPT:
-        if (s->io.ssl != NULL)
+        if (s->io.tls != NULL)
             return TRUE;
         *why = g_strdup("not encrypted");
         return FALSE;
@@ -636,12 +630,13 @@ smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt, char **why)
     case TLS_LEVEL_SECURE:
         break;
     }
-    if (s->io.ssl == NULL) {
+    if (s->io.tls == NULL) {
         *why = g_strdup("not encrypted");
         return FALSE;
     }
     /* the live connection's certificate against THESE names */
-    if (tls_peer_check(s->io.ssl, names, &peer_why) == TLS_PEER_VERIFIED)
+    if (tls_conn_peer_check(s->io.tls, names, &peer_why) ==
+        TLS_PEER_VERIFIED)
         return TRUE;
     *why = g_strdup_printf("server certificate not verified: %s",
                            peer_why != NULL ? peer_why : "unknown");

@@ -1,14 +1,14 @@
 /*
  * tls.h - STARTTLS for the agent (RFC 3207): security levels and
- * per-destination policies as Postfix names them, one OpenSSL client
- * context per run with a session cache, and the peer check after the
- * handshake (chain, then names per RFC 6125).
+ * per-destination policies as Postfix names them, one client context per
+ * run with a session cache, and the peer check after the handshake (chain,
+ * then names per RFC 6125). The OpenSSL part is a module loaded at the
+ * first use (tls-mod.h); everything here but the connection is pure.
  */
 #ifndef RR_TLS_H
 #define RR_TLS_H
 
 #include <glib.h>
-#include <openssl/ssl.h>
 
 /* Postfix's smtp_tls_security_level values, weakest first. */
 typedef enum {
@@ -48,18 +48,59 @@ typedef struct {
     const char *min_protocol;      /* "TLSv1" .. "TLSv1.3" */
 } TlsSettings;
 
+/* tls_protocol_ok - NAME is a min_protocol we know ("TLSv1".."TLSv1.3") */
+gboolean tls_protocol_ok(const char *name);
+
 typedef struct TlsContext TlsContext;
+typedef struct TlsConn TlsConn;
 
 /* tls_context_new - the client context of a run; NULL + ERROR naming the
- * file OpenSSL refused */
+ * file that cannot be used. Nothing is loaded or built before the first
+ * connection needs it, unless a client certificate is configured (then a
+ * bad one, or a module that cannot be loaded, is a configuration error
+ * at once). */
 TlsContext *tls_context_new(const TlsSettings *set, GError **error);
 void tls_context_free(TlsContext *ctx);
 
-/* tls_ssl_new - a client SSL on FD with SNI (none for address literals)
- * and the cached session for CACHE_KEY ("addr:port") when there is one;
- * CACHE_KEY must outlive the SSL (new tickets are stored under it) */
-SSL *tls_ssl_new(TlsContext *ctx, int fd, const char *sni,
-                 const char *cache_key);
+/* tls_conn_new - a client connection on FD with SNI (none for address
+ * literals) and the cached session for CACHE_KEY ("addr:port") when
+ * there is one; CACHE_KEY must outlive the connection (new tickets are
+ * stored under it). The first call loads the module and builds the
+ * context. NULL + *WHY (the reason is also logged once per process). */
+TlsConn *tls_conn_new(TlsContext *ctx, int fd, const char *sni,
+                      const char *cache_key, char **why);
+/* tls_conn_free - one close_notify, no wait; NULL is accepted */
+void tls_conn_free(TlsConn *conn);
+
+/* What a handshake step, a read or a write needs next. */
+typedef enum {
+    TLS_IO_OK,         /* done / bytes moved */
+    TLS_IO_WANT_READ,  /* poll for POLLIN, then call again */
+    TLS_IO_WANT_WRITE, /* poll for POLLOUT, then call again */
+    TLS_IO_EOF,        /* the peer's close_notify */
+    TLS_IO_CLOSED,     /* the connection closed or failed under TLS */
+    TLS_IO_ERROR,      /* a TLS failure */
+} TlsIo;
+
+/* tls_conn_handshake - one step of the client handshake; at
+ * TLS_IO_CLOSED or TLS_IO_ERROR *WHY says why */
+TlsIo tls_conn_handshake(TlsConn *conn, char **why);
+/* tls_conn_read, tls_conn_write - at TLS_IO_OK *DONE > 0 bytes moved */
+TlsIo tls_conn_read(TlsConn *conn, void *buf, gsize len, gsize *done);
+TlsIo tls_conn_write(TlsConn *conn, const void *buf, gsize len,
+                     gsize *done);
+/* tls_conn_pending - decrypted input held that the socket no longer shows */
+gboolean tls_conn_pending(TlsConn *conn);
+
+/* What an established connection is, for the log line. */
+typedef struct {
+    const char *version; /* "TLSv1.3"; static */
+    const char *cipher;  /* "TLS_AES_256_GCM_SHA384"; static */
+    int bits, alg_bits;
+    gboolean resumed;
+} TlsInfo;
+
+void tls_conn_describe(TlsConn *conn, TlsInfo *info);
 
 /* What the peer check found, in Postfix's log words. */
 typedef enum {
@@ -68,18 +109,13 @@ typedef enum {
     TLS_PEER_VERIFIED,  /* chain verified and a name matched */
 } TlsPeer;
 
-/* tls_peer_check - after the handshake: chain (the verify result, the
- * context's CA store) and, when it holds, NAMES against the certificate
- * (RFC 6125: DNS-ID, wildcard in the left-most label only; a name with a
- * leading "." matches any subdomain). *WHY says why not VERIFIED. */
-TlsPeer tls_peer_check(SSL *ssl, const char *const *names, char **why);
-/* tls_cert_check - the same for CERT with the chain's VERIFY_RESULT;
- * names from the certificate in *WHY are printable and capped */
-TlsPeer tls_cert_check(X509 *cert, long verify_result,
-                       const char *const *names, char **why);
+/* tls_conn_peer_check - after the handshake: chain (the verify result,
+ * the context's CA store) and, when it holds, NAMES against the
+ * certificate (RFC 6125: DNS-ID, wildcard in the left-most label only; a
+ * name with a leading "." matches any subdomain). *WHY says why not
+ * VERIFIED; names from the certificate in it are printable and capped. */
+TlsPeer tls_conn_peer_check(TlsConn *conn, const char *const *names,
+                            char **why);
 const char *tls_peer_name(TlsPeer p); /* "Untrusted" .. "Verified" */
-
-/* tls_error_text - OpenSSL's error queue as one line (queue emptied) */
-char *tls_error_text(const char *fallback);
 
 #endif

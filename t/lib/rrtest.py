@@ -347,12 +347,18 @@ class Agent:
     def __init__(self, name="agent", relay="[127.0.0.1]:25", deadline="30s",
                  helo_name="sender.test", timeouts=None, rcpt_limit=0,
                  agent_extra=None, smtp_extra=None, extra_text="",
-                 dsn_sendmail='/bin/sh -c "cat >/dev/null"'):
+                 dsn_sendmail='/bin/sh -c "cat >/dev/null"',
+                 tls_module=True):
         ensure_user()
         self.dir = subdir(name, owner=TEST_USER)
         self.binary = os.path.join(self.dir, "rapidretry-agent")
         shutil.copyfile(agent_binary(), self.binary)
         os.chmod(self.binary, 0o755)
+        # the TLS module is loaded from beside the executable only
+        if tls_module:
+            shutil.copyfile(os.path.join(os.path.dirname(agent_binary()),
+                                         "rapidretry-tls.so"),
+                            os.path.join(self.dir, "rapidretry-tls.so"))
         self.journal_dir = subdir(name + "/journal", owner=TEST_USER)
         self.journal = os.path.join(self.journal_dir, "journal.db")
         self.log_file = os.path.join(self.dir, "agent.log")

@@ -13,7 +13,7 @@
 
 #include "conf.h"
 #include "sasl.h"
-#include "tls.h"
+#include "tls-mod.h"
 
 /* test_level_parse - every level by name, unknown names refused */
 static void
