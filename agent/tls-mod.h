@@ -24,8 +24,8 @@
 typedef struct TlsModCtx TlsModCtx; /* the client context of a run */
 
 typedef struct {
-    guint abi;   /* TLS_MOD_ABI */
-    gsize size;  /* sizeof(TlsModule) */
+    guint abi;  /* TLS_MOD_ABI */
+    gsize size; /* sizeof(TlsModule) */
     /* ctx_new - the context: trust store, client certificate, protocol
      * floor (SET->min_protocol is one tls_protocol_ok accepts); NULL +
      * *ERROR naming the file OpenSSL refused */
@@ -35,20 +35,17 @@ typedef struct {
      * literals) and the cached session for CACHE_KEY, which must outlive
      * the connection; NULL + *ERROR */
     TlsConn *(*conn_new)(TlsModCtx *ctx, int fd, const char *sni,
-                            const char *cache_key, char **error);
+                         const char *cache_key, char **error);
     /* conn_free - one close_notify (no wait), then free */
     void (*conn_free)(TlsConn *conn);
     /* handshake, read, write, pending, describe, peer_check: as
      * tls_conn_handshake .. tls_conn_peer_check in tls.h */
     TlsIo (*handshake)(TlsConn *conn, char **why);
-    TlsIo (*read)(TlsConn *conn, void *buf, gsize len,
-                         gsize *done);
-    TlsIo (*write)(TlsConn *conn, const void *buf, gsize len,
-                          gsize *done);
+    TlsIo (*read)(TlsConn *conn, void *buf, gsize len, gsize *done);
+    TlsIo (*write)(TlsConn *conn, const void *buf, gsize len, gsize *done);
     gboolean (*pending)(TlsConn *conn);
     void (*describe)(TlsConn *conn, TlsInfo *info);
-    TlsPeer (*peer_check)(TlsConn *conn, const char *const *names,
-                          char **why);
+    TlsPeer (*peer_check)(TlsConn *conn, const char *const *names, char **why);
 } TlsModule;
 
 /* TLS_MOD_SYMBOL, the module's only exported name. The agent refers to it
@@ -60,8 +57,8 @@ extern const TlsModule rapidretry_tls_module
 #if defined(OPENSSL_X509_H) || defined(HEADER_X509_H)
 /* tls_cert_check - in the module, for the units: the chain's
  * VERIFY_RESULT, then NAMES against CERT (see tls_conn_peer_check) */
-TlsPeer tls_cert_check(X509 *cert, long verify_result,
-                       const char *const *names, char **why);
+TlsPeer tls_cert_check(X509 *cert, long verify_result, const char *const *names,
+                       char **why);
 #endif
 
 #endif
