@@ -4,7 +4,10 @@
 # (4.3.5 naming FILE:LINE); a server that answers STARTTLS with 220 and
 # then stays silent (the deadline holds; at "may" the handshake timeout
 # leads to one clear-text retry of that server); a server that answers
-# STARTTLS with 454 ("may": clear text; "encrypt": 4.7.5).
+# STARTTLS with 454 ("may": clear text; "encrypt": 4.7.5); an agent whose
+# TLS module (rapidretry-tls.so beside the executable) is missing or not a
+# library: clear text still works, STARTTLS is deferred 4.7.5 with
+# dlerror's reason, as when the TLS context cannot be created.
 import os
 import re
 import sys
@@ -148,4 +151,59 @@ is_(res.rc, 75, "454 at encrypt: deferred")
 like(res.out, r"^4\.7\.5 TLS is required, but host .* refused to start "
      r"TLS: 454 4\.7\.0", "454 at encrypt: 4.7.5 with the reply")
 is_(srv.accepted, [], "454 at encrypt: nothing sent")
+
+# --- no TLS module beside the executable -----------------------------------
+# The module is loaded at the first STARTTLS the level lets the agent
+# send; failing to load it is failing to create the TLS context: the
+# status is the same (4.7.5 at any level, no clear-text retry, the next
+# server), the reason names the module and what dlopen said, and the log
+# has it once.
+nomod = rrtest.Agent(name="nomod", deadline="10s", tls_module=False)
+_nq = [0x72100]
+
+
+def run_nomod(rcpts, port, text):
+    _nq[0] += 1
+    qid = "%X" % _nq[0]
+    res, lines = nomod.run_extra(rcpts, port, text, qid)
+    return res, qid, lines
+
+
+modpath = os.path.join(nomod.dir, "rapidretry-tls.so")
+ok(not os.path.exists(modpath), "nomod: the agent's directory has no module")
+srv = StartTlsServer(["454"])
+res, qid, lines = run_nomod(["m1@d1.test"], srv.port, "")
+is_(res.rc, 0, "no module, 454 at may: delivered in clear text")
+is_(srv.accepted, ["m1@d1.test"], "no module, clear text: the mail arrived")
+ok(not [l for l in lines if "TLS module" in l],
+   "no module, clear text: nothing loaded, nothing logged")
+
+for level, n in (("encrypt", 2), ("may", 3)):
+    srv = StartTlsServer(["garbage", "plain"])
+    res, qid, lines = run_nomod(["m%d@d1.test" % n], srv.port,
+                                "[tls]\nsecurity_level = %s\n" % level)
+    good = is_(res.rc, 75, "no module, %s: deferred" % level)
+    good &= like(res.out, r"^4\.7\.5 cannot create a TLS session: cannot "
+                 r"load the TLS module: %s: cannot open shared object file"
+                 % re.escape(modpath),
+                 "no module, %s: 4.7.5 naming the module and dlerror" % level)
+    good &= is_(srv.accepted, [], "no module, %s: nothing sent" % level)
+    good &= is_(srv.conns, 1, "no module, %s: no clear-text retry" % level)
+    good &= is_(len([l for l in lines if re.search(
+        r"]: STARTTLS: cannot load the TLS module: %s"
+        % re.escape(modpath), l)]), 1,
+        "no module, %s: the log says it once" % level)
+    if not good:
+        diag(repr(res))
+        diag("\n".join(lines))
+
+# a file that is not a library: dlopen's own words
+rrtest.write_file(modpath, "this is not a shared object\n")
+srv = StartTlsServer(["garbage"])
+res, qid, lines = run_nomod(["m4@d1.test"], srv.port,
+                            "[tls]\nsecurity_level = encrypt\n")
+is_(res.rc, 75, "module not a library: deferred")
+like(res.out, r"^4\.7\.5 cannot create a TLS session: cannot load the TLS "
+     r"module: %s: .*(invalid ELF header|file too short)" % re.escape(modpath),
+     "module not a library: 4.7.5 with dlerror's reason")
 done()

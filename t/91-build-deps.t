@@ -4,7 +4,8 @@
 # compiler error. Emulated: pkg-config finds no .pc file
 # (PKG_CONFIG_LIBDIR), the compiler no system header (-nostdinc), a
 # compiler that is not there at all; and `make deps` installs exactly
-# the packages named.
+# the packages named. And what the programs link: OpenSSL only in the
+# agent's TLS module, which exports one symbol.
 import os
 import re
 import subprocess
@@ -71,4 +72,30 @@ is_([d for d in DEV + ["build-essential", "pkg-config"] if d not in pkgs],
 p = make({}, "-n", "all")
 ok(p.returncode == 0 and "missing" not in p.stderr,
    "with the packages installed the check says nothing")
+
+
+def needed(path):
+    """needed - the NEEDED libraries of the ELF file PATH (readelf -d)."""
+    out = subprocess.run(["readelf", "-d", path], capture_output=True,
+                         text=True, check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+
+
+# a run that meets no STARTTLS server loads no OpenSSL: the programs do not
+# link it; the module does, and exports only its interface
+B = os.environ.get("RR_BUILD")
+if B:
+    ssl = re.compile(r"^lib(ssl|crypto)\.so")
+    for prog in ("agent/rapidretry-agent", "agent/rapidretry-log",
+                 "milter/rapidretry-milter"):
+        libs = needed(os.path.join(B, prog))
+        ok(libs and not [l for l in libs if ssl.match(l)],
+           "%s: no libssl/libcrypto among NEEDED %s" % (prog, libs))
+    mod = os.path.join(B, "agent", "rapidretry-tls.so")
+    is_(sorted(l for l in needed(mod) if ssl.match(l)),
+        ["libcrypto.so.3", "libssl.so.3"], "the TLS module links OpenSSL")
+    syms = subprocess.run(["nm", "-D", "--defined-only", mod],
+                          capture_output=True, text=True, check=True).stdout
+    is_([l.split()[-1] for l in syms.splitlines()],
+        ["rapidretry_tls_module"], "the module exports one symbol")
 done()
