@@ -215,6 +215,18 @@ check_readable(const AgentConf *c, GPtrArray *errors, const char *key,
         check_add(errors, c, "tls", key, "%s: %s", path, g_strerror(errno));
 }
 
+/* check_tls_module - when any level may use TLS: the TLS module beside
+ * the executable loads (else every STARTTLS would defer) */
+static void
+check_tls_module(const AgentConf *c, GPtrArray *errors)
+{
+    g_autofree char *why = NULL;
+
+    if (c->tls != NULL && !tls_module_ready(&why))
+        check_add(errors, c, "tls", "security_level", "%s; every STARTTLS "
+                  "would defer with 4.7.5", why);
+}
+
 /* check_routes - [routes], relay, DNS servers: the Router's own parser */
 static void
 check_routes(const AgentConf *c, GPtrArray *errors)
@@ -263,6 +275,7 @@ check_conf(const AgentConf *c, GPtrArray *errors, GPtrArray *warnings)
     check_readable(c, errors, "ca_path", c->tls_ca_path, TRUE);
     check_readable(c, errors, "cert_file", c->tls_cert_file, FALSE);
     check_readable(c, errors, "key_file", c->tls_key_file, FALSE);
+    check_tls_module(c, errors);
     check_routes(c, errors);
     check_sendmail(c, errors);
 }

@@ -255,6 +255,12 @@ tls_module(char **why)
 }
 
 gboolean
+tls_module_ready(char **why)
+{
+    return tls_module(why) != NULL;
+}
+
+gboolean
 tls_protocol_ok(const char *name)
 {
     static const char *const names[] = {"TLSv1", "TLSv1.1", "TLSv1.2",

@@ -54,6 +54,10 @@ gboolean tls_protocol_ok(const char *name);
 typedef struct TlsContext TlsContext;
 typedef struct TlsConn TlsConn;
 
+/* tls_module_ready - the TLS module loads (it stays loaded); FALSE + *WHY
+ * (what a STARTTLS would fail with). For the configuration check. */
+gboolean tls_module_ready(char **why);
+
 /* tls_context_new - the client context of a run; NULL + ERROR naming the
  * file that cannot be used. Nothing is loaded or built before the first
  * connection needs it, unless a client certificate is configured (then a

@@ -3,7 +3,8 @@
 # `apt-get install ./rapidretry_*.deb` installs it (system user, state
 # directory, conffile), a throw-away Postfix wired to the INSTALLED agent
 # with the lines of the installed master.cf.example delivers a message
-# through it, an upgrade keeps the administrator's edits and data, a
+# through it (over STARTTLS: the installed agent finds its TLS module
+# beside it), an upgrade keeps the administrator's edits and data, a
 # plain removal keeps them too, and purge leaves no file of ours (the
 # system user stays). It changes this machine, so that part runs alone
 # (a lock), only when no rapidretry package or data is there already, and
@@ -23,6 +24,7 @@ sys.path.insert(0, os.path.join(TOP, "t", "lib"))
 import rrtest
 from rrtest import ok, is_, like, diag, done
 from postfix import Receiver, Sender
+import tlsca
 
 PKG = "rapidretry"
 USER = "rapidretry"
@@ -130,6 +132,7 @@ files = subprocess.run(["dpkg", "-L", PKG], capture_output=True,
                        text=True).stdout.split()
 for f in (AGENT, "/usr/sbin/rapidretry-milter", "/usr/sbin/rapidretry-log",
           "/lib/systemd/system/rapidretry-milter.service", CONF,
+          "/usr/libexec/rapidretry/rapidretry-tls.so",
           "/usr/share/man/man8/rapidretry-agent.8.gz",
           "/usr/share/man/man5/rapidretry.conf.5.gz",
           DOC + "/master.cf.example"):
@@ -159,7 +162,10 @@ master = "\n".join(l for l in example.splitlines()
                    if l.strip() and not l.startswith("#")) + "\n"
 like(master, r"argv=%s -c %s" % (re.escape(AGENT), re.escape(CONF)),
      "master.cf.example names the installed agent and configuration")
-recv = Receiver("recv").start()
+ca = tlsca.CA("deb")
+cert, key = ca.server("mx", ["mx.tls.test"])
+recv = Receiver("recv", main=tlsca.smtpd_tls(cert, key),
+                master_extra=tlsca.TLSMGR).start()
 snd = Sender("snd", smtp=True, relay_port=recv.port, main={
     "relayhost": "",
     "default_transport": "rapidretry:[127.0.0.1]:%d" % recv.port,
@@ -187,6 +193,9 @@ like(" ".join(t for r, d, s, t in stat or []),
      "through the pipe transport: one agent run for all four")
 is_(recv.wait_delivered(len(RCPTS)), sorted(RCPTS),
     "each recipient delivered exactly once")
+ok(rrtest.wait_until(lambda: any("using TLSv1." in t
+                                 for _, t in recv.messages()), 10),
+   "the installed agent used STARTTLS (level may): the module was found")
 journal = os.path.join(STATE, "rapidretry.db")
 ok(os.path.exists(journal) and os.stat(journal).st_uid == pw.pw_uid,
    "the agent, run as %s, wrote its journal in %s" % (USER, STATE))

@@ -189,6 +189,25 @@ is_(r.rc, 0, "delivery log not writable: exit 0")
 like(r.err, r"^warning: .*:4: \[log\] database: .*deliveries go on",
      "... with a warning naming the line")
 
+# the TLS module beside the executable: checked when a level may use TLS
+nomod = rrtest.Agent(name="nomod", tls_module=False)
+for body, want in (("", True), ("[tls]\nsecurity_level = none\n", False)):
+    path = conf(body)
+    args = [nomod.binary, "-t", "-c", path, "-p", PFDIR, "-u", U]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    if want:
+        is_(p.returncode, 78, "no TLS module at level may: exit 78")
+        like(p.stderr, r"\[tls\] security_level: cannot load the TLS "
+             r"module: %s/rapidretry-tls\.so: .*every STARTTLS would "
+             r"defer with 4\.7\.5" % re.escape(nomod.dir),
+             "... naming the module and what a delivery would meet")
+    else:
+        ok("TLS module" not in p.stderr,
+           "no TLS module at level none: not needed, not checked")
+r = check(conf(""))
+ok(r.rc == 0 and "TLS module" not in r.err,
+   "with the module beside the agent: no complaint")
+
 # a journal of a newer schema
 jdb = sqlite3.connect(os.path.join(JDIR, "j.db"))
 jdb.execute("PRAGMA user_version = 99")
