@@ -296,8 +296,8 @@ mod_handshake(TlsConn *c, char **why)
     if (n == 1)
         return TLS_IO_OK;
     st = mod_result(c, n);
-    if (st == TLS_IO_EOF)
-        st = TLS_IO_CLOSED;
+    if (st == TLS_IO_EOF) /* close_notify before the end: a failure */
+        st = TLS_IO_ERROR;
     if (st == TLS_IO_CLOSED || st == TLS_IO_ERROR)
         *why = tls_error_text(st == TLS_IO_CLOSED
                                   ? "connection closed by the server"
