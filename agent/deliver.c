@@ -269,6 +269,13 @@ connection_failed(Run *run, const SmtpFailure *f)
     if (f->reply != NULL) {
         reply_dsn(f->reply, dsn);
         run->last_permanent = f->reply->code >= 500;
+        /* a 5xx greeting: the next MX, and after the last one deferred,
+         * as Postfix does with smtp_skip_5xx_greeting = yes (its default):
+         * a server that refuses all mail says nothing about a recipient */
+        if (f->greeting && run->last_permanent) {
+            run->last_permanent = FALSE;
+            dsn[0] = '4';
+        }
     } else if (f->status == SMTP_DEADLINE)
         g_strlcpy(dsn, "4.4.2", sizeof dsn);
     else if (f->status == SMTP_PROTOCOL)
@@ -859,7 +866,7 @@ one_round(Run *run)
         report_all(run, RCPT_DEFERRED, "4.3.0",
                    smtp_session_relay(run->session), tx.failure, NULL);
     if (run->session != NULL && tx.status != SMTP_OK) {
-        SmtpFailure f = {tx.status, NULL, tx.failure};
+        SmtpFailure f = {tx.status, NULL, tx.failure, FALSE};
 
         connection_failed(run, &f);
         session_end(run);

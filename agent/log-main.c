@@ -3,6 +3,7 @@
  * §7) by queue id, recipient, sender, status and time; print rows, the
  * SMTP conversation, JSON for scripts, or counts. Reads only.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +305,17 @@ time_text(double t)
               : g_strdup("?");
 }
 
+/* json_num - X with 3 decimals; JSON has no infinity or NaN (a hostile
+ * row's value): null */
+static void
+json_num(GString *out, double x)
+{
+    if (isfinite(x))
+        g_string_append_printf(out, "%.3f", x);
+    else
+        g_string_append(out, "null");
+}
+
 enum { C_TIME, C_QID, C_SENDER, C_RCPT, C_RELAY, C_CONN, C_TX, C_DSN,
        C_STATUS, C_REPLY, C_DELAY, C_NOTE, C_TID, C_TEXT };
 
@@ -320,17 +332,17 @@ row_json(GString *out, sqlite3_stmt *st, gboolean transcript)
 
     g_string_append(out, "{\"time\": ");
     json_str(out, when);
-    g_string_append_printf(out, ", \"epoch\": %.3f",
-                           sqlite3_column_double(st, C_TIME));
+    g_string_append(out, ", \"epoch\": ");
+    json_num(out, sqlite3_column_double(st, C_TIME));
     for (gsize i = 0; i < G_N_ELEMENTS(text_cols); i++) {
         g_string_append_printf(out, ", \"%s\": ", text_cols[i].key);
         json_str(out, col(st, text_cols[i].col));
     }
     g_string_append_printf(out, ", \"connection\": %d, \"transaction\": %d,"
-                           " \"delay\": %.3f",
+                           " \"delay\": ",
                            sqlite3_column_int(st, C_CONN),
-                           sqlite3_column_int(st, C_TX),
-                           sqlite3_column_double(st, C_DELAY));
+                           sqlite3_column_int(st, C_TX));
+    json_num(out, sqlite3_column_double(st, C_DELAY));
     if (transcript) {
         g_string_append(out, ", \"transcript\": ");
         if (col(st, C_TEXT) == NULL)

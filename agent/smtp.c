@@ -555,6 +555,7 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
                   g_strdup_printf("host %s refused to talk to me: %s",
                                   s->namaddr, text));
         g_free(text);
+        fail->greeting = TRUE;
         goto fail;
     }
     smtp_reply_free(greeting);

@@ -55,6 +55,7 @@ typedef struct {
                      Connection refused", "host h[a] refused to talk to me:
                      554 ...", "conversation with h[a] timed out while
                      receiving the initial server greeting" */
+    gboolean greeting; /* REPLY is the server's greeting */
 } SmtpFailure;
 
 void smtp_failure_clear(SmtpFailure *f);

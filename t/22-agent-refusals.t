@@ -177,6 +177,8 @@ def mx_case(name, first_script, second_script=None):
 
 SOFT = {
     "greeting 421": {"greeting": "421 4.3.2 mx.test busy, try later"},
+    "greeting 554": {"greeting": "554 5.7.1 mx.test does not take mail "
+                                 "from you"},
     "EHLO 451": {"rules": [{"cmd": "EHLO",
                             "reply": "451 4.3.0 try again"}]},
     "MAIL 451": {"rules": [{"cmd": "MAIL",
@@ -210,6 +212,25 @@ good &= is_(len(second.commands("MAIL")), 1, "MAIL 4xx at both MX: "
 good &= ok([l for l in agent.log_lines() if qid in l and "status=deferred"
             in l and "Sender greylisted (in reply to MAIL FROM command)" in l],
            "MAIL 4xx at both MX: deferred with the server's reply")
+if not good:
+    show(res, first, second)
+first.stop()
+second.stop()
+
+# a 5xx greeting at the last MX too: deferred (Postfix's default
+# smtp_skip_5xx_greeting = yes), the server's text, its status as 4.x.x
+g554 = {"greeting": "554 5.7.1 mx.test does not take mail from you"}
+res, first, second, qid, rl = mx_case("greeting 554 at both", g554, g554)
+good = is_(res.rc, 75, "greeting 554 at both MX: exit 75, not 69")
+good &= like(res.out, r"^4\.7\.1 ", "greeting 554 at both MX: 4.7.1")
+good &= is_(statuses(qid, "deferred"), sorted(rl),
+            "greeting 554 at both MX: all deferred")
+good &= is_(statuses(qid, "bounced"), [], "greeting 554 at both MX: "
+            "none bounced")
+good &= ok([l for l in agent.log_lines() if qid in l and "dsn=4.7.1" in l
+            and "refused to talk to me: 554 5.7.1" in l],
+           "greeting 554 at both MX: the log line has dsn=4.7.1 and the "
+           "server's text")
 if not good:
     show(res, first, second)
 first.stop()
