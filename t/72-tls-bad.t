@@ -5,11 +5,13 @@
 # then stays silent (the deadline holds; at "may" the handshake timeout
 # leads to one clear-text retry of that server); a server that answers
 # STARTTLS with 454 ("may": clear text; "encrypt": 4.7.5); an agent whose
-# TLS module (rapidretry-tls.so beside the executable) is missing or not a
-# library: clear text still works, STARTTLS is deferred 4.7.5 with
+# TLS module (rapidretry-tls.so beside the executable) is missing, not a
+# library, without its symbol or of another interface number: clear text
+# still works, STARTTLS is deferred 4.7.5 with
 # dlerror's reason, as when the TLS context cannot be created.
 import os
 import re
+import subprocess
 import sys
 sys.dont_write_bytecode = True
 
@@ -206,4 +208,27 @@ is_(res.rc, 75, "module not a library: deferred")
 like(res.out, r"^4\.7\.5 cannot create a TLS session: cannot load the TLS "
      r"module: %s: .*(invalid ELF header|file too short)" % re.escape(modpath),
      "module not a library: 4.7.5 with dlerror's reason")
+
+# a library without the module's symbol, and one of another interface
+# number: refused before any of its code runs
+for name, body, want in (
+        ("no symbol", "int rapidretry_other = 1;\n",
+         r"undefined symbol: rapidretry_tls_module"),
+        ("wrong interface", "const struct { unsigned abi; unsigned long "
+         "size; } rapidretry_tls_module = {999, 16};\n",
+         r"interface 999, this agent needs \d+")):
+    src = rrtest.write_file(os.path.join(nomod.dir, "fake.c"), body)
+    cc = subprocess.run(["cc", "-shared", "-fPIC", "-o", modpath, src],
+                        capture_output=True, text=True)
+    if not ok(cc.returncode == 0, "%s: a fake module built" % name):
+        diag(cc.stderr)
+        continue
+    os.chmod(modpath, 0o644)
+    srv = StartTlsServer(["garbage"])
+    res, qid, lines = run_nomod(["m5@d1.test"], srv.port,
+                                "[tls]\nsecurity_level = encrypt\n")
+    is_(res.rc, 75, "%s: deferred" % name)
+    like(res.out, r"^4\.7\.5 cannot create a TLS session: cannot load the "
+         r"TLS module: %s: .*%s" % (re.escape(modpath), want),
+         "%s: 4.7.5 saying why" % name)
 done()
