@@ -395,6 +395,15 @@ tx_body(SmtpSession *s, const SmtpTxRequest *req, gint64 deadline,
         s->transcript(s->transcript_ctx, '>', "RSET");
     if (!tx_dot_reply(s, deadline, res, &res->dot))
         return FALSE;
+    if (res->data_sent && res->dot->code != 353 && !rset) {
+        /* without PIPELINING the RSET follows the dot's reply, one round
+         * trip later: a reply from the middle of the data may still have
+         * been on its way at the check before the dot, and only the
+         * RSET's reply shows that the one read was the dot's */
+        rset = smtp_send(s, SMTP_ST_RSET, deadline, "RSET") == SMTP_IO_OK;
+        if (!rset)
+            s->usable = FALSE; /* says nothing about the message */
+    }
     if (res->data_sent && res->dot->code != 353 &&
         ((rset && !tx_rset_check(s, deadline)) || smtp_input_waiting(s))) {
         /* more than one reply to the end of data: the one read may not

@@ -25,7 +25,7 @@ OPEN = {}
 
 # A finding of the campaign, replayed directly: a "250" after the first
 # body line, before the final dot. Nothing may be logged sent that the
-# server did not queue (fixed in smtp-tx.c: a NOOP after the dot).
+# server did not queue (fixed in smtp-tx.c: a RSET after the dot; t/25).
 sink = SmtpSink({"rules": [{"cmd": "BODY", "after": 1,
                             "raw": ["250 2.0.0 early"]}]})
 port = sink.start()
