@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "conf.h"
+#include "tls.h"
 
 #define LOG_DEFAULT_CONF "/etc/rapidretry/rapidretry.conf"
 
@@ -630,6 +631,10 @@ main(int argc, char **argv)
     int n;
 
     opts_parse(argc, argv, &o);
+    /* the configuration is read for the database's path only: a client
+     * certificate must not need the TLS module, which is installed beside
+     * the agent, not beside this program */
+    tls_config_only();
     path = database_path(&o);
     db = db_open(path);
     n = o.prometheus ? prometheus(db, &o)

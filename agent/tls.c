@@ -38,6 +38,7 @@ struct TlsContext {
 /* The module, loaded once per process (tls_module). */
 static const TlsModule *tls_mod;
 static char *tls_mod_error; /* why it could not be loaded */
+static gboolean tls_files_only; /* tls_config_only: nothing built at start */
 
 gboolean
 tls_level_parse(const char *s, TlsLevel *level)
@@ -333,6 +334,8 @@ tls_context_new(const TlsSettings *set, GError **error)
     if (!tls_readable("cert_file", set->cert_file, error)
         || !tls_readable("key_file", key, error))
         goto fail;
+    if (tls_files_only)
+        return tc;
     if (!tls_build(tc, &why)) {
         g_set_error(error, CONFIG_ERROR, 0, "%s", why);
         goto fail;
@@ -341,6 +344,12 @@ tls_context_new(const TlsSettings *set, GError **error)
 fail:
     tls_context_free(tc);
     return NULL;
+}
+
+void
+tls_config_only(void)
+{
+    tls_files_only = TRUE;
 }
 
 void

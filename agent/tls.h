@@ -64,6 +64,11 @@ gboolean tls_module_ready(char **why);
  * bad one, or a module that cannot be loaded, is a configuration error
  * at once). */
 TlsContext *tls_context_new(const TlsSettings *set, GError **error);
+/* tls_config_only - for a program that reads the agent's configuration
+ * but never connects (rapidretry-log, installed where no TLS module is):
+ * from now on tls_context_new checks that the files can be read and
+ * loads nothing. Call it before any thread starts. */
+void tls_config_only(void);
 void tls_context_free(TlsContext *ctx);
 
 /* tls_conn_new - a client connection on FD with SNI (none for address

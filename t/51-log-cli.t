@@ -167,4 +167,31 @@ is_(sorted((r["recipient"], r["epoch"], r["delay"]) for r in rows
            if r["recipient"] in ("h3@x.test", "h4@x.test")),
     [("h3@x.test", None, None), ("h4@x.test", None, None)],
     "... infinite epoch and delay are null")
+# the installed layout: rapidretry-log in its own directory, the TLS
+# module beside the agent only; a client certificate in the agent's
+# configuration must not make the log unreadable (it reads the file for
+# the database's path, and never connects)
+import tlsca
+cert, key = tlsca.CA("log").server("client", ["client.test"])
+sbin = rrtest.subdir("sbin")
+cli_alone = os.path.join(sbin, "rapidretry-log")
+shutil.copyfile(CLI, cli_alone)
+os.chmod(cli_alone, 0o755)
+ok(not os.path.exists(os.path.join(sbin, "rapidretry-tls.so")),
+   "no TLS module beside the copied rapidretry-log")
+tls_conf = rrtest.write_file(os.path.join(sbin, "tls.conf"),
+                             "[log]\ndatabase = %s\n[tls]\ncert_file = %s\n"
+                             "key_file = %s\n" % (DB, cert, key))
+p = subprocess.run([cli_alone, "-c", tls_conf, "-q", "Q1A"],
+                   capture_output=True, text=True)
+is_((p.returncode, p.stderr, len(p.stdout.splitlines())), (0, "", 3),
+    "client certificate configured, no module beside rapidretry-log: "
+    "exit 0, the 3 rows of Q1A")
+rrtest.write_file(tls_conf, "[log]\ndatabase = %s\n[tls]\ncert_file = %s\n"
+                  % (DB, os.path.join(sbin, "missing.pem")))
+p = subprocess.run([cli_alone, "-c", tls_conf, "-q", "Q1A"],
+                   capture_output=True, text=True)
+is_(p.returncode, 78, "a cert_file that cannot be read is still a "
+    "configuration error (78)")
+like(p.stderr, r"cert_file .*missing\.pem", "... naming the file")
 done()
