@@ -83,4 +83,50 @@ for body, after, rl, qid in (
             "%s: EHLO refused, HELO: no PIPELINING" % qid)
     sink.stop()
 
+# Without PIPELINING, the RSET after the dot's reply changes nothing else:
+# a server that closes after the dot's 250 (25P1) or answers the RSET
+# with 421 (25P2: the rest goes over a new connection) has the message;
+# the RSET is no transaction for LIMITS MAILMAX (25P3: 2 per connection);
+# no RSET after PRDR's 353 and per-recipient replies (25P4).
+PLAIN = ["ENHANCEDSTATUSCODES"]
+R5 = ["p%d@d1.test" % i for i in range(1, 6)]
+for qid, script, rl, conns, tx_per_conn in (
+        ("25P1", {"ehlo": PLAIN, "rules": [{"cmd": "DOT", "close": True,
+                                             "reply": "250 2.0.0 queued"}]},
+         ["p1@d1.test"], 1, [1]),
+        ("25P2", {"ehlo": PLAIN, "rcpt_max": 2,
+                  "rules": [{"cmd": "RSET", "close": True,
+                             "reply": "421 4.3.2 closing"}]},
+         R5, 3, [1, 1, 1]),
+        ("25P3", {"ehlo": PLAIN + ["LIMITS MAILMAX=2"], "rcpt_max": 2},
+         R5, 2, [2, 1]),
+        ("25P4", {"ehlo": PLAIN + ["PRDR"]}, ["p1@d1.test", "p2@d1.test"],
+         1, [1])):
+    sink = SmtpSink(script)
+    sink.start()
+    res = agent.run(rl, queue_id=qid, nexthop="[127.0.0.1]:%d" % sink.port)
+    good = is_(res.rc, 0, "%s: exit 0" % qid)
+    good &= is_(statuses(qid), sorted((r, "sent") for r in rl),
+                "%s: every recipient sent" % qid)
+    good &= is_(sorted(sink.delivered()), sorted(rl),
+                "%s: each arrived once" % qid)
+    per = [[e["line"].split(" ")[0] for e in sink.transcript()
+            if e["dir"] == "c" and e["conn"] == c]
+           for c in range(1, sink.connections() + 1)]
+    good &= is_([p.count("MAIL") for p in per], tx_per_conn,
+                "%s: %d connection(s), transactions per connection %s"
+                % (qid, conns, tx_per_conn))
+    after_dot = [p[i + 1] for p in per for i, w in enumerate(p)
+                 if w == "." and i + 1 < len(p)]
+    if qid == "25P4":
+        good &= ok("RSET" not in per[0], "25P4: no RSET after PRDR's "
+                   "replies")
+    else:
+        good &= ok(all(w == "RSET" for w in after_dot),
+                   "%s: a RSET after each dot (%s)" % (qid, after_dot))
+    if not good:
+        diag(repr(res))
+        diag(repr(per))
+    sink.stop()
+
 done()
