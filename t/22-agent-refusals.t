@@ -151,7 +151,7 @@ if not good:
 
 # --- 3. soft errors move to the next MX --------------------------------------
 if not os.access(dnsserver.UNBOUND, os.X_OK):
-    rrtest.skip("unbound is not installed", 16)
+    rrtest.skip("unbound is not installed", 37)
     done()
 
 dns = start_dns()
@@ -231,6 +231,22 @@ good &= ok([l for l in agent.log_lines() if qid in l and "dsn=4.7.1" in l
             and "refused to talk to me: 554 5.7.1" in l],
            "greeting 554 at both MX: the log line has dsn=4.7.1 and the "
            "server's text")
+if not good:
+    show(res, first, second)
+first.stop()
+second.stop()
+
+# a 5xx to HELO (EHLO refused) is no greeting: it still bounces
+h554 = {"rules": [{"cmd": "EHLO", "reply": "502 5.5.2 Error: command not "
+                   "recognized"},
+                  {"cmd": "HELO", "reply": "554 5.7.1 not from you"}]}
+res, first, second, qid, rl = mx_case("HELO 554 at both", h554, h554)
+good = is_(res.rc, 69, "HELO 554 at both MX: exit 69")
+good &= like(res.out, r"^5\.7\.1 .*554 5\.7\.1 not from you \(in reply to "
+             r"HELO command\)", "HELO 554: 5.7.1 with the reply")
+good &= is_(statuses(qid, "bounced"), sorted(rl), "HELO 554: all bounced")
+good &= is_(first.messages() + second.messages(), [],
+            "HELO 554: nothing delivered")
 if not good:
     show(res, first, second)
 first.stop()
