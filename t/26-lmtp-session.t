@@ -6,7 +6,8 @@
 # per session; the journal keyed by XFORWARD IDENT (a retry gets 250 and
 # no second copy); bad input as Postfix's smtpd answers it; a client
 # that goes away in DATA gets nothing delivered; the idle timeout; the
-# age limit (421 to MAIL); only LMTP replies ever reach the socket.
+# age limit (421 to MAIL); only LMTP replies ever reach the socket; a
+# server's 5xx greeting: 451 4.x.x per recipient.
 import os
 import re
 import signal
@@ -240,4 +241,22 @@ is_([l[:9] for l in final], ["451 4.4.2"] * 2, "a server that stalls: "
 ok(9 <= took < 40, "after %.1fs: the deadline (10s), not the SMTP "
    "timeouts (120s) nor Postfix's lmtp_data_done_timeout" % took)
 is_(stall.delivered(), [], "nothing delivered")
+# --- 11. a 5xx greeting (the only server): 451 per recipient, not 5xx -------
+# (Postfix's smtp_skip_5xx_greeting: the server refuses all mail, which
+# says nothing about a recipient; a 5xx here would make Postfix bounce)
+refuser = SmtpSink({"greeting": "554 5.7.1 mx.test does not take mail "
+                                "from you"})
+gport = refuser.start()
+rrtest.at_cleanup(refuser.stop)
+gagent = rrtest.Agent(name="greet554", relay="[127.0.0.1]:%d" % gport)
+s = LmtpAgent(gagent)
+s.reply()
+s.cmd("LHLO p.test")
+mail, rr, data, final = s.transaction("s@src.test", ["g1@d1.test",
+                                                     "g2@d2.test"], MSG)
+is_(len(final), 2, "greeting 554: a reply per recipient")
+ok(all(re.match(r"^451 4\.7\.1 <g\d@d\d\.test>: host \S+ refused to "
+                r"talk to me: 554 5\.7\.1 mx\.test", l) for l in final),
+   "greeting 554: each 451 4.7.1 with the server's text: %r" % final[:1])
+is_(refuser.delivered(), [], "greeting 554: nothing delivered")
 done()
