@@ -4,7 +4,8 @@
 # encrypts, "verify" with the right CA and name delivers, a wrong name or
 # an untrusted CA defers 4.7.5 with the reason, "encrypt" against a
 # receiver without STARTTLS defers 4.7.5; RapidRetry inside one TLS
-# session (limit-3 receiver: 20/20 in one run, one handshake).
+# session (limit-3 receiver: 20/20 in one run, one handshake); LMTP mode
+# keeps one TLS connection for several messages.
 import os
 import re
 import sys
@@ -192,4 +193,40 @@ diag("reconnects: %s" % ", ".join(
 if not good:
     diag("\n".join(lines))
     diag("\n".join(hang.log_lines(mark)[-30:]))
+# --- LMTP mode: one STARTTLS connection kept for several messages --------
+# The connection cache keeps the session with its TLS state between the
+# messages of one LMTP session (limit-3 receiver: 4 recipients a message,
+# RapidRetry inside it); the TLS module is loaded once, the handshake
+# done once.
+from lmtpclient import LmtpAgent
+lagent = rrtest.Agent(name="lmtptls", relay="[127.0.0.1]:%d" % recv.port,
+                      extra_text="\n[lmtp]\nconnection_cache_time_limit"
+                      " = 60s\n")
+mark = recv.mark()
+before = len(recv.delivered())
+s = LmtpAgent(lagent)
+s.reply()
+s.cmd("LHLO postfix.test")
+sent_all = []
+for i in range(3):
+    rl = ["l%d.%d@d1.test" % (i, j) for j in range(4)]
+    sent_all += rl
+    mail, rr, data, final = s.transaction(
+        "s@src.test", rl, rrtest.sample_message("s@src.test", rl),
+        ident="LT%d" % i)
+    is_([l[:4] for l in final], ["250 "] * 4,
+        "LMTP over TLS, message %d: 250 for each of 4" % (i + 1)) \
+        or diag(repr(final))
+s.cmd("QUIT")
+ok(s.eof(), "LMTP over TLS: the session ends after QUIT")
+ok(rrtest.wait_until(lambda: len(recv.delivered()) - before
+                     >= len(sent_all), 20),
+   "LMTP over TLS: the messages arrived")
+is_(sorted(r for r in recv.delivered() if r in sent_all), sorted(sent_all),
+    "LMTP over TLS: each recipient once")
+is_(recv_tls_count(recv, mark), 1,
+    "LMTP over TLS: one TLS connection for the 3 messages")
+llines = lagent.log_lines()
+is_(len([l for l in llines if "TLS connection established" in l]), 1,
+    "LMTP over TLS: the agent logs one TLS line")
 done()
