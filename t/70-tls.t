@@ -4,8 +4,9 @@
 # encrypts, "verify" with the right CA and name delivers, a wrong name or
 # an untrusted CA defers 4.7.5 with the reason, "encrypt" against a
 # receiver without STARTTLS defers 4.7.5; RapidRetry inside one TLS
-# session (limit-3 receiver: 20/20 in one run, one handshake); LMTP mode
-# keeps one TLS connection for several messages.
+# session (limit-3 receiver: 20/20 in one run, one handshake); two lanes
+# whose first STARTTLS races; LMTP mode keeps one TLS connection for
+# several messages.
 import os
 import re
 import sys
@@ -193,6 +194,29 @@ diag("reconnects: %s" % ", ".join(
 if not good:
     diag("\n".join(lines))
     diag("\n".join(hang.log_lines(mark)[-30:]))
+# --- two lanes start TLS at once -----------------------------------------
+# d1.test and d2.test go to two receivers, delivered in parallel by two
+# lanes (threads) whose first STARTTLS races: the module is loaded and the
+# context built once, each lane gets its own TLS connection.
+lanes = rrtest.Agent(name="lanes", relay="", extra_text=(
+    "\n[routes]\nd1.test = relay:[127.0.0.1]:%d\n"
+    "d2.test = relay:[127.0.0.1]:%d\n" % (recv.port, hang.port)))
+mark1, mark2 = recv.mark(), hang.mark()
+rl = ["lane%d@d%d.test" % (i, 1 + i % 2) for i in range(6)]
+before = len(lanes.log_lines())
+res = lanes.run(rl, queue_id="7A2A1", nexthop="batch")
+llines = lanes.log_lines()[before:]
+good = is_(res.rc, 0, "two lanes: all delivered (exit 0)")
+good &= is_(sorted(sent(llines, "7A2A1")), sorted(rl),
+            "two lanes: status=sent for the 6")
+good &= is_(len(tls_lines(llines)), 2, "two lanes: a TLS line each")
+good &= ok(rrtest.wait_until(lambda: recv_tls_count(recv, mark1) == 1 and
+                             recv_tls_count(hang, mark2) == 1, 10),
+           "two lanes: each receiver logs one TLS connection")
+if not good:
+    diag(repr(res))
+    diag("\n".join(llines))
+
 # --- LMTP mode: one STARTTLS connection kept for several messages --------
 # The connection cache keeps the session with its TLS state between the
 # messages of one LMTP session (limit-3 receiver: 4 recipients a message,
