@@ -866,7 +866,7 @@ one_round(Run *run)
         report_all(run, RCPT_DEFERRED, "4.3.0",
                    smtp_session_relay(run->session), tx.failure, NULL);
     if (run->session != NULL && tx.status != SMTP_OK) {
-        SmtpFailure f = {tx.status, NULL, tx.failure, FALSE};
+        SmtpFailure f = {.status = tx.status, .text = tx.failure};
 
         connection_failed(run, &f);
         session_end(run);

@@ -305,15 +305,13 @@ mod_handshake(TlsConn *c, char **why)
     return st;
 }
 
-/* mod_read - SSL_read; the error queue is left empty */
+/* mod_io_done - N from SSL_read/SSL_write as a TlsIo (*DONE set when
+ * N > 0); the error queue is left empty */
 static TlsIo
-mod_read(TlsConn *c, void *buf, gsize len, gsize *done)
+mod_io_done(TlsConn *c, int n, gsize *done)
 {
-    int n;
     TlsIo st;
 
-    ERR_clear_error();
-    n = SSL_read(c->ssl, buf, (int)MIN(len, G_MAXINT));
     if (n > 0) {
         *done = (gsize)n;
         return TLS_IO_OK;
@@ -323,22 +321,22 @@ mod_read(TlsConn *c, void *buf, gsize len, gsize *done)
     return st;
 }
 
-/* mod_write - SSL_write (partial writes enabled); the queue left empty */
+/* mod_read - SSL_read */
+static TlsIo
+mod_read(TlsConn *c, void *buf, gsize len, gsize *done)
+{
+    ERR_clear_error();
+    return mod_io_done(c, SSL_read(c->ssl, buf, (int)MIN(len, G_MAXINT)),
+                       done);
+}
+
+/* mod_write - SSL_write (partial writes enabled) */
 static TlsIo
 mod_write(TlsConn *c, const void *buf, gsize len, gsize *done)
 {
-    int n;
-    TlsIo st;
-
     ERR_clear_error();
-    n = SSL_write(c->ssl, buf, (int)MIN(len, G_MAXINT));
-    if (n > 0) {
-        *done = (gsize)n;
-        return TLS_IO_OK;
-    }
-    st = mod_result(c, n);
-    ERR_clear_error();
-    return st;
+    return mod_io_done(c, SSL_write(c->ssl, buf, (int)MIN(len, G_MAXINT)),
+                       done);
 }
 
 /* mod_pending - decrypted bytes SSL holds */
