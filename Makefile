@@ -30,7 +30,10 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null)
 PKG_CFLAGS += $(shell pkg-config --cflags libssl 2>/dev/null)
-CPPFLAGS += -Icommon -Iagent -Imilter $(PKG_CFLAGS)
+# the agent's parts (doc/DESIGN.md §1): every folder is an include folder
+AGENT_DIRS = agent agent/core agent/route agent/smtp agent/lmtp agent/store \
+             agent/admin
+CPPFLAGS += -Icommon $(AGENT_DIRS:%=-I%) -Imilter $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 
 # Helpful build: a missing development package is named before any
@@ -74,8 +77,9 @@ endif
 B = build/$(VARIANT)
 
 COMMON_SRC = $(wildcard common/*.c)
-AGENT_SRC  = $(filter-out agent/main.c agent/log-main.c agent/tls-mod.c,\
-                          $(wildcard agent/*.c))
+AGENT_SRC  = $(filter-out agent/main.c agent/smtp/tls-mod.c,\
+                          $(wildcard $(AGENT_DIRS:%=%/*.c)))
+AGENT_HDR  = $(wildcard $(AGENT_DIRS:%=%/*.h))
 MILTER_SRC = $(filter-out milter/main.c,$(wildcard milter/*.c))
 UNIT_SRC   = $(wildcard t/unit/*.c)
 
@@ -90,25 +94,25 @@ PROGS = $(B)/agent/rapidretry-agent
 ifneq ($(wildcard milter/main.c),)
 PROGS += $(B)/milter/rapidretry-milter
 endif
-ifneq ($(wildcard agent/log-main.c),)
+ifneq ($(wildcard tools/log-main.c),)
 PROGS += $(B)/agent/rapidretry-log
 endif
 # the agent's TLS module: found beside the agent's executable
 TLS_MOD = $(B)/agent/rapidretry-tls.so
-TLS_MOD_OBJ = $(B)/agent/tls-mod.pic.o $(B)/common/log.pic.o
+TLS_MOD_OBJ = $(B)/agent/smtp/tls-mod.pic.o $(B)/common/log.pic.o
 
 all: $(PROGS) $(TLS_MOD) $(UNITS)
 ifeq ($(VARIANT),default)
 	@for p in $(PROGS); do ln -sf ../$$p $$(echo $$p | sed 's|^$(B)/||'); done
 endif
 
-$(B)/%.o: %.c $(wildcard common/*.h agent/*.h milter/*.h t/unit/*.h)
+$(B)/%.o: %.c $(wildcard common/*.h milter/*.h t/unit/*.h) $(AGENT_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 # the module's objects: position-independent, nothing exported but the
 # module's one symbol (tls-mod.h)
-$(B)/%.pic.o: %.c $(wildcard common/*.h agent/*.h)
+$(B)/%.pic.o: %.c $(wildcard common/*.h) $(AGENT_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
 
@@ -124,7 +128,7 @@ $(B)/libmilter-rr.a: $(MILTER_OBJ)
 
 $(B)/agent/rapidretry-agent: $(B)/agent/main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
-$(B)/agent/rapidretry-log: $(B)/agent/log-main.o $(LIBS_A)
+$(B)/agent/rapidretry-log: $(B)/tools/log-main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
 $(B)/milter/rapidretry-milter: $(B)/milter/main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
@@ -133,8 +137,8 @@ $(TLS_MOD): $(TLS_MOD_OBJ)
 $(B)/t/unit/%: $(B)/t/unit/%.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
 # the TLS unit checks certificates itself: the module's code linked in
-$(B)/t/unit/tls: $(B)/t/unit/tls.o $(B)/agent/tls-mod.o $(LIBS_A)
-	$(CC) $(LDFLAGS) -o $@ $< $(B)/agent/tls-mod.o $(LIBS_A) $(TLS_LIBS) \
+$(B)/t/unit/tls: $(B)/t/unit/tls.o $(B)/agent/smtp/tls-mod.o $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(B)/agent/smtp/tls-mod.o $(LIBS_A) $(TLS_LIBS) \
 	    $(LDLIBS)
 
 # Tests find the build through RR_BUILD (absolute path).
@@ -152,7 +156,8 @@ deps:
 	@sh t/lib/install-deps
 
 format:
-	clang-format -i $(wildcard common/*.[ch] agent/*.[ch] milter/*.[ch] t/unit/*.c)
+	clang-format -i $(wildcard common/*.[ch] $(AGENT_DIRS:%=%/*.[ch]) tools/*.c \
+	    milter/*.[ch] t/unit/*.c)
 
 clean:
 	rm -rf build agent/rapidretry-agent agent/rapidretry-log milter/rapidretry-milter

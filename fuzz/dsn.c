@@ -1,5 +1,5 @@
 /*
- * fuzz/dsn.c - the DSN composer (agent/dsn.c) with hostile recipients,
+ * fuzz/dsn.c - the DSN composer (agent/core/dsn.c) with hostile recipients,
  * server replies and relay names (all of them come from argv or the
  * remote server). The input is split at NUL bytes into: queue id,
  * sender, then per recipient address, status, relay, diagnostic, reason.

@@ -1,12 +1,12 @@
 /*
  * fuzz/ehlo.c - the EHLO keyword and LIMITS parser of the SMTP client
- * (agent/smtp.c smtp_ext_line, static there: this target compiles the
+ * (agent/smtp/smtp.c smtp_ext_line, static there: this target compiles the
  * file in). Each input line is one keyword line after "250-".
  * Property: a SIZE keyword always marks SIZE; the rest must not crash or
  * leak on any keyword line (repeated blanks, "LIMITS" without values,
  * numbers past 2^64, "AUTH=" alone).
  */
-#include "../agent/smtp.c"
+#include "../agent/smtp/smtp.c"
 #include "fuzz.h"
 
 int

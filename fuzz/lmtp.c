@@ -1,5 +1,5 @@
 /*
- * fuzz/lmtp.c - the LMTP server's protocol machine (agent/lmtp-proto.c)
+ * fuzz/lmtp.c - the LMTP server's protocol machine (agent/lmtp/lmtp-proto.c)
  * on arbitrary client input: each line is a command, as the session
  * reads them; after a 354 the rest is the message. Properties: every
  * reply is one or more well-formed lines (3 digits 2xx-5xx, then " " on

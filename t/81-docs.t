@@ -112,7 +112,7 @@ def man_has_option(text, opt):
 
 progs = [("agent/main.c", getopt_opts, "man/rapidretry-agent.8"),
          ("milter/main.c", getopt_opts, "man/rapidretry-milter.8"),
-         ("agent/log-main.c", goption_opts, "man/rapidretry-log.1")]
+         ("tools/log-main.c", goption_opts, "man/rapidretry-log.1")]
 for rel, fn, page in progs:
     if not os.path.exists(os.path.join(TOP, rel)):
         rrtest.skip("%s not in this tree" % rel, 2)
