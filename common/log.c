@@ -22,11 +22,20 @@ static gboolean log_is_verbose;
 static void
 log_file_line(const char *text)
 {
+    /* syslog's own stamp, "Dec  6 14:05:09": English month names and a
+     * day padded with an ASCII space whatever the locale
+     * (g_date_time_format's %e pads with U+2007, which log readers such
+     * as pflogsumm do not take for a space) */
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May",
+                                       "Jun", "Jul", "Aug", "Sep", "Oct",
+                                       "Nov", "Dec"};
     g_autoptr(GDateTime) now = g_date_time_new_now_local();
-    g_autofree char *stamp = g_date_time_format(now, "%b %e %H:%M:%S");
-    g_autofree char *line = g_strdup_printf("%s %s %s[%d]: %s\n", stamp,
-                                            g_get_host_name(), log_ident,
-                                            (int)getpid(), text);
+    g_autofree char *line = g_strdup_printf(
+        "%s %2d %02d:%02d:%02d %s %s[%d]: %s\n",
+        months[(g_date_time_get_month(now) - 1) % 12],
+        g_date_time_get_day_of_month(now), g_date_time_get_hour(now),
+        g_date_time_get_minute(now), g_date_time_get_second(now),
+        g_get_host_name(), log_ident, (int)getpid(), text);
     ssize_t n = write(log_fd, line, strlen(line));
 
     (void)n; /* nowhere left to report a failed log write */
