@@ -37,7 +37,11 @@ rrtest.at_cleanup(sink.stop)
 def fresh(name, journal=None, log=None):
     """fresh - an agent whose journal (and delivery log) start as copies
     of fixture files"""
-    a = rrtest.Agent(name=name, relay="[127.0.0.1]:%d" % port)
+    # the fixtures' rows carry the day they were made: expiry and
+    # retention must not depend on how long ago that was
+    a = rrtest.Agent(name=name, relay="[127.0.0.1]:%d" % port,
+                     agent_extra={"journal_expire": "3650d"},
+                     extra_text="\n[log]\nretention = 3650d\n")
     for fix, dst in ((journal, a.journal), (log, a.journal[:-3] + "-log.db")):
         if fix:
             shutil.copyfile(os.path.join(FIX, fix), dst)
