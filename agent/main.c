@@ -119,6 +119,41 @@ args_parse(int argc, char **argv, Args *a)
     a->n_rcpts = argc - optind;
 }
 
+/* The modes other than pipe(8)'s, each named by one option that may
+ * stand anywhere among the options (before "--"), and the options of
+ * any mode that take a value (their value is never a mode's name). */
+static const char *const agent_modes[] = {"--lmtp", "-t", "--test", "-q",
+                                          "--query"};
+static const char agent_valued[] = "cinfup";
+
+/* agent_mode - the mode option of ARGV moved to ARGV[1], where each
+ * mode's own parser expects it; NULL for pipe(8) mode. Options in any
+ * order: "-c CONF --lmtp" is LMTP mode as "--lmtp -c CONF" is (else
+ * every spawn(8) child would answer its LMTP client with pipe mode's
+ * usage line, and Postfix would log only a lost connection). */
+static const char *
+agent_mode(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *a = argv[i];
+
+        if (a[0] != '-')
+            return NULL; /* pipe mode: options end at the first operand */
+        for (gsize m = 0; m < G_N_ELEMENTS(agent_modes); m++) {
+            if (strcmp(a, agent_modes[m]) != 0)
+                continue;
+            memmove(argv + 2, argv + 1, (gsize)(i - 1) * sizeof *argv);
+            argv[1] = (char *)agent_modes[m];
+            return agent_modes[m];
+        }
+        /* "-c FILE": skip the value; "-cFILE" and long forms carry it */
+        if (a[1] != '\0' && a[1] != '-' && a[2] == '\0' &&
+            strchr(agent_valued, a[1]) != NULL)
+            i++;
+    }
+    return NULL;
+}
+
 /* agent_term - SIGTERM: stop cleanly, defer the rest (deliver_stop) */
 static void
 agent_term(int sig)
@@ -138,12 +173,14 @@ main(int argc, char **argv)
     BatchVerdict v;
     const char *dsn;
     GError *err = NULL;
+    const char *mode;
     int null_fd, code;
 
+    mode = agent_mode(argc, argv);
     /* -t, -q: the administrator's tools, never pipe(8)'s argv */
-    if (argc > 1 && strcmp(argv[1], "-t") == 0)
+    if (g_strcmp0(mode, "-t") == 0 || g_strcmp0(mode, "--test") == 0)
         return check_main(argc, argv);
-    if (argc > 1 && strcmp(argv[1], "-q") == 0)
+    if (g_strcmp0(mode, "-q") == 0 || g_strcmp0(mode, "--query") == 0)
         return probe_main(argc, argv);
     /* pipe(8) reads stderr as our status: nothing may ever reach it */
     null_fd = open("/dev/null", O_WRONLY);
@@ -161,7 +198,7 @@ main(int argc, char **argv)
     /* the journal, the delivery log and their transcripts hold addresses:
      * not for every local user */
     umask(027);
-    if (argc > 1 && strcmp(argv[1], "--lmtp") == 0) { /* DESIGN §9 */
+    if (g_strcmp0(mode, "--lmtp") == 0) { /* DESIGN §9 */
         /* Postfix logs each recipient of LMTP mode itself: a name
          * without "/" keeps pflogsumm from counting ours as well */
         log_init("rapidretry-lmtp", FALSE);

@@ -687,8 +687,16 @@ lmtp_main(int argc, char **argv)
     GError *err = NULL;
     LmtpSession s = {0};
 
-    if (!lmtp_args(argc, argv, &conf_path, &verbose))
-        return lmtp_refuse("usage: rapidretry-agent --lmtp [-c CONF] [-v]");
+    if (!lmtp_args(argc, argv, &conf_path, &verbose)) {
+        /* the greeting carries the reason to Postfix's maillog, for
+         * every recipient it defers */
+        g_autofree char *given = g_strjoinv(" ", argv + 1);
+        g_autofree char *why = g_strdup_printf(
+            "bad arguments \"%s\"; usage: rapidretry-agent --lmtp "
+            "[-c CONF] [-v]", given);
+
+        return lmtp_refuse(why);
+    }
     conf = agent_conf_load(conf_path, &err);
     if (conf == NULL || (conf->log_file[0] != '\0' &&
                          !log_open_file(conf->log_file, &err))) {
