@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 # demo.py - `make demo`: what rapidretry does, in a minute, on loopback.
-# Throw-away Postfix instances: a sender whose mail goes through
-# rapidretry-agent (pipe(8)), a sender that uses Postfix's own smtp client,
+# Throw-away Postfix instances: senders whose mail goes through
+# rapidretry-agent in LMTP mode (Postfix's lmtp client -> spawn(8) ->
+# rapidretry-agent --lmtp, the way to carry all outgoing mail), a sender
+# that runs it through pipe(8), a sender that uses Postfix's own smtp client,
 # a receiver with smtpd_recipient_limit = 3 and a receiver with
 # rapidretry-milter in strict mode. One message to 20 recipients (two
 # domains) goes to each receiver from each sender; the report compares
@@ -27,6 +29,7 @@ if not os.environ.get("RR_BUILD"):
 import rrtest                                          # noqa: E402
 import rrmilter                                        # noqa: E402
 from postfix import Receiver, Sender                   # noqa: E402
+from lmtpsender import LmtpSender                      # noqa: E402
 
 N = 20
 TIMEOUT = 60
@@ -78,8 +81,10 @@ def run(snd, recv, rcpts, label):
 def main():
     say("rapidretry demo: one message to %d recipients (10 @ each of two "
         "domains) per receiver," % N)
-    say("first through rapidretry-agent, then through Postfix's own smtp "
-        "client. Loopback only.")
+    say("first through rapidretry-agent in LMTP mode (behind Postfix's lmtp "
+        "client), then in")
+    say("pipe(8) mode, then through Postfix's own smtp client. Loopback "
+        "only.")
     say()
     say("starting throw-away Postfix instances and rapidretry-milter ...")
     lim = Receiver("recv-limit3", domains=("d1.test", "d2.test"),
@@ -92,6 +97,13 @@ def main():
     mil = Receiver("recv-milter", domains=("d3.test", "d4.test"),
                    milter=milter.socket).start()
 
+    # Senders 0: all mail through the agent in LMTP mode
+    # (default_transport, master.cf.example's services), one per receiver:
+    # the agent's own relay setting points at it
+    lsnd = {r.port: LmtpSender("send-lmtp%d" % i, relay_port=r.port,
+                               main={"transport_maps":
+                                     "inline:{src.test=discard:}"}).start()
+            for i, r in enumerate((lim, mil))}
     # Sender 1: everything through the agent. Both domains of a receiver
     # share one nexthop, so Postfix gives the agent all 20 in one batch.
     tdir = rrtest.tmpdir()
@@ -119,27 +131,29 @@ def main():
                                (mil, "Postfix + rapidretry-milter (strict)",
                                 "d3.test", "d4.test")):
         rcpts = rcpts_for(d1, d2)
-        a = run(asnd, recv, rcpts, "rapidretry-agent")
+        lm = run(lsnd[recv.port], recv, rcpts, "agent, LMTP mode")
+        a = run(asnd, recv, rcpts, "agent, pipe(8)")
         p = run(psnd, recv, rcpts, "Postfix smtp")
-        results.append((name, recv, a, p))
+        results.append((name, recv, (lm, a, p)))
 
-    report(results, asnd, psnd, milter)
-    keep_logs(asnd, psnd, lim, mil, milter)
+    report(results, asnd, psnd, milter, lsnd[lim.port])
+    keep_logs(asnd, psnd, lim, mil, milter, lsnd[lim.port])
     say("stopping the instances ...")
     rrtest._done = True
     rrtest._run_cleanups()      # stop Postfix and the milter, remove tmp
     guide()
 
 
-def report(results, asnd, psnd, milter):
+def report(results, asnd, psnd, milter, lsnd):
     """report - the table, then the key log lines."""
     say()
-    fmt = "%-10s %-17s %13s %6s %5s %8s  %s"
-    for name, recv, a, p in results:
+    fmt = "%-6s %-19s %13s %6s %5s %8s  %s"
+    for name, recv, rows in results:
+        p = rows[-1]
         say("receiver: %s" % name)
         say(fmt % ("", "sender", "1st delivery", "conns", "txns", "time",
                    "the rest"))
-        for r in (a, p):
+        for r in rows:
             rest = ("-" if r["deferred"] == 0 else
                     "%d deferred, next try after >= 300 s" % r["deferred"])
             say(fmt % ("", r["label"], "%d/%d" % (r["sent"], N),
@@ -149,6 +163,15 @@ def report(results, asnd, psnd, milter):
             say("%10s Postfix smtp deferred with: %s"
                 % ("", p["reason"][:90]))
         say()
+    lines = [l for l in lsnd.log_lines() if re.search(
+        r"/lmtp\[\d+\]: \w+: to=<.*status=sent", l)]
+    say("LMTP mode: Postfix's own line per recipient (%d status=sent at "
+        "the first attempt; %s):" % (len(lines), os.path.join(
+            LOGS, "send-lmtp-maillog")))
+    for l in lines[:3]:
+        l = re.sub(r"^\w{3} [ \d]\d [\d:]{8} \S+ \S+: ", "", l)
+        say("  " + re.sub(r" delays=\S+", "", l)[:150])
+    say()
     alog = asnd.agent_log()
     say("key lines of the agent's log (%s):" % os.path.join(
         LOGS, "send-agent-agent.log"))
@@ -160,9 +183,10 @@ def report(results, asnd, psnd, milter):
     say()
 
 
-def keep_logs(asnd, psnd, lim, mil, milter):
+def keep_logs(asnd, psnd, lim, mil, milter, lsnd):
     """keep_logs - copy every log into LOGS (the rest is removed)."""
-    files = {"send-agent-agent.log": asnd.agent.log_file,
+    files = {"send-lmtp-maillog": lsnd.maillog,
+             "send-lmtp-agent.log": lsnd.agent.log_file,"send-agent-agent.log": asnd.agent.log_file,
              "send-agent-maillog": asnd.maillog,
              "send-smtp-maillog": psnd.maillog,
              "recv-limit3-maillog": lim.maillog,
@@ -177,6 +201,10 @@ def keep_logs(asnd, psnd, lim, mil, milter):
 def guide():
     """guide - where to look."""
     say("logs: %s/" % LOGS)
+    say("  send-lmtp-maillog      the LMTP-mode sender: Postfix's lmtp "
+        "client logs each recipient")
+    say("                         (relay=rapidretry-lmtp, status=sent, the "
+        "receiver's reply)")
     say("  send-agent-agent.log   the agent: one line per recipient "
         "(to=<...>, relay=..., dsn=..., status=...),")
     say("                         rapid retry:, learned limit, batch done:")
