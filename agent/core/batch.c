@@ -137,8 +137,8 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
         g_ptr_array_add(rcpts, r);
         r->addr = address_parse(r->arg, FALSE, &err);
         if (r->addr == NULL) {
-            deliver_report(d, r, RCPT_BOUNCED, "5.1.3", NULL,
-                           err->message, NULL);
+            report_rcpt(d, r, RCPT_BOUNCED, "5.1.3", NULL,
+                        err->message, NULL);
             g_error_free(err);
             continue;
         }
@@ -148,7 +148,7 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
             g_autofree char *why = g_strdup_printf(
                 "cannot read journal: %s", err->message);
 
-            deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
+            report_rcpt(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
             g_error_free(err);
         } else if (js != JOURNAL_NONE) {
             r->done = TRUE;
@@ -248,8 +248,8 @@ settle_missing(Delivery *d, GPtrArray *rcpts)
             continue;
         log_error("%s: <%s> has no outcome; deferring: bug", d->queue_id,
                   r->arg);
-        deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL,
-                       "internal error: no delivery outcome", NULL);
+        report_rcpt(d, r, RCPT_DEFERRED, "4.3.0", NULL,
+                    "internal error: no delivery outcome", NULL);
     }
 }
 

@@ -533,8 +533,8 @@ deliver_message(LmtpSession *s, Spool *sp)
         if (!r->done) { /* our bug: never lose it */
             log_error("%s: <%s> has no outcome; deferring: bug", d.queue_id,
                       r->arg);
-            deliver_report(&d, r, RCPT_DEFERRED, "4.3.0", NULL,
-                           "internal error: no delivery outcome", NULL);
+            report_rcpt(&d, r, RCPT_DEFERRED, "4.3.0", NULL,
+                        "internal error: no delivery outcome", NULL);
         }
         n[r->status]++;
         line = lmtp_reply_line(r);
