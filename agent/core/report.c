@@ -5,7 +5,7 @@
  * row and a delivery its journal row; report_rest() settles every
  * recipient still unfinished, the same way for every caller.
  *
- * Public functions: report_rcpt(), report_rest().
+ * Public functions: report_rcpt(), report_rest(), report_missing().
  *
  * Never: change a recipient reported already, journal a bounce (that is
  * agent_finish()'s, after the DSN), or make a network call.
@@ -69,9 +69,12 @@ report_rcpt(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
              rcpt_status_name(st), r->reason);
 }
 
-guint
-report_rest(Delivery *d, GPtrArray *rcpts, RcptStatus st, const char *dsn,
-            const char *relay, const char *reason, const char *diagnostic)
+/* rest - report every recipient of RCPTS not reported yet; BUG: one
+ * without an outcome at the end is our bug, logged as such */
+static guint
+rest(Delivery *d, GPtrArray *rcpts, gboolean bug, RcptStatus st,
+     const char *dsn, const char *relay, const char *reason,
+     const char *diagnostic)
 {
     guint n = 0;
 
@@ -80,8 +83,25 @@ report_rest(Delivery *d, GPtrArray *rcpts, RcptStatus st, const char *dsn,
 
         if (r->done)
             continue;
+        if (bug)
+            log_error("%s: <%s> has no outcome; deferring: bug",
+                      d->queue_id, r->arg);
         report_rcpt(d, r, st, dsn, relay, reason, diagnostic);
         n++;
     }
     return n;
+}
+
+guint
+report_rest(Delivery *d, GPtrArray *rcpts, RcptStatus st, const char *dsn,
+            const char *relay, const char *reason, const char *diagnostic)
+{
+    return rest(d, rcpts, FALSE, st, dsn, relay, reason, diagnostic);
+}
+
+guint
+report_missing(Delivery *d, GPtrArray *rcpts)
+{
+    return rest(d, rcpts, TRUE, RCPT_DEFERRED, "4.3.0", NULL,
+                "internal error: no delivery outcome", NULL);
 }

@@ -3,7 +3,7 @@
  * the Postfix log line, the delivery log row, the journal row of a
  * delivery; and the one way to settle every recipient still unfinished.
  *
- * Public functions: report_rcpt(), report_rest().
+ * Public functions: report_rcpt(), report_rest(), report_missing().
  *
  * Never: report a recipient twice (the second report is a bug, ignored
  * with a warning), or journal a bounce (that waits for its DSN).
@@ -27,5 +27,10 @@ void report_rcpt(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
 guint report_rest(Delivery *d, GPtrArray *rcpts, RcptStatus st,
                   const char *dsn, const char *relay, const char *reason,
                   const char *diagnostic);
+
+/* report_missing - the end of a delivery: a recipient of RCPTS still
+ * without an outcome is our bug; never lose it: defer it (4.3.0), with
+ * an error in the log. Returns how many. */
+guint report_missing(Delivery *d, GPtrArray *rcpts);
 
 #endif
