@@ -49,7 +49,7 @@ report_reply(Run *run, Rcpt *r, RcptStatus st, const Reply *reply,
     if (st == RCPT_SENT)
         reason = g_strdup(line);
     else
-        reason = trouble_said(relay, reply, command);
+        reason = trouble_said(relay, line, command);
     report_rcpt(run->d, r, st, dsn, relay, reason, line);
 }
 

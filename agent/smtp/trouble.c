@@ -1,11 +1,14 @@
 /*
- * trouble.c - what a failure means for the recipients still waiting, in
- * Postfix's words (DESIGN §4, §6). The delivery loop and session opening
- * remember the last failure here; when no server is left it becomes the
- * outcome of every recipient still pending.
+ * trouble.c - failures in Postfix's words, and what they mean for the
+ * recipients still waiting (DESIGN §4, §6). The SMTP engine words its
+ * failures here; the delivery loop and session opening remember the last
+ * failure here, and when no server is left it becomes the outcome of
+ * every recipient still pending.
  *
- * Public functions: trouble_oneline(), trouble_said(), trouble_connect(),
- * trouble_tls_auth(), trouble_mail(), trouble_clear().
+ * Public functions: trouble_oneline(), trouble_said(), trouble_io(),
+ * trouble_no_connect(), trouble_refused(),
+ * trouble_connect(), trouble_tls_auth(), trouble_mail(),
+ * trouble_clear().
  *
  * Never: send or read anything, or report a recipient.
  */
@@ -26,12 +29,42 @@ trouble_oneline(const Reply *r)
 }
 
 char *
-trouble_said(const char *relay, const Reply *r, const char *command)
+trouble_said(const char *who, const char *text, const char *command)
 {
-    g_autofree char *line = trouble_oneline(r);
-
     return g_strdup_printf("host %s said: %s (in reply to %s command)",
-                           relay, line, command);
+                           who, text, command);
+}
+
+char *
+trouble_io(TroubleIo what, const char *who, const char *doing)
+{
+    switch (what) {
+    case TROUBLE_TIMEOUT:
+        return g_strdup_printf("conversation with %s timed out while %s",
+                               who, doing);
+    case TROUBLE_DEADLINE:
+        return g_strdup_printf("delivery time limit reached in conversation "
+                               "with %s while %s", who, doing);
+    case TROUBLE_STOPPED:
+        return g_strdup_printf("delivery stopped (the agent was asked to "
+                               "terminate) in conversation with %s while %s",
+                               who, doing);
+    case TROUBLE_LOST:
+        break;
+    }
+    return g_strdup_printf("lost connection with %s while %s", who, doing);
+}
+
+char *
+trouble_no_connect(const char *who, const char *why)
+{
+    return g_strdup_printf("connect to %s: %s", who, why);
+}
+
+char *
+trouble_refused(const char *who, const char *text)
+{
+    return g_strdup_printf("host %s refused to talk to me: %s", who, text);
 }
 
 /* trouble_set - T becomes DSN and REASON */
@@ -100,11 +133,12 @@ void
 trouble_mail(Trouble *t, const char *relay, const Reply *r,
              const char *queue_id)
 {
+    g_autofree char *line = trouble_oneline(r);
     char dsn[16];
 
     reply_dsn(r, dsn);
     dsn[0] = '4';
-    trouble_set(t, dsn, trouble_said(relay, r, "MAIL FROM"), FALSE);
+    trouble_set(t, dsn, trouble_said(relay, line, "MAIL FROM"), FALSE);
     log_info("%s: %s", queue_id, t->reason);
 }
 
