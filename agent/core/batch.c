@@ -137,8 +137,8 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
         g_ptr_array_add(rcpts, r);
         r->addr = address_parse(r->arg, FALSE, &err);
         if (r->addr == NULL) {
-            deliver_report(d, r, RCPT_BOUNCED, "5.1.3", NULL,
-                           err->message, NULL);
+            report_rcpt(d, r, RCPT_BOUNCED, "5.1.3", NULL,
+                        err->message, NULL);
             g_error_free(err);
             continue;
         }
@@ -148,7 +148,7 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
             g_autofree char *why = g_strdup_printf(
                 "cannot read journal: %s", err->message);
 
-            deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
+            report_rcpt(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
             g_error_free(err);
         } else if (js != JOURNAL_NONE) {
             r->done = TRUE;
@@ -236,23 +236,6 @@ lane_key(const Group *g)
     return g_strdup_printf("%s:%u", t->addr, t->port);
 }
 
-/* settle_missing - a recipient still without an outcome is our bug:
- * never lose it, defer it */
-static void
-settle_missing(Delivery *d, GPtrArray *rcpts)
-{
-    for (guint i = 0; i < rcpts->len; i++) {
-        Rcpt *r = g_ptr_array_index(rcpts, i);
-
-        if (r->done)
-            continue;
-        log_error("%s: <%s> has no outcome; deferring: bug", d->queue_id,
-                  r->arg);
-        deliver_report(d, r, RCPT_DEFERRED, "4.3.0", NULL,
-                       "internal error: no delivery outcome", NULL);
-    }
-}
-
 void
 batch_deliver(Delivery *d, GPtrArray *rcpts, const char *nexthop)
 {
@@ -287,7 +270,7 @@ batch_deliver(Delivery *d, GPtrArray *rcpts, const char *nexthop)
             g_thread_pool_push(pool, g_ptr_array_index(lanes, i), NULL);
         g_thread_pool_free(pool, FALSE, TRUE);
     }
-    settle_missing(d, rcpts);
+    report_missing(d, rcpts);
 }
 
 void
@@ -517,7 +500,7 @@ batch_finish(Delivery *d, GPtrArray *rcpts, BatchVerdict *v)
     g_autoptr(GPtrArray) bounced = g_ptr_array_new();
     g_autofree char *why = NULL;
 
-    settle_missing(d, rcpts);
+    report_missing(d, rcpts);
     batch_verdict((const Rcpt *const *)rcpts->pdata, rcpts->len, &f, v);
     g_assert(v->n[RCPT_SENT] + v->n[RCPT_BOUNCED] + v->n[RCPT_DEFERRED] +
                  v->n[RCPT_EARLIER] == rcpts->len);

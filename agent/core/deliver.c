@@ -1,36 +1,21 @@
 /*
  * deliver.c - the RapidRetry loop over one group of recipients on one
- * connection (DESIGN.md §6), and deliver_report(), the one place where a
- * recipient's outcome is decided, logged and journaled.
+ * connection (DESIGN §6): pick the next transaction's recipients, send it,
+ * apply the plan of its replies (plan.c), and open the next transaction
+ * at once when the server asked for one.
+ *
+ * Public functions: deliver_group(), deliver_stop().
+ *
+ * Never: decide what a reply means (plan.c, reply.c, trouble.c), open a
+ * connection itself (session.c), or send the final dot before the
+ * recipients it carries are in the journal (DESIGN §7).
  */
 #include <string.h>
 
+#include "deliver-int.h"
 #include "deliver.h"
 #include "log.h"
 #include "plan.h"
-#include "smtp.h"
-
-#define DELIVER_TEXT_CAP 400 /* server text in log lines and statuses */
-
-/* One connection's worth of state inside deliver_group(). */
-typedef struct {
-    Delivery *d;
-    Group *g;
-    GPtrArray *pending;   /* Rcpt*, in argv order */
-    SmtpSession *session;
-    guint target;         /* index of the next target to try */
-    guint connections;
-    guint rounds;
-    guint session_tx;     /* transactions on the current session */
-    gboolean progressed;  /* the current session finished someone */
-    char *last_dsn;       /* why the last connection failed */
-    char *last_reason;
-    gboolean last_permanent;
-    gboolean new_session; /* the last round asks for a fresh connection */
-    guint asked;          /* reconnects the server asked for (MAILMAX):
-                             not failures, not held against
-                             max_reconnects */
-} Run;
 
 /* The journal's part in one transaction: rows "in flight" written before
  * its final dot (DESIGN §7: no dot without them), settled after it. */
@@ -43,81 +28,11 @@ typedef struct {
 } TxFlight;
 
 #define DELIVER_STOP_GRACE 5 /* seconds a transaction may still finish */
-#define DELIVER_STOP_TEXT "delivery stopped: the agent was asked to " \
-                          "terminate; the rest is retried later"
-
-/* reply_oneline - the server's reply as one printable, capped line */
-static char *
-reply_oneline(const Reply *r)
-{
-    g_autofree char *flat = g_strdup(r->raw);
-
-    g_strdelimit(flat, "\n", ' ');
-    return log_printable(flat, -1, DELIVER_TEXT_CAP);
-}
-
-void
-deliver_report(Delivery *d, Rcpt *r, RcptStatus st, const char *dsn,
-               const char *relay, const char *reason, const char *diagnostic)
-{
-    double delay;
-
-    g_mutex_lock(&d->lock);
-    if (r->done) {
-        g_mutex_unlock(&d->lock);
-        log_warning("%s: <%s> reported twice (%s after %s); ignored: bug",
-                    d->queue_id, r->arg, rcpt_status_name(st),
-                    rcpt_status_name(r->status));
-        return;
-    }
-    r->done = TRUE;
-    r->status = st;
-    g_strlcpy(r->dsn, dsn, sizeof r->dsn);
-    /* the class follows the outcome: a 5xx reply that only defers (a
-     * "550 5.5.3" refusing the first RCPT) is reported as 4.5.3 */
-    if ((st == RCPT_DEFERRED || st == RCPT_BOUNCED) && r->dsn[0] != '\0')
-        r->dsn[0] = st == RCPT_DEFERRED ? '4' : '5';
-    r->relay = g_strdup(relay != NULL ? relay : "none");
-    r->reason = log_printable(reason, -1, DELIVER_TEXT_CAP + 200);
-    r->diagnostic = g_strdup(diagnostic);
-    /* bounced ones are journaled by agent_finish(), after the DSN */
-    if (st == RCPT_SENT && d->journal != NULL && !r->journaled) {
-        JournalEntry e = {r->arg, JOURNAL_DELIVERED, r->relay, r->dsn,
-                          r->reason};
-        GError *err = NULL;
-
-        if (!journal_record(d->journal, d->queue_id,
-                            spool_digest(d->spool), &e, 1, &err)) {
-            log_error("%s: to=<%s>: delivered, but the journal write "
-                      "failed (%s): a retry of this batch may deliver it "
-                      "again", d->queue_id, r->arg, err->message);
-            g_error_free(err);
-        }
-    }
-    g_mutex_unlock(&d->lock);
-    delay = d->queued + (g_get_monotonic_time() - d->start) / 1e6;
-    if (d->dblog != NULL) {
-        DbLogAttempt a = {r->arg, relay, r->dsn, rcpt_status_name(st),
-                          r->reason, delay};
-
-        dblog_attempt(d->dblog, &a);
-    }
-    log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
-             d->queue_id, r->arg, r->relay, delay, r->dsn,
-             rcpt_status_name(st), r->reason);
-}
 
 void
 deliver_stop(void)
 {
     smtp_stop(DELIVER_STOP_GRACE);
-}
-
-/* stopping - deliver_stop() was called: no new connection or transaction */
-static gboolean
-stopping(void)
-{
-    return smtp_stop_time() > 0;
 }
 
 /* report_reply - report R with the server's reply REPLY to COMMAND */
@@ -126,7 +41,7 @@ report_reply(Run *run, Rcpt *r, RcptStatus st, const Reply *reply,
              const char *command)
 {
     char dsn[16];
-    g_autofree char *line = reply_oneline(reply);
+    g_autofree char *line = trouble_oneline(reply);
     g_autofree char *reason = NULL;
     const char *relay = smtp_session_relay(run->session);
 
@@ -134,88 +49,8 @@ report_reply(Run *run, Rcpt *r, RcptStatus st, const Reply *reply,
     if (st == RCPT_SENT)
         reason = g_strdup(line);
     else
-        reason = g_strdup_printf("host %s said: %s (in reply to %s command)",
-                                 relay, line, command);
-    deliver_report(run->d, r, st, dsn, relay, reason, line);
-}
-
-/* report_all - report every pending recipient alike and empty the list */
-static void
-report_all(Run *run, RcptStatus st, const char *dsn, const char *relay,
-           const char *reason, const char *diagnostic)
-{
-    for (guint i = 0; i < run->pending->len; i++)
-        deliver_report(run->d, g_ptr_array_index(run->pending, i), st, dsn,
-                       relay, reason, diagnostic);
-    g_ptr_array_set_size(run->pending, 0);
-}
-
-/* server_key - learned limits are per server address */
-static char *
-server_key(const Target *t)
-{
-    return g_strdup_printf("%s:%u", t->addr, t->port);
-}
-
-/* limits_get - what this run, or an earlier one within limits_expire
- * (the delivery log database), learned about the session's server */
-static ServerLimits
-limits_get(Run *run)
-{
-    ServerLimits out = {0, FALSE};
-    char *key = server_key(smtp_session_target(run->session));
-    ServerLimits *l;
-
-    g_mutex_lock(&run->d->lock);
-    l = g_hash_table_lookup(run->d->limits, key);
-    if (l == NULL) { /* first look: once per server and run */
-        l = g_new0(ServerLimits, 1);
-        if (run->d->dblog != NULL && run->d->conf->limits_expire > 0
-            && dblog_limits_get(run->d->dblog, key,
-                                run->d->conf->limits_expire,
-                                &l->rcpt_limit, &l->one_domain))
-            log_info("%s: %s: using limit %u%s learned earlier",
-                     run->d->queue_id, smtp_session_relay(run->session),
-                     l->rcpt_limit, l->one_domain ? ", one domain per "
-                                                    "transaction" : "");
-        g_hash_table_insert(run->d->limits, key, l);
-        key = NULL;
-    }
-    out = *l;
-    g_mutex_unlock(&run->d->lock);
-    g_free(key);
-    return out;
-}
-
-/* limits_learn - remember a count limit K (0 = none) and/or one domain */
-static void
-limits_learn(Run *run, guint k, gboolean one_domain)
-{
-    char *key = server_key(smtp_session_target(run->session));
-    char *spare = key; /* freed at the end unless the table took it */
-    ServerLimits *l;
-
-    g_mutex_lock(&run->d->lock);
-    l = g_hash_table_lookup(run->d->limits, key);
-    if (l == NULL) {
-        l = g_new0(ServerLimits, 1);
-        g_hash_table_insert(run->d->limits, key, l);
-        spare = NULL;
-    }
-    if (k > 0 && (l->rcpt_limit == 0 || k < l->rcpt_limit))
-        l->rcpt_limit = k;
-    if (one_domain)
-        l->one_domain = TRUE;
-    if (run->d->dblog != NULL) /* stored for later runs at the end */
-        dblog_limits_put(run->d->dblog, key, l->rcpt_limit, l->one_domain);
-    g_mutex_unlock(&run->d->lock);
-    g_free(spare);
-    if (k > 0)
-        log_info("%s: %s: learned limit %u recipients per transaction",
-                 run->d->queue_id, smtp_session_relay(run->session), k);
-    if (one_domain)
-        log_info("%s: %s: learned one domain per transaction",
-                 run->d->queue_id, smtp_session_relay(run->session));
+        reason = trouble_said(relay, line, command);
+    report_rcpt(run->d, r, st, dsn, relay, reason, line);
 }
 
 /* round_pick - the recipients for the next transaction: at most CAP
@@ -255,234 +90,6 @@ min_limit(guint a, guint b)
     if (b == 0)
         return a;
     return MIN(a, b);
-}
-
-/* connection_failed - remember why, for the recipients left at the end */
-static void
-connection_failed(Run *run, const SmtpFailure *f)
-{
-    char dsn[16] = "4.4.1";
-
-    g_free(run->last_reason);
-    g_free(run->last_dsn);
-    run->last_permanent = FALSE;
-    if (f->reply != NULL) {
-        reply_dsn(f->reply, dsn);
-        run->last_permanent = f->reply->code >= 500;
-        /* a 5xx greeting: the next MX, and after the last one deferred,
-         * as Postfix does with smtp_skip_5xx_greeting = yes (its default):
-         * a server that refuses all mail says nothing about a recipient */
-        if (f->greeting && run->last_permanent) {
-            run->last_permanent = FALSE;
-            dsn[0] = '4';
-        }
-    } else if (f->status == SMTP_DEADLINE)
-        g_strlcpy(dsn, "4.4.2", sizeof dsn);
-    else if (f->status == SMTP_PROTOCOL)
-        g_strlcpy(dsn, "4.5.0", sizeof dsn);
-    else if (f->status == SMTP_LOST)
-        g_strlcpy(dsn, "4.4.2", sizeof dsn);
-    run->last_dsn = g_strdup(dsn);
-    run->last_reason = g_strdup(f->text != NULL ? f->text : "unknown error");
-    log_info("%s: %s", run->d->queue_id, run->last_reason);
-}
-
-/* session_end - drop the current session; the next round reconnects to
- * the same server when it made progress, else to the next one */
-static void
-session_end(Run *run)
-{
-    if (run->session == NULL)
-        return;
-    if (!run->progressed)
-        run->target++;
-    smtp_session_close(run->session);
-    run->session = NULL;
-}
-
-/* session_options - TLS and SASL settings for target T and the pending
- * recipients' domains; returns what OPT->tls_names points to */
-static char **
-session_options(Run *run, const Target *t, SmtpOptions *opt)
-{
-    g_autoptr(GPtrArray) doms = g_ptr_array_new();
-
-    for (guint i = 0; i < run->pending->len; i++) {
-        const char *dom = ((Rcpt *)g_ptr_array_index(run->pending, i))
-                              ->addr->domain_lc;
-
-        if (!g_ptr_array_find_with_equal_func(doms, dom, g_str_equal, NULL))
-            g_ptr_array_add(doms, (gpointer)dom);
-    }
-    g_ptr_array_add(doms, NULL);
-    return agent_conf_smtp_options(run->d->conf, t,
-                                   (const char *const *)doms->pdata, opt);
-}
-
-/* session_tls_auth_failed - TLS required but not possible: 4.7.5; AUTH
- * refused: 4.7.x, or 5.7.8 when auth_failure = bounce (Postfix's words
- * are in the text already) */
-static void
-session_tls_auth_failed(Run *run, const SmtpFailure *f)
-{
-    if (f->status == SMTP_TLS || f->status == SMTP_HANDSHAKE) {
-        g_free(run->last_dsn);
-        run->last_dsn = g_strdup("4.7.5");
-        run->last_permanent = FALSE;
-    } else if (f->status == SMTP_AUTH) {
-        if (f->reply == NULL) {
-            g_free(run->last_dsn);
-            run->last_dsn = g_strdup("4.7.0");
-        }
-        run->last_permanent = run->d->conf->sasl_bounce && f->reply != NULL &&
-                              f->reply->code >= 500;
-        if (run->last_permanent) {
-            g_free(run->last_dsn);
-            run->last_dsn = g_strdup("5.7.8");
-        } else
-            run->last_dsn[0] = '4';
-    }
-}
-
-/* session_transcript - per connection: the delivery log's transcript
- * (AUTH masked), which also feeds the -v log */
-static void
-session_transcript(Run *run, SmtpOptions *opt)
-{
-    Delivery *d = run->d;
-    SmtpTranscriptFn chain = log_verbose() ? d->transcript : NULL;
-
-    opt->transcript = chain;
-    opt->transcript_ctx = d;
-    if (d->dblog != NULL) {
-        DbLogConn *lc = dblog_conn_begin(d->dblog, chain, d);
-
-        opt->transcript = lc != NULL ? dblog_transcript : NULL;
-        opt->transcript_ctx = lc;
-    }
-}
-
-/* session_open - connect to the next target that answers; FALSE when
- * none is left (the pending recipients are then reported) */
-static gboolean
-session_open(Run *run)
-{
-    Delivery *d = run->d;
-    const AgentConf *c = d->conf;
-    SmtpOptions opt = {.helo_name = c->helo_name, .log_id = d->queue_id,
-                       .timeouts = c->timeouts};
-    gboolean clear_retry = FALSE; /* "may": this server again, no TLS */
-
-    if (c->sasl_refused != NULL) {
-        log_warning("%s: %s; deferring", d->queue_id, c->sasl_refused);
-        report_all(run, RCPT_DEFERRED, "4.7.0", NULL, c->sasl_refused, NULL);
-        return FALSE;
-    }
-    while (run->session == NULL) {
-        SmtpFailure f = {0};
-        guint n_targets = run->g->targets->len;
-        PlanConnState st;
-
-        if (stopping()) {
-            report_all(run, RCPT_DEFERRED, "4.3.2", NULL, DELIVER_STOP_TEXT,
-                       NULL);
-            return FALSE;
-        }
-        if (g_get_monotonic_time() >= d->deadline) {
-            report_all(run, RCPT_DEFERRED, "4.4.2", NULL,
-                       "delivery deadline reached before the "
-                       "message could be delivered", NULL);
-            return FALSE;
-        }
-        st.connections = run->connections;
-        st.asked = run->asked;
-        st.n_targets = n_targets;
-        st.max_reconnects = c->max_reconnects;
-        st.target = run->target;
-        st.failed = run->last_reason != NULL;
-        st.progressed = run->progressed;
-        switch (plan_connect(&st)) {
-        case PLAN_CONN_GIVE_UP:
-            report_all(run, run->last_permanent ? RCPT_BOUNCED
-                                                : RCPT_DEFERRED,
-                       run->last_dsn ? run->last_dsn : "4.4.1", NULL,
-                       run->last_reason ? run->last_reason
-                                        : "no server to deliver to",
-                       NULL);
-            return FALSE;
-        case PLAN_CONN_FIRST:
-            run->target = 0;
-            break;
-        case PLAN_CONN_NEXT:
-            break;
-        }
-        run->connections++;
-        run->progressed = FALSE;
-        run->new_session = FALSE;
-        run->session_tx = 0;
-        session_transcript(run, &opt);
-        {
-            const Target *t = g_ptr_array_index(run->g->targets,
-                                                run->target);
-            g_auto(GStrv) names = session_options(run, t, &opt);
-
-            if (clear_retry)
-                opt.tls_level = TLS_LEVEL_NONE;
-            run->session = smtp_session_open(t, &opt, d->deadline, &f);
-        }
-        if (run->session == NULL && f.status == SMTP_HANDSHAKE &&
-            opt.tls_level == TLS_LEVEL_MAY) {
-            /* as Postfix does at "may": once more in clear text */
-            log_info("%s: %s; trying this server again without TLS",
-                     d->queue_id, f.text);
-            clear_retry = TRUE;
-        } else if (run->session == NULL) {
-            connection_failed(run, &f);
-            session_tls_auth_failed(run, &f);
-            clear_retry = FALSE;
-            run->target++;
-        } else if (smtp_session_tls(run->session) != NULL)
-            log_info("%s: %s", d->queue_id, smtp_session_tls(run->session));
-        smtp_failure_clear(&f);
-    }
-    return TRUE;
-}
-
-/* check_session_fit - recipients this server can never take: SMTPUTF8
- * not offered, message over its SIZE limit (DESIGN §6, issue: 5.6.7,
- * 5.3.4). Reported here; the rest stay pending. */
-static void
-check_session_fit(Run *run)
-{
-    const SmtpExt *ext = smtp_session_ext(run->session);
-    const char *relay = smtp_session_relay(run->session);
-    guint64 size = spool_size(run->d->spool);
-
-    if (ext->size_max > 0 && size > ext->size_max) {
-        g_autofree char *why = g_strdup_printf(
-            "message size %" G_GUINT64_FORMAT " exceeds size limit %"
-            G_GUINT64_FORMAT " of server %s", size, ext->size_max, relay);
-
-        report_all(run, RCPT_BOUNCED, "5.3.4", relay, why, NULL);
-        return;
-    }
-    if (ext->smtputf8)
-        return;
-    for (guint i = 0; i < run->pending->len;) {
-        Rcpt *r = g_ptr_array_index(run->pending, i);
-
-        if (r->addr->utf8 ||
-            (run->d->sender_addr && run->d->sender_addr->utf8)) {
-            g_autofree char *why = g_strdup_printf(
-                "SMTPUTF8 is required, but was not offered by host %s",
-                relay);
-
-            deliver_report(run->d, r, RCPT_BOUNCED, "5.6.7", relay, why,
-                           NULL);
-            g_ptr_array_remove_index(run->pending, i);
-        } else
-            i++;
-    }
 }
 
 /* mail_params - SIZE, BODY and SMTPUTF8 for the MAIL command */
@@ -585,7 +192,7 @@ flight_settle(TxFlight *fl, const SmtpTxResult *tx, const char *relay)
     g_autofree JournalEntry *e = g_new0(JournalEntry, n + 1);
     g_autofree const char **undo = g_new0(const char *, n + 1);
     g_autofree gboolean *again = g_new0(gboolean, n + 1);
-    g_autofree char *line = sent ? reply_oneline(tx->dot) : NULL;
+    g_autofree char *line = sent ? trouble_oneline(tx->dot) : NULL;
     char dsn[16] = "";
     GError *err = NULL;
 
@@ -661,7 +268,7 @@ finish_message(Run *run, GPtrArray *pick, GPtrArray *accepted,
          * may have taken it, so no immediate second copy (RFC 5321
          * §4.1.1.4); Postfix's queue retries later */
         for (guint i = 0; i < accepted->len; i++)
-            deliver_report(run->d, g_ptr_array_index(accepted, i),
+            report_rcpt(run->d, g_ptr_array_index(accepted, i),
                            RCPT_DEFERRED, "4.4.2",
                            smtp_session_relay(run->session),
                            tx->failure ? tx->failure
@@ -697,8 +304,6 @@ static void
 mail_refused(Run *run, GPtrArray *pick, const Reply *r)
 {
     ReplyClass c = reply_classify(r, REPLY_STAGE_MAIL, &run->d->conf->rules);
-    g_autofree char *line = NULL;
-    char dsn[16];
 
     g_ptr_array_extend(run->pending, pick, NULL, NULL);
     switch (plan_mail(r->code, c, run->session_tx)) {
@@ -716,18 +321,8 @@ mail_refused(Run *run, GPtrArray *pick, const Reply *r)
     }
     /* the next MX with every pending recipient, as Postfix does; after
      * the last one they are deferred with this reply (session_open) */
-    line = reply_oneline(r);
-    reply_dsn(r, dsn);
-    dsn[0] = '4';
-    g_free(run->last_dsn);
-    g_free(run->last_reason);
-    run->last_dsn = g_strdup(dsn);
-    run->last_reason = g_strdup_printf("host %s said: %s (in reply to MAIL "
-                                       "FROM command)",
-                                       smtp_session_relay(run->session),
-                                       line);
-    run->last_permanent = FALSE;
-    log_info("%s: %s", run->d->queue_id, run->last_reason);
+    trouble_mail(&run->last, smtp_session_relay(run->session), r,
+                 run->d->queue_id);
     run->progressed = FALSE; /* the next server, not this one again */
     session_end(run);
 }
@@ -745,7 +340,7 @@ rcpt_cmp(gconstpointer a, gconstpointer b)
 static void
 round_log(Run *run, guint n, const char *what, const Reply *first)
 {
-    g_autofree char *line = reply_oneline(first);
+    g_autofree char *line = trouble_oneline(first);
 
     log_info("%s: rapid retry: %u recipients, %s after \"%s\"",
              run->d->queue_id, n, what, line);
@@ -862,13 +457,13 @@ one_round(Run *run)
         session_end(run);
     }
     g_ptr_array_sort(run->pending, rcpt_cmp);
-    if (tx.dot_withheld && !stopping()) /* the journal cannot take them */
-        report_all(run, RCPT_DEFERRED, "4.3.0",
-                   smtp_session_relay(run->session), tx.failure, NULL);
+    if (tx.dot_withheld && !session_stopping()) /* the journal: no room */
+        run_settle(run, RCPT_DEFERRED, "4.3.0",
+                   smtp_session_relay(run->session), tx.failure);
     if (run->session != NULL && tx.status != SMTP_OK) {
         SmtpFailure f = {.status = tx.status, .text = tx.failure};
 
-        connection_failed(run, &f);
+        trouble_connect(&run->last, &f, run->d->queue_id);
         session_end(run);
     } else if (run->session != NULL && !smtp_session_usable(run->session)) {
         run->progressed = TRUE; /* e.g. RSET failed: reconnect, same server */
@@ -910,32 +505,31 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
             g_ptr_array_add(run.pending, r);
     }
     if (run.session != NULL) /* the kept one, for THESE recipients */
-        check_session_fit(&run);
+        session_fit(&run);
     while (run.pending->len > 0) {
         if (run.session == NULL && !session_open(&run))
             break;
         if (run.session_tx == 0)
-            check_session_fit(&run);
+            session_fit(&run);
         if (run.pending->len == 0)
             break;
-        if (stopping()) {
-            report_all(&run, RCPT_DEFERRED, "4.3.2",
-                       smtp_session_relay(run.session), DELIVER_STOP_TEXT,
-                       NULL);
+        if (session_stopping()) {
+            run_settle(&run, RCPT_DEFERRED, "4.3.2",
+                       smtp_session_relay(run.session), DELIVER_STOP_TEXT);
             break;
         }
         if (run.rounds >= d->conf->max_rounds) {
-            report_all(&run, RCPT_DEFERRED, "4.4.5",
+            run_settle(&run, RCPT_DEFERRED, "4.4.5",
                        smtp_session_relay(run.session),
                        "too many transactions for one delivery; the "
-                       "rest is retried later", NULL);
+                       "rest is retried later");
             break;
         }
         if (g_get_monotonic_time() >= d->deadline) {
-            report_all(&run, RCPT_DEFERRED, "4.4.2",
+            run_settle(&run, RCPT_DEFERRED, "4.4.2",
                        smtp_session_relay(run.session),
                        "delivery deadline reached; the rest is retried "
-                       "later", NULL);
+                       "later");
             break;
         }
         if (mailmax_reached(&run)) {
@@ -952,6 +546,5 @@ deliver_group(Delivery *d, Group *g, SmtpSession **keep)
     else if (run.session != NULL)
         smtp_session_close(run.session);
     g_ptr_array_unref(run.pending);
-    g_free(run.last_dsn);
-    g_free(run.last_reason);
+    trouble_clear(&run.last);
 }

@@ -6,7 +6,8 @@
  */
 #include <string.h>
 
-#include "deliver.h"
+#include "delivery-int.h"
+#include "report.h"
 #include "group.h"
 #include "log.h"
 #include "route.h"
@@ -41,8 +42,8 @@ defer_config(Delivery *d, GPtrArray *rcpts, const char *why)
     log_error("%s: %s", d->queue_id, why);
     for (guint i = 0; i < rcpts->len; i++)
         if (!((Rcpt *)g_ptr_array_index(rcpts, i))->done)
-            deliver_report(d, g_ptr_array_index(rcpts, i), RCPT_DEFERRED,
-                           "4.3.5", NULL, why, NULL);
+            report_rcpt(d, g_ptr_array_index(rcpts, i), RCPT_DEFERRED,
+                        "4.3.5", NULL, why, NULL);
 }
 
 /* report_result - a destination that cannot be used: its DSN decides */
@@ -51,7 +52,7 @@ report_result(Delivery *d, Rcpt *r, const RouteResult *res)
 {
     RcptStatus st = res->dsn[0] == '5' ? RCPT_BOUNCED : RCPT_DEFERRED;
 
-    deliver_report(d, r, st, res->dsn, NULL, res->text, NULL);
+    report_rcpt(d, r, st, res->dsn, NULL, res->text, NULL);
 }
 
 /* policy_key - what of the configuration's per-domain policy applies to

@@ -530,12 +530,6 @@ deliver_message(LmtpSession *s, Spool *sp)
         Rcpt *r = g_ptr_array_index(rcpts, i);
         g_autofree char *line = NULL;
 
-        if (!r->done) { /* our bug: never lose it */
-            log_error("%s: <%s> has no outcome; deferring: bug", d.queue_id,
-                      r->arg);
-            deliver_report(&d, r, RCPT_DEFERRED, "4.3.0", NULL,
-                           "internal error: no delivery outcome", NULL);
-        }
         n[r->status]++;
         line = lmtp_reply_line(r);
         g_string_append_printf(s->wbuf, "%s\r\n", line);

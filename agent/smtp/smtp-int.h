@@ -6,7 +6,11 @@
 #ifndef RR_SMTP_INT_H
 #define RR_SMTP_INT_H
 
-#include "smtp.h"
+#include "reply.h"
+#include "smtp-types.h"
+#include "smtpopt.h"
+#include "target.h"
+#include "tls.h"
 
 #define SMTP_LINE_MAX (64 * 1024)     /* most of a line held; the rest is dropped */
 #define SMTP_REPLY_LINES_MAX 1000     /* most lines in one reply */

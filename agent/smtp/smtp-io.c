@@ -3,6 +3,7 @@
  * reads and writes bounded by the state's timeout and the deadline,
  * reply lines and whole replies, and Postfix's wording for what failed.
  */
+#include "smtp.h"
 #include "smtp-int.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "trouble.h"
 
 /* The stop (SIGTERM): when, on the monotonic clock in microseconds, every
  * conversation must end (0 = no stop asked for); and a pipe that becomes
@@ -520,13 +522,9 @@ smtp_reply_text(const SmtpSession *s)
 char *
 smtp_said(const SmtpSession *s, SmtpState state)
 {
-    char *text = smtp_reply_text(s);
-    char *out = g_strdup_printf("host %s said: %s (in reply to %s command)",
-                                s->namaddr, text,
-                                smtp_states[state].command);
+    g_autofree char *text = smtp_reply_text(s);
 
-    g_free(text);
-    return out;
+    return trouble_said(s->namaddr, text, smtp_states[state].command);
 }
 
 /* smtp_io_text - Postfix-style reason for a failed step in STATE */
@@ -537,25 +535,18 @@ smtp_io_text(const SmtpSession *s, SmtpIoStatus st, SmtpState state)
 
     switch (st) {
     case SMTP_IO_TIMEOUT:
-        return g_strdup_printf("conversation with %s timed out while %s",
-                               s->namaddr, doing);
+        return trouble_io(TROUBLE_TIMEOUT, s->namaddr, doing);
     case SMTP_IO_DEADLINE:
-        return g_strdup_printf("delivery time limit reached in conversation "
-                               "with %s while %s",
-                               s->namaddr, doing);
+        return trouble_io(TROUBLE_DEADLINE, s->namaddr, doing);
     case SMTP_IO_STOPPED:
-        return g_strdup_printf("delivery stopped (the agent was asked to "
-                               "terminate) in conversation with %s while %s",
-                               s->namaddr, doing);
+        return trouble_io(TROUBLE_STOPPED, s->namaddr, doing);
     case SMTP_IO_LOST:
-        return g_strdup_printf("lost connection with %s while %s",
-                               s->namaddr, doing);
+        return trouble_io(TROUBLE_LOST, s->namaddr, doing);
     case SMTP_IO_PROTOCOL:
-        return g_strdup_printf("host %s said: %s (in reply to %s command)",
-                               s->namaddr,
-                               s->detail != NULL ? s->detail
-                                                 : "malformed reply",
-                               smtp_states[state].command);
+        return trouble_said(s->namaddr,
+                            s->detail != NULL ? s->detail
+                                              : "malformed reply",
+                            smtp_states[state].command);
     case SMTP_IO_OK:
         break;
     }

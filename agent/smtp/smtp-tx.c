@@ -3,6 +3,7 @@
  * RCPTs and DATA with separate send and receive cursors for PIPELINING
  * (RFC 2920), the message body, the end of data, RSET.
  */
+#include "smtp.h"
 #include "smtp-int.h"
 
 #include <string.h>

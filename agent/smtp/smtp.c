@@ -3,6 +3,7 @@
  * greeting, EHLO/HELO, STARTTLS, AUTH, QUIT. The line I/O is smtp-io.c,
  * the transaction smtp-tx.c; what a reply means is the callers'.
  */
+#include "smtp.h"
 #include "smtp-int.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "trouble.h"
 
 /* smtp_connect - non-blocking connect bounded by the connect timeout */
 static gboolean
@@ -80,8 +82,7 @@ done:
     return TRUE;
 fail:
     smtp_fail(fail, SMTP_CONNECT, NULL,
-              g_strdup_printf("connect to %s: %s", s->relay,
-                              g_strerror(err)));
+              trouble_no_connect(s->relay, g_strerror(err)));
 out:
     if (ai != NULL)
         freeaddrinfo(ai);
@@ -552,8 +553,7 @@ smtp_session_open(const Target *t, const SmtpOptions *opt, gint64 deadline,
         char *text = smtp_reply_text(s);
 
         smtp_fail(fail, SMTP_REJECTED, greeting,
-                  g_strdup_printf("host %s refused to talk to me: %s",
-                                  s->namaddr, text));
+                  trouble_refused(s->namaddr, text));
         g_free(text);
         fail->greeting = TRUE;
         goto fail;

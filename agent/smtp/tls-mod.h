@@ -13,7 +13,7 @@
 
 #include <glib.h>
 
-#include "tls.h"
+#include "tls-types.h"
 
 /* Raise on any change to TlsModule or to what its functions mean: the
  * agent refuses a module of another number. */

@@ -9,6 +9,7 @@
 #define RR_TLS_H
 
 #include <glib.h>
+#include "tls-types.h"
 
 /* Postfix's smtp_tls_security_level values, weakest first. */
 typedef enum {
@@ -42,17 +43,10 @@ void tls_policy_free(TlsPolicy *p);
 const TlsPolicy *tls_policy_find(const GPtrArray *policies, const char *host,
                                  guint16 port, const char *domain);
 
-typedef struct {
-    const char *ca_file, *ca_path; /* both "" = the system store */
-    const char *cert_file, *key_file; /* client certificate, "" = none */
-    const char *min_protocol;      /* "TLSv1" .. "TLSv1.3" */
-} TlsSettings;
-
 /* tls_protocol_ok - NAME is a min_protocol we know ("TLSv1".."TLSv1.3") */
 gboolean tls_protocol_ok(const char *name);
 
 typedef struct TlsContext TlsContext;
-typedef struct TlsConn TlsConn;
 
 /* tls_module_ready - the TLS module loads (it stays loaded); FALSE + *WHY
  * (what a STARTTLS would fail with). For the configuration check. */
@@ -81,16 +75,6 @@ TlsConn *tls_conn_new(TlsContext *ctx, int fd, const char *sni,
 /* tls_conn_free - one close_notify, no wait; NULL is accepted */
 void tls_conn_free(TlsConn *conn);
 
-/* What a handshake step, a read or a write needs next. */
-typedef enum {
-    TLS_IO_OK,         /* done / bytes moved */
-    TLS_IO_WANT_READ,  /* poll for POLLIN, then call again */
-    TLS_IO_WANT_WRITE, /* poll for POLLOUT, then call again */
-    TLS_IO_EOF,        /* the peer's close_notify */
-    TLS_IO_CLOSED,     /* the connection closed or failed under TLS */
-    TLS_IO_ERROR,      /* a TLS failure */
-} TlsIo;
-
 /* tls_conn_handshake - one step of the client handshake; at
  * TLS_IO_CLOSED or TLS_IO_ERROR *WHY says why */
 TlsIo tls_conn_handshake(TlsConn *conn, char **why);
@@ -101,22 +85,7 @@ TlsIo tls_conn_write(TlsConn *conn, const void *buf, gsize len,
 /* tls_conn_pending - decrypted input held that the socket no longer shows */
 gboolean tls_conn_pending(TlsConn *conn);
 
-/* What an established connection is, for the log line. */
-typedef struct {
-    const char *version; /* "TLSv1.3"; static */
-    const char *cipher;  /* "TLS_AES_256_GCM_SHA384"; static */
-    int bits, alg_bits;
-    gboolean resumed;
-} TlsInfo;
-
 void tls_conn_describe(TlsConn *conn, TlsInfo *info);
-
-/* What the peer check found, in Postfix's log words. */
-typedef enum {
-    TLS_PEER_UNTRUSTED, /* chain not verified */
-    TLS_PEER_TRUSTED,   /* chain verified, no name matched */
-    TLS_PEER_VERIFIED,  /* chain verified and a name matched */
-} TlsPeer;
 
 /* tls_conn_peer_check - after the handshake: chain (the verify result,
  * the context's CA store) and, when it holds, NAMES against the
