@@ -32,6 +32,7 @@ TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null)
 PKG_CFLAGS += $(shell pkg-config --cflags libssl 2>/dev/null)
 # the agent's parts (doc/DESIGN.md §1): every folder is an include folder
 AGENT_DIRS = agent agent/core agent/route agent/smtp agent/lmtp agent/store \
+             agent/sched \
              agent/admin
 CPPFLAGS += -Icommon $(AGENT_DIRS:%=-I%) -Imilter $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lmilter -pthread

@@ -110,13 +110,29 @@ static const ConfSpec agent_spec[] = {
      "long at most"},
     {"lmtp", "connection_reuse_count_limit", CONF_UINT, "100",
      A(lmtp_reuse_count), "messages per outbound connection"},
+    {"schedule", "state", CONF_STRING, "", A(sched_state),
+     "destination state shared by the host's agents; \"\" = beside the "
+     "journal, none = no scheduling"},
+    {"schedule", "concurrency", CONF_UINT, "10", A(sched_concurrency),
+     "parallel sessions per server (addr:port), 0 = no cap"},
+    {"schedule", "initial_concurrency", CONF_UINT, "5", A(sched_initial),
+     "slow start: the window of a server not seen before"},
+    {"schedule", "slot_wait", CONF_TIME, "10s", A(sched_slot_wait),
+     "wait at most this long for a free slot, then defer 4.4.5"},
+    {"schedule", "failure_cohort", CONF_UINT, "3", A(sched_cohort),
+     "failed sessions in a row that mark a server down, 0 = never"},
+    {"schedule", "down_time", CONF_TIME, "60s", A(sched_down_time),
+     "how long a server stays marked down before one probe"},
+    {"schedule", "rate_delay", CONF_TIME, "0s", A(sched_rate_delay),
+     "at least this long between new sessions to one server"},
     {"rapid", "pattern", CONF_LIST, NULL, A(rapid_patterns),
      "extra rapid replies: CODE ENHANCED /regex/"},
 };
 
 /* [milter] belongs to rapidretry-milter, which may share the file */
 static const char *const agent_free_sections[] = {"routes", "milter",
-                                                  "tls_policy", NULL};
+                                                  "tls_policy",
+                                                  "concurrency", NULL};
 
 const ConfSpec *
 agent_conf_spec(gsize *n)
@@ -322,12 +338,25 @@ agent_conf_check(AgentConf *c, const ConfigFile *cf, GError **error)
         c->helo_name = g_strdup(g_get_host_name());
     }
     c->routes = g_ptr_array_new();
+    c->sched_caps = g_ptr_array_new();
     for (guint i = 0; i < cf->entries->len; i++) {
         ConfigEntry *e = g_ptr_array_index(cf->entries, i);
+        char *end = NULL;
 
         if (strcmp(e->section, "routes") == 0)
             g_ptr_array_add(c->routes, e);
+        if (strcmp(e->section, "concurrency") != 0)
+            continue;
+        (void)g_ascii_strtoull(e->value, &end, 10);
+        if (e->value[0] < '0' || e->value[0] > '9' || *end != '\0') {
+            g_set_error(error, CONFIG_ERROR, 0, "%s:%u: [concurrency] %s: "
+                        "\"%s\" is not a number of sessions", cf->path,
+                        e->line, e->key, e->value);
+            return FALSE;
+        }
+        g_ptr_array_add(c->sched_caps, e);
     }
+    c->sched_rate_delay_ms = c->sched_rate_delay * 1000;
     return conf_tls(c, cf, error) && conf_sasl(c, cf, error);
 }
 
@@ -359,6 +388,8 @@ agent_conf_free(AgentConf *c)
         g_ptr_array_unref(c->rules.patterns);
     if (c->routes != NULL)
         g_ptr_array_unref(c->routes);
+    if (c->sched_caps != NULL)
+        g_ptr_array_unref(c->sched_caps);
     if (c->tls_policies != NULL)
         g_ptr_array_unref(c->tls_policies);
     g_strfreev(c->tls_names);

@@ -73,6 +73,16 @@ typedef struct {
     guint lmtp_cache_time;   /* an outbound session kept between messages */
     guint lmtp_reuse_time;   /* ... for at most this long in all */
     guint lmtp_reuse_count;  /* ... and this many messages */
+    /* [schedule] (DESIGN §11) */
+    char *sched_state;       /* state file, "" = beside the journal, "none" */
+    guint sched_concurrency; /* sessions per server, 0 = no cap */
+    guint sched_initial;     /* slow start's first window */
+    guint sched_slot_wait;   /* seconds a delivery waits for a slot */
+    guint sched_cohort;      /* failures in a row that mark it down */
+    guint sched_down_time;   /* seconds it stays down */
+    guint sched_rate_delay;  /* seconds between session starts */
+    guint sched_rate_delay_ms;
+    GPtrArray *sched_caps;   /* [concurrency] ConfigEntry*: server -> cap */
     /* [rapid] */
     GPtrArray *rapid_patterns; /* char*, as written */
     /* compiled */

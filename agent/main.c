@@ -17,6 +17,7 @@
 #include "conf.h"
 #include "log.h"
 #include "lmtp.h"
+#include "dest.h"
 #include "probe.h"
 
 #define AGENT_USAGE                                                         \
@@ -123,7 +124,8 @@ args_parse(int argc, char **argv, Args *a)
  * stand anywhere among the options (before "--"), and the options of
  * any mode that take a value (their value is never a mode's name). */
 static const char *const agent_modes[] = {"--lmtp", "-t", "--test", "-q",
-                                          "--query"};
+                                          "--query", "--destinations",
+                                          "--flush-destination"};
 static const char agent_valued[] = "cinfup";
 
 /* agent_mode - the mode option of ARGV moved to ARGV[1], where each
@@ -182,6 +184,9 @@ main(int argc, char **argv)
         return check_main(argc, argv);
     if (g_strcmp0(mode, "-q") == 0 || g_strcmp0(mode, "--query") == 0)
         return probe_main(argc, argv);
+    if (g_strcmp0(mode, "--destinations") == 0 ||
+        g_strcmp0(mode, "--flush-destination") == 0)
+        return dest_main(argc, argv);
     /* pipe(8) reads stderr as our status: nothing may ever reach it */
     null_fd = open("/dev/null", O_WRONLY);
     if (null_fd >= 0 && null_fd != STDERR_FILENO) {

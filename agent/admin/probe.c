@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "log.h"
+#include "dest.h"
 #include "probe.h"
 #include "route.h"
 
@@ -103,6 +104,8 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
     ProbeLimit l = probe_limit(db, key);
     gboolean used = l.found && c->limits_expire > 0
                     && l.age <= (gint64)c->limits_expire;
+    SchedServer *live = dest_state_exists(c) ? sched_server(c, key) : NULL;
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
 
     if (json) {
         g_string_append(out, "{\"host\":");
@@ -125,11 +128,18 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
         if (l.found)
             g_string_append_printf(out, ",\"learned\":{\"rcpt_limit\":%u,"
                                    "\"one_domain\":%s,\"age\":%" G_GINT64_FORMAT
-                                   ",\"used\":%s}}", l.rcpt_limit,
+                                   ",\"used\":%s}", l.rcpt_limit,
                                    l.one_domain ? "true" : "false", l.age,
                                    used ? "true" : "false");
         else
-            g_string_append(out, ",\"learned\":null}");
+            g_string_append(out, ",\"learned\":null");
+        g_string_append(out, ",\"state\":");
+        if (live != NULL)
+            dest_json(live, now, out);
+        else
+            g_string_append(out, "null");
+        g_string_append(out, "}");
+        sched_server_free(live);
         return;
     }
     g_string_append_printf(out, "    %s[%s]:%u\n      tls: %s", t->host,
@@ -156,6 +166,16 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
                                used ? "" : " (expired: not used)");
     else
         g_string_append(out, "\n      learned limit: none\n");
+    if (live != NULL) {
+        g_autofree char *state = dest_state_text(live, now);
+
+        g_string_append_printf(out, "      state: sessions %u/%u (cap %u), "
+                               "%s\n", live->active, live->window, live->cap,
+                               state);
+    } else if (sched_state_path(c) != NULL) {
+        g_string_append(out, "      state: not seen yet\n");
+    }
+    sched_server_free(live);
 }
 
 /* probe_groups - the groups in order of first appearance, each with its
@@ -358,6 +378,8 @@ probe_main(int argc, char **argv)
         return EX_USAGE;
     }
     conf = agent_conf_load(conf_path ? conf_path : CHECK_DEFAULT_CONF, &err);
+    if (conf != NULL && !dest_as_owner(conf, &err))
+        g_clear_pointer(&conf, agent_conf_free);
     if (conf != NULL)
         router = router_new(conf->file->path, conf->routes,
                             conf->dns_servers, conf->dns_timeout,

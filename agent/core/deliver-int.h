@@ -32,6 +32,7 @@ typedef struct {
     guint asked;          /* reconnects the server asked for (MAILMAX):
                              not failures, not held against
                              max_reconnects */
+    struct SchedLease *lease; /* the slot of the session being opened */
 } Run;
 
 #define DELIVER_STOP_TEXT "delivery stopped: the agent was asked to " \

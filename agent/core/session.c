@@ -10,13 +10,15 @@
  * session_fit(), session_stopping().
  *
  * Never: start a transaction, or connect after deliver_stop() or the
- * deadline. session_connect() is the one place a connection is made.
+ * deadline, or without a slot of the destination scheduler (DESIGN
+ * §11). session_connect() is the one place a connection is made.
  */
 #include <string.h>
 
 #include "deliver-int.h"
 #include "log.h"
 #include "plan.h"
+#include "schedule.h"
 
 gboolean
 session_stopping(void)
@@ -122,6 +124,63 @@ session_connect(Run *run, const Target *t, gboolean clear, SmtpFailure *f,
     return smtp_session_open(t, &opt, run->d->deadline, f);
 }
 
+/* session_admit - a slot for a session to T (DESIGN §11): TRUE with
+ * run->lease (NULL when not scheduled); FALSE when T is down (the next
+ * target then, run->last says why) or when its slots stay taken (every
+ * pending recipient deferred 4.4.5, run->pending empty) */
+static gboolean
+session_admit(Run *run, const Target *t)
+{
+    Delivery *d = run->d;
+    SchedAdmit a;
+
+    sched_admit(d->conf, t, d->deadline, session_stopping, &a);
+    switch (a.verdict) {
+    case SCHED_GO:
+        run->lease = a.lease;
+        return TRUE;
+    case SCHED_DOWN:
+        if (a.until > 0)
+            log_info("%s: %s[%s]:%u is marked down for %" G_GINT64_FORMAT
+                     "s more: %s; not connecting", d->queue_id, t->host,
+                     t->addr, t->port,
+                     MAX(a.until - g_get_real_time() / G_USEC_PER_SEC, 0),
+                     a.reason);
+        else
+            log_info("%s: %s[%s]:%u is marked down (%s) and another "
+                     "delivery probes it; not connecting", d->queue_id,
+                     t->host, t->addr, t->port, a.reason);
+        trouble_suspended(&run->last, a.reason);
+        run->target++;
+        run->progressed = FALSE; /* not this server again */
+        break;
+    case SCHED_BUSY:
+        log_info("%s: %s; deferring %u recipient%s", d->queue_id, a.reason,
+                 run->pending->len, run->pending->len == 1 ? "" : "s");
+        run_settle(run, RCPT_DEFERRED, "4.4.5", NULL, a.reason);
+        break;
+    }
+    sched_admit_clear(&a);
+    return FALSE;
+}
+
+/* session_feedback - what the attempt F says of the server, to the
+ * scheduler; an open session carries its lease until it is closed */
+static void
+session_feedback(Run *run, const SmtpFailure *f)
+{
+    SchedLease *l = g_steal_pointer(&run->lease);
+
+    if (run->session != NULL) {
+        sched_opened(l, SCHED_OK, NULL);
+        if (l != NULL)
+            smtp_session_attach(run->session, l, sched_done);
+    } else {
+        sched_opened(l, trouble_against_server(f) ? SCHED_FAILED
+                                                  : SCHED_NEUTRAL, f->text);
+    }
+}
+
 gboolean
 session_open(Run *run)
 {
@@ -137,6 +196,7 @@ session_open(Run *run)
     while (run->session == NULL) {
         SmtpFailure f = {0};
         TlsLevel level;
+        const Target *t;
 
         if (session_stopping()) {
             run_settle(run, RCPT_DEFERRED, "4.3.2", NULL, DELIVER_STOP_TEXT);
@@ -150,13 +210,18 @@ session_open(Run *run)
         }
         if (!session_next(run))
             return FALSE;
+        t = g_ptr_array_index(run->g->targets, run->target);
+        if (!session_admit(run, t)) {
+            if (run->pending->len == 0) /* deferred: slots stay taken */
+                return FALSE;
+            continue;                   /* down: the next server */
+        }
         run->connections++;
         run->progressed = FALSE;
         run->new_session = FALSE;
         run->session_tx = 0;
-        run->session = session_connect(
-            run, g_ptr_array_index(run->g->targets, run->target),
-            clear_retry, &f, &level);
+        run->session = session_connect(run, t, clear_retry, &f, &level);
+        session_feedback(run, &f);
         if (run->session == NULL && f.status == SMTP_HANDSHAKE &&
             level == TLS_LEVEL_MAY) {
             /* as Postfix does at "may": once more in clear text */

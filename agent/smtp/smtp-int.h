@@ -63,6 +63,8 @@ typedef struct {
 
 struct SmtpSession {
     Target *target;
+    gpointer owner;            /* smtp_session_attach: freed with it */
+    GDestroyNotify owner_free;
     char *helo_name;
     SmtpTimeouts timeouts;
     SmtpTranscriptFn transcript;

@@ -492,6 +492,8 @@ smtp_session_free(SmtpSession *s)
     tls_conn_free(s->io.tls); /* one try: close_notify, no wait */
     if (s->io.fd >= 0)
         close(s->io.fd);
+    if (s->owner_free != NULL) /* after the close: the slot is free now */
+        s->owner_free(s->owner);
     g_free(s->tls_key);
     g_free(s->tls_line);
     g_free(s->sasl_user);
@@ -672,6 +674,13 @@ smtp_session_close(SmtpSession *s)
         smtp_reply_free(reply);
     }
     smtp_session_free(s);
+}
+
+void
+smtp_session_attach(SmtpSession *s, gpointer data, GDestroyNotify free_fn)
+{
+    s->owner = data;
+    s->owner_free = free_fn;
 }
 
 void

@@ -47,6 +47,12 @@ guint smtp_session_transactions(const SmtpSession *s);
  * SASL identity, so a group with OPT may reuse it; FALSE + *WHY */
 gboolean smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt,
                            char **why);
+/* smtp_session_attach - DATA goes with session S: FREE_FN(DATA) runs
+ * once the connection is closed (the caller's per-session state, e.g. a
+ * scheduling slot, DESIGN §11) */
+void smtp_session_attach(SmtpSession *s, gpointer data,
+                         GDestroyNotify free_fn);
+
 /* smtp_session_close - QUIT when usable (reply not waited for beyond the
  * quit timeout), then close and free */
 void smtp_session_close(SmtpSession *s);

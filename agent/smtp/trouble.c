@@ -149,3 +149,25 @@ trouble_clear(Trouble *t)
     g_clear_pointer(&t->reason, g_free);
     t->permanent = FALSE;
 }
+
+gboolean
+trouble_against_server(const SmtpFailure *f)
+{
+    switch (f->status) {
+    case SMTP_CONNECT: /* refused, unreachable, connect timeout */
+    case SMTP_LOST:    /* dropped or timed out before the end of EHLO */
+        return TRUE;
+    case SMTP_REJECTED: /* "421 busy" and other 4xx greetings or EHLOs */
+        return f->reply != NULL && f->reply->code / 100 == 4;
+    default:
+        return FALSE;
+    }
+}
+
+void
+trouble_suspended(Trouble *t, const char *why)
+{
+    trouble_clear(t);
+    t->dsn = g_strdup("4.4.1");
+    t->reason = g_strdup_printf("delivery temporarily suspended: %s", why);
+}

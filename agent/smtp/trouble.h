@@ -10,7 +10,7 @@
  * Public functions: trouble_oneline(), trouble_said(), trouble_io(),
  * trouble_no_connect(), trouble_refused(),
  * trouble_connect(), trouble_tls_auth(), trouble_mail(),
- * trouble_clear().
+ * trouble_against_server(), trouble_suspended(), trouble_clear().
  *
  * Never: send or read anything, or report a recipient: the caller decides
  * when the remembered trouble becomes the recipients' outcome.
@@ -72,6 +72,15 @@ void trouble_tls_auth(Trouble *t, const SmtpFailure *f,
  * next MX: deferred with R's text when none is left */
 void trouble_mail(Trouble *t, const char *relay, const Reply *r,
                   const char *queue_id);
+
+/* trouble_against_server - F (a session that did not open) says its
+ * server does not work: a failed connect, a drop or timeout before the
+ * end of EHLO, a 4xx greeting or EHLO reply (DESIGN §11) */
+gboolean trouble_against_server(const SmtpFailure *f);
+
+/* trouble_suspended - the server is marked down for WHY: remember
+ * "4.4.1 delivery temporarily suspended: WHY", as Postfix words it */
+void trouble_suspended(Trouble *t, const char *why);
 
 /* trouble_clear - free what T holds */
 void trouble_clear(Trouble *t);

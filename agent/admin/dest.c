@@ -1,0 +1,205 @@
+/*
+ * dest.c - rapidretry-agent --destinations and --flush-destination HOST
+ * (DESIGN §11): the host's destination state as an administrator reads it
+ * (sessions now, window, cap, down until when and why), and forgetting a
+ * server's down state once it works again, as postqueue -p and
+ * postqueue -s do for Postfix's queue.
+ *
+ * Never: make the state file, or touch it as another user than its owner
+ * (a root-owned WAL would lock the agents out).
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dest.h"
+#include "log.h"
+#include "schedule.h"
+
+gboolean
+dest_as_owner(const AgentConf *c, GError **error)
+{
+    g_autofree char *path = sched_state_path(c);
+    g_autofree char *dir = NULL;
+    struct stat sb;
+
+    if (path == NULL)
+        return TRUE;
+    if (stat(path, &sb) != 0) {
+        dir = g_path_get_dirname(path);
+        if (stat(dir, &sb) != 0)
+            return TRUE; /* nothing there: nothing to read */
+    }
+    if (geteuid() != 0 || sb.st_uid == 0)
+        return TRUE;
+    if (setegid(sb.st_gid) != 0 || seteuid(sb.st_uid) != 0) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_PERM,
+                    "cannot act as the owner (uid %u) of %s",
+                    (unsigned)sb.st_uid, path ? path : dir);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean
+dest_state_exists(const AgentConf *c)
+{
+    g_autofree char *path = sched_state_path(c);
+
+    return path != NULL && g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+char *
+dest_state_text(const SchedServer *s, gint64 now)
+{
+    if (s->down_until > now)
+        return g_strdup_printf("down for %" G_GINT64_FORMAT "s more: %s",
+                               s->down_until - now,
+                               s->reason ? s->reason : "?");
+    if (s->down_until > 0 && s->probing)
+        return g_strdup_printf("down, being probed: %s",
+                               s->reason ? s->reason : "?");
+    if (s->down_until > 0)
+        return g_strdup_printf("down, next delivery probes it: %s",
+                               s->reason ? s->reason : "?");
+    if (s->fails > 0)
+        return g_strdup_printf("up, %u failure%s in a row", s->fails,
+                               s->fails == 1 ? "" : "s");
+    return g_strdup("up");
+}
+
+/* dest_json_str - S as a JSON string (or null) */
+static void
+dest_json_str(GString *out, const char *s)
+{
+    if (s == NULL) {
+        g_string_append(out, "null");
+        return;
+    }
+    g_string_append_c(out, '"');
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\')
+            g_string_append_printf(out, "\\%c", ch);
+        else if (ch < 0x20)
+            g_string_append_printf(out, "\\u%04x", ch);
+        else
+            g_string_append_c(out, (char)ch);
+    }
+    g_string_append_c(out, '"');
+}
+
+void
+dest_json(const SchedServer *s, gint64 now, GString *out)
+{
+    g_string_append(out, "{\"server\":");
+    dest_json_str(out, s->key);
+    g_string_append(out, ",\"host\":");
+    dest_json_str(out, s->host);
+    g_string_append_printf(out, ",\"sessions\":%u,\"window\":%u,\"cap\":%u,"
+                           "\"fails\":%u,\"down\":%s,\"down_for\":%"
+                           G_GINT64_FORMAT ",\"probing\":%s,\"reason\":",
+                           s->active, s->window, s->cap, s->fails,
+                           s->down_until > 0 ? "true" : "false",
+                           MAX(s->down_until - now, 0),
+                           s->probing ? "true" : "false");
+    dest_json_str(out, s->down_until > 0 || s->fails > 0 ? s->reason : NULL);
+    g_string_append_printf(out, ",\"sessions_total\":%" G_GUINT64_FORMAT
+                           ",\"failures_total\":%" G_GUINT64_FORMAT "}",
+                           s->sessions, s->failures);
+}
+
+/* dest_list - --destinations */
+static int
+dest_list(const AgentConf *c, gboolean json)
+{
+    g_autoptr(GPtrArray) all = NULL;
+    g_autoptr(GString) out = g_string_new(NULL);
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    GError *err = NULL;
+
+    if (dest_state_exists(c) && (all = sched_list(c, &err)) == NULL) {
+        fprintf(stderr, "rapidretry-agent: %s\n", err->message);
+        g_error_free(err);
+        return EX_UNAVAILABLE;
+    }
+    if (json)
+        g_string_append(out, "[");
+    for (guint i = 0; all != NULL && i < all->len; i++) {
+        const SchedServer *s = g_ptr_array_index(all, i);
+        g_autofree char *state = dest_state_text(s, now);
+
+        if (json) {
+            g_string_append(out, i ? ",\n " : "");
+            dest_json(s, now, out);
+            continue;
+        }
+        g_string_append_printf(out, "%s %s sessions %u/%u (cap %u), %s\n",
+                               s->key, s->host, s->active, s->window,
+                               s->cap, state);
+    }
+    if (json)
+        g_string_append(out, "]\n");
+    else if (all == NULL || all->len == 0)
+        g_string_append(out, "no destination state yet\n");
+    fputs(out->str, stdout);
+    return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+}
+
+int
+dest_main(int argc, char **argv)
+{
+    gboolean list = FALSE, json = FALSE;
+    g_autofree char *conf_path = NULL, *flush = NULL, *state = NULL;
+    const GOptionEntry entries[] = {
+        {"destinations", 0, 0, G_OPTION_ARG_NONE, &list,
+         "list the destination state", NULL},
+        {"flush-destination", 0, 0, G_OPTION_ARG_STRING, &flush,
+         "forget that HOST (name, address or addr:port) is down", "HOST"},
+        {"config", 'c', 0, G_OPTION_ARG_FILENAME, &conf_path,
+         "configuration file, default " CHECK_DEFAULT_CONF, "FILE"},
+        {"json", 'j', 0, G_OPTION_ARG_NONE, &json, "JSON for scripts", NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("- the destination state (DESIGN §11)");
+    g_autoptr(AgentConf) conf = NULL;
+    GError *err = NULL;
+    int n;
+
+    log_init("rapidretry/agent", TRUE);
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    if (!g_option_context_parse(ctx, &argc, &argv, &err) || argc > 1) {
+        fprintf(stderr, "rapidretry-agent: %s\n",
+                err ? err->message : "unexpected argument");
+        g_clear_error(&err);
+        return EX_USAGE;
+    }
+    conf = agent_conf_load(conf_path ? conf_path : CHECK_DEFAULT_CONF, &err);
+    if (conf == NULL || !dest_as_owner(conf, &err)) {
+        fprintf(stderr, "%s\n", err->message);
+        g_error_free(err);
+        return EX_CONFIG;
+    }
+    if ((state = sched_state_path(conf)) == NULL) {
+        fprintf(stderr, "rapidretry-agent: destination scheduling is off "
+                "([schedule] state = none)\n");
+        return EX_CONFIG;
+    }
+    if (flush == NULL)
+        return dest_list(conf, json);
+    n = dest_state_exists(conf) ? sched_flush(conf, flush, &err) : 0;
+    if (n < 0) {
+        fprintf(stderr, "rapidretry-agent: %s\n", err->message);
+        g_error_free(err);
+        return EX_UNAVAILABLE;
+    }
+    log_info("destination state: %s flushed by the administrator (%d "
+             "server%s)", flush, n, n == 1 ? "" : "s");
+    printf("%s: %d server%s flushed\n", flush, n, n == 1 ? "" : "s");
+    return n > 0 ? EX_OK : EX_NOHOST;
+}

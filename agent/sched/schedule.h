@@ -1,0 +1,84 @@
+/*
+ * schedule.h - destination scheduling (DESIGN §11): per remote server
+ * ("addr:port") a concurrency cap with slow start, dead-destination
+ * memory and a rate delay, shared by every agent process of the host.
+ * What the delivery core and the admin commands see of it.
+ *
+ * Never: block past the caller's deadline, or stop a delivery because the
+ * state cannot be read (fail open: deliver as without scheduling).
+ */
+#ifndef RR_SCHEDULE_H
+#define RR_SCHEDULE_H
+
+#include <glib.h>
+#include "conf.h"
+#include "target.h"
+
+typedef struct SchedLease SchedLease;
+
+typedef enum {
+    SCHED_GO,   /* connect; the lease (NULL when scheduling is off) */
+    SCHED_DOWN, /* the server is down: do not connect; reason, until */
+    SCHED_BUSY, /* its slots stayed taken for the whole wait */
+} SchedVerdict;
+
+typedef struct {
+    SchedVerdict verdict;
+    SchedLease *lease;  /* SCHED_GO: release with sched_done() */
+    char *reason;       /* SCHED_DOWN: why it is down (Postfix's words);
+                           SCHED_BUSY: "concurrency limit reached ..." */
+    gint64 until;       /* SCHED_DOWN: end of the down time (epoch s),
+                           0 while another process probes it */
+} SchedAdmit;
+
+/* sched_admit - a slot for a new session to T under CONF's [schedule]:
+ * waits for a free slot at most slot_wait, never past DEADLINE
+ * (monotonic us) or a stop (STOPPING returns TRUE) */
+void sched_admit(const AgentConf *conf, const Target *t, gint64 deadline,
+                 gboolean (*stopping)(void), SchedAdmit *out);
+void sched_admit_clear(SchedAdmit *a);
+
+/* What became of the session a lease was taken for. */
+typedef enum {
+    SCHED_OK,      /* greeting and EHLO done: the server works */
+    SCHED_FAILED,  /* connect failed, timed out or lost before the end of
+                      EHLO, or a 4xx greeting: counts against it */
+    SCHED_NEUTRAL, /* anything else (TLS, AUTH, 5xx greeting, deadline) */
+} SchedResult;
+
+/* sched_opened - the session of lease L: RESULT, with REASON (Postfix's
+ * words) for SCHED_FAILED. SCHED_OK keeps the lease for the session's
+ * life; the others end it (L is freed). */
+void sched_opened(SchedLease *l, SchedResult result, const char *reason);
+/* sched_done - the session of L ended: its slot is free (NULL: nothing) */
+void sched_done(gpointer l);
+
+/* One server as the state knows it (sched_list). */
+typedef struct {
+    char *key;          /* "addr:port" */
+    char *host;         /* the name it was last reached by */
+    guint active;       /* live sessions now */
+    guint window;       /* slow-start window now */
+    guint cap;          /* its concurrency cap */
+    guint fails;        /* failures in a row */
+    gint64 down_until;  /* epoch s, 0 = up */
+    gboolean probing;   /* a probe session is out */
+    char *reason;       /* why it is (was last) down, or NULL */
+    guint64 sessions, failures; /* totals since the state was made */
+} SchedServer;
+
+/* sched_list - every server of the state, by key (SchedServer*); NULL +
+ * ERROR when the state cannot be read (or scheduling is off) */
+GPtrArray *sched_list(const AgentConf *conf, GError **error);
+/* sched_server - one server's state by KEY, or NULL */
+SchedServer *sched_server(const AgentConf *conf, const char *key);
+void sched_server_free(SchedServer *s);
+/* sched_flush - forget the down state and failure count of the servers
+ * matching WHAT (a host name, an address, or addr:port); how many; -1 +
+ * ERROR when the state cannot be written */
+int sched_flush(const AgentConf *conf, const char *what, GError **error);
+/* sched_state_path - the state file CONF names ("" = beside the
+ * journal), NULL when scheduling is off */
+char *sched_state_path(const AgentConf *conf);
+
+#endif
