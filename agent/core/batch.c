@@ -8,6 +8,7 @@
 
 #include "batch.h"
 #include "conncache.h"
+#include "schedule.h"
 #include "dsn.h"
 #include "group.h"
 #include "log.h"
@@ -193,6 +194,25 @@ keep_fits(Delivery *d, Group *g, SmtpSession *keep)
     return FALSE;
 }
 
+/* cache_rejoin - a session S out of the LMTP cache needs its server's
+ * slot again (DESIGN §11): taken at once, or S is closed and the lane
+ * opens a session as any other (waiting for a slot there) */
+static SmtpSession *
+cache_rejoin(Delivery *d, SmtpSession *s)
+{
+    SchedLease *l = NULL;
+
+    if (s == NULL)
+        return NULL;
+    if (!sched_rejoin(d->conf, smtp_session_target(s), &l)) {
+        smtp_session_close(s);
+        return NULL;
+    }
+    if (l != NULL)
+        smtp_session_attach(s, l, sched_done);
+    return s;
+}
+
 /* deliver_lane - GThreadPool worker: the groups of one lane in turn, on
  * one connection while it stays usable and meets the next group's
  * policy */
@@ -208,7 +228,7 @@ deliver_lane(gpointer data, gpointer user)
 
     if (d->cache != NULL && lane->len > 0) { /* LMTP: the last message's */
         key = lane_key(g_ptr_array_index(lane, 0));
-        keep = conn_cache_take(d->cache, key);
+        keep = cache_rejoin(d, conn_cache_take(d->cache, key));
     }
     for (guint i = 0; i < lane->len; i++) {
         Group *g = g_ptr_array_index(lane, i);
@@ -217,8 +237,11 @@ deliver_lane(gpointer data, gpointer user)
             g_clear_pointer(&keep, smtp_session_close);
         deliver_group(user, g, &keep);
     }
-    if (keep != NULL && key != NULL)
-        conn_cache_put(d->cache, key, keep); /* for the next message */
+    if (keep != NULL && key != NULL) {
+        /* for the next message; an idle session holds no slot */
+        sched_done(smtp_session_detach(keep));
+        conn_cache_put(d->cache, key, keep);
+    }
     else if (keep != NULL)
         smtp_session_close(keep);
 }

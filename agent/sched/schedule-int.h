@@ -20,16 +20,21 @@ typedef struct {
     guint rate_ms;    /* at least this long between session starts */
     guint lease_ttl;  /* seconds a lease stays valid without its process
                          being checked */
+    gboolean reuse;   /* for a session that is open already (the LMTP
+                         cache): past EHLO, no rate delay */
 } SchedParams;
 
 /* What a backend's acquire found. */
 typedef enum {
     STORE_GO,     /* lease taken: *LEASE, and PROBE when it is the probe */
-    STORE_DOWN,   /* down (REASON, UNTIL; UNTIL 0 = a probe is out) */
+    STORE_DOWN,   /* down (REASON, UNTIL; UNTIL 0 = a probe is out and
+                     stuck before the end of EHLO) */
     STORE_BUSY,   /* every slot of the window is taken: STALLED when all
                      holders are still before the end of EHLO, and have
                      been for a while (waiting will not help) */
     STORE_RATE,   /* the rate delay: ask again in WAIT_MS */
+    STORE_PROBING, /* down, and another process's probe has just begun:
+                      its answer may come at once (REASON) */
 } StoreVerdict;
 
 typedef struct {

@@ -28,7 +28,7 @@
 
 #define LOCAL_VERSION 1
 #define LOCAL_BUSY_MS 2000      /* a lock wait; the state is tiny */
-#define LOCAL_STALL_S 1.0       /* a holder this long before EHLO's end
+#define LOCAL_STALL_S 0.5       /* a holder this long before EHLO's end
                                    is "stuck" for a waiter */
 #define LOCAL_FORGET_S (7 * 86400) /* servers not seen this long go */
 
@@ -374,7 +374,7 @@ local_acquire(gpointer stp, const char *key, const char *host,
     if (rc != SQLITE_OK)
         return local_fail(l, rc, error, "cannot read the leases");
     if (probe_due && probe_out) { /* another process probes it */
-        out->verdict = STORE_DOWN;
+        out->verdict = stalled ? STORE_DOWN : STORE_PROBING;
         return local_exec(l, "COMMIT") == SQLITE_OK ||
                local_fail(l, SQLITE_ERROR, error, "cannot commit");
     }
@@ -386,7 +386,7 @@ local_acquire(gpointer stp, const char *key, const char *host,
         return local_exec(l, "COMMIT") == SQLITE_OK ||
                local_fail(l, SQLITE_ERROR, error, "cannot commit");
     }
-    if (!probe_due && p->rate_ms > 0 &&
+    if (!probe_due && p->rate_ms > 0 && !p->reuse &&
         (now - last_start) * 1000 < p->rate_ms) {
         out->verdict = STORE_RATE;
         out->wait_ms = p->rate_ms - (guint)((now - last_start) * 1000);
@@ -409,8 +409,9 @@ local_acquire(gpointer stp, const char *key, const char *host,
     st = NULL;
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(l->db, "INSERT INTO lease (key, pid, pstart,"
-                                " since, expires, probe) VALUES"
-                                " (?, ?, ?, ?, ?, ?)", -1, &st, NULL);
+                                " since, expires, probe, established)"
+                                " VALUES (?, ?, ?, ?, ?, ?, ?)", -1, &st,
+                                NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, l->pid);
@@ -418,6 +419,7 @@ local_acquire(gpointer stp, const char *key, const char *host,
         sqlite3_bind_double(st, 4, now);
         sqlite3_bind_double(st, 5, now + p->lease_ttl);
         sqlite3_bind_int(st, 6, probe_due);
+        sqlite3_bind_int(st, 7, p->reuse);
         rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK
                                               : sqlite3_errcode(l->db);
     }
@@ -433,7 +435,7 @@ local_acquire(gpointer stp, const char *key, const char *host,
 }
 
 /* local_step - prepare SQL, bind ?1 KEY ?2 LEASE ?3 REASON ?4 NOW ?5 CAP
- * ?6 DOWN_TIME ?7 COHORT ?8 PROBE (those it uses), run it */
+ * ?6 DOWN_TIME ?7 COHORT ?8 PROBE ?9 INITIAL (those it uses), run it */
 static int
 local_step(Local *l, const char *sql, const char *key, gint64 lease,
            const char *reason, double now, const SchedParams *p,
@@ -454,6 +456,7 @@ local_step(Local *l, const char *sql, const char *key, gint64 lease,
         case 6: sqlite3_bind_int(st, 6, p ? (int)p->down_time : 0); break;
         case 7: sqlite3_bind_int(st, 7, p ? (int)p->cohort : 0); break;
         case 8: sqlite3_bind_int(st, 8, probe); break;
+        case 9: sqlite3_bind_int(st, 9, p ? (int)p->initial : 1); break;
         }
     }
     rc = sqlite3_step(st);
@@ -479,7 +482,8 @@ local_opened(gpointer stp, const char *key, gint64 lease, gboolean probe,
         if (rc == SQLITE_OK)
             rc = local_step(l, "UPDATE server SET fails = 0, down_until = 0,"
                             " reason = NULL, first_reason = NULL,"
-                            " window = MIN(?5, window + 1), seen = ?4,"
+                            " window = MIN(?5, MAX(window + 1, CASE WHEN"
+                            " ?8 THEN ?9 ELSE 0 END)), seen = ?4,"
                             " sessions = sessions + 1 WHERE key = ?1",
                             key, lease, NULL, now, p, probe);
     } else {
@@ -500,9 +504,6 @@ local_opened(gpointer stp, const char *key, gint64 lease, gboolean probe,
                             " reason = first_reason WHERE key = ?1 AND"
                             " (?8 OR (?7 > 0 AND fails >= ?7))",
                             key, lease, reason, now, p, probe);
-        if (rc == SQLITE_OK && result == SCHED_NEUTRAL && probe)
-            /* a probe that told nothing: the next one may try at once */
-            rc = SQLITE_OK;
     }
     if (rc != SQLITE_OK)
         return local_fail(l, rc, error, "cannot write");

@@ -127,19 +127,19 @@ sched_now(void)
     return (double)g_get_real_time() / 1e6;
 }
 
-void
-sched_admit(const AgentConf *c, const Target *t, gint64 deadline,
-            gboolean (*stopping)(void), SchedAdmit *out)
+/* sched_take - sched_admit's work: waiting until UNTIL (monotonic us);
+ * REUSE for a session that is open already */
+static void
+sched_take(const AgentConf *c, const Target *t, gint64 until,
+           gboolean reuse, gboolean (*stopping)(void), SchedAdmit *out)
 {
     g_autofree char *key = g_strdup_printf("%s:%u", t->addr, t->port);
-    gint64 start = g_get_monotonic_time();
-    gint64 until = MIN(deadline, start + (gint64)c->sched_slot_wait *
-                                             G_USEC_PER_SEC);
     guint poll = SCHED_POLL_MIN_MS;
     SchedParams p;
 
     memset(out, 0, sizeof *out);
     sched_params(c, t, &p);
+    p.reuse = reuse;
     if (p.cap == 0) /* no cap: nothing to schedule */
         return;
     for (;;) {
@@ -176,10 +176,18 @@ sched_admit(const AgentConf *c, const Target *t, gint64 deadline,
             return;
         case STORE_BUSY:
         case STORE_RATE:
-            g_free(a.reason);
+        case STORE_PROBING:
             break;
         }
         now = g_get_monotonic_time();
+        if (a.verdict == STORE_PROBING &&
+            (now >= until || (stopping != NULL && stopping()))) {
+            out->verdict = SCHED_DOWN;
+            out->reason = a.reason != NULL ? a.reason
+                                           : g_strdup("server marked down");
+            return;
+        }
+        g_free(a.reason);
         if (a.verdict == STORE_BUSY && (a.stalled || now >= until)) {
             out->verdict = SCHED_BUSY;
             out->reason = g_strdup_printf(
@@ -205,6 +213,27 @@ sched_admit(const AgentConf *c, const Target *t, gint64 deadline,
                        poll * 3 / 2 + (guint)g_random_int_range(0, 10));
         }
     }
+}
+
+void
+sched_admit(const AgentConf *c, const Target *t, gint64 deadline,
+            gboolean (*stopping)(void), SchedAdmit *out)
+{
+    gint64 wait = (gint64)c->sched_slot_wait * G_USEC_PER_SEC;
+
+    sched_take(c, t, MIN(deadline, g_get_monotonic_time() + wait), FALSE,
+               stopping, out);
+}
+
+gboolean
+sched_rejoin(const AgentConf *c, const Target *t, SchedLease **lease)
+{
+    SchedAdmit a;
+
+    sched_take(c, t, g_get_monotonic_time(), TRUE, NULL, &a);
+    *lease = g_steal_pointer(&a.lease);
+    g_free(a.reason);
+    return a.verdict == SCHED_GO;
 }
 
 void

@@ -38,6 +38,13 @@ void sched_admit(const AgentConf *conf, const Target *t, gint64 deadline,
                  gboolean (*stopping)(void), SchedAdmit *out);
 void sched_admit_clear(SchedAdmit *a);
 
+/* sched_rejoin - a slot, without waiting, for a session to T that is
+ * open already (taken out of the LMTP mode's cache, where sessions hold
+ * no slot): TRUE with *LEASE (NULL when not scheduled); FALSE when the
+ * server is at its cap or down, and the session should be closed */
+gboolean sched_rejoin(const AgentConf *conf, const Target *t,
+                      SchedLease **lease);
+
 /* What became of the session a lease was taken for. */
 typedef enum {
     SCHED_OK,      /* greeting and EHLO done: the server works */

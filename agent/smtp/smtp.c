@@ -683,6 +683,13 @@ smtp_session_attach(SmtpSession *s, gpointer data, GDestroyNotify free_fn)
     s->owner_free = free_fn;
 }
 
+gpointer
+smtp_session_detach(SmtpSession *s)
+{
+    s->owner_free = NULL;
+    return g_steal_pointer(&s->owner);
+}
+
 void
 smtp_failure_clear(SmtpFailure *f)
 {

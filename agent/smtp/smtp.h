@@ -52,6 +52,9 @@ gboolean smtp_session_fits(const SmtpSession *s, const SmtpOptions *opt,
  * scheduling slot, DESIGN §11) */
 void smtp_session_attach(SmtpSession *s, gpointer data,
                          GDestroyNotify free_fn);
+/* smtp_session_detach - take back what smtp_session_attach gave S (NULL:
+ * nothing); it is not freed with S any more */
+gpointer smtp_session_detach(SmtpSession *s);
 
 /* smtp_session_close - QUIT when usable (reply not waited for beyond the
  * quit timeout), then close and free */

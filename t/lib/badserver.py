@@ -30,20 +30,31 @@ class BadServer:
         self.sock.listen(64)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
         rrtest.at_cleanup(self.stop)
         return self.port
 
     def stop(self):
+        """stop - close the listener (its port is free on return) and
+        every client connection."""
         self.stopping = True
+        if self.sock is not None:
+            self.thread.join(2)
+            self.sock.close()
+            self.sock = None
         for c in list(self.socks):
             try:
+                c.shutdown(socket.SHUT_RDWR)
                 c.close()
             except OSError:
                 pass
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+
+    def reset(self):
+        """reset - the counters start again from the sessions open now."""
+        with self.lock:
+            self.connections = 0
+            self.max_active = self.active
 
     def _accept(self):
         while not self.stopping:
