@@ -272,6 +272,19 @@ p = subprocess.run([agent.binary, "-q", "dest.test", "-c", agent.conf],
                    capture_output=True, text=True)
 like(p.stdout, r"state: sessions 0/\d+ \(cap 3\), up", "-q shows the live "
      "state of the server")
+logcli = os.path.join(os.path.dirname(rrtest.agent_binary()),
+                      "rapidretry-log")
+p = subprocess.run([logcli, "-c", agent.conf, "--stats", "--json"],
+                   capture_output=True, text=True)
+by = json.loads(p.stdout).get("deferred_by_reason", {}) if p.returncode == 0 \
+    else {}
+ok(by.get("concurrency", 0) >= 6 and by.get("suspended", 0) >= 7
+   and by.get("connect", 0) >= 2 and by.get("timeout", 0) >= 3,
+   "rapidretry-log --stats counts the deferrals by reason: %r" % by)
+p = subprocess.run([logcli, "-c", agent.conf, "--prometheus"],
+                   capture_output=True, text=True)
+like(p.stdout, r'rapidretry_deferrals\{reason="concurrency"\} %d\n'
+     % by.get("concurrency", -1), "and --prometheus the same")
 # off: the 421 server is tried every time
 agent.write_conf(relay="[127.0.0.1]:25",
                  extra_text="\n[schedule]\nstate = none\n")

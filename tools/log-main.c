@@ -432,6 +432,43 @@ list_rows(sqlite3 *db, const Opts *o)
     return n;
 }
 
+/* The classes of deferral reasons (DESIGN §11), in Postfix's words as
+ * the agent logs them; the first that matches wins. */
+static const char *const reason_classes[] = {
+    "concurrency", "suspended", "connect", "timeout", "lost", "refused",
+    "deadline", "tls", "server", "other"};
+#define REASON_SQL                                                           \
+    "CASE WHEN a.reply LIKE '%concurrency limit reached%' THEN 'concurrency'" \
+    " WHEN a.reply LIKE '%delivery temporarily suspended%' THEN 'suspended'" \
+    " WHEN a.reply LIKE 'connect to %' THEN 'connect'"                      \
+    " WHEN a.reply LIKE '%deadline%' THEN 'deadline'"                       \
+    " WHEN a.reply LIKE '%timed out%' THEN 'timeout'"                       \
+    " WHEN a.reply LIKE 'lost connection%' THEN 'lost'"                     \
+    " WHEN a.reply LIKE '%refused to talk to me%' THEN 'refused'"           \
+    " WHEN a.dsn LIKE '4.7.%' THEN 'tls'"                                   \
+    " WHEN a.reply LIKE 'host % said:%' THEN 'server'"                      \
+    " ELSE 'other' END"
+
+/* deferral_counts - deferred rows per reason class (reason_classes
+ * order) under O's filters */
+static void
+deferral_counts(sqlite3 *db, const Opts *o, int *counts)
+{
+    g_autofree char *where = where_clause(o);
+    g_autofree char *q = g_strconcat(
+        "SELECT " REASON_SQL ", count(*) FROM attempts a", where,
+        " AND a.status = 'deferred' GROUP BY 1", NULL);
+    sqlite3_stmt *st = prepare(db, q);
+
+    memset(counts, 0, sizeof(int) * G_N_ELEMENTS(reason_classes));
+    bind_filters(st, o);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        for (guint i = 0; i < G_N_ELEMENTS(reason_classes); i++)
+            if (strcmp(col(st, 0), reason_classes[i]) == 0)
+                counts[i] = sqlite3_column_int(st, 1);
+    sqlite3_finalize(st);
+}
+
 /* stats - counts per status, transactions and rapid retries per relay
  * (extra transactions on one connection); the number of rows counted */
 static int
@@ -485,8 +522,23 @@ stats(sqlite3 *db, const Opts *o)
             printf("%-40s %12d %13d\n", col(st, 0), tx, tx - conns);
     }
     sqlite3_finalize(st);
+    {
+        int counts[G_N_ELEMENTS(reason_classes)];
+
+        deferral_counts(db, o, counts);
+        g_string_append(json, "], \"deferred_by_reason\": {");
+        if (!o->json)
+            printf("\n%-12s %8s\n", "DEFERRED BY", "COUNT");
+        for (guint r = 0; r < G_N_ELEMENTS(reason_classes); r++) {
+            if (o->json)
+                g_string_append_printf(json, "%s\"%s\": %d", r ? ", " : "",
+                                       reason_classes[r], counts[r]);
+            else if (counts[r] > 0)
+                printf("%-12s %8d\n", reason_classes[r], counts[r]);
+        }
+    }
     if (o->json)
-        printf("%s]}\n", json->str);
+        printf("%s}}\n", json->str);
     return total;
 }
 
@@ -605,6 +657,17 @@ prometheus(sqlite3 *db, const Opts *o)
                                    ? conns : tx - conns);
         }
         sqlite3_finalize(st);
+    }
+    {
+        int counts[G_N_ELEMENTS(reason_classes)];
+
+        deferral_counts(db, o, counts);
+        prom_head(out, "rapidretry_deferrals",
+                  "Deferred recipient attempts in the delivery log by "
+                  "reason.");
+        for (guint r = 0; r < G_N_ELEMENTS(reason_classes); r++)
+            g_string_append_printf(out, "rapidretry_deferrals{reason=\"%s\"}"
+                                   " %d\n", reason_classes[r], counts[r]);
     }
     prom_limits(db, out);
     fputs(out->str, stdout);
