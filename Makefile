@@ -102,7 +102,10 @@ endif
 TLS_MOD = $(B)/agent/rapidretry-tls.so
 TLS_MOD_OBJ = $(B)/agent/smtp/tls-mod.pic.o $(B)/common/log.pic.o
 
-all: $(PROGS) $(TLS_MOD) $(UNITS)
+# bench/sched_bench.c: part (i) of `make bench`, the cost of scheduling
+SCHED_BENCH = $(B)/bench/sched-bench
+
+all: $(PROGS) $(TLS_MOD) $(UNITS) $(SCHED_BENCH)
 ifeq ($(VARIANT),default)
 	@for p in $(PROGS); do ln -sf ../$$p $$(echo $$p | sed 's|^$(B)/||'); done
 endif
@@ -128,6 +131,8 @@ $(B)/libmilter-rr.a: $(MILTER_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(B)/agent/rapidretry-agent: $(B)/agent/main.o $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
+$(SCHED_BENCH): $(B)/bench/sched_bench.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
 $(B)/agent/rapidretry-log: $(B)/tools/log-main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)

@@ -40,6 +40,7 @@ typedef struct {
     SqlWait wait;
     int pid;
     guint64 start;
+    GHashTable *stmts;  /* SQL text (a literal) -> its prepared statement */
 } Local;
 
 static const char local_schema[] =
@@ -99,6 +100,55 @@ sched_proc_alive(int pid, guint64 start)
     return now_start == 0 || start == 0 || now_start == start;
 }
 
+/* local_prepare - the prepared statement of SQL (a string literal: its
+ * address is the key), made once per connection; give it back with
+ * local_unprep() */
+static int
+local_prepare(Local *l, const char *sql, int n, sqlite3_stmt **st,
+              const char **tail)
+{
+    int rc;
+
+    (void)n;
+    (void)tail;
+    if (l->stmts == NULL)
+        l->stmts = g_hash_table_new(g_direct_hash, g_direct_equal);
+    if ((*st = g_hash_table_lookup(l->stmts, sql)) != NULL)
+        return SQLITE_OK;
+    rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
+                            NULL);
+    if (rc == SQLITE_OK)
+        g_hash_table_insert(l->stmts, (gpointer)sql, *st);
+    return rc;
+}
+
+/* local_unprep - ready the statement ST for its next use */
+static void
+local_unprep(sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* local_disconnect - finalize the statements, close the database */
+static void
+local_disconnect(Local *l)
+{
+    if (l->stmts != NULL) {
+        GHashTableIter it;
+        gpointer st;
+
+        g_hash_table_iter_init(&it, l->stmts);
+        while (g_hash_table_iter_next(&it, NULL, &st))
+            local_unprep(st);
+        g_hash_table_remove_all(l->stmts);
+    }
+    sqlite3_close_v2(l->db);
+    l->db = NULL;
+}
+
 static void
 local_error(Local *l, GError **error, const char *what)
 {
@@ -106,11 +156,21 @@ local_error(Local *l, GError **error, const char *what)
                 l->path, what, l->db ? sqlite3_errmsg(l->db) : "closed");
 }
 
-/* local_exec - run SQL (no rows) */
+/* local_exec - run SQL (no rows); one statement without ';' is kept
+ * prepared (BEGIN, COMMIT: every operation) */
 static int
 local_exec(Local *l, const char *sql)
 {
-    return sqlite3_exec(l->db, sql, NULL, NULL, NULL);
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (strchr(sql, ';') != NULL)
+        return sqlite3_exec(l->db, sql, NULL, NULL, NULL);
+    if ((rc = local_prepare(l, sql, -1, &st, NULL)) != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    local_unprep(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
 /* local_setup - WAL, no syncs, the schema; the SQLite result */
@@ -125,12 +185,12 @@ local_setup(Local *l)
         return rc;
     if ((rc = local_exec(l, "PRAGMA synchronous = OFF")) != SQLITE_OK)
         return rc;
-    rc = sqlite3_prepare_v2(l->db, "PRAGMA user_version", -1, &st, NULL);
+    rc = local_prepare(l, "PRAGMA user_version", -1, &st, NULL);
     if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
         version = sqlite3_column_int(st, 0);
     else if (rc == SQLITE_OK)
         rc = sqlite3_errcode(l->db);
-    sqlite3_finalize(st);
+    local_unprep(st);
     if (rc != SQLITE_OK)
         return rc;
     if (version != 0 && version != LOCAL_VERSION)
@@ -182,8 +242,7 @@ local_connect(Local *l)
             rc = local_setup(l);
         if (rc == SQLITE_OK)
             break;
-        sqlite3_close_v2(l->db);
-        l->db = NULL;
+        local_disconnect(l);
         if (!local_damaged(rc) || attempt > 0)
             return rc;
         {
@@ -219,6 +278,8 @@ local_open(const char *where, GError **error)
     if ((rc = local_connect(l)) != SQLITE_OK) {
         g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s: %s",
                     where, sqlite3_errstr(rc));
+        if (l->stmts != NULL)
+            g_hash_table_destroy(l->stmts);
         g_free(l->path);
         g_free(l);
         return NULL;
@@ -233,7 +294,9 @@ local_close(gpointer st)
 
     if (l == NULL)
         return;
-    sqlite3_close_v2(l->db);
+    local_disconnect(l);
+    if (l->stmts != NULL)
+        g_hash_table_destroy(l->stmts);
     g_free(l->path);
     g_free(l);
 }
@@ -249,8 +312,7 @@ local_fresh(Local *l, GError **error)
     if (l->db != NULL && stat(l->path, &sb) == 0 && sb.st_ino == l->ino &&
         sb.st_dev == l->dev)
         return TRUE;
-    sqlite3_close_v2(l->db);
-    l->db = NULL;
+    local_disconnect(l);
     if (local_connect(l) != SQLITE_OK) {
         local_error(l, error, "cannot open");
         return FALSE;
@@ -266,8 +328,7 @@ local_fail(Local *l, int rc, GError **error, const char *what)
     local_error(l, error, what);
     local_exec(l, "ROLLBACK");
     if (local_damaged(rc)) {
-        sqlite3_close_v2(l->db);
-        l->db = NULL;
+        local_disconnect(l);
         (void)unlink(l->path); /* local_fresh makes it again */
     }
     return FALSE;
@@ -287,11 +348,11 @@ local_leases(Local *l, const char *key, double now, gboolean check,
     *n = 0;
     *probe = FALSE;
     *stalled = TRUE;
-    rc = sqlite3_prepare_v2(l->db, "SELECT id, pid, pstart, since,"
+    rc = local_prepare(l, "SELECT id, pid, pstart, since,"
                             " established, probe FROM lease WHERE key = ?"
                             " AND expires > ?", -1, &st, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(l->db, "DELETE FROM lease WHERE id = ?",
+        rc = local_prepare(l, "DELETE FROM lease WHERE id = ?",
                                 -1, &del, NULL);
     if (rc != SQLITE_OK)
         goto out;
@@ -318,8 +379,8 @@ local_leases(Local *l, const char *key, double now, gboolean check,
     }
     rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
 out:
-    sqlite3_finalize(st);
-    sqlite3_finalize(del);
+    local_unprep(st);
+    local_unprep(del);
     if (*n == 0)
         *stalled = FALSE;
     return rc;
@@ -335,14 +396,14 @@ local_acquire(gpointer stp, const char *key, const char *host,
     int rc, window = (int)p->initial;
     double down_until = 0, last_start = 0;
     guint n, limit;
-    gboolean probe_out, stalled, probe_due = FALSE;
+    gboolean probe_out, stalled, probe_due = FALSE, have_row = FALSE;
 
     memset(out, 0, sizeof *out);
     if (!local_fresh(l, error))
         return FALSE;
     if ((rc = local_exec(l, "BEGIN IMMEDIATE")) != SQLITE_OK)
         return local_fail(l, rc, error, "cannot lock");
-    rc = sqlite3_prepare_v2(l->db, "SELECT window, down_until, reason,"
+    rc = local_prepare(l, "SELECT window, down_until, reason,"
                             " last_start FROM server WHERE key = ?", -1,
                             &st, NULL);
     if (rc != SQLITE_OK)
@@ -350,6 +411,7 @@ local_acquire(gpointer stp, const char *key, const char *host,
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
+        have_row = TRUE;
         window = sqlite3_column_int(st, 0);
         down_until = sqlite3_column_double(st, 1);
         if (sqlite3_column_text(st, 2) != NULL)
@@ -357,7 +419,7 @@ local_acquire(gpointer stp, const char *key, const char *host,
         last_start = sqlite3_column_double(st, 3);
         rc = SQLITE_DONE;
     }
-    sqlite3_finalize(st);
+    local_unprep(st);
     if (rc != SQLITE_DONE)
         return local_fail(l, rc, error, "cannot read");
     if (down_until > now) {
@@ -393,7 +455,9 @@ local_acquire(gpointer stp, const char *key, const char *host,
         return local_exec(l, "COMMIT") == SQLITE_OK ||
                local_fail(l, SQLITE_ERROR, error, "cannot commit");
     }
-    rc = sqlite3_prepare_v2(l->db, "INSERT INTO server (key, host, window,"
+    if (have_row && p->rate_ms == 0)
+        goto lease; /* nothing of the server's row changes */
+    rc = local_prepare(l, "INSERT INTO server (key, host, window,"
                             " last_start, seen) VALUES (?1, ?2, ?3, ?4, ?4)"
                             " ON CONFLICT(key) DO UPDATE SET host = ?2,"
                             " last_start = ?4, seen = ?4", -1, &st, NULL);
@@ -405,10 +469,11 @@ local_acquire(gpointer stp, const char *key, const char *host,
         rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK
                                               : sqlite3_errcode(l->db);
     }
-    sqlite3_finalize(st);
+    local_unprep(st);
     st = NULL;
+lease:
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(l->db, "INSERT INTO lease (key, pid, pstart,"
+        rc = local_prepare(l, "INSERT INTO lease (key, pid, pstart,"
                                 " since, expires, probe, established)"
                                 " VALUES (?, ?, ?, ?, ?, ?, ?)", -1, &st,
                                 NULL);
@@ -423,7 +488,7 @@ local_acquire(gpointer stp, const char *key, const char *host,
         rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK
                                               : sqlite3_errcode(l->db);
     }
-    sqlite3_finalize(st);
+    local_unprep(st);
     if (rc != SQLITE_OK)
         return local_fail(l, rc, error, "cannot take a lease");
     out->lease = sqlite3_last_insert_rowid(l->db);
@@ -442,7 +507,7 @@ local_step(Local *l, const char *sql, const char *key, gint64 lease,
            gboolean probe)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
+    int rc = local_prepare(l, sql, -1, &st, NULL);
 
     if (rc != SQLITE_OK)
         return rc;
@@ -460,7 +525,7 @@ local_step(Local *l, const char *sql, const char *key, gint64 lease,
         }
     }
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    local_unprep(st);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
@@ -480,11 +545,15 @@ local_opened(gpointer stp, const char *key, gint64 lease, gboolean probe,
         rc = local_step(l, "UPDATE lease SET established = 1 WHERE id = ?2",
                         key, lease, NULL, now, p, probe);
         if (rc == SQLITE_OK)
+            /* steady state (up, no failures, window at the cap, seen
+             * this minute) writes nothing: one page less per session */
             rc = local_step(l, "UPDATE server SET fails = 0, down_until = 0,"
                             " reason = NULL, first_reason = NULL,"
                             " window = MIN(?5, MAX(window + 1, CASE WHEN"
                             " ?8 THEN ?9 ELSE 0 END)), seen = ?4,"
-                            " sessions = sessions + 1 WHERE key = ?1",
+                            " sessions = sessions + 1 WHERE key = ?1 AND"
+                            " (fails != 0 OR down_until != 0 OR window < ?5"
+                            " OR ?8 OR seen < ?4 - 60)",
                             key, lease, NULL, now, p, probe);
     } else {
         rc = local_step(l, "DELETE FROM lease WHERE id = ?2", key, lease,
@@ -540,7 +609,7 @@ local_list(gpointer stp, double now, GError **error)
         return NULL;
     }
     out = g_ptr_array_new_with_free_func((GDestroyNotify)sched_server_free);
-    rc = sqlite3_prepare_v2(l->db, "SELECT key, host, window, fails,"
+    rc = local_prepare(l, "SELECT key, host, window, fails,"
                             " down_until, reason, sessions, failures FROM"
                             " server ORDER BY key", -1, &st, NULL);
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
@@ -558,7 +627,7 @@ local_list(gpointer stp, double now, GError **error)
         s->failures = (guint64)sqlite3_column_int64(st, 7);
         g_ptr_array_add(out, s);
     }
-    sqlite3_finalize(st);
+    local_unprep(st);
     rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
     for (guint i = 0; rc == SQLITE_OK && i < out->len; i++) {
         SchedServer *s = g_ptr_array_index(out, i);
