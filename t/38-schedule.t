@@ -41,7 +41,7 @@ rrtest.require_root()
 agent = rrtest.Agent(relay="[127.0.0.1]:25", deadline="60s",
                      timeouts={"connect_timeout": "3s",
                                "helo_timeout": "3s"})
-STATE = os.path.join(agent.journal_dir, "destinations.db")
+STATE = os.path.join(agent.journal_dir, "destinations.state")
 qn = [0]
 
 
@@ -216,16 +216,13 @@ sched()
 good = SmtpSink({"hostname": "good.test"})
 pgood = good.start()
 rrtest.at_cleanup(good.stop)
-for suffix in ("-wal", "-shm"):
-    if os.path.exists(STATE + suffix):
-        os.unlink(STATE + suffix)
 rrtest.write_file(STATE, "this is no database\n" * 100, owner=rrtest.TEST_USER)
 rg, lg = run(pgood)
 like(rg.out, r"^2\.0\.0", "with a garbage state file: delivered")
 ok([l for l in agent.log_lines() if "damaged or not ours" in l],
    "the log says the state file was made again")
 with open(STATE, "rb") as f:
-    is_(f.read(15), b"SQLite format 3", "the state file is a database again")
+    is_(f.read(4), b"RRS1", "the state file is ours again")
 ok(os.path.exists(STATE + ".corrupt"), "the old one kept aside (.corrupt)")
 
 # --- 6. 20 agents racing, cap 3 --------------------------------------------------

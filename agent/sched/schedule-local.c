@@ -1,77 +1,106 @@
 /*
- * schedule-local.c - the host's destination state in one SQLite file (DESIGN
- * §11): a row per server (window, failures in a row, down until, why) and
- * a row per lease (holder pid and start time, expiry, past EHLO or not).
- * Every operation is one IMMEDIATE transaction, so the up to maxproc
- * agents that share the file see one state.
+ * schedule-local.c - the host's destination state in one small file
+ * mapped by every agent process (DESIGN §11): a table of servers (window,
+ * failures in a row, down until, why) and a table of leases (holder pid
+ * and start time, expiry, past EHLO or not), guarded by a process-shared
+ * robust mutex inside the file. An operation is a few memory reads and
+ * writes under that mutex: microseconds, no system call when nobody
+ * waits.
  *
- * The file is a cache of observations, not a record: synchronous=OFF, and
- * a file that is not ours or is damaged is moved aside (".corrupt") and
- * made again. A file replaced or removed under a running process is
- * noticed (its inode) and opened again, so all processes share one.
+ * The file is a cache of observations, not a record: nothing is synced.
+ * One that is not ours (magic, version, size) is moved aside
+ * (".corrupt") and made again; a holder that died inside the mutex
+ * (EOWNERDEAD) leaves the tables checked and repaired; a file replaced or
+ * removed under a running process is noticed (its inode, once a second)
+ * and mapped again, so all processes share one.
  *
- * Never: trust a lease whose process is gone, or keep a lock while the
- * caller waits.
+ * Never: trust a lease whose process is gone, wait for the mutex longer
+ * than LOCAL_LOCK_MS, or read a string of the file without its bound.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
-
-#include <sqlite3.h>
 
 #include "log.h"
 #include "schedule-int.h"
-#include "sqlwait.h"
 
-#define LOCAL_VERSION 1
-#define LOCAL_BUSY_MS 2000      /* a lock wait; the state is tiny */
-#define LOCAL_STALL_S 0.5       /* a holder this long before EHLO's end
-                                   is "stuck" for a waiter */
-#define LOCAL_FORGET_S (7 * 86400) /* servers not seen this long go */
+#define LOCAL_MAGIC 0x31535252u   /* "RRS1" */
+#define LOCAL_VERSION 1u
+#define LOCAL_SERVERS 1024        /* servers remembered; the least recently
+                                     seen idle one makes room */
+#define LOCAL_LEASES 4096         /* sessions at once, over all servers */
+#define LOCAL_KEY 64
+#define LOCAL_HOST 256
+#define LOCAL_REASON 512
+#define LOCAL_LOCK_MS 2000        /* the mutex; past it, fail open */
+#define LOCAL_STALL_S 0.5         /* a holder this long before EHLO's end
+                                     is "stuck" for a waiter */
+#define LOCAL_RECHECK_US 1000000  /* how often the path is checked */
+#define LOCAL_INDEX_BITS 12       /* lease handle: id << 12 | index */
 
 typedef struct {
-    sqlite3 *db;
+    char key[LOCAL_KEY];          /* "addr:port"; "" = never used */
+    char host[LOCAL_HOST];
+    gint32 window, fails;
+    guint32 active;               /* its leases in the table */
+    double down_until, last_start, seen;
+    guint64 sessions, failures;
+    char reason[LOCAL_REASON], first_reason[LOCAL_REASON];
+} LServer;
+
+typedef struct {
+    guint64 id;                   /* 0 = free */
+    gint32 server;                /* index into servers */
+    gint32 pid;
+    guint64 pstart;
+    double since, expires;
+    guint8 established, probe;
+} LLease;
+
+typedef struct {
+    guint32 magic, version;
+    guint64 size;
+    pthread_mutex_t lock;
+    guint64 next_id;
+    LServer servers[LOCAL_SERVERS];
+    LLease leases[LOCAL_LEASES];
+} LFile;
+
+typedef struct {
     char *path;
+    int fd;
+    LFile *f;
     ino_t ino;
     dev_t dev;
-    SqlWait wait;
+    gint64 checked;               /* monotonic us of the last path check */
     int pid;
     guint64 start;
-    GHashTable *stmts;  /* SQL text (a literal) -> its prepared statement */
 } Local;
 
-static const char local_schema[] =
-    "CREATE TABLE IF NOT EXISTS server ("
-    " key TEXT PRIMARY KEY, host TEXT NOT NULL DEFAULT '',"
-    " window INTEGER NOT NULL, fails INTEGER NOT NULL DEFAULT 0,"
-    " down_until REAL NOT NULL DEFAULT 0, reason TEXT, first_reason TEXT,"
-    " last_start REAL NOT NULL DEFAULT 0, seen REAL NOT NULL DEFAULT 0,"
-    " sessions INTEGER NOT NULL DEFAULT 0,"
-    " failures INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS lease ("
-    " id INTEGER PRIMARY KEY, key TEXT NOT NULL, pid INTEGER NOT NULL,"
-    " pstart INTEGER NOT NULL, since REAL NOT NULL, expires REAL NOT NULL,"
-    " established INTEGER NOT NULL DEFAULT 0,"
-    " probe INTEGER NOT NULL DEFAULT 0);"
-    "CREATE INDEX IF NOT EXISTS lease_key ON lease(key);";
+G_STATIC_ASSERT(LOCAL_LEASES <= (1 << LOCAL_INDEX_BITS));
 
 guint64
 sched_proc_start(int pid)
 {
     char path[64], buf[1024];
-    FILE *f;
+    FILE *fp;
     size_t n;
     char *p;
     guint64 v = 0;
 
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    if ((f = fopen(path, "re")) == NULL)
+    if ((fp = fopen(path, "re")) == NULL)
         return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
+    n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
     buf[n] = '\0';
     /* "pid (comm) state ppid ...": field 22 is the start time; comm may
      * hold anything, so count from the last ')' */
@@ -100,186 +129,141 @@ sched_proc_alive(int pid, guint64 start)
     return now_start == 0 || start == 0 || now_start == start;
 }
 
-/* local_prepare - the prepared statement of SQL (a string literal: its
- * address is the key), made once per connection; give it back with
- * local_unprep() */
-static int
-local_prepare(Local *l, const char *sql, int n, sqlite3_stmt **st,
-              const char **tail)
-{
-    int rc;
-
-    (void)n;
-    (void)tail;
-    if (l->stmts == NULL)
-        l->stmts = g_hash_table_new(g_direct_hash, g_direct_equal);
-    if ((*st = g_hash_table_lookup(l->stmts, sql)) != NULL)
-        return SQLITE_OK;
-    rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
-                            NULL);
-    if (rc == SQLITE_OK)
-        g_hash_table_insert(l->stmts, (gpointer)sql, *st);
-    return rc;
-}
-
-/* local_unprep - ready the statement ST for its next use */
+/* copy - SRC into the file's field DST of SIZE bytes, cut, terminated */
 static void
-local_unprep(sqlite3_stmt *st)
+copy(char *dst, gsize size, const char *src)
 {
-    if (st == NULL)
-        return;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    g_strlcpy(dst, src != NULL ? src : "", size);
 }
 
-/* local_disconnect - finalize the statements, close the database */
-static void
-local_disconnect(Local *l)
+/* bounded - the file's string S of SIZE bytes, terminated whatever the
+ * file holds */
+static const char *
+bounded(char *s, gsize size)
 {
-    if (l->stmts != NULL) {
-        GHashTableIter it;
-        gpointer st;
-
-        g_hash_table_iter_init(&it, l->stmts);
-        while (g_hash_table_iter_next(&it, NULL, &st))
-            local_unprep(st);
-        g_hash_table_remove_all(l->stmts);
-    }
-    sqlite3_close_v2(l->db);
-    l->db = NULL;
+    s[size - 1] = '\0';
+    return s;
 }
 
-static void
-local_error(Local *l, GError **error, const char *what)
-{
-    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s: %s: %s",
-                l->path, what, l->db ? sqlite3_errmsg(l->db) : "closed");
-}
-
-/* local_exec - run SQL (no rows); one statement without ';' is kept
- * prepared (BEGIN, COMMIT: every operation) */
-static int
-local_exec(Local *l, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int rc;
-
-    if (strchr(sql, ';') != NULL)
-        return sqlite3_exec(l->db, sql, NULL, NULL, NULL);
-    if ((rc = local_prepare(l, sql, -1, &st, NULL)) != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
-    local_unprep(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
-}
-
-/* local_setup - WAL, no syncs, the schema; the SQLite result */
-static int
-local_setup(Local *l)
-{
-    sqlite3_stmt *st = NULL;
-    int rc, version = -1;
-
-    sqlwait_install(l->db, &l->wait, LOCAL_BUSY_MS, 256);
-    if ((rc = sqlwait_wal_mode(l->db, &l->wait)) != SQLITE_OK)
-        return rc;
-    if ((rc = local_exec(l, "PRAGMA synchronous = OFF")) != SQLITE_OK)
-        return rc;
-    rc = local_prepare(l, "PRAGMA user_version", -1, &st, NULL);
-    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
-    else if (rc == SQLITE_OK)
-        rc = sqlite3_errcode(l->db);
-    local_unprep(st);
-    if (rc != SQLITE_OK)
-        return rc;
-    if (version != 0 && version != LOCAL_VERSION)
-        return SQLITE_NOTADB; /* not ours: made again */
-    if ((rc = local_exec(l, "BEGIN IMMEDIATE")) != SQLITE_OK)
-        return rc;
-    rc = local_exec(l, local_schema);
-    if (rc == SQLITE_OK)
-        rc = local_exec(l, "PRAGMA user_version = 1");
-    if (rc == SQLITE_OK) {
-        char *sql = g_strdup_printf("DELETE FROM server WHERE seen < %.0f"
-                                    " AND down_until = 0",
-                                    (double)g_get_real_time() / 1e6 -
-                                        LOCAL_FORGET_S);
-
-        rc = local_exec(l, sql);
-        g_free(sql);
-    }
-    if (rc == SQLITE_OK)
-        rc = local_exec(l, "COMMIT");
-    else
-        local_exec(l, "ROLLBACK");
-    return rc;
-}
-
-/* local_damaged - an open or setup result that means "not a usable
- * state file" (as opposed to a lock or a full disk) */
+/* local_init - a new file's header and mutex (file locked with flock) */
 static gboolean
-local_damaged(int rc)
+local_init(LFile *f)
 {
-    return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB ||
-           (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB ||
-           rc == SQLITE_FORMAT || rc == SQLITE_SCHEMA;
+    pthread_mutexattr_t a;
+    gboolean ok;
+
+    memset(f, 0, sizeof *f);
+    pthread_mutexattr_init(&a);
+    ok = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) == 0 &&
+         pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0 &&
+         pthread_mutex_init(&f->lock, &a) == 0;
+    pthread_mutexattr_destroy(&a);
+    f->next_id = 1;
+    f->version = LOCAL_VERSION;
+    f->size = sizeof *f;
+    __atomic_store_n(&f->magic, LOCAL_MAGIC, __ATOMIC_RELEASE);
+    return ok;
 }
 
-/* local_connect - open PATH and set it up, once moving a damaged file
- * aside; the SQLite result */
-static int
-local_connect(Local *l)
+/* local_map - open and map PATH, making or remaking the file (under
+ * flock, so two first users do not both make it); FALSE + *WHY */
+static gboolean
+local_map(Local *l, char **why)
 {
-    int rc;
     struct stat sb;
 
     for (int attempt = 0; attempt < 2; attempt++) {
-        rc = sqlite3_open_v2(l->path, &l->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                 SQLITE_OPEN_NOMUTEX, NULL);
-        if (rc == SQLITE_OK)
-            rc = local_setup(l);
-        if (rc == SQLITE_OK)
+        gboolean fresh = FALSE, bad = FALSE;
+
+        l->fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+        if (l->fd < 0 || flock(l->fd, LOCK_EX) != 0 ||
+            fstat(l->fd, &sb) != 0) {
+            *why = g_strdup(g_strerror(errno));
             break;
-        local_disconnect(l);
-        if (!local_damaged(rc) || attempt > 0)
-            return rc;
+        }
+        if (sb.st_size == 0) {
+            if (ftruncate(l->fd, sizeof(LFile)) != 0) {
+                *why = g_strdup_printf("cannot size it: %s",
+                                       g_strerror(errno));
+                break;
+            }
+            fresh = TRUE;
+        } else if ((guint64)sb.st_size != sizeof(LFile))
+            bad = TRUE;
+        if (!bad) {
+            l->f = mmap(NULL, sizeof(LFile), PROT_READ | PROT_WRITE,
+                        MAP_SHARED, l->fd, 0);
+            if (l->f == MAP_FAILED) {
+                l->f = NULL;
+                *why = g_strdup_printf("cannot map it: %s",
+                                       g_strerror(errno));
+                break;
+            }
+            if (fresh && !local_init(l->f)) {
+                *why = g_strdup("cannot make its mutex");
+                break;
+            }
+            bad = l->f->magic != LOCAL_MAGIC ||
+                  l->f->version != LOCAL_VERSION ||
+                  l->f->size != sizeof(LFile);
+        }
+        if (!bad) {
+            flock(l->fd, LOCK_UN);
+            l->ino = sb.st_ino;
+            l->dev = sb.st_dev;
+            l->checked = g_get_monotonic_time();
+            return TRUE;
+        }
         {
             g_autofree char *aside = g_strconcat(l->path, ".corrupt", NULL);
-            g_autofree char *wal = g_strconcat(l->path, "-wal", NULL);
-            g_autofree char *shm = g_strconcat(l->path, "-shm", NULL);
 
-            log_warning("destination state %s is damaged or not ours (%s):"
-                        " moved to %s, made again", l->path,
-                        sqlite3_errstr(rc), aside);
+            log_warning("destination state %s is damaged or not ours: "
+                        "moved to %s, made again", l->path, aside);
             if (rename(l->path, aside) != 0)
                 (void)unlink(l->path);
-            (void)unlink(wal);
-            (void)unlink(shm);
         }
+        if (l->f != NULL)
+            munmap(l->f, sizeof(LFile));
+        l->f = NULL;
+        close(l->fd);
+        l->fd = -1;
     }
-    if (stat(l->path, &sb) == 0) {
-        l->ino = sb.st_ino;
-        l->dev = sb.st_dev;
-    }
-    return rc;
+    if (*why == NULL)
+        *why = g_strdup("cannot make it again");
+    if (l->f != NULL)
+        munmap(l->f, sizeof(LFile));
+    l->f = NULL;
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
+    return FALSE;
+}
+
+static void
+local_unmap(Local *l)
+{
+    if (l->f != NULL)
+        munmap(l->f, sizeof(LFile));
+    if (l->fd >= 0)
+        close(l->fd);
+    l->f = NULL;
+    l->fd = -1;
 }
 
 static gpointer
 local_open(const char *where, GError **error)
 {
     Local *l = g_new0(Local, 1);
-    int rc;
+    char *why = NULL;
 
     l->path = g_strdup(where);
+    l->fd = -1;
     l->pid = getpid();
     l->start = sched_proc_start(l->pid);
-    if ((rc = local_connect(l)) != SQLITE_OK) {
+    if (!local_map(l, &why)) {
         g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s: %s",
-                    where, sqlite3_errstr(rc));
-        if (l->stmts != NULL)
-            g_hash_table_destroy(l->stmts);
+                    where, why);
+        g_free(why);
         g_free(l->path);
         g_free(l);
         return NULL;
@@ -294,97 +278,162 @@ local_close(gpointer st)
 
     if (l == NULL)
         return;
-    local_disconnect(l);
-    if (l->stmts != NULL)
-        g_hash_table_destroy(l->stmts);
+    local_unmap(l);
     g_free(l->path);
     g_free(l);
 }
 
-/* local_fresh - the file at the path is still the one open (not removed
- * or replaced, e.g. by another process that found it damaged); else open
- * the one there now. FALSE when that fails. */
-static gboolean
-local_fresh(Local *l, GError **error)
+/* local_repair - after a holder died inside the mutex: every lease
+ * checked, every server's count made again from the leases */
+static void
+local_repair(LFile *f)
 {
-    struct stat sb;
+    for (guint s = 0; s < LOCAL_SERVERS; s++)
+        f->servers[s].active = 0;
+    for (guint i = 0; i < LOCAL_LEASES; i++) {
+        LLease *e = &f->leases[i];
 
-    if (l->db != NULL && stat(l->path, &sb) == 0 && sb.st_ino == l->ino &&
-        sb.st_dev == l->dev)
-        return TRUE;
-    local_disconnect(l);
-    if (local_connect(l) != SQLITE_OK) {
-        local_error(l, error, "cannot open");
+        if (e->id == 0)
+            continue;
+        if (e->server < 0 || e->server >= LOCAL_SERVERS ||
+            !sched_proc_alive(e->pid, e->pstart)) {
+            memset(e, 0, sizeof *e);
+            continue;
+        }
+        f->servers[e->server].active++;
+    }
+}
+
+/* local_lock - the file (mapped again when the path now names another
+ * one) with its mutex held; FALSE + ERROR */
+static gboolean
+local_lock(Local *l, GError **error)
+{
+    gint64 now = g_get_monotonic_time();
+    struct timespec until;
+    char *why = NULL;
+    int rc;
+
+    if (l->f == NULL || now - l->checked > LOCAL_RECHECK_US) {
+        struct stat sb;
+
+        l->checked = now;
+        if (l->f == NULL || stat(l->path, &sb) != 0 || sb.st_ino != l->ino ||
+            sb.st_dev != l->dev) {
+            local_unmap(l);
+            if (!local_map(l, &why)) {
+                g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                            "%s: %s", l->path, why);
+                g_free(why);
+                return FALSE;
+            }
+        }
+    }
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += LOCAL_LOCK_MS / 1000;
+    rc = pthread_mutex_timedlock(&l->f->lock, &until);
+    if (rc == EOWNERDEAD) {
+        log_warning("destination state %s: a process died holding it; "
+                    "checking its leases", l->path);
+        local_repair(l->f);
+        pthread_mutex_consistent(&l->f->lock);
+        rc = 0;
+    }
+    if (rc == ENOTRECOVERABLE) /* make it again at the next use */
+        (void)unlink(l->path);
+    if (rc != 0) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s: %s",
+                    l->path, rc == ETIMEDOUT ? "locked too long by another "
+                    "process" : g_strerror(rc));
         return FALSE;
     }
     return TRUE;
 }
 
-/* local_fail - after a failed statement: roll back; a damaged file is
- * closed so the next call makes it again */
-static gboolean
-local_fail(Local *l, int rc, GError **error, const char *what)
+static void
+local_unlock(Local *l)
 {
-    local_error(l, error, what);
-    local_exec(l, "ROLLBACK");
-    if (local_damaged(rc)) {
-        local_disconnect(l);
-        (void)unlink(l->path); /* local_fresh makes it again */
-    }
-    return FALSE;
+    pthread_mutex_unlock(&l->f->lock);
 }
 
-/* local_leases - count the unexpired leases of KEY; with CHECK, each
- * holder's process is checked and a dead one's lease deleted. PROBE: a
- * live probe lease is out; STALLED: every live holder has been before the
- * end of EHLO for LOCAL_STALL_S */
-static int
-local_leases(Local *l, const char *key, double now, gboolean check,
-             guint *n, gboolean *probe, gboolean *stalled)
+/* local_server - the server KEY's entry; with MAKE a new one when there
+ * is none (a never used slot on its probe path, else the least recently
+ * seen one without sessions that is not down); NULL when none */
+static LServer *
+local_server(LFile *f, const char *key, gboolean make, guint initial,
+             double now)
 {
-    sqlite3_stmt *st = NULL, *del = NULL;
-    int rc;
+    guint h = g_str_hash(key) % LOCAL_SERVERS;
+    LServer *free_slot = NULL, *old = NULL;
 
-    *n = 0;
+    for (guint i = 0; i < LOCAL_SERVERS; i++) {
+        LServer *s = &f->servers[(h + i) % LOCAL_SERVERS];
+
+        if (s->key[0] == '\0') {
+            free_slot = s;
+            break;
+        }
+        if (strncmp(s->key, key, LOCAL_KEY) == 0)
+            return s;
+    }
+    if (!make)
+        return NULL;
+    if (free_slot == NULL) { /* full: the oldest idle one makes room */
+        for (guint i = 0; i < LOCAL_SERVERS; i++) {
+            LServer *s = &f->servers[i];
+
+            if (s->active == 0 && s->down_until == 0 &&
+                (old == NULL || s->seen < old->seen))
+                old = s;
+        }
+        if ((free_slot = old) == NULL)
+            return NULL;
+    }
+    memset(free_slot, 0, sizeof *free_slot);
+    copy(free_slot->key, LOCAL_KEY, key);
+    free_slot->window = (gint32)initial;
+    free_slot->seen = now;
+    return free_slot;
+}
+
+/* local_count - the live leases of server S (index SI): checked one by
+ * one (dead holders and expired ones freed) when CHECK; PROBE: a probe
+ * is out; STALLED: every holder has been before EHLO's end for
+ * LOCAL_STALL_S */
+static guint
+local_count(Local *l, LServer *s, gint32 si, double now, gboolean check,
+            gboolean *probe, gboolean *stalled)
+{
+    LFile *f = l->f;
+    guint n = 0;
+
     *probe = FALSE;
     *stalled = TRUE;
-    rc = local_prepare(l, "SELECT id, pid, pstart, since,"
-                            " established, probe FROM lease WHERE key = ?"
-                            " AND expires > ?", -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = local_prepare(l, "DELETE FROM lease WHERE id = ?",
-                                -1, &del, NULL);
-    if (rc != SQLITE_OK)
-        goto out;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 2, now);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int pid = sqlite3_column_int(st, 1);
-        guint64 pstart = (guint64)sqlite3_column_int64(st, 2);
+    for (guint i = 0; i < LOCAL_LEASES && (check || n < s->active); i++) {
+        LLease *e = &f->leases[i];
 
-        if (check && !(pid == l->pid && pstart == l->start) &&
-            !sched_proc_alive(pid, pstart)) {
-            sqlite3_reset(del);
-            sqlite3_bind_int64(del, 1, sqlite3_column_int64(st, 0));
-            if ((rc = sqlite3_step(del)) != SQLITE_DONE)
-                goto out;
+        if (e->id == 0 || e->server != si)
+            continue;
+        if (check && (e->expires <= now ||
+                      (!(e->pid == l->pid && e->pstart == l->start) &&
+                       !sched_proc_alive(e->pid, e->pstart)))) {
+            memset(e, 0, sizeof *e);
             continue;
         }
-        (*n)++;
-        if (sqlite3_column_int(st, 5))
+        n++;
+        if (e->probe)
             *probe = TRUE;
-        if (sqlite3_column_int(st, 4) ||
-            now - sqlite3_column_double(st, 3) < LOCAL_STALL_S)
+        if (e->established || now - e->since < LOCAL_STALL_S)
             *stalled = FALSE;
     }
-    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-out:
-    local_unprep(st);
-    local_unprep(del);
-    if (*n == 0)
+    if (check)
+        s->active = n;
+    if (n == 0)
         *stalled = FALSE;
-    return rc;
+    return n;
 }
+
+static void local_free(LFile *f, LLease *e);
 
 static gboolean
 local_acquire(gpointer stp, const char *key, const char *host,
@@ -392,141 +441,109 @@ local_acquire(gpointer stp, const char *key, const char *host,
               GError **error)
 {
     Local *l = stp;
-    sqlite3_stmt *st = NULL;
-    int rc, window = (int)p->initial;
-    double down_until = 0, last_start = 0;
+    LFile *f;
+    LServer *s;
+    gint32 si;
     guint n, limit;
-    gboolean probe_out, stalled, probe_due = FALSE, have_row = FALSE;
+    gboolean probe_out, stalled, probe_due;
 
     memset(out, 0, sizeof *out);
-    if (!local_fresh(l, error))
+    if (!local_lock(l, error))
         return FALSE;
-    if ((rc = local_exec(l, "BEGIN IMMEDIATE")) != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot lock");
-    rc = local_prepare(l, "SELECT window, down_until, reason,"
-                            " last_start FROM server WHERE key = ?", -1,
-                            &st, NULL);
-    if (rc != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot read");
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        have_row = TRUE;
-        window = sqlite3_column_int(st, 0);
-        down_until = sqlite3_column_double(st, 1);
-        if (sqlite3_column_text(st, 2) != NULL)
-            out->reason = g_strdup((const char *)sqlite3_column_text(st, 2));
-        last_start = sqlite3_column_double(st, 3);
-        rc = SQLITE_DONE;
+    f = l->f;
+    if ((s = local_server(f, key, TRUE, p->initial, now)) == NULL) {
+        local_unlock(l); /* every server busy or down: go without */
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_NOSPC,
+                    "%s: no room for another server", l->path);
+        return FALSE;
     }
-    local_unprep(st);
-    if (rc != SQLITE_DONE)
-        return local_fail(l, rc, error, "cannot read");
-    if (down_until > now) {
+    si = (gint32)(s - f->servers);
+    copy(s->host, LOCAL_HOST, host);
+    s->seen = now;
+    if (s->down_until > now) {
         out->verdict = STORE_DOWN;
-        out->until = (gint64)down_until;
-        return local_exec(l, "COMMIT") == SQLITE_OK ||
-               local_fail(l, SQLITE_ERROR, error, "cannot commit");
+        out->reason = g_strdup(bounded(s->reason, LOCAL_REASON));
+        out->until = (gint64)s->down_until;
+        local_unlock(l);
+        return TRUE;
     }
-    probe_due = down_until > 0;
-    limit = MIN(p->cap, (guint)MAX(window, 1));
-    rc = local_leases(l, key, now, FALSE, &n, &probe_out, &stalled);
-    if (rc == SQLITE_OK && (n >= limit || (probe_due && probe_out)))
-        rc = local_leases(l, key, now, TRUE, &n, &probe_out, &stalled);
-    if (rc != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot read the leases");
+    probe_due = s->down_until > 0;
+    limit = MIN(p->cap, (guint)MAX(s->window, 1));
+    n = local_count(l, s, si, now, FALSE, &probe_out, &stalled);
+    if (n >= limit || probe_due || n != s->active)
+        n = local_count(l, s, si, now, TRUE, &probe_out, &stalled);
     if (probe_due && probe_out) { /* another process probes it */
         out->verdict = stalled ? STORE_DOWN : STORE_PROBING;
-        return local_exec(l, "COMMIT") == SQLITE_OK ||
-               local_fail(l, SQLITE_ERROR, error, "cannot commit");
+        out->reason = g_strdup(bounded(s->reason, LOCAL_REASON));
+        local_unlock(l);
+        return TRUE;
     }
     if (!probe_due && n >= limit) {
         out->verdict = STORE_BUSY;
         out->stalled = stalled;
         out->active = n;
         out->window = limit;
-        return local_exec(l, "COMMIT") == SQLITE_OK ||
-               local_fail(l, SQLITE_ERROR, error, "cannot commit");
+        local_unlock(l);
+        return TRUE;
     }
     if (!probe_due && p->rate_ms > 0 && !p->reuse &&
-        (now - last_start) * 1000 < p->rate_ms) {
+        (now - s->last_start) * 1000 < p->rate_ms) {
         out->verdict = STORE_RATE;
-        out->wait_ms = p->rate_ms - (guint)((now - last_start) * 1000);
-        return local_exec(l, "COMMIT") == SQLITE_OK ||
-               local_fail(l, SQLITE_ERROR, error, "cannot commit");
+        out->wait_ms = p->rate_ms - (guint)((now - s->last_start) * 1000);
+        local_unlock(l);
+        return TRUE;
     }
-    if (have_row && p->rate_ms == 0)
-        goto lease; /* nothing of the server's row changes */
-    rc = local_prepare(l, "INSERT INTO server (key, host, window,"
-                            " last_start, seen) VALUES (?1, ?2, ?3, ?4, ?4)"
-                            " ON CONFLICT(key) DO UPDATE SET host = ?2,"
-                            " last_start = ?4, seen = ?4", -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, host, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, (int)p->initial);
-        sqlite3_bind_double(st, 4, now);
-        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK
-                                              : sqlite3_errcode(l->db);
-    }
-    local_unprep(st);
-    st = NULL;
-lease:
-    if (rc == SQLITE_OK)
-        rc = local_prepare(l, "INSERT INTO lease (key, pid, pstart,"
-                                " since, expires, probe, established)"
-                                " VALUES (?, ?, ?, ?, ?, ?, ?)", -1, &st,
-                                NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 2, l->pid);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)l->start);
-        sqlite3_bind_double(st, 4, now);
-        sqlite3_bind_double(st, 5, now + p->lease_ttl);
-        sqlite3_bind_int(st, 6, probe_due);
-        sqlite3_bind_int(st, 7, p->reuse);
-        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK
-                                              : sqlite3_errcode(l->db);
-    }
-    local_unprep(st);
-    if (rc != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot take a lease");
-    out->lease = sqlite3_last_insert_rowid(l->db);
-    out->probe = probe_due;
-    out->verdict = STORE_GO;
-    if ((rc = local_exec(l, "COMMIT")) != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot commit");
-    return TRUE;
-}
+    for (guint pass = 0; pass < 2; pass++) {
+        for (guint i = 0; i < LOCAL_LEASES; i++) {
+            LLease *e = &f->leases[i];
 
-/* local_step - prepare SQL, bind ?1 KEY ?2 LEASE ?3 REASON ?4 NOW ?5 CAP
- * ?6 DOWN_TIME ?7 COHORT ?8 PROBE ?9 INITIAL (those it uses), run it */
-static int
-local_step(Local *l, const char *sql, const char *key, gint64 lease,
-           const char *reason, double now, const SchedParams *p,
-           gboolean probe)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = local_prepare(l, sql, -1, &st, NULL);
-
-    if (rc != SQLITE_OK)
-        return rc;
-    for (int i = 1; i <= sqlite3_bind_parameter_count(st); i++) {
-        switch (i) {
-        case 1: sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC); break;
-        case 2: sqlite3_bind_int64(st, 2, lease); break;
-        case 3: sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC); break;
-        case 4: sqlite3_bind_double(st, 4, now); break;
-        case 5: sqlite3_bind_int(st, 5, p ? (int)p->cap : 1); break;
-        case 6: sqlite3_bind_int(st, 6, p ? (int)p->down_time : 0); break;
-        case 7: sqlite3_bind_int(st, 7, p ? (int)p->cohort : 0); break;
-        case 8: sqlite3_bind_int(st, 8, probe); break;
-        case 9: sqlite3_bind_int(st, 9, p ? (int)p->initial : 1); break;
+            if (e->id != 0 && (pass == 0 || e->expires > now))
+                continue;
+            if (e->id != 0) /* expired: the second pass frees it */
+                local_free(f, e);
+            e->id = f->next_id++;
+            e->server = si;
+            e->pid = l->pid;
+            e->pstart = l->start;
+            e->since = now;
+            e->expires = now + p->lease_ttl;
+            e->probe = probe_due;
+            e->established = p->reuse;
+            s->active++;
+            if (!p->reuse)
+                s->last_start = now;
+            out->verdict = STORE_GO;
+            out->lease = (gint64)((e->id << LOCAL_INDEX_BITS) | i);
+            out->probe = probe_due;
+            local_unlock(l);
+            return TRUE;
         }
     }
-    rc = sqlite3_step(st);
-    local_unprep(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+    local_unlock(l);
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_NOSPC,
+                "%s: every lease is taken", l->path);
+    return FALSE;
+}
+
+/* local_lease - the lease of handle H, or NULL when it is not there any
+ * more (a repair took it) */
+static LLease *
+local_lease(LFile *f, gint64 h)
+{
+    LLease *e = &f->leases[(guint64)h & ((1u << LOCAL_INDEX_BITS) - 1)];
+
+    return e->id == ((guint64)h >> LOCAL_INDEX_BITS) ? e : NULL;
+}
+
+/* local_free - end lease E */
+static void
+local_free(LFile *f, LLease *e)
+{
+    LServer *s = &f->servers[e->server % LOCAL_SERVERS];
+
+    if (s->active > 0)
+        s->active--;
+    memset(e, 0, sizeof *e);
 }
 
 static gboolean
@@ -535,49 +552,43 @@ local_opened(gpointer stp, const char *key, gint64 lease, gboolean probe,
              double now, GError **error)
 {
     Local *l = stp;
-    int rc;
+    LServer *s;
+    LLease *e;
 
-    if (!local_fresh(l, error))
+    if (!local_lock(l, error))
         return FALSE;
-    if ((rc = local_exec(l, "BEGIN IMMEDIATE")) != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot lock");
-    if (result == SCHED_OK) {
-        rc = local_step(l, "UPDATE lease SET established = 1 WHERE id = ?2",
-                        key, lease, NULL, now, p, probe);
-        if (rc == SQLITE_OK)
-            /* steady state (up, no failures, window at the cap, seen
-             * this minute) writes nothing: one page less per session */
-            rc = local_step(l, "UPDATE server SET fails = 0, down_until = 0,"
-                            " reason = NULL, first_reason = NULL,"
-                            " window = MIN(?5, MAX(window + 1, CASE WHEN"
-                            " ?8 THEN ?9 ELSE 0 END)), seen = ?4,"
-                            " sessions = sessions + 1 WHERE key = ?1 AND"
-                            " (fails != 0 OR down_until != 0 OR window < ?5"
-                            " OR ?8 OR seen < ?4 - 60)",
-                            key, lease, NULL, now, p, probe);
-    } else {
-        rc = local_step(l, "DELETE FROM lease WHERE id = ?2", key, lease,
-                        NULL, now, p, probe);
+    e = local_lease(l->f, lease);
+    s = local_server(l->f, key, FALSE, 0, now);
+    if (result != SCHED_OK && e != NULL)
+        local_free(l->f, e);
+    if (result == SCHED_OK && e != NULL)
+        e->established = 1;
+    if (s != NULL && result == SCHED_OK) {
+        s->fails = 0;
+        s->down_until = 0;
+        s->reason[0] = s->first_reason[0] = '\0';
+        s->window = (gint32)MIN(p->cap, (guint)MAX(s->window + 1,
+                                                   probe ? (gint32)p->initial
+                                                         : 0));
+        s->sessions++;
+        s->seen = now;
+    } else if (s != NULL && result == SCHED_FAILED) {
         /* a failure halves the window; COHORT in a row, or a failed
          * probe, mark it down with the first failure's reason (the
          * probe's own for a probe) */
-        if (rc == SQLITE_OK && result == SCHED_FAILED)
-            rc = local_step(l, "UPDATE server SET fails = fails + 1,"
-                            " failures = failures + 1, seen = ?4,"
-                            " window = MAX(1, window / 2),"
-                            " first_reason = CASE WHEN ?8 THEN ?3 ELSE"
-                            " COALESCE(first_reason, ?3) END WHERE key = ?1",
-                            key, lease, reason, now, p, probe);
-        if (rc == SQLITE_OK && result == SCHED_FAILED)
-            rc = local_step(l, "UPDATE server SET down_until = ?4 + ?6,"
-                            " reason = first_reason WHERE key = ?1 AND"
-                            " (?8 OR (?7 > 0 AND fails >= ?7))",
-                            key, lease, reason, now, p, probe);
+        s->fails++;
+        s->failures++;
+        s->window = MAX(1, s->window / 2);
+        s->seen = now;
+        if (probe || s->first_reason[0] == '\0')
+            copy(s->first_reason, LOCAL_REASON, reason);
+        if (probe || (p->cohort > 0 && (guint)s->fails >= p->cohort)) {
+            s->down_until = now + p->down_time;
+            copy(s->reason, LOCAL_REASON,
+                 bounded(s->first_reason, LOCAL_REASON));
+        }
     }
-    if (rc != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot write");
-    if ((rc = local_exec(l, "COMMIT")) != SQLITE_OK)
-        return local_fail(l, rc, error, "cannot commit");
+    local_unlock(l);
     return TRUE;
 }
 
@@ -585,13 +596,22 @@ static gboolean
 local_release(gpointer stp, const char *key, gint64 lease, GError **error)
 {
     Local *l = stp;
-    int rc;
+    LLease *e;
 
-    if (!local_fresh(l, error))
+    (void)key;
+    if (!local_lock(l, error))
         return FALSE;
-    rc = local_step(l, "DELETE FROM lease WHERE id = ?2", key, lease, NULL,
-                    0, NULL, FALSE);
-    return rc == SQLITE_OK || local_fail(l, rc, error, "cannot write");
+    if ((e = local_lease(l->f, lease)) != NULL)
+        local_free(l->f, e);
+    local_unlock(l);
+    return TRUE;
+}
+
+static int
+cmp_server(gconstpointer a, gconstpointer b)
+{
+    return strcmp((*(SchedServer *const *)a)->key,
+                  (*(SchedServer *const *)b)->key);
 }
 
 static GPtrArray *
@@ -599,49 +619,34 @@ local_list(gpointer stp, double now, GError **error)
 {
     Local *l = stp;
     GPtrArray *out;
-    sqlite3_stmt *st = NULL;
-    int rc;
 
-    if (!local_fresh(l, error))
+    if (!local_lock(l, error))
         return NULL;
-    if ((rc = local_exec(l, "BEGIN IMMEDIATE")) != SQLITE_OK) {
-        local_fail(l, rc, error, "cannot lock");
-        return NULL;
-    }
     out = g_ptr_array_new_with_free_func((GDestroyNotify)sched_server_free);
-    rc = local_prepare(l, "SELECT key, host, window, fails,"
-                            " down_until, reason, sessions, failures FROM"
-                            " server ORDER BY key", -1, &st, NULL);
-    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
-           (rc = SQLITE_OK) == SQLITE_OK) {
-        SchedServer *s = g_new0(SchedServer, 1);
-        const char *why = (const char *)sqlite3_column_text(st, 5);
-
-        s->key = g_strdup((const char *)sqlite3_column_text(st, 0));
-        s->host = g_strdup((const char *)sqlite3_column_text(st, 1));
-        s->window = (guint)sqlite3_column_int(st, 2);
-        s->fails = (guint)sqlite3_column_int(st, 3);
-        s->down_until = (gint64)sqlite3_column_double(st, 4);
-        s->reason = why != NULL ? g_strdup(why) : NULL;
-        s->sessions = (guint64)sqlite3_column_int64(st, 6);
-        s->failures = (guint64)sqlite3_column_int64(st, 7);
-        g_ptr_array_add(out, s);
-    }
-    local_unprep(st);
-    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-    for (guint i = 0; rc == SQLITE_OK && i < out->len; i++) {
-        SchedServer *s = g_ptr_array_index(out, i);
+    for (guint i = 0; i < LOCAL_SERVERS; i++) {
+        LServer *s = &l->f->servers[i];
+        SchedServer *o;
         gboolean stalled;
 
-        rc = local_leases(l, s->key, now, TRUE, &s->active, &s->probing,
-                          &stalled);
+        if (s->key[0] == '\0')
+            continue;
+        o = g_new0(SchedServer, 1);
+        o->key = g_strdup(bounded(s->key, LOCAL_KEY));
+        o->host = g_strdup(bounded(s->host, LOCAL_HOST));
+        o->window = (guint)MAX(s->window, 0);
+        o->fails = (guint)MAX(s->fails, 0);
+        o->down_until = (gint64)s->down_until;
+        o->reason = s->down_until > 0 || s->fails > 0
+            ? g_strdup(bounded(s->down_until > 0 ? s->reason
+                               : s->first_reason, LOCAL_REASON)) : NULL;
+        o->sessions = s->sessions;
+        o->failures = s->failures;
+        o->active = local_count(l, s, (gint32)i, now, TRUE, &o->probing,
+                                &stalled);
+        g_ptr_array_add(out, o);
     }
-    if (rc != SQLITE_OK) {
-        g_ptr_array_unref(out);
-        local_fail(l, rc, error, "cannot read");
-        return NULL;
-    }
-    local_exec(l, "COMMIT");
+    local_unlock(l);
+    g_ptr_array_sort(out, cmp_server);
     return out;
 }
 
@@ -649,29 +654,36 @@ static int
 local_flush(gpointer stp, const char *what, GError **error)
 {
     Local *l = stp;
-    g_autofree char *key = NULL;
-    int rc;
+    g_autofree char *key = NULL, *lc = g_ascii_strdown(what, -1);
+    gsize wl = strlen(what);
+    int n = 0;
 
-    if (!local_fresh(l, error))
-        return -1;
     /* "[addr]:port" and "[addr]" name the key too */
-    if (what[0] == '[') {
+    if (what[0] == '[' && strchr(what, ']') != NULL) {
         const char *close = strchr(what, ']');
 
-        if (close != NULL)
-            key = g_strdup_printf("%.*s%s", (int)(close - what - 1),
-                                  what + 1, close + 1);
+        key = g_strdup_printf("%.*s%s", (int)(close - what - 1), what + 1,
+                              close + 1);
     }
-    rc = local_step(l, "UPDATE server SET fails = 0, down_until = 0,"
-                    " reason = NULL, first_reason = NULL WHERE"
-                    " key = ?1 OR key LIKE ?1 || ':%' OR host = lower(?1)"
-                    " OR key = ?3", what, 0, key != NULL ? key : "",
-                    0, NULL, FALSE);
-    if (rc != SQLITE_OK) {
-        local_fail(l, rc, error, "cannot write");
+    if (!local_lock(l, error))
         return -1;
+    for (guint i = 0; i < LOCAL_SERVERS; i++) {
+        LServer *s = &l->f->servers[i];
+        const char *k = bounded(s->key, LOCAL_KEY);
+
+        if (k[0] == '\0' ||
+            !(strcmp(k, what) == 0 || (key != NULL && strcmp(k, key) == 0) ||
+              (strncmp(k, what, wl) == 0 && k[wl] == ':' &&
+               strchr(k + wl + 1, ':') == NULL) ||
+              g_ascii_strcasecmp(bounded(s->host, LOCAL_HOST), lc) == 0))
+            continue;
+        s->fails = 0;
+        s->down_until = 0;
+        s->reason[0] = s->first_reason[0] = '\0';
+        n++;
     }
-    return sqlite3_changes(l->db);
+    local_unlock(l);
+    return n;
 }
 
 const SchedStoreOps sched_local_ops = {

@@ -40,7 +40,7 @@ sched_state_path(const AgentConf *c)
     if (c->sched_state[0] != '\0')
         return g_strdup(c->sched_state);
     dir = g_path_get_dirname(c->journal);
-    return g_build_filename(dir, "destinations.db", NULL);
+    return g_build_filename(dir, "destinations.state", NULL);
 }
 
 /* sched_get - the process's store for CONF, opened on first use; NULL
@@ -83,8 +83,8 @@ sched_get(const AgentConf *c, GError **error)
     return sched_store;
 }
 
-/* sched_trouble - a store operation failed: logged; the store is closed
- * so the next use opens it again */
+/* sched_trouble - a store operation failed: logged (the store maps its
+ * file again by itself when it was replaced) */
 static void
 sched_trouble(GError *err)
 {
