@@ -21,6 +21,8 @@
 #  (h) LMTP mode beside pipe mode and smtp(8), messages queued first and
 #      the delivery timed alone; the journal disk's fdatasync latency
 #      (bench/lmtp_bench.py)
+#  (i) destination scheduling's state per session, and the same loop with
+#      scheduling off (bench/sched_bench.c)
 # Prints a table and writes bench/results/bench-TIME.{csv,json}. Root.
 import csv
 import json
@@ -51,7 +53,7 @@ from postfix import Receiver, Sender                   # noqa: E402
 
 ROWS = []
 QUICK = os.environ.get("RR_BENCH_QUICK") == "1"
-PARTS = os.environ.get("RR_BENCH_PARTS", "abcdefgh")  # e.g. "bf": some only
+PARTS = os.environ.get("RR_BENCH_PARTS", "abcdefghi")  # e.g. "bf": some only
 
 
 def say(msg=""):
@@ -515,6 +517,43 @@ def part_g():
     recv.stop()
 
 
+# --- (i) destination scheduling --------------------------------------------------
+
+def part_i():
+    """part_i - the state operations of destination scheduling (DESIGN
+    §11) per session, timed in bench/sched_bench.c one cycle at a time:
+    with the state (left) and with scheduling off (right, the ceiling);
+    1 process and 20 processes on one state file."""
+    say("(i) destination scheduling ...")
+    tool = os.path.join(os.environ["RR_BUILD"], "bench", "sched-bench")
+    tdir = rrtest.subdir("sched-bench")
+    confs = {}
+    for name, text in (("on", "concurrency = 1000\ninitial_concurrency = "
+                        "1000\n"), ("off", "state = none\n")):
+        confs[name] = rrtest.write_file(
+            os.path.join(tdir, name + ".conf"),
+            "[agent]\njournal = %s/j.db\nlog_file = %s/log\n[schedule]\n%s"
+            % (tdir, tdir, text))
+    n = 2000 if QUICK else 20000
+    for case, procs, how in (("new session, 1 process", 1, "x"),
+                             ("reused session, 1 process", 1, "reuse"),
+                             ("new session, 20 procs, 1 server", 20, "same"),
+                             ("new session, 20 procs, 20 servers", 20, "x")):
+        res = {}
+        for name in ("on", "off"):
+            p = subprocess.run([tool, confs[name], str(n // procs),
+                                str(procs), how], capture_output=True,
+                               text=True)
+            if p.returncode != 0:
+                raise RuntimeError("sched-bench: %s" % p.stderr)
+            res[name] = json.loads(p.stdout)
+        for metric in ("median_us", "p90_us"):
+            ROWS.append(dict(part="i", case=case, metric=metric.replace(
+                "_us", ""), agent=res["on"][metric], smtp=res["off"][metric],
+                ratio=None, unit="us", note="per session: slot, open, "
+                "back" if "new" in case else "per message: slot, back"))
+
+
 # --- output --------------------------------------------------------------------
 
 def table():
@@ -526,7 +565,9 @@ def table():
              "e": "(e) CPU per delivered recipient",
              "f": "(f) CPU of one agent run (left) / of /bin/true (right)",
              "g": "(g) many agents at once on one journal",
-             "h": "(h) LMTP mode (left) / smtp(8) (right), delivery alone"}
+             "h": "(h) LMTP mode (left) / smtp(8) (right), delivery alone",
+             "i": "(i) destination state: on (left) / scheduling off "
+                  "(right)"}
     fmt = "  %-25s %-27s %10s %8s %6s  %-5s %s"
     say()
     say(fmt % ("case", "metric", "rapidretry", "Postfix", "ratio", "unit",
@@ -566,7 +607,8 @@ def main():
     failed = []
     for part, fn in (("a", part_a), ("b", part_b), ("c", part_c),
                      ("d", part_d), ("f", part_f), ("g", part_g),
-                     ("h", lambda: lmtp_bench.part_h(row, say))):
+                     ("h", lambda: lmtp_bench.part_h(row, say)),
+                     ("i", part_i)):
         if part not in PARTS:
             continue
         try:
