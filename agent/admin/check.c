@@ -18,6 +18,7 @@
 
 #include "check.h"
 #include "journal.h"
+#include "schedule.h"
 #include "log.h"
 #include "route.h"
 
@@ -185,6 +186,19 @@ check_storage(const AgentConf *c, GPtrArray *errors, GPtrArray *warnings)
         && !check_db_file(c->log_database, &v, &why))
         check_add(warnings, c, "log", "database", "%s; deliveries go on "
                   "without the delivery log", why);
+    g_clear_pointer(&why, g_free);
+    {
+        g_autofree char *state = sched_state_path(c);
+        g_autofree char *dir = state ? g_path_get_dirname(state) : NULL;
+
+        if (state != NULL &&
+            (g_file_test(state, G_FILE_TEST_EXISTS)
+                 ? access(state, R_OK | W_OK) != 0
+                 : !check_dir_writable(dir, &why)))
+            check_add(warnings, c, "schedule", "state", "%s; deliveries go "
+                      "on without destination scheduling",
+                      why ? why : g_strerror(errno));
+    }
     g_clear_pointer(&why, g_free);
     if (c->spool_dir[0] != '\0' && !check_dir_writable(c->spool_dir, &why))
         check_add(errors, c, "agent", "spool_dir", "%s", why);

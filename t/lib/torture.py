@@ -24,6 +24,9 @@ Invariants checked after every scenario (DESIGN §3, §7):
   deadline    every run ends before its deadline + 5 s, no watchdog
   crash       exit status 0, 69 or 75 (or our own kill); no stderr; one
               stdout line; no sanitizer report
+  connected-while-down  a run deferred "delivery temporarily suspended"
+              made no connection (family "dead": a server that fails its
+              first 1-4 connections, marked down after 2, DESIGN §11)
 
 Usage: torture.py [--seed S] [-n N] [-j J] [--json FILE] [--show]
 Scenario K of a campaign has seed S+K; a failure prints its seed and the
@@ -48,7 +51,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rrtest                                   # noqa: E402
 from smtpsink import SmtpSink                   # noqa: E402
 
-FAMILIES = ("drop", "stall", "garbage", "mix", "kill", "disk", "mailrefused")
+FAMILIES = ("drop", "stall", "garbage", "mix", "kill", "disk", "mailrefused",
+            "dead")
+# destination scheduling (DESIGN §11) in every family: slots and leases;
+# a server is marked down only in "dead", where the reruns wait out the
+# down time as Postfix's retry would
+SCHED = "\n[schedule]\nfailure_cohort = 0\n"
+SCHED_DEAD = "\n[schedule]\nfailure_cohort = 2\ndown_time = 1s\n"
 DEADLINE = 10           # the agent's shortest allowed deadline
 SLACK = 5               # a run must end before deadline + SLACK
 RERUNS = 5
@@ -196,6 +205,18 @@ class Scenario:
                 self.disk = ("ro", 0, warm)
             if rng.random() < 0.5:
                 self._mix(rng, n)
+        elif f == "dead":
+            # the server fails the first K connections (no greeting, a
+            # tarpit, 421), then works: marked down after 2, probed
+            how = rng.choice(("drop", "silent", "421"))
+            r = {"cmd": "CONNECT", "times": rng.randint(1, 4)}
+            if how == "421":
+                r.update(reply="421 4.3.2 Service not available", close=True)
+            else:
+                r["action"] = how
+            rules.append(r)
+            if rng.random() < 0.3:
+                self._mix(rng, n)
         elif f == "mailrefused":
             rep = rng.choice(("452 4.5.3 Error: too many recipients",
                               "451 4.3.0 try later", "550 5.7.1 go away",
@@ -262,7 +283,8 @@ class Worker:
         self.agent = rrtest.Agent(name="torture-w%d" % wid,
                                   deadline="%ds" % DEADLINE,
                                   timeouts=TIMEOUTS,
-                                  smtp_extra={"starttls_timeout": "1s"})
+                                  smtp_extra={"starttls_timeout": "1s"},
+                                  extra_text=SCHED)
         self.asan_dir = os.path.join(rrtest.tmpdir(), "asan")
 
     # --- disk faults -----------------------------------------------------
@@ -336,6 +358,10 @@ class Worker:
                                   "\n[sasl]\npassword_file = %s\n"
                                   "allow_plaintext_auth = yes\n" % pwf,
                                   owner=rrtest.TEST_USER)
+            if sc.family == "dead":
+                conf = os.path.join(a.dir, "dead.conf")
+                rrtest.write_file(conf, rrtest.read_file(a.conf).replace(
+                    SCHED, SCHED_DEAD), owner=rrtest.TEST_USER)
             if sc.disk:
                 mnt = self._mount(sc)
                 text = rrtest.read_file(conf).replace(
@@ -374,8 +400,12 @@ class Worker:
         runs = res["runs"]
         for i in range(RERUNS + 1):
             before = len(a.log_lines())
+            if sc.family == "dead" and i > 0:
+                time.sleep(1.1)                 # the down time is over
+            conns = sink.connections()
             r = self._run(sc, conf, port, sc.kill if i == 0 else None)
             rrtest.wait_until(lambda: sink.active() == 0, timeout=10)
+            r["conns"] = sink.connections() - conns
             lines = a.log_lines()[before:]
             msgs = sink.messages()
             r["takes"] = msgs[taken_before:]
@@ -383,7 +413,7 @@ class Worker:
             r["log"] = [l for l in lines
                         if "rapidretry/agent[%d]" % r["pid"] in l]
             runs.append(r)
-            if i == 0:                          # well-behaved from now on
+            if i == 0 and sc.family != "dead":  # well-behaved from now on
                 sink.set_script({"ehlo": AUTH_EHLO} if sc.auth else {})
                 if sc.disk:                     # the fault is lifted
                     mnt = self.mnt
@@ -481,6 +511,11 @@ def check(sc, res, asan_dir):
                                  "%s bounced in run %d but taken" % (x, i)))
         if not mine:
             accounting(sc, r, outc, rcpts, i, fail)
+        if "delivery temporarily suspended" in r["out"] and r["conns"] and \
+                not any("sent" in st for st in outc.values()):
+            fail.append(("connected-while-down", cause_of(sc, r),
+                         "run %d: suspended, yet %d connection(s)"
+                         % (i, r["conns"])))
     for x in rcpts:
         if x not in first_take and x not in bounced:
             fail.append(("lost", cause_of(sc, res["runs"][0]),
