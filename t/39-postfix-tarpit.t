@@ -14,7 +14,10 @@
 #      a reason, none lost; after the greeting timeouts the tarpit is
 #      marked down (4.4.1 delivery temporarily suspended, no connect);
 #   3. the tarpit's address comes back as a working server: after the
-#      down time a queue flush delivers all 30, each exactly once.
+#      down time a queue flush delivers all 30, each exactly once;
+#   4. the same in pipe mode with one static nexthop ("rapidretry:batch",
+#      one queue for everything): healthy mail within smtp(8)'s time + a
+#      few seconds, at most the window on the tarpit, nothing lost.
 import os
 import re
 import sys
@@ -156,4 +159,40 @@ if not ok(not tarpit_queued(), "nothing of the tarpit's left in the "
         diag("%s: %s" % (r, why))
 if not (t_lmtp and t_smtp and t_lmtp <= t_smtp + 5):
     diag("\n".join(snd.agent_log()[-60:]))
+snd.stop()
+
+# --- 4. the same in pipe mode: one static nexthop ("batch") ---------------------------
+tar2 = BadServer("tarpit")
+ptar2 = tar2.start()
+pagent = rrtest.Agent(name="pipe/agent", relay="", deadline="120s", timeouts={
+    "connect_timeout": "5s", "helo_timeout": "10s"},
+    extra_text="\n[routes]\ntarpit.test = relay:[127.0.0.1]:%d\n"
+               "good.test = relay:[127.0.0.1]:%d\n" % (ptar2, recv.port))
+psnd = Sender("pipe", relay_port=recv.port, agent=pagent,
+              transport="rapidretry:batch", main={
+                  "transport_maps": "inline:{%s}" % DISCARD,
+                  "rapidretry_destination_concurrency_limit": "20",
+                  "rapidretry_initial_destination_concurrency": "20",
+              }).start()
+before = len(recv.delivered())
+t0 = submit_all(psnd)
+t_pipe = healthy_time(t0, before)
+ok(t_pipe is not None and t_smtp is not None and t_pipe <= t_smtp + 5,
+   "pipe mode, one nexthop: the 30 healthy ones arrive in %.1fs (smtp(8): "
+   "%.1fs)" % (t_pipe or -1, t_smtp or -1))
+ok(tar2.counts()[2] <= 5, "the tarpit saw at most %d sessions at once"
+   % tar2.counts()[2])
+
+
+def pipe_queued():
+    return {r: why for r, why in psnd.queued_rcpts().items()
+            if r.endswith("@tarpit.test")}
+
+
+rrtest.wait_until(lambda: len(pipe_queued()) == N and all(
+    pipe_queued().values()), 60, what="30 tarpit messages deferred (pipe)")
+is_(sorted(pipe_queued()), sorted(TAR), "all 30 tarpit messages queued, "
+    "each with a reason: %d concurrency, %d timeouts" % (
+        len([v for v in pipe_queued().values() if "concurrency" in v]),
+        len([v for v in pipe_queued().values() if "timed out" in v])))
 done()
