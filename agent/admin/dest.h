@@ -15,9 +15,6 @@
  * 68 (flush) no such server, 69 state unreadable, 78 configuration */
 int dest_main(int argc, char **argv);
 
-/* dest_as_owner - run as the owner of CONF's state file (or of its
- * folder) when root, so that no file of it becomes root's */
-gboolean dest_as_owner(const AgentConf *c, GError **error);
 /* dest_state_exists - the state file is there (never made by a reader) */
 gboolean dest_state_exists(const AgentConf *c);
 /* dest_state_text - "up", "down for 40s more: REASON", ... */

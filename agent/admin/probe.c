@@ -172,8 +172,11 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
         g_string_append_printf(out, "      state: sessions %u/%u (cap %u), "
                                "%s\n", live->active, live->window, live->cap,
                                state);
-    } else if (sched_state_path(c) != NULL) {
-        g_string_append(out, "      state: not seen yet\n");
+    } else {
+        g_autofree char *state = sched_state_path(c);
+
+        if (state != NULL)
+            g_string_append(out, "      state: not seen yet\n");
     }
     sched_server_free(live);
 }
@@ -378,8 +381,6 @@ probe_main(int argc, char **argv)
         return EX_USAGE;
     }
     conf = agent_conf_load(conf_path ? conf_path : CHECK_DEFAULT_CONF, &err);
-    if (conf != NULL && !dest_as_owner(conf, &err))
-        g_clear_pointer(&conf, agent_conf_free);
     if (conf != NULL)
         router = router_new(conf->file->path, conf->routes,
                             conf->dns_servers, conf->dns_timeout,

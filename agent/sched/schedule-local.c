@@ -165,6 +165,21 @@ local_init(LFile *f)
     return ok;
 }
 
+/* local_own - a file root makes (an administrator's command finding it
+ * damaged) belongs to the owner of its folder, the agents' user: else
+ * they could not open it and would go without scheduling */
+static void
+local_own(Local *l)
+{
+    g_autofree char *dir = g_path_get_dirname(l->path);
+    struct stat sb;
+
+    if (geteuid() == 0 && stat(dir, &sb) == 0 && sb.st_uid != 0 &&
+        fchown(l->fd, sb.st_uid, sb.st_gid) != 0)
+        log_warning("destination state %s: cannot give it to uid %u: %s",
+                    l->path, (unsigned)sb.st_uid, g_strerror(errno));
+}
+
 /* local_map - open and map PATH, making or remaking the file (under
  * flock, so two first users do not both make it); FALSE + *WHY */
 static gboolean
@@ -182,6 +197,7 @@ local_map(Local *l, char **why)
             break;
         }
         if (sb.st_size == 0) {
+            local_own(l);
             if (ftruncate(l->fd, sizeof(LFile)) != 0) {
                 *why = g_strdup_printf("cannot size it: %s",
                                        g_strerror(errno));
