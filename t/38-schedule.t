@@ -4,7 +4,9 @@
 # purpose, counted at the socket:
 #   1. a port nobody listens on: after the cohort, deferred 4.4.1
 #      "delivery temporarily suspended: connect to ...", no connect; after
-#      the down time one probe, and the server back delivers;
+#      the down time one probe, and the server back delivers; the same
+#      for SYNs dropped (a listener whose accept queue is full: connect
+#      timeouts);
 #   2. a server that greets 421: exactly the cohort's connections, then
 #      none; the probe after the down time fails and marks it down again;
 #      --flush-destination makes the next delivery connect;
@@ -22,6 +24,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -123,6 +126,34 @@ is_(sink.connections(), 1, "one connection: the probe")
 rc, out, err = destinations()
 like(out, r"127\.0\.0\.1:%d .*, up$" % dead, "up again, failures cleared")
 sink.stop()
+
+# --- 1b. SYNs dropped: a listener whose accept queue is full ------------------
+blk = socket.socket()
+blk.bind(("127.0.0.1", 0))
+blk.listen(0)
+pblk = blk.getsockname()[1]
+fillers = []
+for i in range(3):  # queue full: the kernel drops later SYNs
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", pblk))
+    except BlockingIOError:
+        pass
+    fillers.append(c)
+time.sleep(0.2)
+rs = [run(pblk) for i in range(3)]
+like(rs[0][0].out, r"^4\.4\.1 connect to 127\.0\.0\.1\[127\.0\.0\.1\]:%d: "
+     r"Connection timed out" % pblk, "SYNs dropped: the connect times out "
+     "(%.1fs, connect_timeout 3s)" % rs[0][0].elapsed)
+like(rs[2][0].out, r"^4\.4\.1 delivery temporarily suspended: connect to "
+     r"127\.0\.0\.1\[127\.0\.0\.1\]:%d: Connection timed out" % pblk,
+     "after 2 timeouts: suspended")
+ok(rs[2][0].elapsed < 1.5, "without a connection attempt (%.1fs)"
+   % rs[2][0].elapsed)
+for c in fillers:
+    c.close()
+blk.close()
 
 # --- 2. a 421 greeting ------------------------------------------------------
 bad = BadServer("421")
