@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "conf.h"
+#include "json.h"
 #include "tls.h"
 
 #define LOG_DEFAULT_CONF "/etc/rapidretry/rapidretry.conf"
@@ -258,32 +259,6 @@ prepare(sqlite3 *db, const char *sql)
         die(EX_NOINPUT, "cannot read the delivery log: %s",
             sqlite3_errmsg(db));
     return st;
-}
-
-/* json_str - S as a JSON string (or null) appended to OUT */
-static void
-json_str(GString *out, const char *s)
-{
-    gboolean utf8 = s != NULL && g_utf8_validate(s, -1, NULL);
-
-    if (s == NULL) {
-        g_string_append(out, "null");
-        return;
-    }
-    g_string_append_c(out, '"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c == '"' || c == '\\')
-            g_string_append_printf(out, "\\%c", c);
-        else if (c == '\n')
-            g_string_append(out, "\\n");
-        else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8))
-            g_string_append_printf(out, "\\u%04x", c);
-        else
-            g_string_append_c(out, (char)c);
-    }
-    g_string_append_c(out, '"');
 }
 
 /* col - a text column or NULL */

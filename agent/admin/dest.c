@@ -15,6 +15,7 @@
 
 #include "check.h"
 #include "dest.h"
+#include "json.h"
 #include "log.h"
 #include "schedule.h"
 
@@ -45,35 +46,13 @@ dest_state_text(const SchedServer *s, gint64 now)
     return g_strdup("up");
 }
 
-/* dest_json_str - S as a JSON string (or null) */
-static void
-dest_json_str(GString *out, const char *s)
-{
-    if (s == NULL) {
-        g_string_append(out, "null");
-        return;
-    }
-    g_string_append_c(out, '"');
-    for (; *s != '\0'; s++) {
-        unsigned char ch = (unsigned char)*s;
-
-        if (ch == '"' || ch == '\\')
-            g_string_append_printf(out, "\\%c", ch);
-        else if (ch < 0x20)
-            g_string_append_printf(out, "\\u%04x", ch);
-        else
-            g_string_append_c(out, (char)ch);
-    }
-    g_string_append_c(out, '"');
-}
-
 void
 dest_json(const SchedServer *s, gint64 now, GString *out)
 {
     g_string_append(out, "{\"server\":");
-    dest_json_str(out, s->key);
+    json_str(out, s->key);
     g_string_append(out, ",\"host\":");
-    dest_json_str(out, s->host);
+    json_str(out, s->host);
     g_string_append_printf(out, ",\"sessions\":%u,\"window\":%u,\"cap\":%u,"
                            "\"fails\":%u,\"down\":%s,\"down_for\":%"
                            G_GINT64_FORMAT ",\"probing\":%s,\"reason\":",
@@ -81,7 +60,7 @@ dest_json(const SchedServer *s, gint64 now, GString *out)
                            s->down_until > 0 ? "true" : "false",
                            MAX(s->down_until - now, 0),
                            s->probing ? "true" : "false");
-    dest_json_str(out, s->down_until > 0 || s->fails > 0 ? s->reason : NULL);
+    json_str(out, s->down_until > 0 || s->fails > 0 ? s->reason : NULL);
     g_string_append_printf(out, ",\"sessions_total\":%" G_GUINT64_FORMAT
                            ",\"failures_total\":%" G_GUINT64_FORMAT "}",
                            s->sessions, s->failures);

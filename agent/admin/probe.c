@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "check.h"
+#include "json.h"
 #include "log.h"
 #include "dest.h"
 #include "probe.h"
@@ -25,26 +26,6 @@ typedef struct {
     gboolean one_domain;
     gint64 age;        /* seconds */
 } ProbeLimit;
-
-/* probe_json_str - S as a JSON string (NULL = null) */
-static void
-probe_json_str(GString *out, const char *s)
-{
-    if (s == NULL) {
-        g_string_append(out, "null");
-        return;
-    }
-    g_string_append_c(out, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            g_string_append_printf(out, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            g_string_append_printf(out, "\\u%04x", *p);
-        else
-            g_string_append_c(out, (char)*p);
-    }
-    g_string_append_c(out, '"');
-}
 
 /* probe_limit - the learned limit of server KEY ("addr:port") in the
  * delivery log; read-only, a missing or newer database is no limit */
@@ -109,20 +90,20 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
 
     if (json) {
         g_string_append(out, "{\"host\":");
-        probe_json_str(out, t->host);
+        json_str(out, t->host);
         g_string_append(out, ",\"address\":");
-        probe_json_str(out, t->addr);
+        json_str(out, t->addr);
         g_string_append_printf(out, ",\"port\":%u,\"tls_level\":\"%s\","
                                "\"tls_names\":[", t->port,
                                tls_level_name(opt.tls_level));
         for (guint i = 0; checks && shown[i] != NULL; i++) {
             g_string_append(out, i ? "," : "");
-            probe_json_str(out, shown[i]);
+            json_str(out, shown[i]);
         }
         g_string_append(out, "],\"sasl_user\":");
-        probe_json_str(out, c->sasl_refused ? NULL : opt.sasl_user);
+        json_str(out, c->sasl_refused ? NULL : opt.sasl_user);
         g_string_append(out, ",\"sasl_refused\":");
-        probe_json_str(out, c->sasl_refused);
+        json_str(out, c->sasl_refused);
         g_string_append_printf(out, ",\"sasl_plaintext\":%s",
                                opt.sasl_plaintext ? "true" : "false");
         if (l.found)
@@ -237,7 +218,7 @@ probe_rule(const AgentConf *c, const Router *router, const char *domain,
             return;
         }
         g_string_append(out, "{\"pattern\":");
-        probe_json_str(out, pat);
+        json_str(out, pat);
         g_string_append_printf(out, ",\"line\":%u}", line);
     } else if (pat != NULL)
         g_string_append_printf(out, " ([routes] %s, line %u)", pat, line);
@@ -266,12 +247,12 @@ probe_report(const AgentConf *c, const Router *router, GPtrArray *results,
             g++;
         if (json) {
             g_string_append(out, i ? ",{\"domain\":" : "{\"domain\":");
-            probe_json_str(out, res->domain);
+            json_str(out, res->domain);
             g_string_append(out, ",\"route\":");
-            probe_json_str(out, res->route);
+            json_str(out, res->route);
             probe_rule(c, router, res->domain, TRUE, out);
             g_string_append_printf(out, ",\"dsn\":\"%s\",\"text\":", res->dsn);
-            probe_json_str(out, res->status == DNS_OK ? NULL : res->text);
+            json_str(out, res->status == DNS_OK ? NULL : res->text);
             if (res->group_key != NULL)
                 g_string_append_printf(out, ",\"group\":%u}", g + 1);
             else
@@ -299,7 +280,7 @@ probe_report(const AgentConf *c, const Router *router, GPtrArray *results,
                                    g ? "," : "", g + 1);
             for (guint i = 0; i + 1 < m->len; i++) {
                 g_string_append(out, i ? "," : "");
-                probe_json_str(out, g_ptr_array_index(m, i));
+                json_str(out, g_ptr_array_index(m, i));
             }
             g_string_append(out, "],\"servers\":[");
         } else {
