@@ -15,7 +15,9 @@
  * and mapped again, so all processes share one.
  *
  * Never: trust a lease whose process is gone, wait for the mutex longer
- * than LOCAL_LOCK_MS, or read a string of the file without its bound.
+ * than LOCAL_LOCK_MS, read a string of the file without its bound, or map
+ * a file whose blocks are not all on the disk (a full disk would be
+ * SIGBUS at the first write to a page).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -206,6 +208,15 @@ local_map(Local *l, char **why)
             fresh = TRUE;
         } else if ((guint64)sb.st_size != sizeof(LFile))
             bad = TRUE;
+        /* every block of the file on the disk now: a write to a mapped
+         * page that finds the disk full is SIGBUS, not an error code */
+        if (!bad && (errno = posix_fallocate(l->fd, 0, sizeof(LFile))) != 0) {
+            *why = g_strdup_printf("cannot reserve its %zu bytes: %s",
+                                   sizeof(LFile), g_strerror(errno));
+            if (fresh)
+                (void)unlink(l->path);
+            break;
+        }
         if (!bad) {
             l->f = mmap(NULL, sizeof(LFile), PROT_READ | PROT_WRITE,
                         MAP_SHARED, l->fd, 0);

@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 
 #include "dblog.h"
+#include "sqldb.h"
 #include "sqlwait.h"
 #include "log.h"
 
@@ -48,6 +49,7 @@ typedef struct {
 
 struct DbLog {
     sqlite3 *db;        /* NULL = not usable */
+    SqlDb sql;          /* db, "delivery log", path: sqldb.h's calls */
     char *path;
     char *queue_id, *sender, *run;
     AgentTranscript mode;
@@ -87,13 +89,6 @@ static const char *const dblog_schema[] = {
     " one_domain INTEGER NOT NULL, time INTEGER NOT NULL);",
 };
 
-/* when retention last ran (dblog_maint_claim): a side table outside the
- * versioned steps, as in journal.c, created when missing */
-#define DBLOG_MAINT_TABLE                                                    \
-    "CREATE TABLE IF NOT EXISTS maintenance ("                               \
-    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"                        \
-    "INSERT OR IGNORE INTO maintenance VALUES ('prune', 0);"
-
 /* row_free - one buffered row */
 static void
 row_free(Row *r)
@@ -131,62 +126,22 @@ dblog_error_quark(void)
     return g_quark_from_static_string("dblog-error-quark");
 }
 
-/* dblog_exec - run SQL without rows; FALSE + error naming WHAT */
-static gboolean
-dblog_exec(DbLog *l, const char *sql, const char *what, GError **error)
-{
-    if (sqlite3_exec(l->db, sql, NULL, NULL, NULL) == SQLITE_OK)
-        return TRUE;
-    g_set_error(error, dblog_error_quark(), sqlite3_extended_errcode(l->db),
-                "delivery log %s: %s: %s", l->path, what,
-                sqlite3_errmsg(l->db));
-    return FALSE;
-}
-
-/* dblog_int - the first column of a one-row query, or -1 */
-static gint64
-dblog_int(DbLog *l, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    gint64 v = -1;
-
-    if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) == SQLITE_OK
-        && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 /* dblog_migrate - create or update the schema; only writes when the
  * version is behind, so a current database costs one read */
 static gboolean
 dblog_migrate(DbLog *l, GError **error)
 {
     int want = (int)G_N_ELEMENTS(dblog_schema);
-    gint64 v = dblog_int(l, "PRAGMA user_version");
-    g_autofree char *sql = NULL;
 
-    if (v < 0)
-        return dblog_exec(l, "PRAGMA user_version", "cannot read", error);
-    if (v == want)
+    if (sqldb_int(&l->sql, "PRAGMA user_version") == want)
         return TRUE;
-    if (v > want) {
-        g_set_error(error, dblog_error_quark(), 0, "delivery log %s: schema "
-                    "version %" G_GINT64_FORMAT " is newer than this "
-                    "program knows (%d)", l->path, v, want);
+    /* another agent may migrate at the same time: the version is read
+     * again inside the write transaction */
+    if (!sqldb_exec(&l->sql, "BEGIN IMMEDIATE", "cannot begin", error))
         return FALSE;
-    }
-    if (!dblog_exec(l, "BEGIN IMMEDIATE", "cannot begin", error))
-        return FALSE;
-    v = dblog_int(l, "PRAGMA user_version"); /* another agent may have */
-    for (gint64 i = MAX(v, 0); i < want; i++)
-        if (!dblog_exec(l, dblog_schema[i], "cannot create schema", error))
-            goto fail;
-    sql = g_strdup_printf("PRAGMA user_version = %d", want);
-    if (dblog_exec(l, sql, "cannot write", error)
-        && dblog_exec(l, "COMMIT", "cannot commit", error))
+    if (sqldb_migrate(&l->sql, dblog_schema, want, FALSE, 0, "", error)
+        && sqldb_exec(&l->sql, "COMMIT", "cannot commit", error))
         return TRUE;
-fail:
     sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
     return FALSE;
 }
@@ -199,6 +154,7 @@ dblog_open_db(DbLog *l, GError **error)
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                                  | SQLITE_OPEN_FULLMUTEX, NULL);
 
+    l->sql = (SqlDb){l->db, "delivery log", l->path, dblog_error_quark()};
     if (rc != SQLITE_OK) {
         g_set_error(error, dblog_error_quark(), rc, "delivery log %s: "
                     "cannot open: %s", l->path,
@@ -214,13 +170,13 @@ dblog_open_db(DbLog *l, GError **error)
     sqlwait_install(l->db, &l->wait, DBLOG_BUSY_MS, DBLOG_WAL_PAGES);
     /* auto_vacuum only takes effect before the first table exists, and
      * setting it is a write: only for a new file */
-    return dblog_exec(l, "PRAGMA synchronous = NORMAL", "cannot set "
+    return sqldb_exec(&l->sql, "PRAGMA synchronous = NORMAL", "cannot set "
                       "synchronous", error)
-           && (dblog_int(l, "PRAGMA page_count") > 0
-               || dblog_exec(l, "PRAGMA auto_vacuum = INCREMENTAL",
+           && (sqldb_int(&l->sql, "PRAGMA page_count") > 0
+               || sqldb_exec(&l->sql, "PRAGMA auto_vacuum = INCREMENTAL",
                              "cannot set auto_vacuum", error))
            && (sqlwait_wal_mode(l->db, &l->wait) == SQLITE_OK
-               || dblog_exec(l, "PRAGMA journal_mode = WAL", "cannot set "
+               || sqldb_exec(&l->sql, "PRAGMA journal_mode = WAL", "cannot set "
                              "WAL mode", error))
            && dblog_migrate(l, error);
 }
@@ -493,9 +449,7 @@ flush_transcripts(DbLog *l, double now, GError **error)
         c->rowid = sqlite3_last_insert_rowid(l->db);
     }
     if (!ok)
-        g_set_error(error, dblog_error_quark(), sqlite3_errcode(l->db),
-                    "delivery log %s: cannot write transcripts: %s",
-                    l->path, sqlite3_errmsg(l->db));
+        sqldb_error(&l->sql, error, "cannot write transcripts");
     sqlite3_finalize(st);
     return ok;
 }
@@ -541,9 +495,7 @@ flush_rows(DbLog *l, GError **error)
         ok = sqlite3_step(st) == SQLITE_DONE;
     }
     if (!ok)
-        g_set_error(error, dblog_error_quark(), sqlite3_errcode(l->db),
-                    "delivery log %s: cannot write rows: %s", l->path,
-                    sqlite3_errmsg(l->db));
+        sqldb_error(&l->sql, error, "cannot write rows");
     sqlite3_finalize(st);
     return ok;
 }
@@ -572,27 +524,9 @@ flush_limits(DbLog *l, gint64 now, GError **error)
         ok = sqlite3_step(st) == SQLITE_DONE;
     }
     if (!ok)
-        g_set_error(error, dblog_error_quark(), sqlite3_errcode(l->db),
-                    "delivery log %s: cannot write limits: %s", l->path,
-                    sqlite3_errmsg(l->db));
+        sqldb_error(&l->sql, error, "cannot write limits");
     sqlite3_finalize(st);
     return ok;
-}
-
-/* dblog_maint_claim - TRUE when this run does the retention work: the
- * stamp is older than the interval and this run, inside the flush's write
- * transaction, moves it to NOW, so no other run does it before the next
- * interval and no run waits for another's */
-static gboolean
-dblog_maint_claim(DbLog *l, gint64 now)
-{
-    g_autofree char *sql = g_strdup_printf(
-        "UPDATE maintenance SET time = %1$" G_GINT64_FORMAT
-        " WHERE name = 'prune' AND time <= %1$" G_GINT64_FORMAT " - %2$d",
-        now, DBLOG_MAINT_INTERVAL);
-
-    return sqlite3_exec(l->db, sql, NULL, NULL, NULL) == SQLITE_OK
-           && sqlite3_changes(l->db) == 1;
 }
 
 /* dblog_prune_chunk - run DELETE_SQL (BEGIN ... COMMIT, at most
@@ -633,9 +567,9 @@ dblog_prune(DbLog *l, gint64 now)
     }
     if (l->max_size == 0)
         goto out;
-    pages = dblog_int(l, "PRAGMA page_count");
-    free_pages = dblog_int(l, "PRAGMA freelist_count");
-    page_size = dblog_int(l, "PRAGMA page_size");
+    pages = sqldb_int(&l->sql, "PRAGMA page_count");
+    free_pages = sqldb_int(&l->sql, "PRAGMA freelist_count");
+    page_size = sqldb_int(&l->sql, "PRAGMA page_size");
     if (pages < 0 || free_pages < 0 || page_size < 0
         || (guint64)((pages - free_pages) * page_size) <= l->max_size)
         goto out;
@@ -660,8 +594,7 @@ out:
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
     }
     if (more || why != NULL)
-        sqlite3_exec(l->db, "UPDATE maintenance SET time = 0"
-                     " WHERE name = 'prune'", NULL, NULL, NULL);
+        (void)sqldb_maint_again(&l->sql, "prune", NULL);
 }
 
 gboolean
@@ -673,18 +606,13 @@ dblog_flush(DbLog *l, GError **error)
     if (l->db == NULL)
         return TRUE; /* already logged at open */
     g_mutex_lock(&l->lock);
-    if (!dblog_exec(l, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_exec(&l->sql, "BEGIN IMMEDIATE", "cannot begin", error))
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
          && flush_limits(l, now, error);
-    maint = ok
-            && (sqlite3_table_column_metadata(l->db, NULL, "maintenance",
-                                              NULL, NULL, NULL, NULL, NULL,
-                                              NULL) == SQLITE_OK
-                || sqlite3_exec(l->db, DBLOG_MAINT_TABLE, NULL, NULL, NULL)
-                       == SQLITE_OK)
-            && dblog_maint_claim(l, now);
-    ok = ok && dblog_exec(l, "COMMIT", "cannot commit", error);
+    maint = ok && sqldb_maint_claim(&l->sql, "prune", now,
+                                    DBLOG_MAINT_INTERVAL, NULL) == 1;
+    ok = ok && sqldb_exec(&l->sql, "COMMIT", "cannot commit", error);
     if (!ok)
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
     else if (maint)

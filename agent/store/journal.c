@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 #include <string.h>
 
+#include "sqldb.h"
 #include "sqlwait.h"
 
 #define JOURNAL_BUSY_MS 10000
@@ -39,6 +40,7 @@
 
 struct Journal {
     sqlite3 *db;
+    SqlDb sql;   /* db, "journal", path: sqldb.h's calls */
     char *path;
     GMutex lock; /* one transaction at a time on this handle */
     SqlWait wait;
@@ -49,26 +51,6 @@ GQuark
 journal_error_quark(void)
 {
     return g_quark_from_static_string("journal-error-quark");
-}
-
-/* journal_set_error - a GError naming the path, WHAT failed and SQLite's
- * own message */
-static void
-journal_set_error(Journal *j, GError **error, const char *what)
-{
-    g_set_error(error, journal_error_quark(), sqlite3_extended_errcode(j->db),
-                "journal %s: %s: %s", j->path, what, sqlite3_errmsg(j->db));
-}
-
-/* journal_exec - run SQL that returns no rows */
-static gboolean
-journal_exec(Journal *j, const char *sql, const char *what, GError **error)
-{
-    if (sqlite3_exec(j->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-        journal_set_error(j, error, what);
-        return FALSE;
-    }
-    return TRUE;
 }
 
 /*
@@ -89,64 +71,10 @@ static const char *const journal_schema[] = {
     "ALTER TABLE journal ADD COLUMN dsn_sent INTEGER NOT NULL DEFAULT 0;",
 };
 
-/* when expiry last ran (journal_maint_claim): a side table outside the
- * versioned steps, created when missing, which an older release that
- * opens the file simply ignores (no schema version for it to refuse) */
-#define JOURNAL_MAINT_TABLE                                                  \
-    "CREATE TABLE IF NOT EXISTS maintenance ("                               \
-    " name TEXT PRIMARY KEY, time INTEGER NOT NULL);"                        \
-    "INSERT OR IGNORE INTO maintenance VALUES ('expire', 0);"
-
 int
 journal_schema_version(void)
 {
     return (int)G_N_ELEMENTS(journal_schema);
-}
-
-/* journal_version - PRAGMA user_version, or -1 + error */
-static int
-journal_version(Journal *j, GError **error)
-{
-    sqlite3_stmt *st = NULL;
-    int v = -1;
-
-    if (sqlite3_prepare_v2(j->db, "PRAGMA user_version", -1, &st, NULL)
-            != SQLITE_OK
-        || sqlite3_step(st) != SQLITE_ROW) {
-        journal_set_error(j, error, "cannot read schema version");
-        goto out;
-    }
-    v = sqlite3_column_int(st, 0);
-out:
-    sqlite3_finalize(st);
-    return v;
-}
-
-/* journal_maint_claim - 1 when this run does the maintenance: the stamp
- * is older than the interval, and this run moves it to NOW inside the
- * write transaction it already holds, so no other run does it before the
- * next interval; 0 when not due; -1 + error */
-static int
-journal_maint_claim(Journal *j, gint64 now, GError **error)
-{
-    sqlite3_stmt *st = NULL;
-    gboolean ok;
-
-    if (sqlite3_prepare_v2(j->db, "UPDATE maintenance SET time = ?1"
-                           " WHERE name = 'expire' AND time <= ?1 - ?2",
-                           -1, &st, NULL) != SQLITE_OK) {
-        journal_set_error(j, error, "cannot read the maintenance stamp");
-        return -1;
-    }
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_int64(st, 2, JOURNAL_MAINT_INTERVAL);
-    ok = sqlite3_step(st) == SQLITE_DONE;
-    sqlite3_finalize(st);
-    if (!ok) {
-        journal_set_error(j, error, "cannot write the maintenance stamp");
-        return -1;
-    }
-    return sqlite3_changes(j->db) == 1 ? 1 : 0;
 }
 
 /* journal_expire - delete at most JOURNAL_EXPIRE_ROWS entries older than
@@ -166,12 +94,10 @@ journal_expire(Journal *j, gint64 now, guint expire, GError **error)
     sqlite3_bind_int64(st, 1, now - (gint64)expire);
     ok = sqlite3_step(st) == SQLITE_DONE;
     if (ok && sqlite3_changes(j->db) >= JOURNAL_EXPIRE_ROWS)
-        ok = sqlite3_exec(j->db, "UPDATE maintenance SET time = 0"
-                          " WHERE name = 'expire'", NULL, NULL, NULL)
-             == SQLITE_OK;
+        ok = sqldb_maint_again(&j->sql, "expire", NULL);
 out:
     if (!ok)
-        journal_set_error(j, error, "cannot expire entries");
+        sqldb_error(&j->sql, error, "cannot expire entries");
     sqlite3_finalize(st);
     return ok;
 }
@@ -188,46 +114,27 @@ journal_migrate(Journal *j, guint expire, GError **error)
     int want = (int)G_N_ELEMENTS(journal_schema);
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
     gboolean ok = FALSE;
-    char *sql = NULL;
-    int v, claim;
+    int claim;
 
-    if (!journal_exec(j, "PRAGMA synchronous = NORMAL",
+    if (!sqldb_exec(&j->sql, "PRAGMA synchronous = NORMAL",
                       "cannot set synchronous", error)
-        || !journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+        || !sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error))
         return FALSE;
-    v = journal_version(j, error);
-    if (v < 0)
-        goto out;
-    if (v > want) {
-        g_set_error(error, journal_error_quark(), JOURNAL_ERROR_NEWER,
-                    "journal %s: schema version %d is newer than this "
-                    "program knows (%d): a newer rapidretry wrote it; "
-                    "install that version again", j->path, v, want);
-        goto out;
-    }
-    for (int i = v; i < want; i++)
-        if (!journal_exec(j, journal_schema[i], "cannot create schema", error))
-            goto out;
     /* rewriting the version is the write that proves we can write */
-    sql = g_strdup_printf("PRAGMA user_version = %d", want);
-    if (!journal_exec(j, sql, "cannot write", error))
+    if (!sqldb_migrate(&j->sql, journal_schema, want, TRUE,
+                       JOURNAL_ERROR_NEWER, ": a newer rapidretry wrote it; "
+                       "install that version again", error))
         goto out;
-    /* the table from the schema already read: no SQL compiled for it */
-    claim = sqlite3_table_column_metadata(j->db, NULL, "maintenance", NULL,
-                                          NULL, NULL, NULL, NULL, NULL)
-                    == SQLITE_OK
-                || journal_exec(j, JOURNAL_MAINT_TABLE,
-                                "cannot create schema", error)
-            ? journal_maint_claim(j, now, error) : -1;
+    claim = sqldb_maint_claim(&j->sql, "expire", now, JOURNAL_MAINT_INTERVAL,
+                              error);
     if (claim < 0 || (claim == 1 && !journal_expire(j, now, expire, error)))
         goto out;
-    ok = journal_exec(j, "COMMIT", "cannot commit", error);
+    ok = sqldb_exec(&j->sql, "COMMIT", "cannot commit", error);
 out:
-    g_free(sql);
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     /* every outcome from here on is synced before it is reported */
-    return journal_exec(j, "PRAGMA synchronous = FULL",
+    return sqldb_exec(&j->sql, "PRAGMA synchronous = FULL",
                         "cannot set synchronous", ok ? error : NULL)
            && ok;
 }
@@ -245,9 +152,10 @@ journal_open(const char *path, guint expire, GError **error)
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX,
                          NULL);
+    j->sql = (SqlDb){j->db, "journal", j->path, journal_error_quark()};
     if (rc != SQLITE_OK) {
         if (j->db != NULL)
-            journal_set_error(j, error, "cannot open");
+            sqldb_error(&j->sql, error, "cannot open");
         else
             g_set_error(error, journal_error_quark(), rc,
                         "journal %s: cannot open: %s", path,
@@ -264,7 +172,7 @@ journal_open(const char *path, guint expire, GError **error)
     /* the busy handler also covers the PRAGMA that switches to WAL */
     sqlwait_install(j->db, &j->wait, JOURNAL_BUSY_MS, JOURNAL_WAL_PAGES);
     if (sqlwait_wal_mode(j->db, &j->wait) != SQLITE_OK) {
-        journal_set_error(j, error, "cannot set WAL mode");
+        sqldb_error(&j->sql, error, "cannot set WAL mode");
         goto out;
     }
     if (!journal_migrate(j, expire, error))
@@ -302,7 +210,7 @@ journal_lookup(Journal *j, const char *queue_id, const char *digest,
 
     g_mutex_lock(&j->lock);
     if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        journal_set_error(j, error, "cannot look up");
+        sqldb_error(&j->sql, error, "cannot look up");
         goto out;
     }
     sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
@@ -317,7 +225,7 @@ journal_lookup(Journal *j, const char *queue_id, const char *digest,
         else if (v == JOURNAL_INFLIGHT_AGAIN)
             state = JOURNAL_DELIVERED; /* two copies went out already */
     } else if (rc != SQLITE_DONE) {
-        journal_set_error(j, error, "cannot look up");
+        sqldb_error(&j->sql, error, "cannot look up");
     }
 out:
     sqlite3_finalize(st);
@@ -342,7 +250,7 @@ journal_insert(Journal *j, sqlite3_stmt *st, const char *queue_id,
     sqlite3_bind_text(st, 8, e->reply, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 9, dsn_sent ? 1 : 0);
     if (sqlite3_step(st) != SQLITE_DONE) {
-        journal_set_error(j, error, "cannot record");
+        sqldb_error(&j->sql, error, "cannot record");
         return FALSE;
     }
     return TRUE;
@@ -372,11 +280,11 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
     if (n == 0)
         return TRUE;
     g_mutex_lock(&j->lock);
-    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error))
         goto out;
     begun = TRUE;
     if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        journal_set_error(j, error, "cannot record");
+        sqldb_error(&j->sql, error, "cannot record");
         goto out;
     }
     for (gsize i = 0; i < n; i++)
@@ -386,7 +294,7 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
     sqlite3_finalize(st);
     st = NULL;
     /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
-    ok = journal_exec(j, "COMMIT", "cannot commit", error);
+    ok = sqldb_exec(&j->sql, "COMMIT", "cannot commit", error);
 out:
     sqlite3_finalize(st);
     if (!ok && begun)
@@ -415,7 +323,7 @@ journal_flight_step(Journal *j, const char *sql, const char *queue_id,
     ok = sqlite3_step(st) == SQLITE_DONE;
 out:
     if (!ok)
-        journal_set_error(j, error, "cannot record in-flight state");
+        sqldb_error(&j->sql, error, "cannot record in-flight state");
     sqlite3_finalize(st);
     return ok;
 }
@@ -528,10 +436,10 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
         return TRUE;
     g_mutex_lock(&j->lock);
     /* not synced: see the comment at the top */
-    if (!journal_exec(j, "PRAGMA synchronous = NORMAL",
+    if (!sqldb_exec(&j->sql, "PRAGMA synchronous = NORMAL",
                       "cannot set synchronous", error))
         goto unlock;
-    if (!journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error))
         goto sync;
     /* the mark's frames and the outcome's, or no mark (see above) */
     if (!undo && !journal_reserve(j, journal_bytes(queue_id, digest,
@@ -568,13 +476,13 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
                                  queue_id, digest, recipients[i], error))
             goto out;
     }
-    ok = journal_exec(j, "COMMIT", "cannot commit", error);
+    ok = sqldb_exec(&j->sql, "COMMIT", "cannot commit", error);
 out:
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 sync:
     /* every outcome is synced before it is reported */
-    if (!journal_exec(j, "PRAGMA synchronous = FULL",
+    if (!sqldb_exec(&j->sql, "PRAGMA synchronous = FULL",
                       "cannot set synchronous", ok ? error : NULL))
         ok = FALSE;
 unlock:
@@ -599,7 +507,7 @@ journal_rereserve(Journal *j, sqlite3_int64 bytes, GError **error)
         wal->pMethods->xFileSize(wal, &size) != SQLITE_OK || size > 0)
         return TRUE; /* not truncated: the room taken before is there */
     g_mutex_lock(&j->lock);
-    ok = journal_exec(j, "BEGIN IMMEDIATE", "cannot begin", error) &&
+    ok = sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error) &&
          journal_reserve(j, bytes, 1, error);
     sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     g_mutex_unlock(&j->lock);

@@ -1,0 +1,58 @@
+/*
+ * sqldb.h - what the journal and the delivery log do alike with their
+ * SQLite files (DESIGN §7): statements without rows and their errors in
+ * one wording ("LABEL PATH: WHAT: sqlite's message"), one-number
+ * queries, the schema steps by PRAGMA user_version, and the maintenance
+ * claim that lets one run at a time do the expiry work. Lock waits and
+ * the WAL are sqlwait.h's.
+ *
+ * Never: begin or end a transaction the caller did not ask for.
+ */
+#ifndef RR_SQLDB_H
+#define RR_SQLDB_H
+
+#include <glib.h>
+#include <sqlite3.h>
+
+typedef struct {
+    sqlite3 *db;
+    const char *label; /* "journal", "delivery log" */
+    const char *path;
+    GQuark quark;      /* of the errors */
+} SqlDb;
+
+/* sqldb_error - ERROR from the connection's last failure: "LABEL PATH:
+ * WHAT: message", code the extended SQLite result */
+void sqldb_error(const SqlDb *s, GError **error, const char *what);
+
+/* sqldb_exec - SQL without rows; FALSE + error naming WHAT */
+gboolean sqldb_exec(const SqlDb *s, const char *sql, const char *what,
+                    GError **error);
+
+/* sqldb_int - the first column of a one-row query, or -1 */
+gint64 sqldb_int(const SqlDb *s, const char *sql);
+
+/* sqldb_migrate - inside the caller's write transaction: the schema from
+ * its version up to N steps (STEPS[i] brings version i to i + 1), and
+ * PRAGMA user_version = N written (with ALWAYS_WRITE also when nothing
+ * changed: the journal's proof that the file can be written). A version
+ * above N is refused: error code NEWER_CODE, the message ending in
+ * NEWER_HINT (may be ""). FALSE + error. */
+gboolean sqldb_migrate(const SqlDb *s, const char *const *steps, int n,
+                       gboolean always_write, int newer_code,
+                       const char *newer_hint, GError **error);
+
+/* sqldb_maint_claim - inside the caller's write transaction: 1 when this
+ * run does the maintenance NAME (its stamp in the "maintenance" table,
+ * made when missing, is INTERVAL seconds old or more; the stamp moves to
+ * NOW, so no other run does it before the next interval), 0 when it is
+ * not due, -1 + error */
+int sqldb_maint_claim(const SqlDb *s, const char *name, gint64 now,
+                      gint64 interval, GError **error);
+
+/* sqldb_maint_again - the maintenance NAME was cut short (a chunk was
+ * full): its stamp back to 0, so the next run goes on; FALSE + error */
+gboolean sqldb_maint_again(const SqlDb *s, const char *name,
+                           GError **error);
+
+#endif
