@@ -116,4 +116,22 @@ SmtpStatus smtp_io_status(SmtpIoStatus st);
 void smtp_fail(SmtpFailure *fail, SmtpStatus status, Reply *reply,
                char *text);
 
+/* smtp-secure.c */
+
+/* smtp_starttls - STARTTLS and the handshake when OPT's level asks for
+ * it and the server offers it (or the level requires it); FALSE + *FAIL */
+gboolean smtp_starttls(SmtpSession *s, const SmtpOptions *opt,
+                       gint64 deadline, SmtpFailure *fail);
+
+/* smtp_auth - SASL AUTH when OPT has credentials for the server; FALSE +
+ * *FAIL */
+gboolean smtp_auth(SmtpSession *s, const SmtpOptions *opt, gint64 deadline,
+                   SmtpFailure *fail);
+
+/* smtp.c, for smtp-secure.c */
+
+/* smtp_hello - EHLO (HELO when refused) and its extensions; again after
+ * STARTTLS; FALSE + *FAIL */
+gboolean smtp_hello(SmtpSession *s, gint64 deadline, SmtpFailure *fail);
+
 #endif
