@@ -1,0 +1,364 @@
+/*
+ * lmtp-deliver.c - one LMTP message's delivery (DESIGN §9): a Delivery
+ * for it after DATA (the journal's queue id from XFORWARD or the
+ * message, the journal opened at the first message), the recipients the
+ * journal has as delivered already, the pipe mode's core under the
+ * watchdog, the "relayed" notices, and one reply per recipient from its
+ * outcome, in RCPT order, after the journal has the deliveries.
+ */
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "conncache.h"
+#include "dsn.h"
+#include "lmtp.h"
+#include "lmtp-dsn.h"
+#include "lmtp-int.h"
+#include "lmtp-proto.h"
+#include "log.h"
+
+#define LMTP_REPLY_CAP 900     /* one reply line, printable */
+#define LMTP_GRACE 20          /* watchdog after the deadline */
+#define LMTP_FAULT_ENV "RAPIDRETRY_TEST_FAULT"
+
+/* The watchdog's replies: written from the signal handler when the
+ * delivery blocks past its deadline, so Postfix defers instead of
+ * timing out (async-signal-safe: a prepared buffer and write(2)). */
+static char *watchdog_text;
+static gsize watchdog_len;
+static int watchdog_fd = -1;
+
+/* lmtp_watchdog - SIGALRM during a delivery */
+static void
+lmtp_watchdog(int sig)
+{
+    gsize off = 0;
+
+    (void)sig;
+    while (watchdog_text != NULL && off < watchdog_len) {
+        ssize_t n = write(watchdog_fd, watchdog_text + off,
+                          watchdog_len - off);
+
+        if (n <= 0)
+            break;
+        off += (gsize)n;
+    }
+    _exit(0);
+}
+
+/* lmtp_reply_code - the 3-digit code for a failure of class CLASS: the
+ * server's own when it has that class, else 451 or 550 */
+static int
+lmtp_reply_code(const Rcpt *r, char cls)
+{
+    const char *d = r->diagnostic;
+
+    if (d != NULL && d[0] == cls && g_ascii_isdigit(d[1]) &&
+        g_ascii_isdigit(d[2]) && (d[3] == ' ' || d[3] == '-' || !d[3]))
+        return (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
+    return cls == '5' ? 550 : 451;
+}
+
+char *
+lmtp_reply_line(const Rcpt *r)
+{
+    g_autofree char *text = NULL;
+    char dsn[16];
+
+    switch (r->status) {
+    case RCPT_SENT:
+        g_strlcpy(dsn, r->dsn[0] == '2' ? r->dsn : "2.0.0", sizeof dsn);
+        text = g_strdup_printf("250 %s <%s>: %s said: %s", dsn, r->arg,
+                               r->relay ? r->relay : "none",
+                               r->reason ? r->reason : "");
+        break;
+    case RCPT_EARLIER:
+        text = g_strdup_printf("250 2.0.0 <%s>: delivered in an earlier "
+                               "attempt (journal)", r->arg);
+        break;
+    case RCPT_DEFERRED:
+    case RCPT_BOUNCED: {
+        char cls = r->status == RCPT_BOUNCED ? '5' : '4';
+
+        g_strlcpy(dsn, r->dsn[0] != '\0' ? r->dsn : "4.3.0", sizeof dsn);
+        dsn[0] = cls;
+        text = g_strdup_printf("%d %s <%s>: %s", lmtp_reply_code(r, cls),
+                               dsn, r->arg, r->reason ? r->reason : "");
+        break;
+    }
+    case RCPT_PENDING:
+    default:
+        text = g_strdup_printf("451 4.3.0 <%s>: internal error: no "
+                               "delivery outcome", r->arg);
+        break;
+    }
+    return log_printable(text, -1, LMTP_REPLY_CAP);
+}
+
+/* message_key - the journal's queue id: Postfix's (XFORWARD IDENT), else
+ * one made from the sender and the message digest (DESIGN §9) */
+static char *
+message_key(const LmtpProto *p, Spool *sp)
+{
+    g_autoptr(GChecksum) sum = NULL;
+
+    if (p->ident != NULL)
+        return g_strdup(p->ident);
+    sum = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(sum, (const guchar *)p->sender,
+                      (gssize)strlen(p->sender) + 1); /* with its NUL */
+    g_checksum_update(sum, (const guchar *)spool_digest(sp), -1);
+    /* "L" and hex: never one of Postfix's own queue ids */
+    return g_strdup_printf("L%.11s", g_checksum_get_string(sum));
+}
+
+/* lmtp_transcript - -v: the SMTP conversation to the log */
+static void
+lmtp_transcript(gpointer ctx, char dir, const char *line)
+{
+    Delivery *d = ctx;
+    g_autofree char *safe = log_printable(line, -1, 512);
+
+    log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
+}
+
+/* reply_all - the same reply for each recipient of the transaction */
+void
+reply_all(LmtpSession *s, const char *fmt, const char *arg)
+{
+    g_autofree char *safe = log_printable(arg, -1, LMTP_REPLY_CAP / 2);
+
+    for (guint i = 0; i < s->proto.rcpts->len; i++) {
+        g_string_append_printf(s->wbuf, fmt, safe);
+        g_string_append(s->wbuf, "\r\n");
+    }
+}
+
+/* setup_rcpts - the transaction's recipients with their DSN parameters;
+ * those the journal has as delivered in an earlier attempt are done */
+static GPtrArray *
+setup_rcpts(LmtpSession *s, Delivery *d)
+{
+    g_autofree const char **args = g_new0(const char *,
+                                          s->proto.rcpts->len + 1);
+    GPtrArray *rcpts;
+
+    for (guint i = 0; i < s->proto.rcpts->len; i++)
+        args[i] = ((LmtpRcpt *)g_ptr_array_index(s->proto.rcpts, i))->addr;
+    rcpts = batch_recipients(d, args, s->proto.rcpts->len);
+    for (guint i = 0; i < rcpts->len; i++) {
+        LmtpRcpt *lr = g_ptr_array_index(s->proto.rcpts, i);
+        Rcpt *r = g_ptr_array_index(rcpts, i);
+
+        r->notify = g_strdup(lr->notify);
+        r->orcpt = g_strdup(lr->orcpt);
+    }
+    return rcpts;
+}
+
+/* watchdog_arm - replies for every recipient should the delivery hang */
+static void
+watchdog_arm(LmtpSession *s, const char *queue_id)
+{
+    GString *w = g_string_new(NULL);
+
+    for (guint i = 0; i < s->proto.rcpts->len; i++) {
+        LmtpRcpt *lr = g_ptr_array_index(s->proto.rcpts, i);
+        g_autofree char *addr = log_printable(lr->addr, -1, 300);
+
+        g_string_append_printf(w, "451 4.4.2 <%s>: %s: delivery deadline "
+                               "exceeded (watchdog)\r\n", addr, queue_id);
+    }
+    g_free(watchdog_text);
+    watchdog_len = w->len;
+    watchdog_text = g_string_free(w, FALSE);
+    watchdog_fd = s->out;
+    signal(SIGALRM, lmtp_watchdog);
+    alarm(s->conf->lmtp_deadline + LMTP_GRACE);
+}
+
+static void
+watchdog_disarm(void)
+{
+    alarm(0);
+    g_clear_pointer(&watchdog_text, g_free);
+    watchdog_len = 0;
+}
+
+/* send_relayed - the "relayed" notice (RFC 3461 §5.2.2) for the ones
+ * that asked NOTIFY=SUCCESS and went to a server without DSN: Postfix
+ * sends none, since our LHLO announced DSN. Best effort: the delivery
+ * stands whatever happens here; the journal makes it happen once. */
+static void
+send_relayed(Delivery *d, GPtrArray *rcpts)
+{
+    const AgentConf *c = d->conf;
+    g_autoptr(GPtrArray) want = g_ptr_array_new();
+    LmtpNoticeInfo info = {
+        d->queue_id, d->sender,
+        c->dsn_reporting_mta[0] ? c->dsn_reporting_mta : c->helo_name,
+        d->dsn_envid, g_get_real_time() / G_USEC_PER_SEC};
+    g_autoptr(GString) msg = NULL;
+    GError *err = NULL;
+    gint64 until;
+
+    for (guint i = 0; i < rcpts->len; i++)
+        if (lmtp_dsn_wants_relayed(g_ptr_array_index(rcpts, i)))
+            g_ptr_array_add(want, g_ptr_array_index(rcpts, i));
+    if (want->len == 0 || d->sender[0] == '\0')
+        return;
+    msg = lmtp_dsn_relayed(&info, (Rcpt *const *)want->pdata, want->len,
+                           d->spool, &err);
+    /* at most a minute, and done before the watchdog (deadline + 20s) */
+    until = MIN(g_get_monotonic_time() + 60 * G_USEC_PER_SEC,
+                d->deadline + 10 * G_USEC_PER_SEC);
+    if (msg == NULL ||
+        !dsn_submit(c->dsn_sendmail, d->sender, msg, until, &err)) {
+        log_error("%s: \"relayed\" notification to <%s> not sent: %s",
+                  d->queue_id, d->sender, err->message);
+        g_error_free(err);
+        return;
+    }
+    log_info("%s: sender delivery status notification (relayed) sent to "
+             "<%s> for %u recipients", d->queue_id, d->sender, want->len);
+}
+
+/* fault_drop - test fault hook: lose the connection after a delivery
+ * that delivered something now, before any reply */
+static gboolean
+fault_drop(GPtrArray *rcpts)
+{
+    const char *f = g_getenv(LMTP_FAULT_ENV);
+
+    if (f == NULL || strstr(f, "lmtp-drop-after-delivery") == NULL)
+        return FALSE;
+    for (guint i = 0; i < rcpts->len; i++)
+        if (((Rcpt *)g_ptr_array_index(rcpts, i))->status == RCPT_SENT)
+            return TRUE;
+    return FALSE;
+}
+
+/* delivery_init - a Delivery for the message in SP */
+static gboolean
+delivery_init(LmtpSession *s, Delivery *d, Spool *sp, char **why)
+{
+    const AgentConf *c = s->conf;
+    GError *err = NULL;
+
+    memset(d, 0, sizeof *d);
+    d->conf = c;
+    d->spool = sp;
+    d->queue_id = message_key(&s->proto, sp);
+    d->sender = s->proto.sender;
+    d->dsn_ret = s->proto.ret;
+    d->dsn_envid = s->proto.envid;
+    d->cache = s->cache;
+    d->start = g_get_monotonic_time();
+    d->deadline = d->start + (gint64)c->lmtp_deadline * G_USEC_PER_SEC;
+    d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                      g_free);
+    d->transcript = lmtp_transcript;
+    g_mutex_init(&d->lock);
+    d->queued = spool_queued_seconds(sp, d->queue_id);
+    if (d->sender[0] != '\0') {
+        d->sender_addr = address_parse(d->sender, FALSE, &err);
+        if (d->sender_addr == NULL) {
+            *why = g_strdup_printf("sender <%s>: %s", d->sender,
+                                   err->message);
+            g_error_free(err);
+            return FALSE;
+        }
+        d->sender_path = address_path(d->sender_addr);
+        memmove(d->sender_path, d->sender_path + 1, strlen(d->sender_path));
+        d->sender_path[strlen(d->sender_path) - 1] = '\0';
+    } else
+        d->sender_path = g_strdup("");
+    if (s->journal == NULL)
+        s->journal = journal_open(c->journal, c->journal_expire, &err);
+    if (s->journal == NULL) {
+        *why = g_strdup_printf("journal unusable, not delivering (a retry "
+                               "could duplicate): %s", err->message);
+        g_error_free(err);
+        return FALSE;
+    }
+    d->journal = s->journal;
+    d->dblog = dblog_new(c->log_database, d->queue_id, d->sender,
+                         c->transcript_mode, c->log_max_size,
+                         c->log_retention);
+    return TRUE;
+}
+
+static void
+delivery_clear(Delivery *d)
+{
+    GError *err = NULL;
+
+    if (d->dblog != NULL && !dblog_flush(d->dblog, &err)) {
+        log_warning("%s: %s; delivery not affected", d->queue_id,
+                    err->message);
+        g_error_free(err);
+    }
+    dblog_free(d->dblog);
+    address_free(d->sender_addr);
+    g_free(d->sender_path);
+    g_free((char *)d->queue_id);
+    g_hash_table_destroy(d->limits);
+    g_mutex_clear(&d->lock);
+}
+
+/* deliver_message - deliver SP to the transaction's recipients and queue
+ * one reply per recipient, in RCPT order; FALSE = end the session now
+ * (the test fault) */
+gboolean
+deliver_message(LmtpSession *s, Spool *sp)
+{
+    Delivery d;
+    g_autoptr(GPtrArray) rcpts = NULL;
+    g_autofree char *why = NULL;
+    guint n[RCPT_EARLIER + 1] = {0};
+    guint reused = 0;
+
+    if (!delivery_init(s, &d, sp, &why)) {
+        log_error("%s: %s", d.queue_id, why);
+        reply_all(s, "451 4.3.0 rapidretry: %s", why);
+        delivery_clear(&d);
+        return TRUE;
+    }
+    log_info("%s: from=<%s>, nrcpt=%u (LMTP)", d.queue_id, d.sender,
+             s->proto.rcpts->len);
+    reused = s->cache != NULL ? conn_cache_reused(s->cache) : 0;
+    rcpts = setup_rcpts(s, &d);
+    watchdog_arm(s, d.queue_id);
+    batch_deliver(&d, rcpts, NULL); /* routes from the configuration */
+    watchdog_disarm();
+    send_relayed(&d, rcpts);
+    if (fault_drop(rcpts)) {
+        log_warning("%s: test fault: LMTP connection dropped after the "
+                    "delivery, before the replies", d.queue_id);
+        delivery_clear(&d);
+        return FALSE;
+    }
+    for (guint i = 0; i < rcpts->len; i++) {
+        Rcpt *r = g_ptr_array_index(rcpts, i);
+        g_autofree char *line = NULL;
+
+        n[r->status]++;
+        line = lmtp_reply_line(r);
+        g_string_append_printf(s->wbuf, "%s\r\n", line);
+    }
+    g_assert(n[RCPT_SENT] + n[RCPT_BOUNCED] + n[RCPT_DEFERRED] +
+                 n[RCPT_EARLIER] == rcpts->len);
+    if (s->cache != NULL)
+        reused = conn_cache_reused(s->cache) - reused;
+    log_info("%s: message done: %u sent, %u bounced, %u deferred, %u "
+             "earlier; %u transactions, %u rapid retries, %u connections "
+             "reused", d.queue_id, n[RCPT_SENT], n[RCPT_BOUNCED],
+             n[RCPT_DEFERRED], n[RCPT_EARLIER], d.transactions,
+             d.rapid_rounds, reused);
+    if (n[RCPT_DEFERRED] + n[RCPT_BOUNCED] == 0)
+        s->proto.errors = 0;
+    delivery_clear(&d);
+    return TRUE;
+}

@@ -1,0 +1,39 @@
+/*
+ * lmtp-int.h - what the two files of --lmtp share: lmtp.c (the session:
+ * commands, DATA, the idle and age limits, SIGTERM) and lmtp-deliver.c
+ * (one message's delivery and its per-recipient replies). Private to
+ * agent/lmtp.
+ *
+ * Never include this outside agent/lmtp (the public API is lmtp.h).
+ */
+#ifndef RR_LMTP_INT_H
+#define RR_LMTP_INT_H
+
+#include <glib.h>
+#include "conncache.h"
+#include "deliver.h"
+#include "lmtp-proto.h"
+
+/* One LMTP session: the client's connection and what lasts between
+ * messages. */
+typedef struct {
+    const AgentConf *conf;
+    int in, out;
+    GByteArray *buf;     /* input not used yet */
+    GString *wbuf;       /* replies not written yet */
+    gint64 start;        /* monotonic, microseconds */
+    Journal *journal;    /* opened at the first message */
+    ConnCache *cache;    /* outbound sessions kept between messages */
+    LmtpProto proto;
+    gboolean eof;
+} LmtpSession;
+
+/* lmtp-deliver.c */
+
+/* reply_all - the same reply for each recipient of the transaction */
+void reply_all(LmtpSession *s, const char *fmt, const char *arg);
+
+/* deliver_message - deliver SP, one reply per recipient; FALSE = hang up */
+gboolean deliver_message(LmtpSession *s, Spool *sp);
+
+#endif
