@@ -1,66 +1,23 @@
 /*
  * dblog.c - the delivery log (DESIGN §7): rows and SMTP transcripts of a
  * run kept in memory and written in one transaction at its end, learned
- * server limits, retention by age and size. Best effort by design: every
- * failure is logged once and the delivery goes on.
+ * server limits; retention by age and size is dblog-prune.c. Best effort
+ * by design: every failure is logged once and the delivery goes on.
  */
 #include <string.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
-#include "dblog.h"
-#include "sqldb.h"
-#include "sqlwait.h"
+#include "dblog-int.h"
 #include "log.h"
 
 #define DBLOG_BUSY_MS 2000       /* maxproc agents share the file */
-#define DBLOG_PRUNE_ROWS 2000    /* rows removed per run, at most */
 #define DBLOG_MAINT_INTERVAL 300 /* seconds between retention runs */
 #define DBLOG_WAL_PAGES 128      /* WAL length that starts a checkpoint */
 #define DBLOG_LINE_CAP 1000      /* bytes kept per transcript line */
 #define DBLOG_TEXT_CAP (256 * 1024) /* bytes kept per transcript */
 
-struct DbLogConn {
-    guint number;       /* 1-based, within the run */
-    GString *text;      /* transcript, NULL when not kept */
-    gboolean after_334; /* the next client line answers a challenge */
-    gboolean all_sent;  /* every attached row says sent */
-    guint rows;
-    SmtpTranscriptFn chain;
-    gpointer chain_ctx;
-    const char *queue_id;
-    gint64 rowid;       /* in the database, after the flush */
-};
-
-typedef struct {
-    char *recipient, *relay, *dsn, *status, *reply, *note;
-    double delay;
-    double time;
-    guint tx;
-    DbLogConn *conn;
-} Row;
-
-typedef struct {
-    char *server;
-    guint rcpt_limit;
-    gboolean one_domain;
-} Limit;
-
-struct DbLog {
-    sqlite3 *db;        /* NULL = not usable */
-    SqlDb sql;          /* db, "delivery log", path: sqldb.h's calls */
-    char *path;
-    char *queue_id, *sender, *run;
-    AgentTranscript mode;
-    guint64 max_size;
-    guint retention;
-    GMutex lock;
-    GPtrArray *conns;   /* DbLogConn* */
-    GPtrArray *rows;    /* Row* */
-    GPtrArray *limits;  /* Limit* */
-    SqlWait wait;
-};
 
 static __thread DbLogConn *dblog_cur_conn;
 static __thread guint dblog_cur_tx;
@@ -527,74 +484,6 @@ flush_limits(DbLog *l, gint64 now, GError **error)
         sqldb_error(&l->sql, error, "cannot write limits");
     sqlite3_finalize(st);
     return ok;
-}
-
-/* dblog_prune_chunk - run DELETE_SQL (BEGIN ... COMMIT, at most
- * DBLOG_PRUNE_ROWS per table); TRUE when a table had more to remove */
-static gboolean
-dblog_prune_chunk(DbLog *l, const char *delete_sql, gboolean *more)
-{
-    gint64 before = sqlite3_total_changes(l->db);
-
-    if (sqlite3_exec(l->db, delete_sql, NULL, NULL, NULL) != SQLITE_OK)
-        return FALSE;
-    *more |= sqlite3_total_changes(l->db) - before >= DBLOG_PRUNE_ROWS;
-    return TRUE;
-}
-
-/* dblog_prune - retention by age, then by size: a bounded number of the
- * oldest rows per run, so no run pays for a big backlog at once; when a
- * chunk was full the stamp goes back to 0 and the next run goes on */
-static void
-dblog_prune(DbLog *l, gint64 now)
-{
-    g_autofree char *age = NULL;
-    gint64 pages, free_pages, page_size;
-    const char *why = NULL;
-    gboolean more = FALSE;
-
-    age = g_strdup_printf(
-        "BEGIN IMMEDIATE;"
-        "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
-        " WHERE time < %1$" G_GINT64_FORMAT " ORDER BY id LIMIT %2$d);"
-        "DELETE FROM transcripts WHERE id IN (SELECT id FROM transcripts"
-        " WHERE time < %1$" G_GINT64_FORMAT " ORDER BY id LIMIT %2$d);"
-        "DELETE FROM limits WHERE time < %1$" G_GINT64_FORMAT ";"
-        "COMMIT;", now - (gint64)l->retention, DBLOG_PRUNE_ROWS);
-    if (!dblog_prune_chunk(l, age, &more)) {
-        why = "age";
-        goto out;
-    }
-    if (l->max_size == 0)
-        goto out;
-    pages = sqldb_int(&l->sql, "PRAGMA page_count");
-    free_pages = sqldb_int(&l->sql, "PRAGMA freelist_count");
-    page_size = sqldb_int(&l->sql, "PRAGMA page_size");
-    if (pages < 0 || free_pages < 0 || page_size < 0
-        || (guint64)((pages - free_pages) * page_size) <= l->max_size)
-        goto out;
-    more = TRUE; /* the next run checks the size again */
-    if (!dblog_prune_chunk(l,
-            "BEGIN IMMEDIATE;"
-            "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
-            " ORDER BY id LIMIT " G_STRINGIFY(DBLOG_PRUNE_ROWS) ");"
-            "DELETE FROM transcripts WHERE id IN (SELECT id FROM"
-            " transcripts ORDER BY id LIMIT "
-            G_STRINGIFY(DBLOG_PRUNE_ROWS) ");"
-            "COMMIT;"
-            "PRAGMA incremental_vacuum(1000);", &more))
-        why = "size";
-    else
-        log_info("%s: delivery log %s over %" G_GUINT64_FORMAT " bytes: "
-                 "oldest rows removed", l->queue_id, l->path, l->max_size);
-out:
-    if (why != NULL) {
-        log_warning("%s: delivery log %s: retention by %s failed: %s",
-                    l->queue_id, l->path, why, sqlite3_errmsg(l->db));
-        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-    }
-    if (more || why != NULL)
-        (void)sqldb_maint_again(&l->sql, "prune", NULL);
 }
 
 gboolean

@@ -1,0 +1,63 @@
+/*
+ * dblog-int.h - the delivery log's state (DbLog), shared by dblog.c
+ * (rows, transcripts, limits, the flush) and dblog-prune.c (retention).
+ * Private to agent/store.
+ *
+ * Never include this outside agent/store.
+ */
+#ifndef RR_DBLOG_INT_H
+#define RR_DBLOG_INT_H
+
+#include <glib.h>
+#include <sqlite3.h>
+
+#include "dblog.h"
+#include "sqldb.h"
+#include "sqlwait.h"
+
+struct DbLogConn {
+    guint number;       /* 1-based, within the run */
+    GString *text;      /* transcript, NULL when not kept */
+    gboolean after_334; /* the next client line answers a challenge */
+    gboolean all_sent;  /* every attached row says sent */
+    guint rows;
+    SmtpTranscriptFn chain;
+    gpointer chain_ctx;
+    const char *queue_id;
+    gint64 rowid;       /* in the database, after the flush */
+};
+
+typedef struct {
+    char *recipient, *relay, *dsn, *status, *reply, *note;
+    double delay;
+    double time;
+    guint tx;
+    DbLogConn *conn;
+} Row;
+
+typedef struct {
+    char *server;
+    guint rcpt_limit;
+    gboolean one_domain;
+} Limit;
+
+struct DbLog {
+    sqlite3 *db;        /* NULL = not usable */
+    SqlDb sql;          /* db, "delivery log", path: sqldb.h's calls */
+    char *path;
+    char *queue_id, *sender, *run;
+    AgentTranscript mode;
+    guint64 max_size;
+    guint retention;
+    GMutex lock;
+    GPtrArray *conns;   /* DbLogConn* */
+    GPtrArray *rows;    /* Row* */
+    GPtrArray *limits;  /* Limit* */
+    SqlWait wait;
+};
+
+/* dblog_prune - retention by age, then by size (dblog-prune.c); inside
+ * no transaction, after the flush that claimed the maintenance */
+void dblog_prune(DbLog *l, gint64 now);
+
+#endif
