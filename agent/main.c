@@ -226,14 +226,29 @@ main(int argc, char **argv)
                       conf->spool_dir[0] ? conf->spool_dir : NULL, &err);
     if (spool == NULL)
         agent_fail(a.queue_id, "4.3.0", err);
-    d = batch_new(conf, a.queue_id, a.sender, spool, NULL, &dsn, &err);
+    if (spool_is_empty(spool)) { /* pipe(8) always has a message */
+        log_error("%s: empty message on standard input; check the pipe(8) "
+                  "command in master.cf", a.queue_id);
+        agent_exit("4.3.0", "rapidretry-agent: empty message on standard "
+                            "input");
+    }
+    {
+        const BatchParams p = {.conf = conf, .queue_id = a.queue_id,
+                               .sender = a.sender, .spool = spool,
+                               .deadline = conf->deadline};
+
+        d = batch_open(&p, &dsn, &err);
+    }
     if (d == NULL)
-        agent_fail(a.queue_id, dsn, err);
+        agent_fail(a.queue_id, dsn, g_error_new(err->domain, err->code,
+                                                "rapidretry-agent: %s",
+                                                err->message));
     rcpts = batch_recipients(d, (const char *const *)a.rcpts, a.n_rcpts);
     batch_deliver(d, rcpts, a.nexthop);
     batch_finish(d, rcpts, &v);
     g_ptr_array_unref(rcpts);
     batch_free(d);
+    spool_free(spool);
     code = agent_report(v.dsn, v.text);
     batch_verdict_clear(&v);
     return code;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "delivery-int.h"
 #include "conncache.h"
 #include "schedule.h"
 #include "dsn.h"
@@ -31,8 +32,7 @@ batch_sender(Delivery *d, GError **error)
     }
     d->sender_addr = address_parse(d->sender, FALSE, &err);
     if (d->sender_addr == NULL) {
-        g_set_error(error, BATCH_ERROR, 0,
-                    "rapidretry-agent: sender <%s>: %s", d->sender,
+        g_set_error(error, BATCH_ERROR, 0, "sender <%s>: %s", d->sender,
                     err->message);
         g_error_free(err);
         return FALSE;
@@ -55,50 +55,57 @@ batch_transcript(gpointer ctx, char dir, const char *line)
     log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
 }
 
+Journal *
+batch_journal_open(const AgentConf *conf, const char **dsn, GError **error)
+{
+    GError *err = NULL;
+    Journal *j = journal_open(conf->journal, conf->journal_expire, &err);
+
+    if (j != NULL)
+        return j;
+    /* a journal of a newer release: our configuration, not the mail */
+    *dsn = g_error_matches(err, JOURNAL_ERROR, JOURNAL_ERROR_NEWER)
+               ? "4.3.5" : "4.3.0";
+    g_set_error(error, BATCH_ERROR, 1, "journal unusable, not delivering "
+                "(a retry could duplicate): %s", err->message);
+    g_error_free(err);
+    return NULL;
+}
+
 Delivery *
-batch_new(const AgentConf *conf, const char *queue_id, const char *sender,
-          Spool *spool, SmtpTranscriptFn transcript, const char **dsn,
-          GError **error)
+batch_open(const BatchParams *p, const char **dsn, GError **error)
 {
     Delivery *d = g_new0(Delivery, 1);
-    GError *err = NULL;
+    const AgentConf *conf = p->conf;
 
     d->conf = conf;
-    d->queue_id = g_strdup(queue_id);
-    d->sender = g_strdup(sender);
-    d->spool = spool;
+    d->queue_id = g_strdup(p->queue_id);
+    d->sender = g_strdup(p->sender);
+    d->spool = p->spool;
+    d->cache = p->cache;
+    d->dsn_ret = p->dsn_ret;
+    d->dsn_envid = p->dsn_envid;
     d->start = g_get_monotonic_time();
-    d->deadline = d->start + (gint64)conf->deadline * G_USEC_PER_SEC;
+    d->deadline = d->start + (gint64)p->deadline * G_USEC_PER_SEC;
     d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                       g_free);
-    d->transcript = transcript != NULL ? transcript : batch_transcript;
+    d->transcript = p->transcript != NULL ? p->transcript : batch_transcript;
     g_mutex_init(&d->lock);
     *dsn = "4.3.0";
     if (!batch_sender(d, error)) {
         *dsn = "4.1.7";
         goto fail;
     }
-    d->queued = spool_queued_seconds(spool, queue_id);
-    if (spool_is_empty(spool)) {
-        log_error("%s: empty message on standard input; check the pipe(8) "
-                  "command in master.cf", queue_id);
-        g_set_error(error, BATCH_ERROR, 0,
-                    "rapidretry-agent: empty message on standard input");
-        goto fail;
-    }
-    d->journal = journal_open(conf->journal, conf->journal_expire, &err);
+    d->queued = spool_queued_seconds(p->spool, p->queue_id);
+    d->journal = p->journal;
     if (d->journal == NULL) {
-        /* a journal of a newer release: our configuration, not the mail */
-        if (g_error_matches(err, JOURNAL_ERROR, JOURNAL_ERROR_NEWER))
-            *dsn = "4.3.5";
-        g_set_error(error, BATCH_ERROR, 1,
-                    "rapidretry-agent: journal unusable, not delivering (a "
-                    "retry could duplicate): %s", err->message);
-        g_error_free(err);
-        goto fail;
+        d->journal = batch_journal_open(conf, dsn, error);
+        if (d->journal == NULL)
+            goto fail;
+        d->own_journal = TRUE;
     }
     /* the delivery log is best effort: it never stops a delivery */
-    d->dblog = dblog_new(conf->log_database, queue_id, sender,
+    d->dblog = dblog_new(conf->log_database, p->queue_id, p->sender,
                          conf->transcript_mode, conf->log_max_size,
                          conf->log_retention);
     return d;
@@ -107,14 +114,21 @@ fail:
     return NULL;
 }
 
+BatchInfo
+batch_info(const Delivery *d)
+{
+    return (BatchInfo){d->queue_id, d->sender, d->dsn_envid, d->spool,
+                       d->deadline, d->transactions, d->rapid_rounds};
+}
+
 void
 batch_free(Delivery *d)
 {
     if (d == NULL)
         return;
     dblog_free(d->dblog);
-    journal_close(d->journal);
-    spool_free(d->spool);
+    if (d->own_journal)
+        journal_close(d->journal);
     address_free(d->sender_addr);
     g_free(d->sender_path);
     g_hash_table_unref(d->limits);
@@ -466,10 +480,8 @@ send_dsn(Delivery *d, GPtrArray *bounced, char **why)
     return TRUE;
 }
 
-/* finish_log - write the delivery log; its failure never changes the
- * outcome */
-static void
-finish_log(Delivery *d)
+void
+batch_log_flush(Delivery *d)
 {
     GError *err = NULL;
 
@@ -545,5 +557,5 @@ batch_finish(Delivery *d, GPtrArray *rcpts, BatchVerdict *v)
         batch_verdict((const Rcpt *const *)rcpts->pdata, rcpts->len, &f,
                       v);
     }
-    finish_log(d);
+    batch_log_flush(d);
 }

@@ -14,20 +14,57 @@
 #include <glib.h>
 #include "conf.h"
 #include "deliver.h"
+#include "journal.h"
 #include "rcpt.h"
 #include "spool.h"
 
-/* batch_new - the run's state for one message: SENDER ("" = null
- * sender) parsed, SPOOL (taken, freed by batch_free) checked, the
- * journal and delivery log opened, the deadline set from CONF. NULL when
- * the message cannot be delivered now: *DSN (a 4.x.x) and ERROR say why,
- * in words fit for the status line. TRANSCRIPT gets the SMTP
- * conversation when verbose (NULL: the log, one line each). */
-Delivery *batch_new(const AgentConf *conf, const char *queue_id,
-                    const char *sender, Spool *spool,
-                    SmtpTranscriptFn transcript, const char **dsn,
-                    GError **error);
+/* What a front end hands the core for one message. */
+typedef struct {
+    const AgentConf *conf;
+    const char *queue_id;     /* copied */
+    const char *sender;       /* copied; "" = the null sender */
+    Spool *spool;             /* borrowed: the caller frees it after
+                                 batch_free() */
+    guint deadline;           /* seconds from now for the whole message */
+    SmtpTranscriptFn transcript; /* -v: the conversation; NULL = the log */
+    Journal *journal;         /* borrowed (LMTP: one per session); NULL =
+                                 the configured one, opened and owned */
+    struct ConnCache *cache;  /* sessions kept between messages (LMTP);
+                                 NULL = closed at the end */
+    const char *dsn_ret;      /* RET= and ENVID= (xtext) for servers that */
+    const char *dsn_envid;    /* announce DSN; NULL = none */
+} BatchParams;
+
+/* batch_open - the run's state for one message under P: the sender
+ * parsed, the journal (P's or the configured one) and the delivery log,
+ * the deadline. NULL when the message cannot be delivered now: *DSN (a
+ * 4.x.x: 4.1.7 bad sender, 4.3.5 a journal of a newer release, else
+ * 4.3.0) and ERROR say why, in words fit for a status line */
+Delivery *batch_open(const BatchParams *p, const char **dsn, GError **error);
 void batch_free(Delivery *d);
+
+/* batch_journal_open - the configured journal, for a front end that keeps
+ * one for many messages; NULL + *DSN (4.3.5 when it is of a newer
+ * release, else 4.3.0) + ERROR */
+Journal *batch_journal_open(const AgentConf *conf, const char **dsn,
+                            GError **error);
+
+/* What a front end may read of a run. */
+typedef struct {
+    const char *queue_id;
+    const char *sender;       /* "" = the null sender */
+    const char *dsn_envid;
+    const Spool *spool;
+    gint64 deadline;          /* monotonic, microseconds */
+    guint transactions, rapid_rounds;
+} BatchInfo;
+
+/* batch_info - D's facts for logs, notices and status lines */
+BatchInfo batch_info(const Delivery *d);
+
+/* batch_log_flush - write the delivery log now (LMTP mode: after each
+ * message); its failure is logged, never changes an outcome */
+void batch_log_flush(Delivery *d);
 
 /* batch_recipients - Rcpt* for the N envelope recipients ARGS, in order:
  * a malformed one is bounced (5.1.3), one final in an earlier run is

@@ -8,7 +8,6 @@
 #include <glib.h>
 #include "address.h"
 #include "conf.h"
-#include "delivery-int.h"
 #include "dblog.h"
 #include "group.h"
 #include "journal.h"

@@ -32,6 +32,7 @@ struct Delivery {
     SmtpTranscriptFn transcript; /* -v: log the conversation */
     Spool *spool;
     Journal *journal;
+    gboolean own_journal;     /* opened by batch_open, closed with it */
     DbLog *dblog;             /* delivery log and stored limits; never
                                  NULL once set up (may be unusable) */
     gint64 start;             /* g_get_monotonic_time() at start */

@@ -118,10 +118,10 @@ message_key(const LmtpProto *p, Spool *sp)
 static void
 lmtp_transcript(gpointer ctx, char dir, const char *line)
 {
-    Delivery *d = ctx;
+    const BatchInfo b = batch_info(ctx); /* ctx: the Delivery */
     g_autofree char *safe = log_printable(line, -1, 512);
 
-    log_info("%s: %s %s", d->queue_id, dir == '>' ? ">>>" : "<<<", safe);
+    log_info("%s: %s %s", b.queue_id, dir == '>' ? ">>>" : "<<<", safe);
 }
 
 /* reply_all - the same reply for each recipient of the transaction */
@@ -192,14 +192,15 @@ watchdog_disarm(void)
  * sends none, since our LHLO announced DSN. Best effort: the delivery
  * stands whatever happens here; the journal makes it happen once. */
 static void
-send_relayed(Delivery *d, GPtrArray *rcpts)
+send_relayed(LmtpSession *s, Delivery *d, GPtrArray *rcpts)
 {
-    const AgentConf *c = d->conf;
+    const AgentConf *c = s->conf;
+    const BatchInfo b = batch_info(d);
     g_autoptr(GPtrArray) want = g_ptr_array_new();
     LmtpNoticeInfo info = {
-        d->queue_id, d->sender,
+        b.queue_id, b.sender,
         c->dsn_reporting_mta[0] ? c->dsn_reporting_mta : c->helo_name,
-        d->dsn_envid, g_get_real_time() / G_USEC_PER_SEC};
+        b.dsn_envid, g_get_real_time() / G_USEC_PER_SEC};
     g_autoptr(GString) msg = NULL;
     GError *err = NULL;
     gint64 until;
@@ -207,22 +208,22 @@ send_relayed(Delivery *d, GPtrArray *rcpts)
     for (guint i = 0; i < rcpts->len; i++)
         if (lmtp_dsn_wants_relayed(g_ptr_array_index(rcpts, i)))
             g_ptr_array_add(want, g_ptr_array_index(rcpts, i));
-    if (want->len == 0 || d->sender[0] == '\0')
+    if (want->len == 0 || b.sender[0] == '\0')
         return;
     msg = lmtp_dsn_relayed(&info, (Rcpt *const *)want->pdata, want->len,
-                           d->spool, &err);
+                           (Spool *)b.spool, &err);
     /* at most a minute, and done before the watchdog (deadline + 20s) */
     until = MIN(g_get_monotonic_time() + 60 * G_USEC_PER_SEC,
-                d->deadline + 10 * G_USEC_PER_SEC);
+                b.deadline + 10 * G_USEC_PER_SEC);
     if (msg == NULL ||
-        !dsn_submit(c->dsn_sendmail, d->sender, msg, until, &err)) {
+        !dsn_submit(c->dsn_sendmail, b.sender, msg, until, &err)) {
         log_error("%s: \"relayed\" notification to <%s> not sent: %s",
-                  d->queue_id, d->sender, err->message);
+                  b.queue_id, b.sender, err->message);
         g_error_free(err);
         return;
     }
     log_info("%s: sender delivery status notification (relayed) sent to "
-             "<%s> for %u recipients", d->queue_id, d->sender, want->len);
+             "<%s> for %u recipients", b.queue_id, b.sender, want->len);
 }
 
 /* fault_drop - test fault hook: lose the connection after a delivery
@@ -240,72 +241,41 @@ fault_drop(GPtrArray *rcpts)
     return FALSE;
 }
 
-/* delivery_init - a Delivery for the message in SP */
-static gboolean
-delivery_init(LmtpSession *s, Delivery *d, Spool *sp, char **why)
+/* delivery_open - the core's run for the message in SP, with the
+ * session's journal (opened at the first message) and outbound cache;
+ * NULL + *DSN + *WHY */
+static Delivery *
+delivery_open(LmtpSession *s, Spool *sp, const char *queue_id,
+              const char **dsn, char **why)
 {
     const AgentConf *c = s->conf;
     GError *err = NULL;
+    Delivery *d;
 
-    memset(d, 0, sizeof *d);
-    d->conf = c;
-    d->spool = sp;
-    d->queue_id = message_key(&s->proto, sp);
-    d->sender = s->proto.sender;
-    d->dsn_ret = s->proto.ret;
-    d->dsn_envid = s->proto.envid;
-    d->cache = s->cache;
-    d->start = g_get_monotonic_time();
-    d->deadline = d->start + (gint64)c->lmtp_deadline * G_USEC_PER_SEC;
-    d->limits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                      g_free);
-    d->transcript = lmtp_transcript;
-    g_mutex_init(&d->lock);
-    d->queued = spool_queued_seconds(sp, d->queue_id);
-    if (d->sender[0] != '\0') {
-        d->sender_addr = address_parse(d->sender, FALSE, &err);
-        if (d->sender_addr == NULL) {
-            *why = g_strdup_printf("sender <%s>: %s", d->sender,
-                                   err->message);
-            g_error_free(err);
-            return FALSE;
-        }
-        d->sender_path = address_path(d->sender_addr);
-        memmove(d->sender_path, d->sender_path + 1, strlen(d->sender_path));
-        d->sender_path[strlen(d->sender_path) - 1] = '\0';
-    } else
-        d->sender_path = g_strdup("");
     if (s->journal == NULL)
-        s->journal = journal_open(c->journal, c->journal_expire, &err);
-    if (s->journal == NULL) {
-        *why = g_strdup_printf("journal unusable, not delivering (a retry "
-                               "could duplicate): %s", err->message);
-        g_error_free(err);
-        return FALSE;
+        s->journal = batch_journal_open(c, dsn, &err);
+    if (s->journal != NULL) {
+        const BatchParams p = {
+            .conf = c, .queue_id = queue_id, .sender = s->proto.sender,
+            .spool = sp, .deadline = c->lmtp_deadline,
+            .transcript = lmtp_transcript, .journal = s->journal,
+            .cache = s->cache, .dsn_ret = s->proto.ret,
+            .dsn_envid = s->proto.envid};
+
+        if ((d = batch_open(&p, dsn, &err)) != NULL)
+            return d;
     }
-    d->journal = s->journal;
-    d->dblog = dblog_new(c->log_database, d->queue_id, d->sender,
-                         c->transcript_mode, c->log_max_size,
-                         c->log_retention);
-    return TRUE;
+    *why = g_strdup(err->message);
+    g_error_free(err);
+    return NULL;
 }
 
+/* delivery_close - the delivery log written, the run freed */
 static void
-delivery_clear(Delivery *d)
+delivery_close(Delivery *d)
 {
-    GError *err = NULL;
-
-    if (d->dblog != NULL && !dblog_flush(d->dblog, &err)) {
-        log_warning("%s: %s; delivery not affected", d->queue_id,
-                    err->message);
-        g_error_free(err);
-    }
-    dblog_free(d->dblog);
-    address_free(d->sender_addr);
-    g_free(d->sender_path);
-    g_free((char *)d->queue_id);
-    g_hash_table_destroy(d->limits);
-    g_mutex_clear(&d->lock);
+    batch_log_flush(d);
+    batch_free(d);
 }
 
 /* deliver_message - deliver SP to the transaction's recipients and queue
@@ -314,30 +284,34 @@ delivery_clear(Delivery *d)
 gboolean
 deliver_message(LmtpSession *s, Spool *sp)
 {
-    Delivery d;
+    Delivery *d;
+    BatchInfo info;
     g_autoptr(GPtrArray) rcpts = NULL;
-    g_autofree char *why = NULL;
+    g_autofree char *why = NULL, *queue_id = message_key(&s->proto, sp);
+    const char *dsn = "4.3.0";
     guint n[RCPT_EARLIER + 1] = {0};
     guint reused = 0;
 
-    if (!delivery_init(s, &d, sp, &why)) {
-        log_error("%s: %s", d.queue_id, why);
-        reply_all(s, "451 4.3.0 rapidretry: %s", why);
-        delivery_clear(&d);
+    if ((d = delivery_open(s, sp, queue_id, &dsn, &why)) == NULL) {
+        log_error("%s: %s", queue_id, why);
+        g_autofree char *fmt = g_strdup_printf("451 %s rapidretry: %%s",
+                                               dsn);
+
+        reply_all(s, fmt, why);
         return TRUE;
     }
-    log_info("%s: from=<%s>, nrcpt=%u (LMTP)", d.queue_id, d.sender,
+    log_info("%s: from=<%s>, nrcpt=%u (LMTP)", queue_id, s->proto.sender,
              s->proto.rcpts->len);
     reused = s->cache != NULL ? conn_cache_reused(s->cache) : 0;
-    rcpts = setup_rcpts(s, &d);
-    watchdog_arm(s, d.queue_id);
-    batch_deliver(&d, rcpts, NULL); /* routes from the configuration */
+    rcpts = setup_rcpts(s, d);
+    watchdog_arm(s, queue_id);
+    batch_deliver(d, rcpts, NULL); /* routes from the configuration */
     watchdog_disarm();
-    send_relayed(&d, rcpts);
+    send_relayed(s, d, rcpts);
     if (fault_drop(rcpts)) {
         log_warning("%s: test fault: LMTP connection dropped after the "
-                    "delivery, before the replies", d.queue_id);
-        delivery_clear(&d);
+                    "delivery, before the replies", queue_id);
+        delivery_close(d);
         return FALSE;
     }
     for (guint i = 0; i < rcpts->len; i++) {
@@ -352,13 +326,14 @@ deliver_message(LmtpSession *s, Spool *sp)
                  n[RCPT_EARLIER] == rcpts->len);
     if (s->cache != NULL)
         reused = conn_cache_reused(s->cache) - reused;
+    info = batch_info(d);
     log_info("%s: message done: %u sent, %u bounced, %u deferred, %u "
              "earlier; %u transactions, %u rapid retries, %u connections "
-             "reused", d.queue_id, n[RCPT_SENT], n[RCPT_BOUNCED],
-             n[RCPT_DEFERRED], n[RCPT_EARLIER], d.transactions,
-             d.rapid_rounds, reused);
+             "reused", queue_id, n[RCPT_SENT], n[RCPT_BOUNCED],
+             n[RCPT_DEFERRED], n[RCPT_EARLIER], info.transactions,
+             info.rapid_rounds, reused);
     if (n[RCPT_DEFERRED] + n[RCPT_BOUNCED] == 0)
         s->proto.errors = 0;
-    delivery_clear(&d);
+    delivery_close(d);
     return TRUE;
 }
