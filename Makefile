@@ -110,7 +110,8 @@ ifeq ($(VARIANT),default)
 	@for p in $(PROGS); do ln -sf ../$$p $$(echo $$p | sed 's|^$(B)/||'); done
 endif
 
-$(B)/%.o: %.c $(wildcard common/*.h milter/*.h t/unit/*.h) $(AGENT_HDR)
+$(B)/%.o: %.c $(wildcard common/*.h milter/*.h t/unit/*.h tools/*.h) \
+          $(AGENT_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
@@ -134,8 +135,9 @@ $(B)/agent/rapidretry-agent: $(B)/agent/main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
 $(SCHED_BENCH): $(B)/bench/sched_bench.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
-$(B)/agent/rapidretry-log: $(B)/tools/log-main.o $(LIBS_A)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
+$(B)/agent/rapidretry-log: $(B)/tools/log-main.o $(B)/tools/log-stats.o \
+                           $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS_A) $(LDLIBS)
 $(B)/milter/rapidretry-milter: $(B)/milter/main.o $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS_A) $(LDLIBS)
 $(TLS_MOD): $(TLS_MOD_OBJ)
