@@ -19,6 +19,7 @@
 #include "lmtp.h"
 #include "dest.h"
 #include "probe.h"
+#include "watchdog.h"
 
 #define AGENT_USAGE                                                         \
     "usage: rapidretry-agent -c CONF -i QUEUEID [-n NEXTHOP] -f SENDER "    \
@@ -60,21 +61,6 @@ agent_fail(const char *queue_id, const char *dsn, GError *err)
 {
     log_error("%s: %s", queue_id, err->message);
     agent_exit(dsn, err->message);
-}
-
-/* agent_watchdog - last resort if something blocks past the deadline:
- * defer rather than let pipe(8) kill us and bounce the batch */
-static void
-agent_watchdog(int sig)
-{
-    static const char msg[] = "4.4.2 rapidretry-agent: watchdog: delivery "
-                              "deadline exceeded, batch deferred\n";
-    ssize_t n;
-
-    (void)sig;
-    n = write(STDOUT_FILENO, msg, sizeof msg - 1);
-    (void)n;
-    _exit(EX_TEMPFAIL);
 }
 
 /* args_parse - the pipe(8) argv; usage errors defer (4.3.5) */
@@ -156,14 +142,6 @@ agent_mode(int argc, char **argv)
     return NULL;
 }
 
-/* agent_term - SIGTERM: stop cleanly, defer the rest (deliver_stop) */
-static void
-agent_term(int sig)
-{
-    (void)sig;
-    deliver_stop();
-}
-
 int
 main(int argc, char **argv)
 {
@@ -194,12 +172,7 @@ main(int argc, char **argv)
         close(null_fd);
     }
     signal(SIGPIPE, SIG_IGN);
-    {
-        struct sigaction sa = {.sa_handler = agent_term};
-
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, NULL);
-    }
+    watchdog_sigterm(NULL); /* stop cleanly, defer the rest */
     /* the journal, the delivery log and their transcripts hold addresses:
      * not for every local user */
     umask(027);
@@ -220,8 +193,16 @@ main(int argc, char **argv)
             "error: %s", err->message));
     log_set_verbose(conf->verbose || a.verbose);
 
-    signal(SIGALRM, agent_watchdog);
-    alarm(conf->deadline + AGENT_GRACE);
+    {
+        /* last resort if something blocks past the deadline: defer
+         * rather than let pipe(8) kill us and bounce the batch */
+        static const char msg[] = "4.4.2 rapidretry-agent: watchdog: "
+                                  "delivery deadline exceeded, batch "
+                                  "deferred\n";
+
+        watchdog_arm(conf->deadline + AGENT_GRACE, STDOUT_FILENO, msg,
+                     sizeof msg - 1, EX_TEMPFAIL);
+    }
     spool = spool_new(STDIN_FILENO,
                       conf->spool_dir[0] ? conf->spool_dir : NULL, &err);
     if (spool == NULL)

@@ -18,35 +18,11 @@
 #include "lmtp-int.h"
 #include "lmtp-proto.h"
 #include "log.h"
+#include "watchdog.h"
 
 #define LMTP_REPLY_CAP 900     /* one reply line, printable */
 #define LMTP_GRACE 20          /* watchdog after the deadline */
 #define LMTP_FAULT_ENV "RAPIDRETRY_TEST_FAULT"
-
-/* The watchdog's replies: written from the signal handler when the
- * delivery blocks past its deadline, so Postfix defers instead of
- * timing out (async-signal-safe: a prepared buffer and write(2)). */
-static char *watchdog_text;
-static gsize watchdog_len;
-static int watchdog_fd = -1;
-
-/* lmtp_watchdog - SIGALRM during a delivery */
-static void
-lmtp_watchdog(int sig)
-{
-    gsize off = 0;
-
-    (void)sig;
-    while (watchdog_text != NULL && off < watchdog_len) {
-        ssize_t n = write(watchdog_fd, watchdog_text + off,
-                          watchdog_len - off);
-
-        if (n <= 0)
-            break;
-        off += (gsize)n;
-    }
-    _exit(0);
-}
 
 /* lmtp_reply_code - the 3-digit code for a failure of class CLASS: the
  * server's own when it has that class, else 451 or 550 */
@@ -158,11 +134,12 @@ setup_rcpts(LmtpSession *s, Delivery *d)
     return rcpts;
 }
 
-/* watchdog_arm - replies for every recipient should the delivery hang */
+/* arm_watchdog - one 451 per recipient, written should the delivery
+ * block past its deadline, so Postfix defers instead of timing out */
 static void
-watchdog_arm(LmtpSession *s, const char *queue_id)
+arm_watchdog(LmtpSession *s, const char *queue_id)
 {
-    GString *w = g_string_new(NULL);
+    g_autoptr(GString) w = g_string_new(NULL);
 
     for (guint i = 0; i < s->proto.rcpts->len; i++) {
         LmtpRcpt *lr = g_ptr_array_index(s->proto.rcpts, i);
@@ -171,20 +148,8 @@ watchdog_arm(LmtpSession *s, const char *queue_id)
         g_string_append_printf(w, "451 4.4.2 <%s>: %s: delivery deadline "
                                "exceeded (watchdog)\r\n", addr, queue_id);
     }
-    g_free(watchdog_text);
-    watchdog_len = w->len;
-    watchdog_text = g_string_free(w, FALSE);
-    watchdog_fd = s->out;
-    signal(SIGALRM, lmtp_watchdog);
-    alarm(s->conf->lmtp_deadline + LMTP_GRACE);
-}
-
-static void
-watchdog_disarm(void)
-{
-    alarm(0);
-    g_clear_pointer(&watchdog_text, g_free);
-    watchdog_len = 0;
+    watchdog_arm(s->conf->lmtp_deadline + LMTP_GRACE, s->out, w->str, w->len,
+                 0);
 }
 
 /* send_relayed - the "relayed" notice (RFC 3461 §5.2.2) for the ones
@@ -304,7 +269,7 @@ deliver_message(LmtpSession *s, Spool *sp)
              s->proto.rcpts->len);
     reused = s->cache != NULL ? conn_cache_reused(s->cache) : 0;
     rcpts = setup_rcpts(s, d);
-    watchdog_arm(s, queue_id);
+    arm_watchdog(s, queue_id);
     batch_deliver(d, rcpts, NULL); /* routes from the configuration */
     watchdog_disarm();
     send_relayed(s, d, rcpts);

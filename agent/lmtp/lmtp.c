@@ -18,22 +18,12 @@
 #include "lmtp-int.h"
 #include "lmtp-proto.h"
 #include "log.h"
+#include "watchdog.h"
 
 #define LMTP_READ_CHUNK (64 * 1024)
 #define LMTP_AGE_MARGIN 60     /* seconds kept free below time_limit */
 
 static volatile sig_atomic_t lmtp_term; /* SIGTERM seen */
-
-/* lmtp_sigterm - SIGTERM (postfix stop): the delivery under way stops
- * cleanly and defers the rest (deliver_stop), and the session ends at
- * the next wait for the client */
-static void
-lmtp_sigterm(int sig)
-{
-    (void)sig;
-    lmtp_term = 1;
-    deliver_stop();
-}
 
 /* io_flush - write the pending replies; FALSE when the client is gone */
 static gboolean
@@ -352,12 +342,9 @@ lmtp_main(int argc, char **argv)
     s.buf = g_byte_array_new();
     s.wbuf = g_string_new(NULL);
     s.start = g_get_monotonic_time();
-    {
-        struct sigaction sa = {.sa_handler = lmtp_sigterm};
-
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, NULL);
-    }
+    /* SIGTERM (postfix stop): the delivery under way stops cleanly and
+     * defers the rest, and the session ends at the next wait */
+    watchdog_sigterm(&lmtp_term);
     /* a kept session's transcript callback points into the message it
      * was opened for: with transcripts (delivery log, -v) no reuse */
     if (conf->lmtp_cache_time > 0 && conf->lmtp_reuse_count > 0 &&
