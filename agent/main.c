@@ -19,6 +19,7 @@
 #include "lmtp.h"
 #include "dest.h"
 #include "probe.h"
+#include "setup.h"
 #include "watchdog.h"
 
 #define AGENT_USAGE                                                         \
@@ -111,7 +112,8 @@ args_parse(int argc, char **argv, Args *a)
  * any mode that take a value (their value is never a mode's name). */
 static const char *const agent_modes[] = {"--lmtp", "-t", "--test", "-q",
                                           "--query", "--destinations",
-                                          "--flush-destination"};
+                                          "--flush-destination",
+                                          "--postconf"};
 static const char agent_valued[] = "cinfup";
 
 /* agent_mode - the mode option of ARGV moved to ARGV[1], where each
@@ -128,10 +130,20 @@ agent_mode(int argc, char **argv)
         if (a[0] != '-')
             return NULL; /* pipe mode: options end at the first operand */
         for (gsize m = 0; m < G_N_ELEMENTS(agent_modes); m++) {
+            /* a mode that takes a value brings it along */
+            int k = strcmp(a, "--postconf") == 0 ||
+                            strcmp(a, "--flush-destination") == 0
+                        ? 2 : 1;
+            char *val = k == 2 && i + 1 < argc ? argv[i + 1] : NULL;
+
             if (strcmp(a, agent_modes[m]) != 0)
                 continue;
-            memmove(argv + 2, argv + 1, (gsize)(i - 1) * sizeof *argv);
+            if (val == NULL)
+                k = 1;
+            memmove(argv + 1 + k, argv + 1, (gsize)(i - 1) * sizeof *argv);
             argv[1] = (char *)agent_modes[m];
+            if (k == 2)
+                argv[2] = val;
             return agent_modes[m];
         }
         /* "-c FILE": skip the value; "-cFILE" and long forms carry it */
@@ -162,6 +174,8 @@ main(int argc, char **argv)
         return check_main(argc, argv);
     if (g_strcmp0(mode, "-q") == 0 || g_strcmp0(mode, "--query") == 0)
         return probe_main(argc, argv);
+    if (g_strcmp0(mode, "--postconf") == 0)
+        return setup_main(argc, argv);
     if (g_strcmp0(mode, "--destinations") == 0 ||
         g_strcmp0(mode, "--flush-destination") == 0)
         return dest_main(argc, argv);

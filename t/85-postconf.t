@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+# 85-postconf.t - one-step setup: `rapidretry-agent --postconf lmtp|pipe
+# --apply -p DIR` configures a plain throw-away Postfix for that mode with
+# postconf(1) alone, so that `postfix reload` is all that is left:
+#   1. printed (no --apply): postconf commands, the Postfix files untouched;
+#   2. --apply lmtp: master.cf has the spawn(8) and lmtp(8) services,
+#      main.cf sends all mail through the socket; after a reload a message
+#      goes out through the agent in LMTP mode (Postfix logs status=sent
+#      with relay=...[private/rapidretry-lmtp]); `postfix check` is clean;
+#   3. --apply again: master.cf and main.cf unchanged (idempotent);
+#   4. --apply pipe: the "rapidretry" service becomes pipe(8), the next
+#      message goes out through pipe mode; a bad mode is a usage error.
+import os
+import re
+import subprocess
+import sys
+sys.dont_write_bytecode = True
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "lib"))
+import rrtest
+from rrtest import ok, is_, like, diag, done
+from postfix import Postfix, Receiver, Sender, QID
+
+rrtest.require_root()
+rrtest.agent_binary()
+
+recv = Receiver("recv", domains=("d1.test",)).start()
+agent = rrtest.Agent(name="agent", relay="[127.0.0.1]:%d" % recv.port)
+# a plain sender: nothing of rapidretry's in its configuration
+snd = Sender("snd", relay_port=recv.port, smtp=True, main={
+    "default_transport": "smtp", "relayhost": "",
+    "transport_maps": "inline:{src.test=discard:}"})
+if rrtest.ASAN:
+    snd.pass_environment(rrtest.asan_options())
+snd.start()
+MASTER = os.path.join(snd.etc, "master.cf")
+MAIN = os.path.join(snd.etc, "main.cf")
+
+
+def postconf(*args):
+    return subprocess.run([agent.binary, "--postconf"] + list(args)
+                          + ["-c", agent.conf, "-u", rrtest.TEST_USER,
+                             "-p", snd.etc], capture_output=True, text=True)
+
+
+def files():
+    return rrtest.read_file(MASTER), rrtest.read_file(MAIN)
+
+
+def deliver(rcpt, relay_re):
+    """deliver - submit one message, wait for its status; the line."""
+    mark = snd.mark()
+    qid = snd.submit("s@src.test", [rcpt])
+    st = rrtest.wait_until(lambda: snd.statuses(qid, mark), 60,
+                           what="status of " + rcpt)
+    lines = [l for l in snd.log_lines(mark)
+             if re.search(r"%s: to=<%s>" % (qid, re.escape(rcpt)), l)]
+    return (st[0] if st else None), (lines[0] if lines else "")
+
+
+# --- 1. printed -----------------------------------------------------------------
+before = files()
+p = postconf("lmtp")
+is_(p.returncode, 0, "--postconf lmtp prints")
+like(p.stdout, r"(?m)^postconf -c \S+ -M 'rapidretry-lmtp/unix=rapidretry-"
+     r"lmtp unix - n n - 20 spawn user=%s argv=\S+ --lmtp -c \S+'$"
+     % rrtest.TEST_USER, "the spawn(8) service, with this agent's path")
+like(p.stdout, r"(?m)^postconf -c \S+ -e 'default_transport = rapidretry:"
+     r"unix:private/rapidretry-lmtp'$", "all mail through the socket")
+is_(files(), before, "printing changes nothing")
+
+# --- 2. applied: LMTP mode ------------------------------------------------------------
+p = postconf("lmtp", "--apply")
+is_(p.returncode, 0, "--postconf lmtp --apply: %s" % (p.stderr.strip()
+                                                       or p.stdout.strip()))
+master, main = files()
+like(master, r"(?m)^rapidretry-lmtp +unix +- +n +n +- +20 +spawn",
+     "master.cf: the spawn(8) service")
+like(master, r"(?m)^rapidretry +unix +- +- +n +- +- +lmtp\n(\s+-o .*\n)*"
+     r"\s+-o lmtp_send_xforward_command=yes", "master.cf: the lmtp(8) "
+     "client with XFORWARD")
+like(main, r"(?m)^rapidretry_initial_destination_concurrency = 20$",
+     "main.cf: qmgr starts the socket at its maxproc")
+c = subprocess.run(["postfix", "-c", snd.etc, "check"], capture_output=True,
+                   text=True)
+is_((c.returncode, c.stderr.strip()), (0, ""), "postfix check is clean")
+ok(snd.postfix("reload"), "postfix reload")
+st, line = deliver("l1@d1.test", "")
+is_(st[2] if st else None, "sent", "after the reload: sent")
+like(line, r"relay=\S+\[private/rapidretry-lmtp\]", "through the agent in "
+     "LMTP mode")
+ok("l1@d1.test" in recv.wait_delivered(1), "and in the receiver's Maildir")
+
+# --- 3. idempotent ---------------------------------------------------------------------
+p = postconf("lmtp", "--apply")
+is_((p.returncode, files()), (0, (master, main)), "applied again: master.cf "
+    "and main.cf unchanged")
+
+# --- 4. pipe mode ------------------------------------------------------------------------
+p = postconf("pipe", "--apply")
+is_(p.returncode, 0, "--postconf pipe --apply")
+master2, main2 = files()
+like(master2, r"(?m)^rapidretry +unix +- +n +n +- +50 +pipe", "master.cf: "
+     "the rapidretry service is pipe(8) now")
+is_(len(re.findall(r"(?m)^rapidretry +unix", master2)), 1, "one rapidretry "
+    "service")
+like(main2, r"(?m)^default_transport = rapidretry:batch$", "main.cf: all "
+     "mail in one batch queue")
+ok(snd.postfix("reload"), "postfix reload")
+st, line = deliver("p1@d1.test", "")
+is_(st[2] if st else None, "sent", "pipe mode: sent")
+like(line, r"relay=rapidretry,", "through pipe(8)")
+p = postconf("smtp")
+is_(p.returncode, 64, "a mode that does not exist: usage error (64)")
+done()
