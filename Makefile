@@ -11,6 +11,7 @@
 #   make uninstall    remove what install put there (an edited config stays)
 #   make install-user the "rapidretry" system user and /var/lib/rapidretry
 #   make torture      SEED=1 N=300 J=1: the fault-injection campaign
+#   make soak         N=100000: one resident LMTP-mode agent, RSS and fds
 #   make fuzz         the libFuzzer targets, FUZZ_TIME seconds each
 
 # Order of the libraries: the dynamic loader resolves every symbol of every
@@ -300,10 +301,16 @@ fuzz:
 SEED ?= 1
 N    ?= 300
 J    ?= 1
+# one resident LMTP-mode agent, N messages over one kept session: the RSS
+# and descriptor curve every 10,000 (t/lib/soak.py; make check runs 4,000)
+N_SOAK = $(if $(filter soak,$(MAKECMDGOALS)),$(or $(N),100000),100000)
+soak: all
+	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/soak.py -n $(N_SOAK) --every 10000
+
 torture: all
 	RR_BUILD=$(CURDIR)/$(B) RR_ASAN=$(if $(filter asan,$(VARIANT)),1,0) \
 	    python3 t/lib/torture.py --seed $(SEED) -n $(N) -j $(J)
 
-.PHONY: all check check-asan deps format clean install uninstall \
+.PHONY: all check check-asan deps format clean install uninstall soak \
 	install-user demo bench torture fuzz fuzzers deb
 .SECONDARY:

@@ -9,6 +9,8 @@ that crosses the wire and every accepted message is recorded.
 
 Script keys:
   hostname    "sink.test"
+  lean        true: record nothing but how often each recipient was taken
+              (taken, ntaken): for soaks of many messages
   greeting    "220 sink.test ESMTP smtpsink" (or a rule dict for CONNECT)
   ehlo        extension lines, default PIPELINING SIZE 8BITMIME
               ENHANCEDSTATUSCODES; e.g. "LIMITS RCPTMAX=2 RCPTDOMAINMAX=1"
@@ -68,6 +70,7 @@ LF line ends, dot-stuffing undone).
 """
 
 import argparse
+import collections
 import json
 import re
 import signal
@@ -132,6 +135,9 @@ class SmtpSink:
         self.ntxn = 0
         self.nactive = 0        # sessions still running
         self.record = open(record, "a") if record else None
+        self.lean = bool(self.script.get("lean"))
+        self.taken = collections.Counter()  # lean: recipient -> times taken
+        self.ntaken = 0
         self.sock = None
         self.port = None
         self.stopping = False
@@ -141,6 +147,8 @@ class SmtpSink:
     # --- recording ---------------------------------------------------------
 
     def _rec(self, conn, direction, line, data=False):
+        if self.lean:
+            return
         ev = {"conn": conn, "dir": direction, "line": line,
               "t": round(time.time(), 3)}
         if data:
@@ -152,6 +160,11 @@ class SmtpSink:
                 self.record.flush()
 
     def _rec_msg(self, msg):
+        if self.lean:           # counts only: a soak's millions of lines
+            with self.lock:
+                self.taken.update(r.lower() for r in msg["rcpts"])
+                self.ntaken += 1
+            return
         with self.lock:
             self._messages.append(msg)
             if self.record:
@@ -263,6 +276,8 @@ class SmtpSink:
                 continue
             except OSError:
                 return
+            if self.lean:   # replies at once, not behind delayed ACKs
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.nconn += 1
                 self.nactive += 1

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+# 86-soak.t - one resident rapidretry-agent --lmtp serving 2,000 messages
+# over one kept LMTP session (t/lib/soak.py; `make soak N=100000` for the
+# long one): every message answered per recipient by its class, every
+# good recipient taken exactly once, none of the refused ones; the
+# agent's descriptors constant and its RSS flat over the second half
+# (growth under 1 MB; the journal's and delivery log's SQLite page caches
+# fill in the first 2,500 or so).
+# RR_SOAK_N changes the count.
+import os
+import sys
+sys.dont_write_bytecode = True
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "lib"))
+import rrtest
+from rrtest import ok, is_, diag, done
+import soak
+
+rrtest.require_root()
+rrtest.agent_binary()
+
+n = int(os.environ.get("RR_SOAK_N", "4000"))
+res = soak.soak(n, max(1, n // 8))
+for f in res["fail"]:
+    diag(f)
+is_(res["fail"], [], "%d messages, %d good recipients, %d transactions: "
+    "all answered right, each taken once" % (n, res["recipients"],
+                                            res["transactions"]))
+c = res["curve"]
+for p in c:
+    diag("%(messages)6d messages: RSS %(rss_kib)6d KiB, %(fds)d fds, "
+         "%(server_sessions)d server sessions, %(seconds)ss" % p)
+ok(len(c) >= 4, "sampled %d times" % len(c))
+base = c[len(c) // 2 - 1]  # the caches are warm by then
+is_(sorted(set(p["fds"] for p in c[1:])).__len__() <= 2 and
+    max(p["fds"] for p in c) - min(p["fds"] for p in c) <= 1, True,
+    "descriptors constant (%s)" % sorted(set(p["fds"] for p in c)))
+growth = c[-1]["rss_kib"] - base["rss_kib"]
+ok(growth < 1024, "RSS over the second half grows %d KiB (< 1 MB) "
+   "over %d messages" % (growth, c[-1]["messages"] - base["messages"]))
+done()
