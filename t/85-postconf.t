@@ -8,6 +8,9 @@
 #      goes out through the agent in LMTP mode (Postfix logs status=sent
 #      with relay=...[private/rapidretry-lmtp]); `postfix check` is clean;
 #   3. --apply again: master.cf and main.cf unchanged (idempotent);
+#   3b. -t checks the LMTP pair (spawn service, lmtp client, XFORWARD,
+#      time limits, qmgr's concurrency and slow start) and prints the
+#      postconf command that fixes each finding;
 #   4. --apply pipe: the "rapidretry" service becomes pipe(8), the next
 #      message goes out through pipe mode; a bad mode is a usage error.
 import os
@@ -96,6 +99,43 @@ ok("l1@d1.test" in recv.wait_delivered(1), "and in the receiver's Maildir")
 p = postconf("lmtp", "--apply")
 is_((p.returncode, files()), (0, (master, main)), "applied again: master.cf "
     "and main.cf unchanged")
+
+# --- 3b. -t checks the LMTP pair and says what to change ---------------------------------
+
+
+def check():
+    return subprocess.run([agent.binary, "-t", "-c", agent.conf, "-p",
+                           snd.etc], capture_output=True, text=True)
+
+
+r = check()
+is_(r.returncode, 0, "-t on the LMTP-mode Postfix: clean (%s)"
+    % r.stderr.strip()[:300])
+like(r.stdout, r"(?m)^# master\.cf: LMTP service rapidretry-lmtp \(spawn, "
+     r"maxproc 20, user=%s\)$" % rrtest.TEST_USER, "-t names the spawn "
+     "service")
+like(r.stdout, r"(?m)^# master\.cf: LMTP client rapidretry \(lmtp\), "
+     r"main\.cf default_transport$", "and the lmtp(8) client")
+ok("no pipe(8)" not in r.stderr, "no warning about a missing pipe service")
+for arg in (["-P", "rapidretry/unix/lmtp_send_xforward_command=no"],
+            ["-e", "rapidretry_initial_destination_concurrency = 5"],
+            ["-e", "rapidretry-lmtp_time_limit = 100s"]):
+    subprocess.run(["postconf", "-c", snd.etc] + arg, check=True)
+r = check()
+is_(r.returncode, 78, "-t after three bad changes: an error (78)")
+like(r.stderr, r"sends no XFORWARD.*postconf -c \S+ -P 'rapidretry/unix/"
+     r"lmtp_send_xforward_command=yes'", "XFORWARD off: the warning says "
+     "the postconf command")
+like(r.stderr, r"rapidretry_initial_destination_concurrency = 5: all mail "
+     r"is one destination", "qmgr's slow start at 5: warned")
+like(r.stderr, r"\[lmtp\] time_limit: 1000s is above "
+     r"rapidretry-lmtp_time_limit = 100s: spawn\(8\) would kill",
+     "the spawn time limit below [lmtp] time_limit: an error")
+postconf("lmtp", "--apply")
+r = check()
+is_((r.returncode, r.stderr.strip()), (0, ""), "--postconf lmtp --apply "
+    "puts it right again: -t clean")
+master, main = files()
 
 # --- 4. pipe mode ------------------------------------------------------------------------
 p = postconf("pipe", "--apply")

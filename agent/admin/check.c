@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "check.h"
+#include "check-int.h"
 #include "journal.h"
 #include "schedule.h"
 #include "log.h"
@@ -41,8 +42,7 @@ check_where(const AgentConf *c, const char *section, const char *key)
     return g_strdup(cf->path);
 }
 
-/* check_add - one message "WHERE: [SECTION] KEY: TEXT" */
-static void G_GNUC_PRINTF(5, 6)
+void
 check_add(GPtrArray *to, const AgentConf *c, const char *section,
           const char *key, const char *fmt, ...)
 {
@@ -309,9 +309,7 @@ check_service_free(CheckService *s)
     g_free(s);
 }
 
-/* check_postconf - postconf's output for ARGS (with -c PFDIR), or NULL
- * when there is no postconf or it fails */
-static char *
+char *
 check_postconf(const char *pfdir, const char *const *args)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
@@ -336,8 +334,7 @@ check_postconf(const char *pfdir, const char *const *args)
     return out;
 }
 
-/* check_same_file - A and B name the same file */
-static gboolean
+gboolean
 check_same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
@@ -420,15 +417,15 @@ check_services(const char *pfdir, const char *conf)
 /* check_master - the agent's deadline against each service's time limit:
  * pipe(8) kills a command past it and bounces the whole batch (5.3.0) */
 static void
-check_master(const AgentConf *c, const GPtrArray *svc, GPtrArray *errors,
-             GPtrArray *warnings)
+check_master(const AgentConf *c, const GPtrArray *svc, gboolean lmtp,
+             GPtrArray *errors, GPtrArray *warnings)
 {
     if (svc == NULL)
         return; /* no Postfix here */
-    if (svc->len == 0)
+    if (svc->len == 0 && !lmtp)
         check_add(warnings, c, "agent", "journal", "no pipe(8) service in "
-                  "Postfix's master.cf runs rapidretry-agent -c %s",
-                  c->file->path);
+                  "Postfix's master.cf runs rapidretry-agent -c %s, nor a "
+                  "spawn(8) service with --lmtp", c->file->path);
     for (guint i = 0; i < svc->len; i++) {
         const CheckService *s = g_ptr_array_index(svc, i);
 
@@ -498,6 +495,8 @@ check_main(int argc, char **argv)
     g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(AgentConf) conf = NULL;
     g_autoptr(GPtrArray) svc = NULL;
+    g_autofree char *lmtp_user = NULL;
+    gboolean lmtp;
     GError *err = NULL;
     int rc;
 
@@ -514,9 +513,9 @@ check_main(int argc, char **argv)
     /* master.cf first, while still root: the services that run this file */
     svc = check_services(pfdir, conf_path);
     if (user == NULL && geteuid() == 0)
-        user = g_strdup(svc != NULL && svc->len > 0
-                            ? ((CheckService *)g_ptr_array_index(svc, 0))->user
-                            : CHECK_DEFAULT_USER);
+        user = svc != NULL && svc->len > 0
+                   ? g_strdup(((CheckService *)g_ptr_array_index(svc, 0))->user)
+                   : check_lmtp_user(pfdir, conf_path);
     if (user == NULL && geteuid() == 0)
         user = g_strdup(CHECK_DEFAULT_USER);
     if (user != NULL && (rc = check_become(user)) != 0)
@@ -534,9 +533,11 @@ check_main(int argc, char **argv)
         printf("# master.cf: service %s, user=%s, %s_time_limit = %us\n",
                s->name, s->user ? s->user : "?", s->name, s->time_limit);
     }
-    fflush(stdout);
     check_conf(conf, errors, warnings);
-    check_master(conf, svc, errors, warnings);
+    lmtp = svc != NULL && check_lmtp(conf, pfdir, conf_path, &lmtp_user,
+                                     errors, warnings);
+    fflush(stdout);
+    check_master(conf, svc, lmtp, errors, warnings);
     for (guint i = 0; i < warnings->len; i++)
         fprintf(stderr, "warning: %s\n",
                 (char *)g_ptr_array_index(warnings, i));
