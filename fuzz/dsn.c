@@ -78,7 +78,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         f[0] = "QID1";
     {
         DsnInfo info = {f[0], f[1] != NULL ? f[1] : "a@src.test", "mta.test",
-                        1700000000, size & 1, size & 2 ? 1699999000 : 0};
+                        1700000000, size & 1, size & 2 ? 1699999000 : 0,
+                        size & 4, NULL};
 
         sp = fuzz_spool();
         m = dsn_compose(&info, r, n, sp, &err);

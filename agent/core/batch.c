@@ -452,11 +452,12 @@ send_dsn(Delivery *d, GPtrArray *bounced, char **why)
 {
     const AgentConf *c = d->conf;
     g_autofree DsnRecipient *dr = g_new0(DsnRecipient, bounced->len);
-    DsnInfo info = {d->queue_id, d->sender,
-                    c->dsn_reporting_mta[0] ? c->dsn_reporting_mta
-                                            : c->helo_name,
-                    g_get_real_time() / G_USEC_PER_SEC,
-                    c->dsn_full_message, 0};
+    DsnInfo info = {.queue_id = d->queue_id, .sender = d->sender,
+                    .reporting_mta = c->dsn_reporting_mta[0]
+                                         ? c->dsn_reporting_mta
+                                         : c->helo_name,
+                    .now = g_get_real_time() / G_USEC_PER_SEC,
+                    .full_message = c->dsn_full_message};
     g_autoptr(GString) msg = NULL;
     GError *err = NULL;
 
@@ -465,8 +466,10 @@ send_dsn(Delivery *d, GPtrArray *bounced, char **why)
     for (guint i = 0; i < bounced->len; i++) {
         Rcpt *r = g_ptr_array_index(bounced, i);
 
-        dr[i] = (DsnRecipient){r->arg, r->dsn, r->relay, r->diagnostic,
-                               r->reason};
+        dr[i] = (DsnRecipient){.recipient = r->arg, .status = r->dsn,
+                               .relay = r->relay,
+                               .diagnostic = r->diagnostic,
+                               .reason = r->reason};
     }
     msg = dsn_compose(&info, dr, bounced->len, d->spool, &err);
     if (msg == NULL || !dsn_submit(c->dsn_sendmail, d->sender, msg,

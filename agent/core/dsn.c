@@ -140,23 +140,37 @@ static void
 dsn_human(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
           gsize n)
 {
-    g_string_append_printf(out,
-        "rapidretry on %s gave up on %s of your message:\n"
-        "the delivery failed for good and will not be tried again.\n"
-        "The other recipients got the message, or it is still on its way\n"
-        "to them; you hear about them only if they fail too.\n\n"
-        "The reason is below. Your postmaster can help with this report.\n"
-        "\n", info->reporting_mta,
-        n == 1 ? "one recipient" : "some recipients");
+    if (info->relayed)
+        g_string_append_printf(out,
+            "rapidretry on %s passed your message on to %s that do%s not\n"
+            "send delivery notifications. You asked for one on success: "
+            "this\nis the last notice you get about %s.\n\n",
+            info->reporting_mta, n == 1 ? "a server" : "servers",
+            n == 1 ? "es" : "", n == 1 ? "this recipient"
+                                       : "these recipients");
+    else
+        g_string_append_printf(out,
+            "rapidretry on %s gave up on %s of your message:\n"
+            "the delivery failed for good and will not be tried again.\n"
+            "The other recipients got the message, or it is still on its "
+            "way\nto them; you hear about them only if they fail too.\n\n"
+            "The reason is below. Your postmaster can help with this "
+            "report.\n\n", info->reporting_mta,
+            n == 1 ? "one recipient" : "some recipients");
     for (gsize i = 0; i < n; i++) {
-        g_autofree char *line = g_strdup_printf("<%s>: %s",
-                                                rcpts[i].recipient,
-                                                rcpts[i].reason != NULL
-                                                    ? rcpts[i].reason : "");
+        g_autofree char *line = info->relayed
+            ? g_strdup_printf("<%s>: relayed to %s", rcpts[i].recipient,
+                              rcpts[i].relay != NULL ? rcpts[i].relay : "?")
+            : g_strdup_printf("<%s>: %s", rcpts[i].recipient,
+                              rcpts[i].reason != NULL ? rcpts[i].reason
+                                                      : "");
 
         dsn_fold(out, line, 0, "  ");
-        g_string_append_c(out, '\n');
+        if (!info->relayed)
+            g_string_append_c(out, '\n');
     }
+    if (info->relayed)
+        g_string_append_c(out, '\n');
 }
 
 /* dsn_status_part - the message/delivery-status body (RFC 3464 §2) */
@@ -168,6 +182,8 @@ dsn_status_part(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
 
     dsn_field(out, "Reporting-MTA", mta);
     dsn_field(out, "X-RapidRetry-Queue-ID", info->queue_id);
+    if (info->envid != NULL)
+        dsn_field(out, "Original-Envelope-Id", info->envid);
     if (info->arrival > 0) {
         g_autofree char *arrived = dsn_date(info->arrival);
 
@@ -182,7 +198,14 @@ dsn_status_part(GString *out, const DsnInfo *info, const DsnRecipient *rcpts,
 
         g_string_append_c(out, '\n');
         dsn_field(out, "Final-Recipient", fr);
-        dsn_field(out, "Action", "failed");
+        if (r->orcpt != NULL) {
+            g_autofree char *orc = g_strdup_printf(
+                "%s; %s", r->orcpt_type ? r->orcpt_type : "rfc822",
+                r->orcpt);
+
+            dsn_field(out, "Original-Recipient", orc);
+        }
+        dsn_field(out, "Action", info->relayed ? "relayed" : "failed");
         dsn_field(out, "Status", r->status);
         if (remote != NULL) {
             g_autofree char *rm = g_strdup_printf("dns; %s", remote);
@@ -289,23 +312,29 @@ dsn_compose(const DsnInfo *info, const DsnRecipient *rcpts, gsize n,
     g_autofree char *date = dsn_date(info->now);
     g_autofree char *to = dsn_clean(info->sender);
     g_autofree char *mta = dsn_clean(info->reporting_mta);
+    const char *kind = info->relayed ? "relayed." : "";
     g_autofree char *boundary = g_strdup_printf(
-        "=_rapidretry_%s_%" G_GINT64_FORMAT, info->queue_id, info->now);
+        "=_rapidretry_%s%s_%" G_GINT64_FORMAT, kind, info->queue_id,
+        info->now);
+    g_autofree char *subject = info->relayed
+        ? g_strdup("Successful Mail Delivery Report")
+        : g_strdup_printf("Message not delivered to %s",
+                          n == 1 ? "a recipient" : "some recipients");
 
     g_string_append_printf(out,
         "From: Mail Delivery System <MAILER-DAEMON@%s>\n"
         "To: <%s>\n"
-        "Subject: Message not delivered to %s\n"
+        "Subject: %s\n"
         "Date: %s\n"
-        "Message-Id: <%s.%" G_GINT64_FORMAT ".rapidretry@%s>\n"
+        "Message-Id: <%s.%" G_GINT64_FORMAT ".%srapidretry@%s>\n"
         "Auto-Submitted: auto-replied\n"
         "MIME-Version: 1.0\n"
         "Content-Type: multipart/report; report-type=delivery-status;\n"
         "\tboundary=\"%s\"\n"
         "\n"
         "A delivery status report in MIME format (RFC 3464).\n\n",
-        mta, to, n == 1 ? "a recipient" : "some recipients", date,
-        info->queue_id, info->now, mta, boundary);
+        mta, to, subject, date, info->queue_id, info->now, kind, mta,
+        boundary);
     g_string_append_printf(out,
         "--%s\n"
         "Content-Description: Explanation\n"

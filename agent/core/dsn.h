@@ -1,8 +1,9 @@
 /*
- * dsn.h - the agent's own delivery status notifications (RFC 3464
- * multipart/report) for recipients that failed for good while others of
- * the batch were delivered (DESIGN §7), and their submission through
- * Postfix's sendmail with the null sender.
+ * dsn.h - the agent's one RFC 3464 composer (multipart/report): its own
+ * notifications for recipients that failed for good while others of the
+ * batch were delivered (DESIGN §7), and LMTP mode's "relayed" notice
+ * (DESIGN §9); and their submission through Postfix's sendmail with the
+ * null sender.
  */
 #ifndef RR_DSN_H
 #define RR_DSN_H
@@ -17,6 +18,8 @@ typedef struct {
     const char *relay;      /* "host[addr]:port", or NULL/"none" */
     const char *diagnostic; /* the server's reply "550 5.1.1 ...", or NULL */
     const char *reason;     /* our text, used when there is no reply */
+    const char *orcpt_type; /* ORCPT (RFC 3461 §4.2), decoded: "rfc822", */
+    const char *orcpt;      /* and the address; NULL = none */
 } DsnRecipient;
 
 typedef struct {
@@ -26,6 +29,9 @@ typedef struct {
     gint64 now;                /* seconds since the epoch (Date:) */
     gboolean full_message;     /* message/rfc822, else text/rfc822-headers */
     gint64 arrival;            /* arrival in Postfix's queue, 0 = unknown */
+    gboolean relayed;          /* Action: relayed (RFC 3461 §5.2.2: the
+                                  next server sends no DSN), not failed */
+    const char *envid;         /* ENVID, decoded; NULL = none */
 } DsnInfo;
 
 /* dsn_compose - the whole DSN message (LF line ends, no final dot) for

@@ -47,23 +47,23 @@ test_compose(void)
         const char *unwanted;  /* and one that must not, or NULL */
     } cases[] = {
         {{"bad@d1.test", "5.1.1", "mx.d1.test[192.0.2.1]:25",
-          "550 5.1.1 User unknown", "host said: 550"},
+          "550 5.1.1 User unknown", "host said: 550", NULL, NULL},
          {"Final-Recipient: rfc822; bad@d1.test\n", "Action: failed\n",
           "Remote-MTA: dns; mx.d1.test\n",
           "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n"}, NULL},
-        {{"x@d1.test", "5.1.3", "none", NULL, "bad address syntax"},
+        {{"x@d1.test", "5.1.3", "none", NULL, "bad address syntax", NULL, NULL},
          {"Status: 5.1.3\n", "Diagnostic-Code: X-RapidRetry; bad address",
           "<x@d1.test>: bad address syntax", NULL}, "Remote-MTA"},
         {{"y@d1.test", "5.7.1", "[192.0.2.9]:2525",
-          "550 5.7.1 evil\r\nInjected: header", NULL},
+          "550 5.7.1 evil\r\nInjected: header", NULL, NULL, NULL},
          {"Remote-MTA: dns; 192.0.2.9\n", "evil Injected: header", NULL,
           NULL}, "\nInjected:"},
         {{"z@d1.test", "5.2.2", NULL,
           "552 5.2.2 this mailbox is over its quota and a long text follows "
-          "so that the field has to be folded somewhere", NULL},
+          "so that the field has to be folded somewhere", NULL, NULL, NULL},
          {"Diagnostic-Code: smtp; 552 5.2.2 this mailbox is over its quota "
           "and a long\n   text follows", NULL, NULL, NULL}, NULL},
-        {{"\xc3\xa4@d1.test", "5.1.1", NULL, "550 no", NULL},
+        {{"\xc3\xa4@d1.test", "5.1.1", NULL, "550 no", NULL, NULL, NULL},
          {"Final-Recipient: utf-8; \xc3\xa4@d1.test", NULL, NULL, NULL},
          NULL},
     };
@@ -71,7 +71,7 @@ test_compose(void)
     for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
         Spool *sp = spool_of(message);
         DsnInfo info = {"QID1", "a@src.test", "mta.test", 1700000000, FALSE,
-                        0};
+                        0, FALSE, NULL};
         GError *error = NULL;
         GString *m = dsn_compose(&info, &cases[i].r, 1, sp, &error);
 
@@ -102,16 +102,54 @@ test_compose(void)
     }
 }
 
+/* the "relayed" notice from the same composer (RFC 3461 §5.2.2):
+ * Action relayed, Status 2.0.0, ORCPT and ENVID, Remote-MTA from any
+ * relay form, headers only */
+static void
+test_relayed(void)
+{
+    Spool *sp = spool_of(message);
+    DsnInfo info = {.queue_id = "QIDR", .sender = "a@src.test",
+                    .reporting_mta = "mta.test", .now = 1700000000,
+                    .relayed = TRUE, .envid = "env=1"};
+    DsnRecipient r[] = {
+        {.recipient = "k1@d1.test", .status = "2.0.0",
+         .relay = "[192.0.2.7]:2525", .diagnostic = "250 2.0.0 Ok",
+         .orcpt_type = "rfc822", .orcpt = "orig@src.test"},
+        {.recipient = "k2@d1.test", .status = "2.0.0",
+         .relay = "mx.d1.test[192.0.2.8]:25", .reason = "delivered"},
+    };
+    GError *error = NULL;
+    GString *m = dsn_compose(&info, r, 2, sp, &error);
+
+    g_assert_no_error(error);
+    g_assert_nonnull(strstr(m->str, "Subject: Successful Mail Delivery "
+                                    "Report\n"));
+    g_assert_nonnull(strstr(m->str, "\nOriginal-Envelope-Id: env=1\n"));
+    g_assert_nonnull(strstr(m->str, "Final-Recipient: rfc822; k1@d1.test\n"
+                                    "Original-Recipient: rfc822; "
+                                    "orig@src.test\nAction: relayed\n"
+                                    "Status: 2.0.0\nRemote-MTA: dns; "
+                                    "192.0.2.7\n"));
+    g_assert_nonnull(strstr(m->str, "Remote-MTA: dns; mx.d1.test\n"));
+    g_assert_nonnull(strstr(m->str, "<k2@d1.test>: relayed to "
+                                    "mx.d1.test[192.0.2.8]:25\n"));
+    g_assert_null(strstr(m->str, "Action: failed"));
+    g_assert_nonnull(strstr(m->str, "Content-Type: text/rfc822-headers"));
+    g_string_free(m, TRUE);
+    spool_free(sp);
+}
+
 /* full_message = yes: the message comes back as it came in */
 static void
 test_full_message(void)
 {
     Spool *sp = spool_of(message);
     DsnInfo info = {"QID2", "a@src.test", "mta.test", 1700000000, TRUE,
-                    1699999000};
+                    1699999000, FALSE, NULL};
     DsnRecipient r[] = {
-        {"b1@d1.test", "5.1.1", NULL, "550 one", NULL},
-        {"b2@d1.test", "5.1.1", NULL, "550 two", NULL},
+        {"b1@d1.test", "5.1.1", NULL, "550 one", NULL, NULL, NULL},
+        {"b2@d1.test", "5.1.1", NULL, "550 two", NULL, NULL, NULL},
     };
     GError *error = NULL;
     GString *m = dsn_compose(&info, r, 2, sp, &error);
@@ -137,12 +175,13 @@ static void
 test_long_lines(void)
 {
     Spool *sp = spool_of(message);
-    DsnInfo info = {"QID3", "a@src.test", "mta.test", 1700000000, FALSE, 0};
+    DsnInfo info = {"QID3", "a@src.test", "mta.test", 1700000000,
+                    FALSE, 0, FALSE, NULL};
     GString *diag = g_string_new("552 5.2.2");
     g_autofree char *word = g_strnfill(2500, 'w');
     DsnRecipient r[] = {
-        {"b1@d1.test", "5.2.2", NULL, NULL, NULL},
-        {"b2@d1.test", "5.1.1", NULL, NULL, NULL},
+        {"b1@d1.test", "5.2.2", NULL, NULL, NULL, NULL, NULL},
+        {"b2@d1.test", "5.1.1", NULL, NULL, NULL, NULL, NULL},
     };
     GError *error = NULL;
     GString *m;
@@ -284,6 +323,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* as the agent: a stub may not read */
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/dsn/compose", test_compose);
+    g_test_add_func("/dsn/relayed", test_relayed);
     g_test_add_func("/dsn/full-message", test_full_message);
     g_test_add_func("/dsn/long-lines", test_long_lines);
     g_test_add_func("/dsn/submit", test_submit);
