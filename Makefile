@@ -20,7 +20,7 @@
 # (about 12% fewer loader instructions per run). The programs do not link
 # OpenSSL: the agent loads its TLS module (agent/rapidretry-tls.so, the
 # only code linked with TLS_PKGS) when a connection first needs TLS.
-PKGS     = sqlite3 glib-2.0 libcares libidn2
+PKGS     = sqlite3 glib-2.0 libcares libidn2 hiredis
 TLS_PKGS = libcrypto libssl glib-2.0
 CC      ?= cc
 OPT     ?= -O2 -g
@@ -43,7 +43,7 @@ LDLIBS   += $(PKG_LIBS) -lmilter -pthread
 # that install the packages first (check, demo, bench, deps) skip this.
 DEV_PKGS = pkg-config:pkg-config glib-2.0:libglib2.0-dev \
            libcares:libc-ares-dev openssl:libssl-dev sqlite3:libsqlite3-dev \
-           libidn2:libidn2-dev
+           libidn2:libidn2-dev hiredis:libhiredis-dev
 ifneq ($(filter all install,$(or $(MAKECMDGOALS),all)),)
 RR_MISSING := $(strip $(shell \
     command -v $(firstword $(CC)) >/dev/null 2>&1 || echo build-essential; \

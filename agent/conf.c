@@ -125,6 +125,19 @@ static const ConfSpec agent_spec[] = {
      "how long a server stays marked down before one probe"},
     {"schedule", "rate_delay", CONF_TIME, "0s", A(sched_rate_delay),
      "at least this long between new sessions to one server"},
+    {"state", "backend", CONF_STRING, "local", A(state_backend),
+     "where destination state lives: local (this host) or redis (a fleet)"},
+    {"state", "redis", CONF_STRING, "unix:/run/redis/redis-server.sock",
+     A(state_redis), "the Redis server: unix:/path or host:port"},
+    {"state", "password_file", CONF_STRING, "", A(state_password_file),
+     "Redis AUTH password in this file (mode 0600), \"\" = none"},
+    {"state", "prefix", CONF_STRING, "rapidretry:", A(state_prefix),
+     "key prefix in Redis"},
+    {"state", "timeout_ms", CONF_UINT, "200", A(state_timeout_ms),
+     "Redis connect and command timeout, milliseconds"},
+    {"state", "lease_time", CONF_TIME, "30s", A(state_lease_time),
+     "a session's slot in Redis lapses this long after its relay stops "
+     "renewing it"},
     {"rapid", "pattern", CONF_LIST, NULL, A(rapid_patterns),
      "extra rapid replies: CODE ENHANCED /regex/"},
 };
@@ -357,6 +370,15 @@ agent_conf_check(AgentConf *c, const ConfigFile *cf, GError **error)
         g_ptr_array_add(c->sched_caps, e);
     }
     c->sched_rate_delay_ms = c->sched_rate_delay * 1000;
+    if (strcmp(c->state_backend, "redis") == 0)
+        c->state_fleet = TRUE;
+    else if (strcmp(c->state_backend, "local") != 0) {
+        g_autofree char *at = conf_where(cf, "state", "backend");
+
+        g_set_error(error, CONFIG_ERROR, 0, "%s: [state] backend \"%s\": "
+                    "use local or redis", at, c->state_backend);
+        return FALSE;
+    }
     return conf_tls(c, cf, error) && conf_sasl(c, cf, error);
 }
 

@@ -83,6 +83,14 @@ typedef struct {
     guint sched_rate_delay;  /* seconds between session starts */
     guint sched_rate_delay_ms;
     GPtrArray *sched_caps;   /* [concurrency] ConfigEntry*: server -> cap */
+    /* [state] (DESIGN §12) */
+    char *state_backend;     /* "local" or "redis" (checked) */
+    gboolean state_fleet;    /* backend = redis */
+    char *state_redis;       /* "unix:/path" or "host:port" */
+    char *state_password_file;
+    char *state_prefix;
+    guint state_timeout_ms;
+    guint state_lease_time;  /* seconds */
     /* [rapid] */
     GPtrArray *rapid_patterns; /* char*, as written */
     /* compiled */

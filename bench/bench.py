@@ -28,6 +28,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -534,7 +535,35 @@ def part_i():
             os.path.join(tdir, name + ".conf"),
             "[agent]\njournal = %s/j.db\nlog_file = %s/log\n[schedule]\n%s"
             % (tdir, tdir, text))
+    rsock = None
+    if shutil.which("redis-server"):     # the fleet's store, same loop
+        rsock = os.path.join(tdir, "redis.sock")
+        rp = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket",
+                               rsock, "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        rrtest.at_cleanup(lambda: (rp.kill(), rp.wait()))
+        rrtest.wait_until(lambda: os.path.exists(rsock), 10)
+        confs["redis"] = rrtest.write_file(
+            os.path.join(tdir, "redis.conf"),
+            "[agent]\njournal = %s/j.db\nlog_file = %s/log\n[schedule]\n"
+            "concurrency = 1000\ninitial_concurrency = 1000\n[state]\n"
+            "backend = redis\nredis = unix:%s\n" % (tdir, tdir, rsock))
     n = 2000 if QUICK else 20000
+    if rsock:
+        res = {}
+        for name in ("redis", "off"):
+            p = subprocess.run([tool, confs[name], str(n // 10), "1", "x"],
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                raise RuntimeError("sched-bench: %s" % p.stderr)
+            res[name] = json.loads(p.stdout)
+        for metric in ("median_us", "p90_us"):
+            ROWS.append(dict(part="i", case="new session, Redis (unix)",
+                             metric=metric.replace("_us", ""),
+                             agent=res["redis"][metric],
+                             smtp=res["off"][metric], ratio=None, unit="us",
+                             note="per session: slot, open, back"))
     for case, procs, how in (("new session, 1 process", 1, "x"),
                              ("reused session, 1 process", 1, "reuse"),
                              ("new session, 20 procs, 1 server", 20, "same"),

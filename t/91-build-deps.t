@@ -18,7 +18,7 @@ import rrtest
 from rrtest import ok, is_, like, diag, done
 
 DEV = ["libglib2.0-dev", "libc-ares-dev", "libssl-dev", "libsqlite3-dev",
-       "libidn2-dev", "libmilter-dev"]
+       "libidn2-dev", "libhiredis-dev", "libmilter-dev"]
 
 
 def make(env_extra, *args):
@@ -48,7 +48,7 @@ p = make({}, "CC=cc -nostdinc", "all")
 is_(named(p.stderr), ["libmilter-dev"], "only libmilter-dev (its header)")
 p = make({"PKG_CONFIG_LIBDIR": "/nonexistent"}, "install",
          "DESTDIR=/nonexistent")
-is_(named(p.stderr), DEV[:5], "make install checks too")
+is_(named(p.stderr), DEV[:6], "make install checks too")
 p = make({}, "CC=/nonexistent/cc", "all")
 like(p.stderr, r"missing Debian packages: build-essential\b",
      "no compiler: build-essential")

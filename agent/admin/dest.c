@@ -24,7 +24,9 @@ dest_state_exists(const AgentConf *c)
 {
     g_autofree char *path = sched_state_path(c);
 
-    return path != NULL && g_file_test(path, G_FILE_TEST_EXISTS);
+    /* the fleet's state is Redis's; the host's file is never made here */
+    return path != NULL &&
+           (c->state_fleet || g_file_test(path, G_FILE_TEST_EXISTS));
 }
 
 char *

@@ -63,9 +63,16 @@ typedef struct {
                         GError **error);
     GPtrArray *(*list)(gpointer st, double now, GError **error);
     int (*flush)(gpointer st, const char *what, GError **error);
+    /* the host's store only (NULL elsewhere): until when every agent of
+     * the host skips the fleet's store, and marking it off for OFF_S
+     * seconds from NOW (*LOG: no agent logged it in the last minute) */
+    double (*fleet_off)(gpointer st);
+    void (*fleet_mark)(gpointer st, double now, double off_s,
+                       gboolean *log);
 } SchedStoreOps;
 
 extern const SchedStoreOps sched_local_ops;
+extern const SchedStoreOps sched_redis_ops;
 
 /* sched_proc_start - the start time of process PID (clock ticks since
  * boot, /proc), 0 when unknown: with the pid it names one process, so a

@@ -362,6 +362,34 @@ local_flush(gpointer stp, const char *what, GError **error)
     return n;
 }
 
+static double
+local_fleet_off(gpointer stp)
+{
+    Local *l = stp;
+    double until = 0;
+
+    if (local_lock(l, NULL)) {
+        until = l->f->fleet_off_until;
+        local_unlock(l);
+    }
+    return until;
+}
+
+static void
+local_fleet_mark(gpointer stp, double now, double off_s, gboolean *log)
+{
+    Local *l = stp;
+
+    *log = TRUE;
+    if (!local_lock(l, NULL))
+        return;
+    l->f->fleet_off_until = now + off_s;
+    *log = now - l->f->fleet_logged >= 60;
+    if (*log)
+        l->f->fleet_logged = now;
+    local_unlock(l);
+}
+
 const SchedStoreOps sched_local_ops = {
     .name = "local",
     .open = local_open,
@@ -371,4 +399,6 @@ const SchedStoreOps sched_local_ops = {
     .release = local_release,
     .list = local_list,
     .flush = local_flush,
+    .fleet_off = local_fleet_off,
+    .fleet_mark = local_fleet_mark,
 };

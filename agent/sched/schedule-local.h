@@ -14,7 +14,7 @@
 #include <sys/types.h>
 
 #define LOCAL_MAGIC 0x31535252u   /* "RRS1" */
-#define LOCAL_VERSION 1u
+#define LOCAL_VERSION 2u
 #define LOCAL_SERVERS 1024        /* servers remembered; the least recently
                                      seen idle one makes room */
 #define LOCAL_LEASES 4096         /* sessions at once, over all servers */
@@ -51,6 +51,8 @@ typedef struct {
     guint64 size;
     pthread_mutex_t lock;
     guint64 next_id;
+    double fleet_off_until;       /* epoch s: every agent skips Redis */
+    double fleet_logged;          /* epoch s: its trouble last logged */
     LServer servers[LOCAL_SERVERS];
     LLease leases[LOCAL_LEASES];
 } LFile;

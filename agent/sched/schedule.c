@@ -1,8 +1,10 @@
 /*
  * schedule.c - destination scheduling for the delivery core (see schedule.h,
  * DESIGN §11): the policy from [schedule] and [concurrency], the bounded
- * wait for a slot, and the fail-open rule around the store (schedule-int.h).
- * One store per process, shared by its delivery threads.
+ * wait for a slot, and the fail-open rule around the stores
+ * (schedule-int.h): the host's file, and with [state] backend = redis the
+ * fleet's Redis first (DESIGN §12), the host's for a minute whenever
+ * Redis fails. One of each per process, shared by its delivery threads.
  *
  * Never: hold the store's lock while waiting, or let a store failure stop
  * a delivery (it is logged, and the session goes ahead without a lease).
@@ -17,18 +19,29 @@
 #define SCHED_POLL_MIN_MS 20
 #define SCHED_POLL_MAX_MS 200
 
+#define SCHED_FLEET_OFF_S 60  /* Redis failed: the host's store this long */
+
+/* One store of the process: the host's file, or the fleet's Redis. */
+typedef struct {
+    const SchedStoreOps *ops;
+    gpointer st;
+    char *where;
+    gint64 failed_at;  /* monotonic s of the last failed open */
+} Store;
+
 struct SchedLease {
     char *key;
     gint64 id;
     gboolean probe;
     SchedParams p;
+    Store *store;      /* where the lease was taken */
 };
 
 static GMutex sched_lock;
-static const SchedStoreOps *sched_ops;
-static gpointer sched_store;
-static char *sched_where;
-static gint64 sched_failed_at; /* monotonic s of the last failed open */
+static Store sched_local = {.ops = &sched_local_ops};
+static Store sched_fleet = {.ops = &sched_redis_ops};
+static gint64 fleet_off_until; /* monotonic s: the fleet store is skipped */
+static gint64 fleet_logged;    /* when its trouble was last logged */
 
 char *
 sched_state_path(const AgentConf *c)
@@ -43,15 +56,77 @@ sched_state_path(const AgentConf *c)
     return g_build_filename(dir, "destinations.state", NULL);
 }
 
-/* sched_get - the process's store for CONF, opened on first use; NULL
- * when scheduling is off or the store cannot be opened (logged once per
- * SCHED_RETRY_OPEN_S). Called with sched_lock held. */
-static gpointer
+static double sched_now(void);
+
+/* store_get - S opened at WHERE on first use (again when WHERE
+ * changed); NULL + ERROR, and then not tried again for
+ * SCHED_RETRY_OPEN_S unless ERROR is asked for */
+static Store *
+store_get(Store *s, const char *where, GError **error)
+{
+    gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
+
+    if (s->st != NULL && g_strcmp0(where, s->where) == 0)
+        return s;
+    if (s->st != NULL) {
+        s->ops->close(s->st);
+        s->st = NULL;
+    }
+    if (s->failed_at != 0 && now - s->failed_at < SCHED_RETRY_OPEN_S &&
+        g_strcmp0(where, s->where) == 0 && error == NULL)
+        return NULL;
+    g_free(s->where);
+    s->where = g_strdup(where);
+    s->st = s->ops->open(where, error);
+    s->failed_at = s->st == NULL ? now : 0;
+    return s->st != NULL ? s : NULL;
+}
+
+/* fleet_where - the Redis store's address line for CONF ([state]) */
+static char *
+fleet_where(const AgentConf *c)
+{
+    return g_strdup_printf("%s\n%s\n%u\n%u\n%s", c->state_redis,
+                           c->state_prefix, c->state_timeout_ms,
+                           c->state_lease_time * 1000,
+                           c->state_password_file);
+}
+
+/* fleet_trouble - the fleet store failed (ERR): the host's store for
+ * SCHED_FLEET_OFF_S, for every agent of the host (the mark is in the
+ * host's state, so each new pipe(8) run does not wait for Redis again),
+ * logged at most once a minute by all of them together */
+static void
+fleet_trouble(GError *err)
+{
+    gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
+    gboolean log = fleet_logged == 0 || now - fleet_logged >= 60;
+
+    fleet_off_until = now + SCHED_FLEET_OFF_S;
+    g_mutex_lock(&sched_lock);
+    if (sched_local.st != NULL)
+        sched_local.ops->fleet_mark(sched_local.st, sched_now(),
+                                    SCHED_FLEET_OFF_S, &log);
+    g_mutex_unlock(&sched_lock);
+    if (log) {
+        fleet_logged = now;
+        log_warning("fleet state: %s; this host's own state for %ds",
+                    err != NULL ? err->message : "failed",
+                    SCHED_FLEET_OFF_S);
+    }
+    g_clear_error(&err);
+}
+
+/* sched_get - the store for CONF: the fleet's when [state] backend =
+ * redis and it works, else the host's; NULL when scheduling is off or
+ * no store opens (logged). Called with sched_lock held. */
+static Store *
 sched_get(const AgentConf *c, GError **error)
 {
     g_autofree char *where = sched_state_path(c);
     gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
     GError *err = NULL;
+    Store *s;
 
     if (where == NULL) {
         g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_NOENT,
@@ -59,28 +134,32 @@ sched_get(const AgentConf *c, GError **error)
                     "none)");
         return NULL;
     }
-    if (sched_store != NULL && g_strcmp0(where, sched_where) == 0)
-        return sched_store;
-    if (sched_store != NULL) {
-        sched_ops->close(sched_store);
-        sched_store = NULL;
+    /* the host's store first: it also says whether Redis is off */
+    s = store_get(&sched_local, where, &err);
+    if (c->state_fleet && now >= fleet_off_until &&
+        (s == NULL || s->ops->fleet_off(s->st) <= sched_now())) {
+        g_autofree char *fw = fleet_where(c);
+        GError *ferr = NULL;
+        Store *f = store_get(&sched_fleet, fw, &ferr);
+
+        if (f != NULL) {
+            g_clear_error(&err);
+            return f;
+        }
+        if (ferr != NULL) {
+            g_mutex_unlock(&sched_lock); /* fleet_trouble takes it */
+            fleet_trouble(ferr);
+            g_mutex_lock(&sched_lock);
+        }
     }
-    if (sched_failed_at != 0 && now - sched_failed_at < SCHED_RETRY_OPEN_S &&
-        g_strcmp0(where, sched_where) == 0 && error == NULL)
-        return NULL;
-    g_free(sched_where);
-    sched_where = g_strdup(where);
-    sched_ops = &sched_local_ops;
-    sched_store = sched_ops->open(where, &err);
-    if (sched_store == NULL) {
-        sched_failed_at = now;
+    if (s != NULL)
+        return s;
+    if (err != NULL) {
         log_warning("destination state unusable, delivering without "
                     "scheduling: %s", err->message);
         g_propagate_error(error, err);
-        return NULL;
     }
-    sched_failed_at = 0;
-    return sched_store;
+    return NULL;
 }
 
 /* sched_trouble - a store operation failed: logged (the store maps its
@@ -145,15 +224,21 @@ sched_take(const AgentConf *c, const Target *t, gint64 until,
     for (;;) {
         StoreAdmit a;
         GError *err = NULL;
-        gpointer st;
+        Store *st;
         gboolean ok;
         gint64 now;
 
+        /* under the lock: the host's store in microseconds, the fleet's
+         * within [state] timeout_ms */
         g_mutex_lock(&sched_lock);
         st = sched_get(c, NULL);
-        ok = st != NULL &&
-             sched_ops->acquire(st, key, t->host, &p, sched_now(), &a, &err);
+        ok = st != NULL && st->ops->acquire(st->st, key, t->host, &p,
+                                            sched_now(), &a, &err);
         g_mutex_unlock(&sched_lock);
+        if (!ok && st == &sched_fleet) {
+            fleet_trouble(err); /* the host's own store, now */
+            continue;
+        }
         if (!ok) {
             if (st != NULL)
                 sched_trouble(err);
@@ -162,6 +247,7 @@ sched_take(const AgentConf *c, const Target *t, gint64 until,
         switch (a.verdict) {
         case STORE_GO:
             out->lease = g_new0(SchedLease, 1);
+            out->lease->store = st;
             out->lease->key = g_steal_pointer(&key);
             out->lease->id = a.lease;
             out->lease->probe = a.probe;
@@ -262,12 +348,15 @@ sched_opened(SchedLease *l, SchedResult result, const char *reason)
     if (l == NULL)
         return;
     g_mutex_lock(&sched_lock);
-    if (sched_store != NULL)
-        ok = sched_ops->opened(sched_store, l->key, l->id, l->probe, result,
-                               reason != NULL ? reason : "failed", &l->p,
-                               sched_now(), &err);
+    if (l->store != NULL && l->store->st != NULL)
+        ok = l->store->ops->opened(l->store->st, l->key, l->id, l->probe,
+                                   result, reason != NULL ? reason
+                                                          : "failed",
+                                   &l->p, sched_now(), &err);
     g_mutex_unlock(&sched_lock);
-    if (!ok)
+    if (!ok && l->store == &sched_fleet)
+        fleet_trouble(err);
+    else if (!ok)
         sched_trouble(err);
     if (result != SCHED_OK)
         sched_lease_free(l);
@@ -283,10 +372,12 @@ sched_done(gpointer lp)
     if (l == NULL)
         return;
     g_mutex_lock(&sched_lock);
-    if (sched_store != NULL)
-        ok = sched_ops->release(sched_store, l->key, l->id, &err);
+    if (l->store != NULL && l->store->st != NULL)
+        ok = l->store->ops->release(l->store->st, l->key, l->id, &err);
     g_mutex_unlock(&sched_lock);
-    if (!ok)
+    if (!ok && l->store == &sched_fleet)
+        fleet_trouble(err);
+    else if (!ok)
         sched_trouble(err);
     sched_lease_free(l);
 }
@@ -295,11 +386,11 @@ GPtrArray *
 sched_list(const AgentConf *c, GError **error)
 {
     GPtrArray *out = NULL;
-    gpointer st;
+    Store *st;
 
     g_mutex_lock(&sched_lock);
     if ((st = sched_get(c, error)) != NULL)
-        out = sched_ops->list(st, sched_now(), error);
+        out = st->ops->list(st->st, sched_now(), error);
     g_mutex_unlock(&sched_lock);
     for (guint i = 0; out != NULL && i < out->len; i++) {
         SchedServer *s = g_ptr_array_index(out, i);
@@ -345,11 +436,11 @@ int
 sched_flush(const AgentConf *c, const char *what, GError **error)
 {
     int n = -1;
-    gpointer st;
+    Store *st;
 
     g_mutex_lock(&sched_lock);
     if ((st = sched_get(c, error)) != NULL)
-        n = sched_ops->flush(st, what, error);
+        n = st->ops->flush(st->st, what, error);
     g_mutex_unlock(&sched_lock);
     return n;
 }

@@ -1,0 +1,633 @@
+/*
+ * schedule-redis.c - the destination state of a fleet of relays in Redis
+ * (DESIGN §12): the same operations as the host's file (schedule-int.h),
+ * each one Lua script, so one round trip per decision and atomic for all
+ * relays. Per server "addr:port" (PREFIX is [state] prefix):
+ *   PREFIX s:KEY  hash: window, fails, down_until (ms), reason,
+ *                 first_reason, last_start (ms), host, sessions, failures
+ *   PREFIX l:KEY  sorted set: the leases, scored by their expiry (ms)
+ *   PREFIX e:KEY  hash: lease -> "since_ms,established,probe"
+ * A relay cannot see another's processes, so a lease lives by its expiry:
+ * a thread renews the leases this process holds every third of [state]
+ * lease_time; a relay that dies frees its slots within lease_time. Every
+ * key expires by itself (a week after the last write): no cleanup job.
+ *
+ * Never: log the password, block longer than [state] timeout_ms, or keep
+ * a lock while Redis answers (the caller does not hold one either).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "log.h"
+#include "schedule-int.h"
+
+#define RS_KEEP_MS ((gint64)7 * 86400 * 1000) /* keys outlive their last write */
+
+typedef struct {
+    redisContext *c;       /* the operations' connection */
+    redisContext *renew;   /* the renewal thread's own */
+    GMutex lock;           /* guards c */
+    char *addr, *prefix, *password;
+    guint timeout_ms, lease_ms;
+    char *me;              /* "hostname:pid": lease names */
+    GMutex held_lock;
+    GHashTable *held;      /* "KEY\nLEASE-NAME" -> NULL: to renew */
+    GThread *thread;
+    gboolean stop;
+} Redis;
+
+static const char acquire_lua[] =
+    "local now, cap, init = tonumber(ARGV[1]), tonumber(ARGV[2]),"
+    " tonumber(ARGV[3])\n"
+    "local rate, reuse, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]),"
+    " tonumber(ARGV[7])\n"
+    "local stall = tonumber(ARGV[9])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
+    "local s = redis.call('HMGET', KEYS[1], 'window', 'down_until',"
+    " 'reason', 'last_start')\n"
+    "local window = tonumber(s[1]) or init\n"
+    "local down = tonumber(s[2]) or 0\n"
+    "local reason = s[3] or ''\n"
+    "if down > now then return {'down', reason, tostring(down)} end\n"
+    "local due = down > 0\n"
+    "local n = redis.call('ZCARD', KEYS[2])\n"
+    "local limit = math.min(cap, math.max(window, 1))\n"
+    "local probe, stalled = false, true\n"
+    "local e = redis.call('HGETALL', KEYS[3])\n"
+    "for i = 1, #e, 2 do\n"
+    "  if redis.call('ZSCORE', KEYS[2], e[i]) then\n"
+    "    local since, est, pr = string.match(e[i + 1],"
+    " '^(%d+),(%d),(%d)$')\n"
+    "    if pr == '1' then probe = true end\n"
+    "    if est == '1' or now - (tonumber(since) or now) < stall then"
+    " stalled = false end\n"
+    "  else redis.call('HDEL', KEYS[3], e[i]) end\n"
+    "end\n"
+    "if n == 0 then stalled = false end\n"
+    "if due and probe then\n"
+    "  return {stalled and 'down' or 'probing', reason, '0'} end\n"
+    "if not due and n >= limit then\n"
+    "  return {'busy', tostring(n), tostring(limit),"
+    " stalled and '1' or '0'} end\n"
+    "local last = tonumber(s[4]) or 0\n"
+    "if not due and rate > 0 and reuse == 0 and now - last < rate then\n"
+    "  return {'rate', tostring(rate - (now - last))} end\n"
+    "redis.call('ZADD', KEYS[2], now + ttl, ARGV[6])\n"
+    "redis.call('HSET', KEYS[3], ARGV[6], now .. ',' .. reuse .. ','"
+    " .. (due and '1' or '0'))\n"
+    "if not s[1] then redis.call('HSET', KEYS[1], 'window', init) end\n"
+    "redis.call('HSET', KEYS[1], 'host', ARGV[8])\n"
+    "if reuse == 0 then redis.call('HSET', KEYS[1], 'last_start', now)"
+    " end\n"
+    "for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[10]) end\n"
+    "return {'go', due and '1' or '0'}\n";
+
+static const char opened_lua[] =
+    "local now, cap, init = tonumber(ARGV[1]), tonumber(ARGV[2]),"
+    " tonumber(ARGV[3])\n"
+    "local result, probe = ARGV[4], ARGV[5] == '1'\n"
+    "local cohort, down_ms = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
+    "local window = tonumber(redis.call('HGET', KEYS[1], 'window')) or init\n"
+    "if result == 'ok' then\n"
+    "  local e = redis.call('HGET', KEYS[3], ARGV[9])\n"
+    "  if e then local v = string.gsub(e, ',%d,', ',1,', 1)\n"
+    "    redis.call('HSET', KEYS[3], ARGV[9], v) end\n"
+    "  local w = window + 1\n"
+    "  if probe and init > w then w = init end\n"
+    "  redis.call('HSET', KEYS[1], 'fails', 0, 'down_until', 0, 'reason',"
+    " '', 'first_reason', '', 'window', math.min(cap, w))\n"
+    "  redis.call('HINCRBY', KEYS[1], 'sessions', 1)\n"
+    "else\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[9])\n"
+    "  redis.call('HDEL', KEYS[3], ARGV[9])\n"
+    "  if result == 'failed' then\n"
+    "    local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)\n"
+    "    redis.call('HINCRBY', KEYS[1], 'failures', 1)\n"
+    "    redis.call('HSET', KEYS[1], 'window', math.max(1,"
+    " math.floor(window / 2)))\n"
+    "    local first = redis.call('HGET', KEYS[1], 'first_reason')\n"
+    "    if probe or not first or first == '' then\n"
+    "      first = ARGV[6]\n"
+    "      redis.call('HSET', KEYS[1], 'first_reason', first) end\n"
+    "    if probe or (cohort > 0 and fails >= cohort) then\n"
+    "      redis.call('HSET', KEYS[1], 'down_until', now + down_ms,"
+    " 'reason', first) end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[10])\n"
+    "return 'ok'\n";
+
+static const char release_lua[] =
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "redis.call('HDEL', KEYS[3], ARGV[1])\n"
+    "return 'ok'\n";
+
+static const char renew_lua[] =
+    "if redis.call('ZSCORE', KEYS[2], ARGV[1]) then\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
+    "  redis.call('PEXPIRE', KEYS[3], ARGV[3]) end\n"
+    "return 'ok'\n";
+
+static gint64
+now_ms(void)
+{
+    return g_get_real_time() / 1000;
+}
+
+/* rs_connect - a connection to ADDR ("unix:/path" or "host:port") with
+ * the timeouts, authenticated; NULL + *WHY */
+static redisContext *
+rs_connect(const Redis *r, char **why)
+{
+    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+    redisContext *c;
+
+    if (g_str_has_prefix(r->addr, "unix:"))
+        c = redisConnectUnixWithTimeout(r->addr + 5, tv);
+    else {
+        g_autofree char *host = g_strdup(r->addr);
+        char *colon = strrchr(host, ':');
+        int port = 6379;
+
+        if (colon != NULL) {
+            *colon = '\0';
+            port = atoi(colon + 1);
+        }
+        c = redisConnectWithTimeout(host, port, tv);
+    }
+    if (c == NULL || c->err) {
+        *why = g_strdup_printf("redis %s: %s", r->addr,
+                               c ? c->errstr : "cannot connect");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    if (r->password != NULL) {
+        redisReply *rep = redisCommand(c, "AUTH %s", r->password);
+        gboolean ok = rep != NULL && rep->type == REDIS_REPLY_STATUS;
+
+        freeReplyObject(rep);
+        if (!ok) {
+            *why = g_strdup_printf("redis %s: AUTH refused", r->addr);
+            redisFree(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* rs_eval - run SCRIPT with the three keys of server KEY and ARGV (N
+ * strings); the reply or NULL + ERROR (the connection made again at the
+ * next call) */
+static redisReply *
+rs_eval(Redis *r, redisContext **cp, const char *script, const char *key,
+        const char **argv, int n, GError **error)
+{
+    const char *args[32];
+    size_t lens[32];
+    g_autofree char *k1 = g_strconcat(r->prefix, "s:", key, NULL);
+    g_autofree char *k2 = g_strconcat(r->prefix, "l:", key, NULL);
+    g_autofree char *k3 = g_strconcat(r->prefix, "e:", key, NULL);
+    g_autofree char *sha = NULL;
+    redisReply *rep;
+    char *why = NULL;
+    int m = 0;
+
+    if (*cp == NULL && (*cp = rs_connect(r, &why)) == NULL) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s", why);
+        g_free(why);
+        return NULL;
+    }
+    /* EVALSHA: Redis keeps the scripts it ran; EVAL only the first time
+     * (NOSCRIPT), so a call sends the arguments, not the script */
+    sha = g_compute_checksum_for_string(G_CHECKSUM_SHA1, script, -1);
+    args[m++] = "EVALSHA";
+    args[m++] = sha;
+    args[m++] = "3";
+    args[m++] = k1;
+    args[m++] = k2;
+    args[m++] = k3;
+    for (int i = 0; i < n && m < 32; i++)
+        args[m++] = argv[i];
+    for (int i = 0; i < m; i++)
+        lens[i] = strlen(args[i]);
+    rep = redisCommandArgv(*cp, m, args, lens);
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+        g_str_has_prefix(rep->str, "NOSCRIPT")) {
+        freeReplyObject(rep);
+        args[0] = "EVAL";
+        args[1] = script;
+        lens[0] = 4;
+        lens[1] = strlen(script);
+        rep = redisCommandArgv(*cp, m, args, lens);
+    }
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "redis %s: %s",
+                    r->addr, rep != NULL ? rep->str
+                    : (*cp)->errstr[0] ? (*cp)->errstr : "no reply");
+        freeReplyObject(rep);
+        redisFree(*cp);
+        *cp = NULL;
+        return NULL;
+    }
+    return rep;
+}
+
+/* rs_name - the fleet-wide name of this process's lease H */
+static char *
+rs_name(const Redis *r, gint64 h)
+{
+    return g_strdup_printf("%s:%" G_GINT64_FORMAT, r->me, h);
+}
+
+static gpointer
+rs_renewer(gpointer data)
+{
+    Redis *r = data;
+    guint step = MAX(r->lease_ms / 3, 100);
+
+    for (;;) {
+        g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(g_free);
+        GHashTableIter it;
+        gpointer k;
+
+        for (guint slept = 0; slept < step; slept += 50) {
+            if (r->stop)
+                return NULL;
+            g_usleep(50 * 1000);
+        }
+        g_mutex_lock(&r->held_lock);
+        g_hash_table_iter_init(&it, r->held);
+        while (g_hash_table_iter_next(&it, &k, NULL))
+            g_ptr_array_add(list, g_strdup(k));
+        g_mutex_unlock(&r->held_lock);
+        for (guint i = 0; i < list->len; i++) {
+            char *key = g_ptr_array_index(list, i);
+            char *name = strchr(key, '\n');
+            g_autofree char *until = g_strdup_printf(
+                "%" G_GINT64_FORMAT, now_ms() + r->lease_ms);
+            g_autofree char *keep = g_strdup_printf("%" G_GINT64_FORMAT,
+                                                    RS_KEEP_MS);
+            const char *argv[3];
+            GError *err = NULL;
+            redisReply *rep;
+
+            *name++ = '\0';
+            argv[0] = name;
+            argv[1] = until;
+            argv[2] = keep;
+            rep = rs_eval(r, &r->renew, renew_lua, key, argv, 3, &err);
+            freeReplyObject(rep);
+            g_clear_error(&err); /* the lease may lapse: fail open */
+        }
+    }
+}
+
+static void
+rs_hold(Redis *r, const char *key, const char *name, gboolean on)
+{
+    g_autofree char *k = g_strconcat(key, "\n", name, NULL);
+
+    g_mutex_lock(&r->held_lock);
+    if (on)
+        g_hash_table_add(r->held, g_steal_pointer(&k));
+    else
+        g_hash_table_remove(r->held, k);
+    g_mutex_unlock(&r->held_lock);
+}
+
+static gpointer
+rs_open(const char *where, GError **error)
+{
+    /* WHERE: "ADDR\nPREFIX\nTIMEOUT_MS\nLEASE_MS\nPASSWORD-FILE" */
+    g_auto(GStrv) f = g_strsplit(where, "\n", 5);
+    Redis *r;
+    char *why = NULL;
+
+    if (g_strv_length(f) < 5) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                    "redis: bad address");
+        return NULL;
+    }
+    r = g_new0(Redis, 1);
+    r->addr = g_strdup(f[0]);
+    r->prefix = g_strdup(f[1]);
+    r->timeout_ms = MAX(1, (guint)atoi(f[2]));
+    r->lease_ms = MAX(1000, (guint)atoi(f[3]));
+    if (f[4][0] != '\0') {
+        gchar *pw = NULL;
+
+        if (!g_file_get_contents(f[4], &pw, NULL, NULL)) {
+            g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                        "redis: cannot read the password file %s", f[4]);
+            g_free(r->addr);
+            g_free(r->prefix);
+            g_free(r);
+            return NULL;
+        }
+        r->password = g_strdup(g_strstrip(pw));
+        g_free(pw);
+    }
+    r->me = g_strdup_printf("%s:%d", g_get_host_name(), (int)getpid());
+    g_mutex_init(&r->lock);
+    g_mutex_init(&r->held_lock);
+    r->held = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    if ((r->c = rs_connect(r, &why)) == NULL) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s", why);
+        g_free(why);
+        g_hash_table_destroy(r->held);
+        g_free(r->addr);
+        g_free(r->prefix);
+        g_free(r->password);
+        g_free(r->me);
+        g_free(r);
+        return NULL;
+    }
+    r->thread = g_thread_new("rr-lease-renew", rs_renewer, r);
+    return r;
+}
+
+static void
+rs_close(gpointer st)
+{
+    Redis *r = st;
+
+    if (r == NULL)
+        return;
+    r->stop = TRUE;
+    g_thread_join(r->thread);
+    redisFree(r->c);
+    redisFree(r->renew);
+    g_hash_table_destroy(r->held);
+    g_free(r->addr);
+    g_free(r->prefix);
+    if (r->password != NULL)
+        memset(r->password, 0, strlen(r->password));
+    g_free(r->password);
+    g_free(r->me);
+    g_free(r);
+}
+
+/* rs_str - element I of array reply REP as a string, "" when absent */
+static const char *
+rs_str(const redisReply *rep, size_t i)
+{
+    return rep->type == REDIS_REPLY_ARRAY && i < rep->elements &&
+                   rep->element[i]->type == REDIS_REPLY_STRING
+               ? rep->element[i]->str : "";
+}
+
+static gboolean
+rs_acquire(gpointer st, const char *key, const char *host,
+           const SchedParams *p, double now, StoreAdmit *out, GError **error)
+{
+    Redis *r = st;
+    static gint counter;
+    gint64 h = (gint64)g_atomic_int_add(&counter, 1) + 1;
+    g_autofree char *name = rs_name(r, h);
+    g_autofree char *a_now = g_strdup_printf("%" G_GINT64_FORMAT,
+                                             (gint64)(now * 1000));
+    g_autofree char *a_cap = g_strdup_printf("%u", p->cap);
+    g_autofree char *a_init = g_strdup_printf("%u", p->initial);
+    g_autofree char *a_rate = g_strdup_printf("%u", p->rate_ms);
+    g_autofree char *a_ttl = g_strdup_printf("%u", r->lease_ms);
+    g_autofree char *a_keep = g_strdup_printf("%" G_GINT64_FORMAT,
+                                              RS_KEEP_MS);
+    const char *argv[] = {a_now, a_cap, a_init, a_rate, p->reuse ? "1" : "0",
+                          name, a_ttl, host, "500", a_keep};
+    redisReply *rep;
+    const char *v;
+
+    memset(out, 0, sizeof *out);
+    g_mutex_lock(&r->lock);
+    rep = rs_eval(r, &r->c, acquire_lua, key, argv, G_N_ELEMENTS(argv),
+                  error);
+    g_mutex_unlock(&r->lock);
+    if (rep == NULL)
+        return FALSE;
+    v = rs_str(rep, 0);
+    if (strcmp(v, "go") == 0) {
+        out->verdict = STORE_GO;
+        out->lease = h;
+        out->probe = strcmp(rs_str(rep, 1), "1") == 0;
+        rs_hold(r, key, name, TRUE);
+    } else if (strcmp(v, "down") == 0 || strcmp(v, "probing") == 0) {
+        out->verdict = v[0] == 'd' ? STORE_DOWN : STORE_PROBING;
+        out->reason = g_strdup(rs_str(rep, 1));
+        out->until = g_ascii_strtoll(rs_str(rep, 2), NULL, 10) / 1000;
+    } else if (strcmp(v, "busy") == 0) {
+        out->verdict = STORE_BUSY;
+        out->active = (guint)atoi(rs_str(rep, 1));
+        out->window = (guint)atoi(rs_str(rep, 2));
+        out->stalled = strcmp(rs_str(rep, 3), "1") == 0;
+    } else if (strcmp(v, "rate") == 0) {
+        out->verdict = STORE_RATE;
+        out->wait_ms = (guint)atoi(rs_str(rep, 1));
+    } else {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                    "redis %s: unexpected reply to acquire", r->addr);
+        freeReplyObject(rep);
+        return FALSE;
+    }
+    freeReplyObject(rep);
+    return TRUE;
+}
+
+static gboolean
+rs_opened(gpointer st, const char *key, gint64 lease, gboolean probe,
+          SchedResult result, const char *reason, const SchedParams *p,
+          double now, GError **error)
+{
+    Redis *r = st;
+    g_autofree char *name = rs_name(r, lease);
+    g_autofree char *a_now = g_strdup_printf("%" G_GINT64_FORMAT,
+                                             (gint64)(now * 1000));
+    g_autofree char *a_cap = g_strdup_printf("%u", p->cap);
+    g_autofree char *a_init = g_strdup_printf("%u", p->initial);
+    g_autofree char *a_cohort = g_strdup_printf("%u", p->cohort);
+    g_autofree char *a_down = g_strdup_printf("%u", p->down_time * 1000);
+    g_autofree char *a_keep = g_strdup_printf("%" G_GINT64_FORMAT,
+                                              RS_KEEP_MS);
+    const char *argv[] = {a_now, a_cap, a_init,
+                          result == SCHED_OK ? "ok"
+                          : result == SCHED_FAILED ? "failed" : "neutral",
+                          probe ? "1" : "0", reason ? reason : "", a_cohort,
+                          a_down, name, a_keep};
+    redisReply *rep;
+
+    if (result != SCHED_OK)
+        rs_hold(r, key, name, FALSE);
+    g_mutex_lock(&r->lock);
+    rep = rs_eval(r, &r->c, opened_lua, key, argv, G_N_ELEMENTS(argv),
+                  error);
+    g_mutex_unlock(&r->lock);
+    freeReplyObject(rep);
+    return rep != NULL;
+}
+
+static gboolean
+rs_release(gpointer st, const char *key, gint64 lease, GError **error)
+{
+    Redis *r = st;
+    g_autofree char *name = rs_name(r, lease);
+    const char *argv[] = {name};
+    redisReply *rep;
+
+    rs_hold(r, key, name, FALSE);
+    g_mutex_lock(&r->lock);
+    rep = rs_eval(r, &r->c, release_lua, key, argv, 1, error);
+    g_mutex_unlock(&r->lock);
+    freeReplyObject(rep);
+    return rep != NULL;
+}
+
+/* rs_cmd - one plain command on the operations' connection (locked) */
+static redisReply *
+rs_cmd(Redis *r, GError **error, const char *fmt, ...)
+{
+    redisReply *rep;
+    va_list ap;
+    char *why = NULL;
+
+    if (r->c == NULL && (r->c = rs_connect(r, &why)) == NULL) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s", why);
+        g_free(why);
+        return NULL;
+    }
+    va_start(ap, fmt);
+    rep = redisvCommand(r->c, fmt, ap);
+    va_end(ap);
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "redis %s: %s",
+                    r->addr, rep ? rep->str : r->c->errstr);
+        freeReplyObject(rep);
+        redisFree(r->c);
+        r->c = NULL;
+        return NULL;
+    }
+    return rep;
+}
+
+/* rs_keys - the servers the fleet knows (KEY without the prefix) */
+static GPtrArray *
+rs_keys(Redis *r, GError **error)
+{
+    g_autofree char *match = g_strconcat(r->prefix, "s:*", NULL);
+    GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
+    gsize pl = strlen(r->prefix) + 2;
+    char cursor[32] = "0";
+
+    do {
+        redisReply *rep = rs_cmd(r, error, "SCAN %s MATCH %s COUNT 500",
+                                 cursor, match);
+
+        if (rep == NULL || rep->type != REDIS_REPLY_ARRAY ||
+            rep->elements != 2) {
+            freeReplyObject(rep);
+            g_ptr_array_unref(keys);
+            return NULL;
+        }
+        g_strlcpy(cursor, rep->element[0]->str, sizeof cursor);
+        for (size_t i = 0; i < rep->element[1]->elements; i++)
+            g_ptr_array_add(keys, g_strdup(rep->element[1]->element[i]->str
+                                           + pl));
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0);
+    return keys;
+}
+
+static GPtrArray *
+rs_list(gpointer st, double now, GError **error)
+{
+    Redis *r = st;
+    GPtrArray *out = NULL, *keys;
+
+    g_mutex_lock(&r->lock);
+    if ((keys = rs_keys(r, error)) == NULL)
+        goto out;
+    out = g_ptr_array_new_with_free_func((GDestroyNotify)sched_server_free);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = g_ptr_array_index(keys, i);
+        SchedServer *s = g_new0(SchedServer, 1);
+        redisReply *h = rs_cmd(r, NULL, "HMGET %s%s%s %s %s %s %s %s %s %s",
+                               r->prefix, "s:", key, "host", "window",
+                               "fails", "down_until", "reason", "sessions",
+                               "failures");
+        redisReply *n = rs_cmd(r, NULL, "ZCOUNT %sl:%s %lld +inf",
+                               r->prefix, key, (long long)(now * 1000));
+
+        s->key = g_strdup(key);
+        if (h != NULL) {
+            gint64 down = g_ascii_strtoll(rs_str(h, 3), NULL, 10);
+
+            s->host = g_strdup(rs_str(h, 0));
+            s->window = (guint)atoi(rs_str(h, 1));
+            s->fails = (guint)atoi(rs_str(h, 2));
+            s->down_until = down / 1000;
+            s->reason = *rs_str(h, 4) ? g_strdup(rs_str(h, 4)) : NULL;
+            s->sessions = g_ascii_strtoull(rs_str(h, 5), NULL, 10);
+            s->failures = g_ascii_strtoull(rs_str(h, 6), NULL, 10);
+        }
+        if (n != NULL && n->type == REDIS_REPLY_INTEGER)
+            s->active = (guint)n->integer;
+        freeReplyObject(h);
+        freeReplyObject(n);
+        g_ptr_array_add(out, s);
+    }
+    g_ptr_array_unref(keys);
+out:
+    g_mutex_unlock(&r->lock);
+    return out;
+}
+
+static int
+rs_flush(gpointer st, const char *what, GError **error)
+{
+    Redis *r = st;
+    GPtrArray *keys;
+    gsize wl = strlen(what);
+    int n = 0;
+
+    g_mutex_lock(&r->lock);
+    if ((keys = rs_keys(r, error)) == NULL) {
+        g_mutex_unlock(&r->lock);
+        return -1;
+    }
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = g_ptr_array_index(keys, i);
+        redisReply *h = rs_cmd(r, NULL, "HGET %ss:%s host", r->prefix, key);
+        gboolean match = strcmp(key, what) == 0 ||
+                         (strncmp(key, what, wl) == 0 && key[wl] == ':') ||
+                         (h != NULL && h->type == REDIS_REPLY_STRING &&
+                          g_ascii_strcasecmp(h->str, what) == 0);
+
+        freeReplyObject(h);
+        if (!match)
+            continue;
+        freeReplyObject(rs_cmd(r, NULL, "HSET %ss:%s fails 0 down_until 0 "
+                               "reason %s first_reason %s", r->prefix, key,
+                               "", ""));
+        n++;
+    }
+    g_ptr_array_unref(keys);
+    g_mutex_unlock(&r->lock);
+    return n;
+}
+
+const SchedStoreOps sched_redis_ops = {
+    .name = "redis",
+    .open = rs_open,
+    .close = rs_close,
+    .acquire = rs_acquire,
+    .opened = rs_opened,
+    .release = rs_release,
+    .list = rs_list,
+    .flush = rs_flush,
+};

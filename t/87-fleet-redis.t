@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+# 87-fleet-redis.t - destination state shared by a fleet of relays in
+# Redis (DESIGN §12): a real redis-server on a unix socket of the test's
+# own, two relays (two agent configurations with their own journals and
+# host state, [state] backend = redis):
+#   1. a server that greets 421: relay A's two failures mark it down for
+#      the fleet; relay B defers at once, without a connection;
+#   2. a fleet-wide cap: a tarpit, cap 2, three agents on each relay at
+#      once: never more than 2 sessions on it, counted at the socket;
+#   3. a relay that dies (SIGKILL of the slot holder): its slot lapses
+#      after [state] lease_time (3 s here), not before; then B gets it;
+#   4. Redis paused (SIGSTOP) and stopped: deliveries go on with the
+#      host's own state, each within the command timeout, all delivered;
+#      the log says so once; --destinations shows the fleet's view.
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+sys.dont_write_bytecode = True
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "lib"))
+import rrtest
+from rrtest import ok, is_, like, diag, done
+from badserver import BadServer
+from smtpsink import SmtpSink
+
+rrtest.require_root()
+if not shutil.which("redis-server"):
+    rrtest.skip_all("redis-server is not installed")
+
+rdir = rrtest.subdir("redis", owner=rrtest.TEST_USER)
+SOCK = os.path.join(rdir, "redis.sock")
+
+
+def redis_start():
+    p = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", SOCK,
+                          "--unixsocketperm", "777", "--save", "",
+                          "--appendonly", "no", "--dir", rdir],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rrtest.at_cleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+    rrtest.wait_until(lambda: os.path.exists(SOCK), 10, what="redis socket")
+    return p
+
+
+redis = redis_start()
+FLEET = ("\n[state]\nbackend = redis\nredis = unix:%s\nlease_time = 3s\n"
+         "timeout_ms = 200\n" % SOCK)
+
+
+def relay(name, sched=""):
+    a = rrtest.Agent(name=name, relay="[127.0.0.1]:25", deadline="60s",
+                     timeouts={"connect_timeout": "3s",
+                               "helo_timeout": "6s"})
+    a.write_conf(extra_text="\n[schedule]\n" + sched + FLEET)
+    return a
+
+
+SCHED = "failure_cohort = 2\ndown_time = 30s\n"
+A, B = relay("relayA", SCHED), relay("relayB", SCHED)
+qn = [0]
+
+
+def run(agent, port, rcpt="r@dest.test"):
+    qn[0] += 1
+    return agent.run([rcpt], queue_id="87F%05X" % qn[0],
+                     nexthop="[127.0.0.1]:%d" % port)
+
+
+# --- 1. a dead mark for the fleet ---------------------------------------------------
+bad = BadServer("421")
+p421 = bad.start()
+run(A, p421)
+run(A, p421)
+is_(bad.counts()[0], 2, "relay A: two connections, two 421 greetings")
+r = run(B, p421)
+like(r.out, r"^4\.4\.1 delivery temporarily suspended: host 127\.0\.0\.1"
+     r"\[127\.0\.0\.1\] refused to talk to me: 421", "relay B: suspended by "
+     "A's mark, with A's reason")
+is_(bad.counts()[0], 2, "relay B made no connection")
+p = subprocess.run([B.binary, "--destinations", "-c", B.conf],
+                   capture_output=True, text=True)
+like(p.stdout, r"127\.0\.0\.1:%d .*down for \d+s more: host" % p421,
+     "--destinations on relay B shows the fleet's view")
+bad.stop()
+
+# --- 2. a fleet-wide cap ---------------------------------------------------------------
+CAP = "concurrency = 2\ninitial_concurrency = 2\nslot_wait = 20s\n" \
+      "failure_cohort = 0\n"
+A2, B2 = relay("relayA2", CAP), relay("relayB2", CAP)
+tar = BadServer("tarpit")
+ptar = tar.start()
+out = []
+
+
+def one(agent, i):
+    out.append(run(agent, ptar, "c%d@dest.test" % i))
+
+
+ts = [threading.Thread(target=one, args=(A2 if i % 2 else B2, i))
+      for i in range(6)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+is_(tar.counts()[2], 2, "3 agents on each relay, fleet cap 2: at most 2 "
+    "sessions on the tarpit at once")
+is_(sorted(r.out[:5] for r in out), ["4.4.2"] * 2 + ["4.4.5"] * 4,
+    "2 greeting timeouts, 4 deferred 4.4.5 (concurrency limit reached)")
+tar.stop()
+
+# --- 3. a dead relay's slot lapses -----------------------------------------------------------
+ONE = "concurrency = 1\ninitial_concurrency = 1\nslot_wait = 1s\n" \
+      "failure_cohort = 0\n"
+A3, B3 = relay("relayA3", ONE), relay("relayB3", ONE)
+tar = BadServer("tarpit")
+ptar = tar.start()
+pw = rrtest.ensure_user()
+holder = subprocess.Popen(
+    [A3.binary, "-c", A3.conf, "-i", "87KILL", "-n", "[127.0.0.1]:%d" % ptar,
+     "-f", "s@src.test", "--", "k@dest.test"], stdin=subprocess.PIPE,
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=A3.env(),
+    user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+holder.stdin.write(rrtest.sample_message("s@src.test", ["k@dest.test"])
+                   .encode())
+holder.stdin.close()
+rrtest.wait_until(lambda: tar.counts()[1] == 1, 10, what="holder connected")
+holder.send_signal(signal.SIGKILL)
+holder.wait()
+t_kill = time.monotonic()
+r = run(B3, ptar)
+like(r.out, r"^4\.4\.5 concurrency limit reached: 1 of 1", "at once after "
+     "the kill: the lease still holds the slot for the fleet (4.4.5)")
+time.sleep(max(0, 3.5 - (time.monotonic() - t_kill)))
+before = tar.counts()[0]
+r = run(B3, ptar)
+is_(tar.counts()[0], before + 1, "after lease_time the slot is free: relay "
+    "B connects")
+tar.stop()
+
+# --- 4. Redis away --------------------------------------------------------------------------------
+good = SmtpSink({"hostname": "good.test"})
+pgood = good.start()
+rrtest.at_cleanup(good.stop)
+redis.send_signal(signal.SIGSTOP)
+t0 = time.monotonic()
+r = run(A, pgood, "stalled@dest.test")
+el = time.monotonic() - t0
+redis.send_signal(signal.SIGCONT)
+like(r.out, r"^2\.0\.0", "Redis paused: delivered (%.2fs)" % el)
+ok(el < 3, "within the command timeout, not stuck (%.2fs)" % el)
+ok([l for l in A.log_lines() if "fleet state:" in l and "own state" in l],
+   "the log says the host's own state is used")
+redis.kill()
+redis.wait()
+res = [run(B, pgood, "down%d@dest.test" % i) for i in range(5)]
+is_([x.rc for x in res], [0] * 5, "Redis stopped: 5 more delivered")
+is_(sorted(r for m in good.messages() for r in m["rcpts"]),
+    sorted(["stalled@dest.test"] + ["down%d@dest.test" % i
+                                    for i in range(5)]),
+    "each exactly once")
+is_(len([l for l in B.log_lines() if "fleet state:" in l]), 1,
+    "relay B logged the trouble once")
+done()
