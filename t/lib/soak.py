@@ -120,6 +120,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
+    rrtest._done = True      # a program, not a TAP test: no plan to end
     rrtest._run_cleanups()
     sys.exit(1 if res["fail"] else 0)
 
