@@ -5,6 +5,8 @@
 # host state, [state] backend = redis):
 #   1. a server that greets 421: relay A's two failures mark it down for
 #      the fleet; relay B defers at once, without a connection;
+#   1b. relay A learns limit 3 from a limit-3 server; relay B's first
+#      session to it sends at most 3 RCPTs per transaction, none refused;
 #   2. a fleet-wide cap: a tarpit, cap 2, three agents on each relay at
 #      once: never more than 2 sessions on it, counted at the socket;
 #   3. a relay that dies (SIGKILL of the slot holder): its slot lapses
@@ -86,6 +88,34 @@ p = subprocess.run([B.binary, "--destinations", "-c", B.conf],
 like(p.stdout, r"127\.0\.0\.1:%d .*down for \d+s more: host" % p421,
      "--destinations on relay B shows the fleet's view")
 bad.stop()
+
+# --- 1b. a limit learned by one relay, used by the other ------------------------------
+lim = SmtpSink({"hostname": "limit3.test", "rcpt_max": 3})
+plim = lim.start()
+rrtest.at_cleanup(lim.stop)
+ra = A.run(["a%d@dest.test" % i for i in range(10)], queue_id="87LA",
+           nexthop="[127.0.0.1]:%d" % plim)
+is_(ra.rc, 0, "relay A: 10 recipients to a limit-3 server, delivered")
+ok([l for l in A.log_lines() if "learned limit 3" in l], "relay A learned "
+   "the limit 3")
+conns_a = lim.connections()
+rb = B.run(["b%d@dest.test" % i for i in range(10)], queue_id="87LB",
+           nexthop="[127.0.0.1]:%d" % plim)
+is_(rb.rc, 0, "relay B: 10 more, delivered")
+b_conn = [e for e in lim.transcript() if e["conn"] > conns_a]
+rcpts_per_tx, cur = [], 0
+for e in b_conn:
+    if e["dir"] == "c" and e["line"].upper().startswith("RCPT"):
+        cur += 1
+    elif e["dir"] == "c" and e["line"].upper().startswith("DATA"):
+        rcpts_per_tx.append(cur)
+        cur = 0
+is_(rcpts_per_tx, [3, 3, 3, 1], "relay B's first session sends at most 3 "
+    "RCPTs per transaction (the fleet's limit)")
+is_([e["line"][:3] for e in b_conn if e["dir"] == "s"
+     and e["line"].startswith("452")], [], "and none is refused")
+ok([l for l in B.log_lines() if "limit 3 the fleet learned" in l],
+   "relay B's log says where the limit came from")
 
 # --- 2. a fleet-wide cap ---------------------------------------------------------------
 CAP = "concurrency = 2\ninitial_concurrency = 2\nslot_wait = 20s\n" \

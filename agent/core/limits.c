@@ -10,6 +10,7 @@
  * Never: lower a limit learned already to "none", or decide a round.
  */
 #include "deliver-int.h"
+#include "schedule.h"
 #include "log.h"
 
 /* server_key - learned limits are per server address */
@@ -38,6 +39,12 @@ limits_get(Run *run)
                      run->d->queue_id, smtp_session_relay(run->session),
                      l->rcpt_limit, l->one_domain ? ", one domain per "
                                                     "transaction" : "");
+        else if (sched_limits_get(run->d->conf, key, &l->rcpt_limit,
+                                  &l->one_domain)) /* another relay's */
+            log_info("%s: %s: using limit %u%s the fleet learned",
+                     run->d->queue_id, smtp_session_relay(run->session),
+                     l->rcpt_limit, l->one_domain ? ", one domain per "
+                                                    "transaction" : "");
         g_hash_table_insert(run->d->limits, key, l);
         key = NULL;
     }
@@ -52,7 +59,7 @@ limits_learn(Run *run, guint k, gboolean one_domain)
 {
     char *key = server_key(smtp_session_target(run->session));
     char *spare = key; /* freed at the end unless the table took it */
-    ServerLimits *l;
+    ServerLimits *l, learned;
 
     g_mutex_lock(&run->d->lock);
     l = g_hash_table_lookup(run->d->limits, key);
@@ -67,7 +74,11 @@ limits_learn(Run *run, guint k, gboolean one_domain)
         l->one_domain = TRUE;
     if (run->d->dblog != NULL) /* stored for later runs at the end */
         dblog_limits_put(run->d->dblog, key, l->rcpt_limit, l->one_domain);
+    learned = *l;
     g_mutex_unlock(&run->d->lock);
+    /* and for the other relays at once (DESIGN §12) */
+    sched_limits_put(run->d->conf, key, learned.rcpt_limit,
+                     learned.one_domain);
     g_free(spare);
     if (k > 0)
         log_info("%s: %s: learned limit %u recipients per transaction",

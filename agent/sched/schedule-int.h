@@ -66,6 +66,14 @@ typedef struct {
     /* the host's store only (NULL elsewhere): until when every agent of
      * the host skips the fleet's store, and marking it off for OFF_S
      * seconds from NOW (*LOG: no agent logged it in the last minute) */
+    /* the fleet's store only (NULL elsewhere): the learned limits of
+     * server KEY (§6) that another relay may use */
+    gboolean (*limits_get)(gpointer st, const char *key, guint max_age,
+                           guint *rcpt_limit, gboolean *one_domain,
+                           GError **error);
+    gboolean (*limits_put)(gpointer st, const char *key, guint rcpt_limit,
+                           gboolean one_domain, guint max_age,
+                           GError **error);
     double (*fleet_off)(gpointer st);
     void (*fleet_mark)(gpointer st, double now, double off_s,
                        gboolean *log);

@@ -621,6 +621,65 @@ rs_flush(gpointer st, const char *what, GError **error)
     return n;
 }
 
+/* The learned limits: PREFIX m:KEY, a hash (rcpt_limit, one_domain,
+ * time, by) that expires after [agent] limits_expire; a smaller limit or
+ * one domain, learned anywhere, wins, as in one relay's own learning. */
+static gboolean
+rs_limits_get(gpointer st, const char *key, guint max_age, guint *limit,
+              gboolean *one_domain, GError **error)
+{
+    Redis *r = st;
+    redisReply *h;
+    gboolean found;
+
+    g_mutex_lock(&r->lock);
+    h = rs_cmd(r, error, "HMGET %sm:%s rcpt_limit one_domain time",
+               r->prefix, key);
+    g_mutex_unlock(&r->lock);
+    if (h == NULL)
+        return FALSE;
+    found = *rs_str(h, 0) != '\0' &&
+            now_ms() / 1000 - g_ascii_strtoll(rs_str(h, 2), NULL, 10) <=
+                (gint64)max_age;
+    if (found) {
+        *limit = (guint)atoi(rs_str(h, 0));
+        *one_domain = strcmp(rs_str(h, 1), "1") == 0;
+    }
+    freeReplyObject(h);
+    return found;
+}
+
+static const char limits_lua[] =
+    "local old = tonumber(redis.call('HGET', KEYS[1], 'rcpt_limit')) or 0\n"
+    "local k = tonumber(ARGV[1])\n"
+    "if k > 0 and (old == 0 or k < old) then old = k end\n"
+    "local one = redis.call('HGET', KEYS[1], 'one_domain') == '1'"
+    " or ARGV[2] == '1'\n"
+    "redis.call('HSET', KEYS[1], 'rcpt_limit', old, 'one_domain',"
+    " one and '1' or '0', 'time', ARGV[3], 'by', ARGV[4])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
+    "return 'ok'\n";
+
+static gboolean
+rs_limits_put(gpointer st, const char *key, guint limit, gboolean one_domain,
+              guint max_age, GError **error)
+{
+    Redis *r = st;
+    g_autofree char *k = g_strconcat(r->prefix, "m:", key, NULL);
+    g_autofree char *a_k = g_strdup_printf("%u", limit);
+    g_autofree char *a_t = g_strdup_printf("%" G_GINT64_FORMAT,
+                                           now_ms() / 1000);
+    g_autofree char *a_e = g_strdup_printf("%u", MAX(max_age, 1));
+    redisReply *rep;
+
+    g_mutex_lock(&r->lock);
+    rep = rs_cmd(r, error, "EVAL %s 1 %s %s %s %s %s %s", limits_lua, k, a_k,
+                 one_domain ? "1" : "0", a_t, g_get_host_name(), a_e);
+    g_mutex_unlock(&r->lock);
+    freeReplyObject(rep);
+    return rep != NULL;
+}
+
 const SchedStoreOps sched_redis_ops = {
     .name = "redis",
     .open = rs_open,
@@ -630,4 +689,6 @@ const SchedStoreOps sched_redis_ops = {
     .release = rs_release,
     .list = rs_list,
     .flush = rs_flush,
+    .limits_get = rs_limits_get,
+    .limits_put = rs_limits_put,
 };

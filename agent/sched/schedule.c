@@ -444,3 +444,43 @@ sched_flush(const AgentConf *c, const char *what, GError **error)
     g_mutex_unlock(&sched_lock);
     return n;
 }
+
+gboolean
+sched_limits_get(const AgentConf *c, const char *key, guint *rcpt_limit,
+                 gboolean *one_domain)
+{
+    GError *err = NULL;
+    gboolean found = FALSE;
+    Store *st;
+
+    if (!c->state_fleet || c->limits_expire == 0)
+        return FALSE;
+    g_mutex_lock(&sched_lock);
+    st = sched_get(c, NULL);
+    if (st == &sched_fleet)
+        found = st->ops->limits_get(st->st, key, c->limits_expire,
+                                    rcpt_limit, one_domain, &err);
+    g_mutex_unlock(&sched_lock);
+    if (err != NULL)
+        fleet_trouble(err);
+    return found;
+}
+
+void
+sched_limits_put(const AgentConf *c, const char *key, guint rcpt_limit,
+                 gboolean one_domain)
+{
+    GError *err = NULL;
+    Store *st;
+
+    if (!c->state_fleet || c->limits_expire == 0)
+        return;
+    g_mutex_lock(&sched_lock);
+    st = sched_get(c, NULL);
+    if (st == &sched_fleet)
+        (void)st->ops->limits_put(st->st, key, rcpt_limit, one_domain,
+                                  c->limits_expire, &err);
+    g_mutex_unlock(&sched_lock);
+    if (err != NULL)
+        fleet_trouble(err);
+}

@@ -84,6 +84,15 @@ void sched_server_free(SchedServer *s);
  * matching WHAT (a host name, an address, or addr:port); how many; -1 +
  * ERROR when the state cannot be written */
 int sched_flush(const AgentConf *conf, const char *what, GError **error);
+/* sched_limits_get - the learned limits (DESIGN §6) of server KEY that
+ * the fleet knows ([state] backend = redis, within limits_expire); FALSE
+ * when none or not a fleet */
+gboolean sched_limits_get(const AgentConf *conf, const char *key,
+                          guint *rcpt_limit, gboolean *one_domain);
+/* sched_limits_put - tell the fleet what this run learned of KEY */
+void sched_limits_put(const AgentConf *conf, const char *key,
+                      guint rcpt_limit, gboolean one_domain);
+
 /* sched_state_path - the state file CONF names ("" = beside the
  * journal), NULL when scheduling is off */
 char *sched_state_path(const AgentConf *conf);
