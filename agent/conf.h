@@ -7,18 +7,13 @@
 
 #include <glib.h>
 #include "config.h"
+#include "dblog.h"
 #include "reply.h"
 #include "sasl.h"
 #include "smtpopt.h"
 #include "target.h"
 #include "tls.h"
 
-/* [log] transcript: which SMTP conversations the delivery log keeps */
-typedef enum {
-    AGENT_TRANSCRIPT_NO,
-    AGENT_TRANSCRIPT_YES,
-    AGENT_TRANSCRIPT_ON_FAILURE, /* connections where not all were sent */
-} AgentTranscript;
 
 typedef struct {
     /* [agent] */

@@ -1,5 +1,5 @@
 /*
- * fuzz/spool.c - the spool's DATA encoder (agent/core/spool.c): the message
+ * fuzz/spool.c - the spool's DATA encoder (agent/store/spool.c): the message
  * goes in through a pipe as pipe(8) gives it, comes out in DATA form.
  * Property: undoing the DATA form (final ".", dot-stuffing, CRLF) gives
  * back the NORMALISED input: LF and CRLF line ends alike, a final newline

@@ -9,7 +9,13 @@
 #define RR_DBLOG_H
 
 #include <glib.h>
-#include "conf.h"
+
+/* [log] transcript: which SMTP conversations the delivery log keeps */
+typedef enum {
+    AGENT_TRANSCRIPT_NO,
+    AGENT_TRANSCRIPT_YES,
+    AGENT_TRANSCRIPT_ON_FAILURE, /* connections where not all were sent */
+} AgentTranscript;
 #include "smtpopt.h"
 
 typedef struct DbLog DbLog;
