@@ -12,6 +12,7 @@
 #   make install-user the "rapidretry" system user and /var/lib/rapidretry
 #   make torture      SEED=1 N=300 J=1: the fault-injection campaign
 #   make soak         N=100000: one resident LMTP-mode agent, RSS and fds
+#   make torture-lmtp SEED=1 N=300 J=1: the LMTP-mode fault campaign
 #   make fuzz         the libFuzzer targets, FUZZ_TIME seconds each
 
 # Order of the libraries: the dynamic loader resolves every symbol of every
@@ -307,10 +308,16 @@ N_SOAK = $(if $(filter soak,$(MAKECMDGOALS)),$(or $(N),100000),100000)
 soak: all
 	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/soak.py -n $(N_SOAK) --every 10000
 
+# the LMTP-mode fault campaign (t/lib/torture_lmtp.py; make check: 300)
+torture-lmtp: all
+	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/torture_lmtp.py --seed $(SEED) \
+	    -n $(N) -j $(J)
+
 torture: all
 	RR_BUILD=$(CURDIR)/$(B) RR_ASAN=$(if $(filter asan,$(VARIANT)),1,0) \
 	    python3 t/lib/torture.py --seed $(SEED) -n $(N) -j $(J)
 
 .PHONY: all check check-asan deps format clean install uninstall soak \
+        torture-lmtp \
 	install-user demo bench torture fuzz fuzzers deb
 .SECONDARY:
