@@ -40,7 +40,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *f[2 + 5 * 4] = {NULL};
-    DsnRecipient r[4];
+    DsnRecipient r[4] = {{0}};
     char *s = g_malloc(size + 1);
     gsize nf = 0, n, count = 0;
     GError *err = NULL;
@@ -70,6 +70,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         r[i].relay = g[2];
         r[i].diagnostic = g[3];
         r[i].reason = g[4] != NULL ? g[4] : "failed";
+        if (size & 8) /* the ORCPT of a "relayed" notice */
+            r[i].orcpt = r[i].recipient;
     }
     /* main.c lets only [A-Za-z0-9]+ queue ids through (Postfix's own) */
     if (f[0][0] == '\0' ||
