@@ -152,12 +152,17 @@ class Worker:
                 s.proc.send_signal(sig)
                 hazard.add(m)
                 if sig == signal.SIGTERM:   # it answers, then ends
-                    s.reply(5)
-                    for _ in rcpts:
-                        s.reply(5)
-                    s.reply(5)
-                    final = s.replies(len(rcpts), timeout=15)
-                    for r, line in zip(rcpts, final):
+                    s.reply(5)              # XFORWARD
+                    s.reply(5)              # MAIL
+                    rr = ["\n".join(s.reply(5)) for _ in rcpts]
+                    data = "\n".join(s.reply(5))
+                    acc = [r for r, x in zip(rcpts, rr) if x.startswith("2")]
+                    for r, x in zip(rcpts, rr):
+                        if not x.startswith("2"):
+                            replies[(m, r)] = x
+                    final = s.replies(len(acc), timeout=15) \
+                        if data.startswith("354") else []
+                    for r, line in zip(acc, final):  # in RCPT order
                         replies[(m, r)] = line
                     s.wait(15)
                 s.kill()
@@ -205,6 +210,10 @@ class Worker:
                         res["fail"].append(("answered", sc.family, line))
                         continue
                     m, r = key
+                    if "<" in line and "<%s>" % r.lower() not in line.lower():
+                        res["fail"].append(("answered", sc.family, "%s got "
+                                            "another's reply: %s"
+                                            % (r, line[:120])))
                     if line.startswith("2"):
                         final[key] = "2"
                         if r.lower() not in taken_now:
