@@ -61,8 +61,10 @@ batch_journal_open(const AgentConf *conf, const char **dsn, GError **error)
     GError *err = NULL;
     Journal *j = journal_open(conf->journal, conf->journal_expire, &err);
 
-    if (j != NULL)
+    if (j != NULL && (conf->journal_sync
+                      || journal_set_sync(j, FALSE, &err)))
         return j;
+    journal_close(j);
     /* a journal of a newer release: our configuration, not the mail */
     *dsn = g_error_matches(err, JOURNAL_ERROR, JOURNAL_ERROR_NEWER)
                ? "4.3.5" : "4.3.0";
@@ -105,9 +107,9 @@ batch_open(const BatchParams *p, const char **dsn, GError **error)
         d->own_journal = TRUE;
     }
     /* the delivery log is best effort: it never stops a delivery */
-    d->dblog = dblog_new(conf->log_database, p->queue_id, p->sender,
-                         conf->transcript_mode, conf->log_max_size,
-                         conf->log_retention);
+    d->dblog = dblog_new(p->dblog, conf->log_database, p->queue_id,
+                         p->sender, conf->transcript_mode,
+                         conf->log_max_size, conf->log_retention);
     return d;
 fail:
     batch_free(d);

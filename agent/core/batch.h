@@ -14,6 +14,7 @@
 #include <glib.h>
 #include "conf.h"
 #include "deliver.h"
+#include "dblog.h"
 #include "journal.h"
 #include "rcpt.h"
 #include "spool.h"
@@ -29,6 +30,8 @@ typedef struct {
     SmtpTranscriptFn transcript; /* -v: the conversation; NULL = the log */
     Journal *journal;         /* borrowed (LMTP: one per session); NULL =
                                  the configured one, opened and owned */
+    DbLogFile *dblog;         /* the delivery log, borrowed likewise; NULL
+                                 = [log] database opened for this run */
     struct ConnCache *cache;  /* sessions kept between messages (LMTP);
                                  NULL = closed at the end */
     const char *dsn_ret;      /* RET= and ENVID= (xtext) for servers that */

@@ -36,6 +36,11 @@
  * - every JOURNAL_WAL_PAGES pages (about 16 runs) the committing run
  *   checkpoints: WAL synced, pages copied, database file synced, then the
  *   WAL truncated. No sync can go without giving up exactly-once.
+ * - [agent] journal_sync = no (journal_set_sync): the outcomes commit
+ *   with synchronous=NORMAL too, so no sync per message: the journal
+ *   then survives a crash of the agent, as Postfix's queue file marks a
+ *   recipient done (write, no fsync), but not a power cut: a retry after
+ *   one may deliver again what the lost commits held (DESIGN §7).
  */
 
 struct Journal {
@@ -44,7 +49,11 @@ struct Journal {
     char *path;
     GMutex lock; /* one transaction at a time on this handle */
     SqlWait wait;
+    const char *settle; /* the synchronous level outcomes commit with */
 };
+
+#define JOURNAL_SYNC_FULL "PRAGMA synchronous = FULL"
+#define JOURNAL_SYNC_NORMAL "PRAGMA synchronous = NORMAL"
 
 /* journal_error_quark - the error domain of this module */
 GQuark
@@ -134,8 +143,8 @@ out:
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     /* every outcome from here on is synced before it is reported */
-    return sqldb_exec(&j->sql, "PRAGMA synchronous = FULL",
-                        "cannot set synchronous", ok ? error : NULL)
+    return sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
+                      ok ? error : NULL)
            && ok;
 }
 
@@ -148,6 +157,7 @@ journal_open(const char *path, guint expire, GError **error)
 
     g_mutex_init(&j->lock);
     j->path = g_strdup(path);
+    j->settle = JOURNAL_SYNC_FULL;
     rc = sqlite3_open_v2(path, &j->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX,
@@ -184,6 +194,18 @@ out:
         j = NULL;
     }
     return j;
+}
+
+gboolean
+journal_set_sync(Journal *j, gboolean sync, GError **error)
+{
+    gboolean ok;
+
+    g_mutex_lock(&j->lock);
+    j->settle = sync ? JOURNAL_SYNC_FULL : JOURNAL_SYNC_NORMAL;
+    ok = sqldb_exec(&j->sql, j->settle, "cannot set synchronous", error);
+    g_mutex_unlock(&j->lock);
+    return ok;
 }
 
 void
@@ -482,8 +504,8 @@ out:
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 sync:
     /* every outcome is synced before it is reported */
-    if (!sqldb_exec(&j->sql, "PRAGMA synchronous = FULL",
-                      "cannot set synchronous", ok ? error : NULL))
+    if (!sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
+                    ok ? error : NULL))
         ok = FALSE;
 unlock:
     g_mutex_unlock(&j->lock);

@@ -45,6 +45,10 @@ int journal_schema_version(void);
  * are removed. Any failure is an error: the caller defers the batch. */
 Journal *journal_open(const char *path, guint expire, GError **error);
 void journal_close(Journal *j);
+/* journal_set_sync - SYNC TRUE (the default): each outcome synced to
+ * disk before it is reported; FALSE: written, not synced (survives a
+ * crash of the process, not of the machine); FALSE + error */
+gboolean journal_set_sync(Journal *j, gboolean sync, GError **error);
 
 /* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST; a
  * JOURNAL_INFLIGHT row reads as JOURNAL_NONE, JOURNAL_INFLIGHT_AGAIN as
