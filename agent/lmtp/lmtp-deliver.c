@@ -308,6 +308,10 @@ deliver_message(LmtpSession *s, Spool *sp)
              info.rapid_rounds, reused);
     if (n[RCPT_DEFERRED] + n[RCPT_BOUNCED] == 0)
         s->proto.errors = 0;
+    /* the replies first: the journal has the outcomes, and the delivery
+     * log (best effort) need not hold Postfix up; a client gone now is
+     * found at the next read */
+    (void)io_flush(s);
     delivery_close(d);
     return TRUE;
 }

@@ -32,6 +32,11 @@ typedef struct {
     gboolean eof;
 } LmtpSession;
 
+/* lmtp.c */
+
+/* io_flush - write the pending replies; FALSE when the client is gone */
+gboolean io_flush(LmtpSession *s);
+
 /* lmtp-deliver.c */
 
 /* reply_all - the same reply for each recipient of the transaction */

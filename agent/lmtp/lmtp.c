@@ -25,8 +25,7 @@
 
 static volatile sig_atomic_t lmtp_term; /* SIGTERM seen */
 
-/* io_flush - write the pending replies; FALSE when the client is gone */
-static gboolean
+gboolean
 io_flush(LmtpSession *s)
 {
     gsize off = 0;
