@@ -311,4 +311,33 @@ for attempt in (1, 2):
     s.wait()
 is_(nsink.delivered(), ["n1@d1.test", "n2@d2.test"],
     "journal_sync = no: the retry delivers nothing again")
+# --- 14. two servers per message, sessions kept: rows of the right run ----
+# (each message's two lanes run on worker threads that outlive it; a
+# lane on a kept session begins no new connection, and its rows must not
+# reach back to the connection of an earlier message, long freed)
+wa, wb = SmtpSink({"ehlo": ["PIPELINING"]}), SmtpSink({"ehlo": ["PIPELINING"]})
+pa, pb = wa.start(), wb.start()
+rrtest.at_cleanup(wa.stop)
+rrtest.at_cleanup(wb.stop)
+wagent = rrtest.Agent(name="lanes", relay="", extra_text=CACHE + (
+    "[routes]\nd1.test = relay:[127.0.0.1]:%d\n"
+    "d2.test = relay:[127.0.0.1]:%d\n" % (pa, pb)))
+s = LmtpAgent(wagent)
+s.reply()
+s.cmd("LHLO p.test")
+finals = []
+for i in range(6):
+    finals += s.transaction("s@src.test", ["w%da@d1.test" % i,
+                                           "w%db@d2.test" % i], MSG,
+                            ident="LN%05X" % i)[3]
+is_([f[:4] for f in finals], ["250 "] * 12, "six messages over two kept "
+    "sessions: 250 per recipient")
+is_((wa.connections(), wb.connections()), (1, 1),
+    "one connection per server for all six")
+s.cmd("QUIT")
+is_(s.wait(), 0, "the agent ends the session cleanly")
+db = sqlite3.connect(wagent.journal[:-3] + "-log.db")
+is_(db.execute("SELECT count(*) FROM attempts WHERE status = 'sent'")
+    .fetchone()[0], 12, "the delivery log has the 12 rows")
+db.close()
 done()

@@ -57,6 +57,7 @@ struct DbLog {
     DbLogFile *file;    /* NULL when not usable */
     gboolean own_file;  /* opened for this run, closed with it */
     char *queue_id, *sender, *run;
+    guint serial;       /* this run's number in the process, from 1 */
     AgentTranscript mode;
     guint64 max_size;
     guint retention;

@@ -19,8 +19,15 @@
 #define DBLOG_TEXT_CAP (256 * 1024) /* bytes kept per transcript */
 
 
+/* The calling thread's current connection, and the run it belongs to:
+ * a worker thread outlives the run (GLib keeps idle threads for the next
+ * message of an LMTP session), and a session kept from an earlier
+ * message begins no new connection, so a row takes the connection only
+ * when both are of its run. */
 static __thread DbLogConn *dblog_cur_conn;
+static __thread guint dblog_cur_run;
 static __thread guint dblog_cur_tx;
+static guint dblog_runs; /* serial numbers of runs, atomic */
 
 /*
  * Schema migrations by PRAGMA user_version, as in journal.c: step N
@@ -185,6 +192,7 @@ dblog_new(DbLogFile *file, const char *path, const char *queue_id,
     l->conns = g_ptr_array_new_with_free_func((GDestroyNotify)conn_free);
     l->rows = g_ptr_array_new_with_free_func((GDestroyNotify)row_free);
     l->limits = g_ptr_array_new_with_free_func((GDestroyNotify)limit_free);
+    l->serial = (guint)g_atomic_int_add((gint *)&dblog_runs, 1) + 1;
     dblog_cur_conn = NULL;
     dblog_cur_tx = 0;
     if (file == NULL) {
@@ -244,6 +252,7 @@ dblog_conn_begin(DbLog *l, SmtpTranscriptFn chain, gpointer chain_ctx)
     c->number = l->conns->len;
     g_mutex_unlock(&l->lock);
     dblog_cur_conn = c;
+    dblog_cur_run = l->serial;
     dblog_cur_tx = 0;
     return c->text != NULL || chain != NULL ? c : NULL;
 }
@@ -303,7 +312,7 @@ dblog_attempt(DbLog *l, const DbLogAttempt *a)
     r->delay = a->delay;
     r->time = g_get_real_time() / 1e6;
     r->tx = dblog_cur_tx;
-    r->conn = dblog_cur_conn;
+    r->conn = dblog_cur_run == l->serial ? dblog_cur_conn : NULL;
     g_mutex_lock(&l->lock);
     if (r->conn != NULL) {
         r->conn->rows++;

@@ -14,6 +14,9 @@ Script keys:
   greeting    "220 sink.test ESMTP smtpsink" (or a rule dict for CONNECT)
   ehlo        extension lines, default PIPELINING SIZE 8BITMIME
               ENHANCEDSTATUSCODES; e.g. "LIMITS RCPTMAX=2 RCPTDOMAINMAX=1"
+  tls         {"cert": PEM, "key": PEM}: STARTTLS offered (in the EHLO
+              lines, before the others) and carried out with Python's ssl;
+              tls_sessions counts the handshakes
   rcpt_max    accept at most K recipients per transaction, then
               "452 4.5.3 Error: too many recipients"
   mail_lenient  true: a refused MAIL still opens the transaction (RCPTs
@@ -75,6 +78,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -136,6 +140,12 @@ class SmtpSink:
         self.nactive = 0        # sessions still running
         self.record = open(record, "a") if record else None
         self.lean = bool(self.script.get("lean"))
+        self.tls_sessions = 0
+        self.tls_ctx = None
+        if self.script.get("tls"):
+            t = self.script["tls"]
+            self.tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls_ctx.load_cert_chain(t["cert"], t["key"])
         self.taken = collections.Counter()  # lean: recipient -> times taken
         self.ntaken = 0
         self.sock = None
@@ -331,6 +341,7 @@ class Session:
         self.nrcpt = 0
         self.prdr = False
         self.announced = set()
+        self.tls = False
 
     def run(self):
         try:
@@ -460,6 +471,8 @@ class Session:
     def _cmd_EHLO(self, arg):
         s = self.sink
         ext = s.script.get("ehlo", DEFAULT_EHLO)
+        if s.tls_ctx is not None and not self.tls:
+            ext = ["STARTTLS"] + list(ext)
         self.announced = {e.split(" ")[0].upper() for e in ext}
         rule = s.match("EHLO", self.n, self.txn, self.ctxn, 0, None)
         if ext:
@@ -613,6 +626,21 @@ class Session:
         rule = self.sink.match("RSET", self.n, self.txn, self.ctxn, 0, None)
         self._reset()
         self._act(rule, "250 2.0.0 Ok")
+
+    def _cmd_STARTTLS(self, arg):
+        s = self.sink
+        rule = s.match("STARTTLS", self.n, self.txn, self.ctxn, 0, None)
+        if s.tls_ctx is None or self.tls or rule is not None:
+            self._act(rule, "502 5.5.2 Error: command not recognized")
+            return
+        self._send(["220 2.0.0 Ready to start TLS"])
+        # RFC 3207 §4.2: whatever came with STARTTLS is not kept
+        self.buf = b""
+        self.sock = s.tls_ctx.wrap_socket(self.sock, server_side=True)
+        self.tls = True
+        self.announced = set()
+        with s.lock:
+            s.tls_sessions += 1
 
     def _cmd_NOOP(self, arg):
         rule = self.sink.match("NOOP", self.n, self.txn, self.ctxn, 0, None)
