@@ -67,6 +67,12 @@ sent in full (a drop, stall or garbage at DOT makes a taken message
 unclean: the client cannot know). With record=FILE every
 event and every taken message is appended as a JSON line.
 
+Concurrency, counted at the socket: max_active() is the most client
+connections open at once; max_busy() the most sessions at once that were
+not idle, a session being idle from the reply that ends a transaction
+(DOT, RSET) to its next MAIL and from QUIT on: an idle kept connection
+is not a session in use.
+
 Records: transcript() -> [{"conn", "dir": "c"|"s", "line", "t"}],
 messages() -> [{"conn", "txn", "mail_from", "rcpts", "body"}] (body with
 LF line ends, dot-stuffing undone).
@@ -138,6 +144,9 @@ class SmtpSink:
         self.nconn = 0
         self.ntxn = 0
         self.nactive = 0        # sessions still running
+        self.most_active = 0    # the most connections open at once
+        self.nbusy = 0          # sessions not idle (see the header)
+        self.most_busy = 0
         self.record = open(record, "a") if record else None
         self.lean = bool(self.script.get("lean"))
         self.tls_sessions = 0
@@ -233,6 +242,16 @@ class SmtpSink:
         with self.lock:
             return self.nactive
 
+    def max_active(self):
+        """max_active - the most connections open at once."""
+        with self.lock:
+            return self.most_active
+
+    def max_busy(self):
+        """max_busy - the most sessions in use (not idle) at once."""
+        with self.lock:
+            return self.most_busy
+
     def set_script(self, script):
         """set_script - replace the script (rules restart their counts);
         sessions already open keep their state."""
@@ -291,6 +310,7 @@ class SmtpSink:
             with self.lock:
                 self.nconn += 1
                 self.nactive += 1
+                self.most_active = max(self.most_active, self.nactive)
                 n = self.nconn
             self.conns.append(c)
             t = threading.Thread(target=Session(self, c, n).run, daemon=True)
@@ -342,6 +362,19 @@ class Session:
         self.prdr = False
         self.announced = set()
         self.tls = False
+        self.busy = False
+        self._set_busy(True)
+
+    def _set_busy(self, on):
+        """_set_busy - the session is in use (ON) or idle, for max_busy"""
+        s = self.sink
+        with s.lock:
+            if on and not self.busy:
+                s.nbusy += 1
+                s.most_busy = max(s.most_busy, s.nbusy)
+            elif not on and self.busy:
+                s.nbusy -= 1
+            self.busy = on
 
     def run(self):
         try:
@@ -353,6 +386,7 @@ class Session:
                 self.sock.close()
             except OSError:
                 pass
+            self._set_busy(False)
             with self.sink.lock:
                 self.sink.nactive -= 1
 
@@ -504,6 +538,7 @@ class Session:
             self.txn = s.ntxn
         self.ctxn += 1
         self.nrcpt = 0
+        self._set_busy(True)
         addr = _addr(arg)
         rule = s.match("MAIL", self.n, self.txn, self.ctxn, 0, addr)
         if self.in_txn:
@@ -595,6 +630,7 @@ class Session:
             s._rec_msg(msg)     # queued before the reply goes out
         self._reset()
         self._act(rule, default)
+        self._set_busy(False)   # this thread reads the next MAIL itself
 
     def _prdr(self):
         """_prdr - after the dot of a PRDR transaction: the 353 and one
@@ -626,6 +662,7 @@ class Session:
         rule = self.sink.match("RSET", self.n, self.txn, self.ctxn, 0, None)
         self._reset()
         self._act(rule, "250 2.0.0 Ok")
+        self._set_busy(False)
 
     def _cmd_STARTTLS(self, arg):
         s = self.sink
@@ -648,6 +685,7 @@ class Session:
 
     def _cmd_QUIT(self, arg):
         rule = self.sink.match("QUIT", self.n, self.txn, self.ctxn, 0, None)
+        self._set_busy(False)
         if self._act(rule, "221 2.0.0 Bye"):
             self.closed = True
 
