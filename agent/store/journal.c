@@ -5,8 +5,12 @@
  */
 #include "journal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "sqldb.h"
 #include "sqlwait.h"
@@ -559,4 +563,93 @@ journal_inflight_undo(Journal *j, const char *queue_id, const char *digest,
 {
     return journal_flight(j, queue_id, digest, recipients, n,
                           (gboolean *)again, TRUE, error);
+}
+
+/*
+ * Claims are byte-range locks on one file beside the journal, one byte
+ * per (queue id, digest, recipient) at an offset from its SHA-256 (62
+ * bits: a collision defers a recipient, it never sends one twice). Open
+ * file description locks (Linux 3.15): each claim set is its own owner,
+ * in one process too, and closing its descriptor releases all of it.
+ */
+#define JOURNAL_CLAIM_SUFFIX "-claim"
+#define JOURNAL_CLAIM_BITS G_GUINT64_CONSTANT(0x3FFFFFFFFFFFFFFF)
+#ifdef F_OFD_SETLK
+#define JOURNAL_SETLK F_OFD_SETLK
+#else
+#define JOURNAL_SETLK F_SETLK /* per process: enough, one run each */
+#endif
+
+struct JournalClaim {
+    int fd;
+    char *path;
+};
+
+JournalClaim *
+journal_claim_new(Journal *j, GError **error)
+{
+    g_autofree char *path = g_strconcat(j->path, JOURNAL_CLAIM_SUFFIX, NULL);
+    struct stat st;
+    mode_t mode = 0600;
+    JournalClaim *c;
+    int fd;
+
+    /* the journal's own permissions, as SQLite gives its -wal and -shm */
+    if (stat(j->path, &st) == 0)
+        mode = st.st_mode & 0666;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+    if (fd < 0) {
+        g_set_error(error, journal_error_quark(), errno,
+                    "journal lock file %s: cannot open: %s", path,
+                    g_strerror(errno));
+        return NULL;
+    }
+    c = g_new0(JournalClaim, 1);
+    c->fd = fd;
+    c->path = g_steal_pointer(&path);
+    return c;
+}
+
+gboolean
+journal_claim(JournalClaim *c, const char *queue_id, const char *digest,
+              const char *recipient, GError **error)
+{
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    guint8 h[32];
+    gsize len = sizeof h;
+    guint64 off = 0;
+    struct flock fl = {0};
+
+    g_checksum_update(sum, (const guchar *)queue_id,
+                      (gssize)strlen(queue_id) + 1); /* with the NULs */
+    g_checksum_update(sum, (const guchar *)digest, (gssize)strlen(digest) + 1);
+    g_checksum_update(sum, (const guchar *)recipient, -1);
+    g_checksum_get_digest(sum, h, &len);
+    for (int i = 0; i < 8; i++)
+        off = off << 8 | h[i];
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)(off & JOURNAL_CLAIM_BITS);
+    fl.l_len = 1;
+    while (fcntl(c->fd, JOURNAL_SETLK, &fl) != 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EACCES)
+            return FALSE; /* another delivery holds it */
+        g_set_error(error, journal_error_quark(), errno,
+                    "journal lock file %s: cannot lock: %s", c->path,
+                    g_strerror(errno));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+void
+journal_claim_free(JournalClaim *c)
+{
+    if (c == NULL)
+        return;
+    close(c->fd); /* the kernel releases every claim of it */
+    g_free(c->path);
+    g_free(c);
 }
