@@ -554,20 +554,25 @@ def part_i():
             "concurrency = 1000\ninitial_concurrency = 1000\n[state]\n"
             "backend = redis\nredis = unix:%s\n" % (tdir, tdir, rsock))
     n = 2000 if QUICK else 20000
-    if rsock:
+    for case, how, note in (("new session, Redis (unix)", "x",
+                             "per session: slot, open, back"),
+                            ("delivery's session, Redis", "limits",
+                             "and the fleet's learned limit")):
+        if not rsock:
+            break
         res = {}
         for name in ("redis", "off"):
-            p = subprocess.run([tool, confs[name], str(n // 10), "1", "x"],
+            p = subprocess.run([tool, confs[name], str(n // 10), "1", how],
                                capture_output=True, text=True)
             if p.returncode != 0:
                 raise RuntimeError("sched-bench: %s" % p.stderr)
             res[name] = json.loads(p.stdout)
         for metric in ("median_us", "p90_us"):
-            ROWS.append(dict(part="i", case="new session, Redis (unix)",
+            ROWS.append(dict(part="i", case=case,
                              metric=metric.replace("_us", ""),
                              agent=res["redis"][metric],
                              smtp=res["off"][metric], ratio=None, unit="us",
-                             note="per session: slot, open, back"))
+                             note=note))
     for case, procs, how in (("new session, 1 process", 1, "x"),
                              ("reused session, 1 process", 1, "reuse"),
                              ("new session, 20 procs, 1 server", 20, "same"),

@@ -5,10 +5,12 @@
  * timed one cycle at a time, in P processes at once on one state file.
  * The other side of the comparison is the same loop with scheduling off.
  *
- *   sched-bench CONF N P [same,reuse]  prints one JSON line: median,
- *       p90, max (microseconds per cycle) over all P processes; "same":
- *       all on one server; "reuse": the cycle of a session taken out of
- *       LMTP mode's cache (slot again, slot back) instead of a new one
+ *   sched-bench CONF N P [same,reuse,limits]  prints one JSON line:
+ *       median, p90, max (microseconds per cycle) over all P processes;
+ *       "same": all on one server; "reuse": the cycle of a session taken
+ *       out of LMTP mode's cache (slot again, slot back) instead of a new
+ *       one; "limits": a new session as a delivery makes it, with the
+ *       look at the fleet's learned limits after the greeting
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +33,8 @@ cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* cycles - N cycles on server PORT; the times (us) to FD */
-static gboolean reuse; /* the cycle of a reused session */
+static gboolean reuse;  /* the cycle of a reused session */
+static gboolean limits; /* and the learned limits looked up */
 
 /* now_us - CLOCK_MONOTONIC in microseconds, with its nanoseconds */
 static double
@@ -44,12 +46,14 @@ now_us(void)
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
+/* cycles - N cycles on server PORT; the times (us) to FD */
 static void
 cycles(const AgentConf *c, guint n, guint16 port, int fd)
 {
     Target *t = target_new("bench.test", "127.0.0.1", port, AF_INET);
     gint64 deadline = g_get_monotonic_time() + 600 * G_USEC_PER_SEC;
     double *us = g_new(double, n);
+    g_autofree char *key = g_strdup_printf("127.0.0.1:%u", port);
 
     for (guint i = 0; i < n; i++) {
         double t0 = now_us();
@@ -64,6 +68,12 @@ cycles(const AgentConf *c, guint n, guint16 port, int fd)
         } else {     /* a new session */
             sched_admit(c, t, deadline, NULL, &a);
             sched_opened(a.lease, SCHED_OK, NULL);
+            if (limits) {
+                guint k = 0;
+                gboolean one = FALSE;
+
+                (void)sched_limits_get(c, key, &k, &one);
+            }
             sched_done(a.lease);
         }
         us[i] = now_us() - t0;
@@ -87,7 +97,7 @@ main(int argc, char **argv)
     gsize total, got = 0;
 
     if (argc < 4) {
-        fprintf(stderr, "usage: sched-bench CONF N P [SAME]\n");
+        fprintf(stderr, "usage: sched-bench CONF N P [same,reuse,limits]\n");
         return 64;
     }
     log_init("sched-bench", FALSE);
@@ -99,6 +109,7 @@ main(int argc, char **argv)
     procs = (guint)atoi(argv[3]);
     same = argc > 4 && strstr(argv[4], "same") != NULL;
     reuse = argc > 4 && strstr(argv[4], "reuse") != NULL;
+    limits = argc > 4 && strstr(argv[4], "limits") != NULL;
     total = (gsize)n * procs;
     all = g_new(double, total);
     if (pipe(fds) != 0)
