@@ -38,9 +38,9 @@ ok(len(c) >= 4, "sampled %d times" % len(c))
 ok(res["tls_handshakes"] > 0, "%d sessions to the STARTTLS server used "
    "TLS" % res["tls_handshakes"])
 base = c[len(c) // 2 - 1]  # the caches are warm by then
-is_(sorted(set(p["fds"] for p in c[1:])).__len__() <= 2 and
-    max(p["fds"] for p in c) - min(p["fds"] for p in c) <= 1, True,
-    "descriptors constant (%s)" % sorted(set(p["fds"] for p in c)))
+# two servers: a sample may fall while either session is being replaced
+is_(max(p["fds"] for p in c) - min(p["fds"] for p in c) <= 2, True,
+    "descriptors bounded (%s)" % sorted(set(p["fds"] for p in c)))
 growth = c[-1]["rss_kib"] - base["rss_kib"]
 # under ASan freed memory waits in its quarantine (256 MB) before reuse:
 # the bound is for the allocator's churn there, not for the agent
