@@ -45,6 +45,7 @@ typedef struct {
     guint wait_ms;
     char *reason;
     gint64 until;
+    gint64 wake;          /* STORE_BUSY: the backend's cookie for wait */
 } StoreAdmit;
 
 typedef struct {
@@ -74,6 +75,9 @@ typedef struct {
     gboolean (*limits_put)(gpointer st, const char *key, guint rcpt_limit,
                            gboolean one_domain, guint max_age,
                            GError **error);
+    /* after STORE_BUSY (NULL: a plain sleep): sleep at most MS, woken
+     * early when the server's slot frees (WAKE: the admit's cookie) */
+    void (*wait)(gpointer st, gint64 wake, guint ms);
     double (*fleet_off)(gpointer st);
     void (*fleet_mark)(gpointer st, double now, double off_s,
                        gboolean *log);

@@ -4,13 +4,19 @@
  * servers (window, failures in a row, down until, why) and a table of
  * leases (holder pid and start time, expiry, past EHLO or not), each
  * operation a few memory reads and writes under the file's mutex:
- * microseconds, no system call when nobody waits. The backend of
- * schedule-int.h for one host.
+ * microseconds, no system call when nobody waits. A process that finds
+ * every slot taken sleeps on the server's futex word, and the process
+ * that frees a slot wakes one sleeper at once (the waiter's poll stays,
+ * for holders that die). The backend of schedule-int.h for one host.
  *
  * Never: trust a lease whose process is gone, or read a string of the
  * file without its bound.
  */
+#include <limits.h>
+#include <linux/futex.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "schedule-int.h"
@@ -156,6 +162,8 @@ local_acquire(gpointer stp, const char *key, const char *host,
     }
     if (!probe_due && n >= limit) {
         out->verdict = STORE_BUSY;
+        out->wake = (gint64)si << 32 |
+                    (__atomic_load_n(&s->wake, __ATOMIC_ACQUIRE) >> 16);
         out->stalled = stalled;
         out->active = n;
         out->window = limit;
@@ -211,7 +219,8 @@ local_lease(LFile *f, gint64 h)
     return e->id == ((guint64)h >> LOCAL_INDEX_BITS) ? e : NULL;
 }
 
-/* local_free - end lease E */
+/* local_free - end lease E; a process waiting for its server's slot
+ * woken */
 static void
 local_free(LFile *f, LLease *e)
 {
@@ -220,6 +229,33 @@ local_free(LFile *f, LLease *e)
     if (s->active > 0)
         s->active--;
     memset(e, 0, sizeof *e);
+    if (__atomic_add_fetch(&s->wake, 1u << 16, __ATOMIC_ACQ_REL) & 0xffffu)
+        (void)syscall(SYS_futex, &s->wake, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+/* local_wait - asleep on the wake word of the server in WAKE until a
+ * slot of it frees (its count moves from the one in WAKE), or MS pass.
+ * A sleeper killed in it leaves the sleepers' count high: releases then
+ * make a needless system call, nothing worse. */
+static void
+local_wait(gpointer stp, gint64 wake, guint ms)
+{
+    Local *l = stp;
+    guint si = (guint)((guint64)wake >> 32);
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    guint32 *w, v;
+
+    if (l->f == NULL || si >= LOCAL_SERVERS) {
+        g_usleep((gulong)ms * 1000);
+        return;
+    }
+    w = &l->f->servers[si].wake;
+    v = __atomic_add_fetch(w, 1, __ATOMIC_ACQ_REL);
+    /* not when a slot freed since the admit; and FUTEX_WAIT itself
+     * returns at once when the word moved before it sleeps */
+    if ((v >> 16) == ((guint32)wake & 0xffffu))
+        (void)syscall(SYS_futex, w, FUTEX_WAIT, v, &t, NULL, 0);
+    __atomic_sub_fetch(w, 1, __ATOMIC_ACQ_REL);
 }
 
 static gboolean
@@ -399,6 +435,7 @@ const SchedStoreOps sched_local_ops = {
     .release = local_release,
     .list = local_list,
     .flush = local_flush,
+    .wait = local_wait,
     .fleet_off = local_fleet_off,
     .fleet_mark = local_fleet_mark,
 };

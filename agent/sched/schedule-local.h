@@ -32,6 +32,10 @@ typedef struct {
     char host[LOCAL_HOST];
     gint32 window, fails;
     guint32 active;               /* its leases in the table */
+    guint32 wake;                 /* futex word, in what was padding (the
+                                     layout of version 2 unchanged): a
+                                     count that moves when a slot frees
+                                     (high 16 bits), sleepers (low 16) */
     double down_until, last_start, seen;
     guint64 sessions, failures;
     char reason[LOCAL_REASON], first_reason[LOCAL_REASON];
@@ -68,6 +72,8 @@ typedef struct {
     guint64 start;
 } Local;
 
+/* the wake word took padding: the file of version 2 as it was */
+G_STATIC_ASSERT(sizeof(LServer) == 1400);
 G_STATIC_ASSERT(LOCAL_LEASES <= (1 << LOCAL_INDEX_BITS));
 
 /* local_open - map the state file WHERE (made when missing, made again

@@ -293,7 +293,11 @@ sched_take(const AgentConf *c, const Target *t, gint64 until,
             guint ms = a.verdict == STORE_RATE ? MAX(a.wait_ms, 1) : poll;
             gint64 left = (until - now) / 1000;
 
-            g_usleep((gulong)MIN((gint64)ms, MAX(left, 1)) * 1000);
+            ms = (guint)MIN((gint64)ms, MAX(left, 1));
+            if (a.verdict == STORE_BUSY && st->ops->wait != NULL)
+                st->ops->wait(st->st, a.wake, ms); /* woken by a release */
+            else
+                g_usleep((gulong)ms * 1000);
             /* jittered back-off, so the waiters do not move in step */
             poll = MIN(SCHED_POLL_MAX_MS,
                        poll * 3 / 2 + (guint)g_random_int_range(0, 10));

@@ -101,12 +101,12 @@ dblog_migrate(const SqlDb *sql, GError **error)
         return TRUE;
     /* another agent may migrate at the same time: the version is read
      * again inside the write transaction */
-    if (!sqldb_exec(sql, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_begin(sql, error))
         return FALSE;
     if (sqldb_migrate(sql, dblog_schema, want, FALSE, 0, "", error)
-        && sqldb_exec(sql, "COMMIT", "cannot commit", error))
+        && sqldb_commit(sql, error))
         return TRUE;
-    sqlite3_exec(sql->db, "ROLLBACK", NULL, NULL, NULL);
+    sqldb_rollback(sql);
     return FALSE;
 }
 
@@ -148,7 +148,8 @@ dblog_file_open(const char *path, GError **error)
     rc = sqlite3_open_v2(f->path, &f->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX, NULL);
-    f->sql = (SqlDb){f->db, "delivery log", f->path, dblog_error_quark()};
+    f->sql = (SqlDb){f->db, "delivery log", f->path, dblog_error_quark(),
+                     &f->wait};
     if (rc != SQLITE_OK) {
         g_set_error(error, dblog_error_quark(), rc, "delivery log %s: "
                     "cannot open: %s", f->path,
@@ -168,6 +169,7 @@ dblog_file_close(DbLogFile *f)
 {
     if (f == NULL)
         return;
+    sqlwait_uninstall(&f->wait);
     sqlite3_close_v2(f->db);
     g_free(f->path);
     g_free(f);
@@ -538,15 +540,15 @@ dblog_flush(DbLog *l, GError **error)
     if (l->db == NULL)
         return TRUE; /* already logged at open */
     g_mutex_lock(&l->lock);
-    if (!sqldb_exec(&l->sql, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_begin(&l->sql, error))
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
          && flush_limits(l, now, error);
     maint = ok && sqldb_maint_claim(&l->sql, "prune", now,
                                     DBLOG_MAINT_INTERVAL, NULL) == 1;
-    ok = ok && sqldb_exec(&l->sql, "COMMIT", "cannot commit", error);
+    ok = ok && sqldb_commit(&l->sql, error);
     if (!ok)
-        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+        sqldb_rollback(&l->sql);
     else if (maint)
         dblog_prune(l, now);
 out:

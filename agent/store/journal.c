@@ -131,7 +131,7 @@ journal_migrate(Journal *j, guint expire, GError **error)
 
     if (!sqldb_exec(&j->sql, "PRAGMA synchronous = NORMAL",
                       "cannot set synchronous", error)
-        || !sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error))
+        || !sqldb_begin(&j->sql, error))
         return FALSE;
     /* rewriting the version is the write that proves we can write */
     if (!sqldb_migrate(&j->sql, journal_schema, want, TRUE,
@@ -142,10 +142,10 @@ journal_migrate(Journal *j, guint expire, GError **error)
                               error);
     if (claim < 0 || (claim == 1 && !journal_expire(j, now, expire, error)))
         goto out;
-    ok = sqldb_exec(&j->sql, "COMMIT", "cannot commit", error);
+    ok = sqldb_commit(&j->sql, error);
 out:
     if (!ok)
-        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        sqldb_rollback(&j->sql);
     /* every outcome from here on is synced before it is reported */
     return sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
                       ok ? error : NULL)
@@ -166,7 +166,8 @@ journal_open(const char *path, guint expire, GError **error)
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX,
                          NULL);
-    j->sql = (SqlDb){j->db, "journal", j->path, journal_error_quark()};
+    j->sql = (SqlDb){j->db, "journal", j->path, journal_error_quark(),
+                     &j->wait};
     if (rc != SQLITE_OK) {
         if (j->db != NULL)
             sqldb_error(&j->sql, error, "cannot open");
@@ -217,6 +218,7 @@ journal_close(Journal *j)
 {
     if (j == NULL)
         return;
+    sqlwait_uninstall(&j->wait);
     sqlite3_close_v2(j->db); /* NULL is a harmless no-op */
     g_mutex_clear(&j->lock);
     g_free(j->path);
@@ -306,7 +308,7 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
     if (n == 0)
         return TRUE;
     g_mutex_lock(&j->lock);
-    if (!sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_begin(&j->sql, error))
         goto out;
     begun = TRUE;
     if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -320,11 +322,11 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
     sqlite3_finalize(st);
     st = NULL;
     /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
-    ok = sqldb_exec(&j->sql, "COMMIT", "cannot commit", error);
+    ok = sqldb_commit(&j->sql, error);
 out:
     sqlite3_finalize(st);
     if (!ok && begun)
-        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        sqldb_rollback(&j->sql);
     g_mutex_unlock(&j->lock);
     return ok;
 }
@@ -465,7 +467,7 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
     if (!sqldb_exec(&j->sql, "PRAGMA synchronous = NORMAL",
                       "cannot set synchronous", error))
         goto unlock;
-    if (!sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_begin(&j->sql, error))
         goto sync;
     /* the mark's frames and the outcome's, or no mark (see above) */
     if (!undo && !journal_reserve(j, journal_bytes(queue_id, digest,
@@ -502,10 +504,10 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
                                  queue_id, digest, recipients[i], error))
             goto out;
     }
-    ok = sqldb_exec(&j->sql, "COMMIT", "cannot commit", error);
+    ok = sqldb_commit(&j->sql, error);
 out:
     if (!ok)
-        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        sqldb_rollback(&j->sql);
 sync:
     /* every outcome is synced before it is reported */
     if (!sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
@@ -533,9 +535,9 @@ journal_rereserve(Journal *j, sqlite3_int64 bytes, GError **error)
         wal->pMethods->xFileSize(wal, &size) != SQLITE_OK || size > 0)
         return TRUE; /* not truncated: the room taken before is there */
     g_mutex_lock(&j->lock);
-    ok = sqldb_exec(&j->sql, "BEGIN IMMEDIATE", "cannot begin", error) &&
+    ok = sqldb_begin(&j->sql, error) &&
          journal_reserve(j, bytes, 1, error);
-    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    sqldb_rollback(&j->sql);
     g_mutex_unlock(&j->lock);
     return ok;
 }

@@ -22,6 +22,39 @@ sqldb_exec(const SqlDb *s, const char *sql, const char *what,
     return FALSE;
 }
 
+gboolean
+sqldb_begin(const SqlDb *s, GError **error)
+{
+    if (s->wait != NULL)
+        sqlwait_enter(s->wait);
+    if (sqldb_exec(s, "BEGIN IMMEDIATE", "cannot begin", error))
+        return TRUE;
+    if (s->wait != NULL)
+        sqlwait_leave(s->wait);
+    return FALSE;
+}
+
+gboolean
+sqldb_commit(const SqlDb *s, GError **error)
+{
+    gboolean ok = sqldb_exec(s, "COMMIT", "cannot commit", error);
+
+    /* a failed COMMIT may leave the transaction open: the gate is left
+     * at the caller's ROLLBACK then */
+    if ((ok || sqlite3_get_autocommit(s->db)) && s->wait != NULL)
+        sqlwait_leave(s->wait);
+    return ok;
+}
+
+void
+sqldb_rollback(const SqlDb *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (s->wait != NULL)
+        sqlwait_leave(s->wait);
+}
+
 gint64
 sqldb_int(const SqlDb *s, const char *sql)
 {

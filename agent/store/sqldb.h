@@ -14,11 +14,14 @@
 #include <glib.h>
 #include <sqlite3.h>
 
+#include "sqlwait.h"
+
 typedef struct {
     sqlite3 *db;
     const char *label; /* "journal", "delivery log" */
     const char *path;
     GQuark quark;      /* of the errors */
+    SqlWait *wait;     /* its gate and busy handler; may be NULL */
 } SqlDb;
 
 /* sqldb_error - ERROR from the connection's last failure: "LABEL PATH:
@@ -28,6 +31,18 @@ void sqldb_error(const SqlDb *s, GError **error, const char *what);
 /* sqldb_exec - SQL without rows; FALSE + error naming WHAT */
 gboolean sqldb_exec(const SqlDb *s, const char *sql, const char *what,
                     GError **error);
+
+/* sqldb_begin - BEGIN IMMEDIATE, through the writers' gate (sqlwait.h);
+ * FALSE + error */
+gboolean sqldb_begin(const SqlDb *s, GError **error);
+
+/* sqldb_commit - COMMIT and out of the gate; FALSE + error (the caller
+ * then rolls back) */
+gboolean sqldb_commit(const SqlDb *s, GError **error);
+
+/* sqldb_rollback - ROLLBACK (when a transaction is open) and out of the
+ * gate */
+void sqldb_rollback(const SqlDb *s);
 
 /* sqldb_int - the first column of a one-row query, or -1 */
 gint64 sqldb_int(const SqlDb *s, const char *sql);
