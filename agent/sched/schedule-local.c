@@ -12,7 +12,9 @@
  * Never: trust a lease whose process is gone, or read a string of the
  * file without its bound.
  */
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -78,6 +80,22 @@ local_server(LFile *f, const char *key, gboolean make, guint initial,
     return free_slot;
 }
 
+/* lease_alive - the holder of E runs: a gone pid at once, and a reused
+ * one by the start time in /proc, read at most once a second per lease
+ * (a busy server is counted at every look) */
+static gboolean
+lease_alive(LLease *e, double now)
+{
+    if (e->pid <= 0 || (kill(e->pid, 0) != 0 && errno == ESRCH))
+        return FALSE;
+    if (e->alive_at == (guint32)now)
+        return TRUE;
+    if (!sched_proc_alive(e->pid, e->pstart))
+        return FALSE;
+    e->alive_at = (guint32)now;
+    return TRUE;
+}
+
 /* local_count - the live leases of server S (index SI): checked one by
  * one (dead holders and expired ones freed) when CHECK; PROBE: a probe
  * is out; STALLED: every holder has been before EHLO's end for
@@ -98,7 +116,7 @@ local_count(Local *l, LServer *s, gint32 si, double now, gboolean check,
             continue;
         if (check && (e->expires <= now ||
                       (!(e->pid == l->pid && e->pstart == l->start) &&
-                       !sched_proc_alive(e->pid, e->pstart)))) {
+                       !lease_alive(e, now)))) {
             memset(e, 0, sizeof *e);
             continue;
         }

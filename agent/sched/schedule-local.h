@@ -48,6 +48,9 @@ typedef struct {
     guint64 pstart;
     double since, expires;
     guint8 established, probe;
+    guint8 spare[2];
+    guint32 alive_at;             /* epoch s its holder's start time was
+                                     last read (in what was padding) */
 } LLease;
 
 typedef struct {
@@ -74,6 +77,7 @@ typedef struct {
 
 /* the wake word took padding: the file of version 2 as it was */
 G_STATIC_ASSERT(sizeof(LServer) == 1400);
+G_STATIC_ASSERT(sizeof(LLease) == 48);
 G_STATIC_ASSERT(LOCAL_LEASES <= (1 << LOCAL_INDEX_BITS));
 
 /* local_open - map the state file WHERE (made when missing, made again
