@@ -48,6 +48,8 @@ struct DbLogFile {
     SqlDb sql;          /* db, "delivery log", path: sqldb.h's calls */
     char *path;
     SqlWait wait;
+    gint64 maint_next;  /* monotonic us: before it, no need to ask for
+                         * the retention run (another agent has it) */
 };
 
 struct DbLog {

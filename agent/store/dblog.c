@@ -544,8 +544,17 @@ dblog_flush(DbLog *l, GError **error)
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
          && flush_limits(l, now, error);
-    maint = ok && sqldb_maint_claim(&l->sql, "prune", now,
-                                    DBLOG_MAINT_INTERVAL, NULL) == 1;
+    /* a resident agent flushes per message: it asks for the retention
+     * run (two statements) at most once a minute */
+    maint = ok && (l->file == NULL ||
+                   g_get_monotonic_time() >=
+                       __atomic_load_n(&l->file->maint_next, __ATOMIC_RELAXED));
+    if (maint && l->file != NULL)
+        __atomic_store_n(&l->file->maint_next,
+                         g_get_monotonic_time() + 60 * G_USEC_PER_SEC,
+                         __ATOMIC_RELAXED);
+    maint = maint && sqldb_maint_claim(&l->sql, "prune", now,
+                                       DBLOG_MAINT_INTERVAL, NULL) == 1;
     ok = ok && sqldb_commit(&l->sql, error);
     if (!ok)
         sqldb_rollback(&l->sql);

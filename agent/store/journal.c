@@ -54,7 +54,14 @@ struct Journal {
     GMutex lock; /* one transaction at a time on this handle */
     SqlWait wait;
     const char *settle; /* the synchronous level outcomes commit with */
+    GHashTable *stmts;  /* SQL text -> its statement, prepared once */
 };
+
+static void
+stmt_free(gpointer st)
+{
+    sqlite3_finalize(st);
+}
 
 #define JOURNAL_SYNC_FULL "PRAGMA synchronous = FULL"
 #define JOURNAL_SYNC_NORMAL "PRAGMA synchronous = NORMAL"
@@ -160,6 +167,8 @@ journal_open(const char *path, guint expire, GError **error)
     int rc;
 
     g_mutex_init(&j->lock);
+    j->stmts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                     stmt_free);
     j->path = g_strdup(path);
     j->settle = JOURNAL_SYNC_FULL;
     rc = sqlite3_open_v2(path, &j->db,
@@ -219,10 +228,43 @@ journal_close(Journal *j)
     if (j == NULL)
         return;
     sqlwait_uninstall(&j->wait);
+    if (j->stmts != NULL) /* every statement finalized */
+        g_hash_table_destroy(j->stmts);
     sqlite3_close_v2(j->db); /* NULL is a harmless no-op */
     g_mutex_clear(&j->lock);
     g_free(j->path);
     g_free(j);
+}
+
+/* journal_stmt - SQL prepared once per handle (under J's lock) and
+ * reset for this use: most of a message's journal work was preparing
+ * the same few statements again; NULL when it cannot be prepared (the
+ * connection holds the error). Give it back with journal_stmt_done. */
+static sqlite3_stmt *
+journal_stmt(Journal *j, const char *sql)
+{
+    sqlite3_stmt *st = g_hash_table_lookup(j->stmts, sql);
+
+    if (st != NULL)
+        return st;
+    if (sqlite3_prepare_v3(j->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    g_hash_table_insert(j->stmts, g_strdup(sql), st);
+    return st;
+}
+
+/* journal_stmt_done - ST (may be NULL) reset, its bindings cleared: no
+ * read left open on the file */
+static void
+journal_stmt_done(sqlite3_stmt *st)
+{
+    if (st != NULL) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
 }
 
 JournalState
@@ -237,7 +279,7 @@ journal_lookup(Journal *j, const char *queue_id, const char *digest,
     int rc;
 
     g_mutex_lock(&j->lock);
-    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    if ((st = journal_stmt(j, sql)) == NULL) {
         sqldb_error(&j->sql, error, "cannot look up");
         goto out;
     }
@@ -256,7 +298,7 @@ journal_lookup(Journal *j, const char *queue_id, const char *digest,
         sqldb_error(&j->sql, error, "cannot look up");
     }
 out:
-    sqlite3_finalize(st);
+    journal_stmt_done(st);
     g_mutex_unlock(&j->lock);
     return state;
 }
@@ -311,7 +353,7 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
     if (!sqldb_begin(&j->sql, error))
         goto out;
     begun = TRUE;
-    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    if ((st = journal_stmt(j, sql)) == NULL) {
         sqldb_error(&j->sql, error, "cannot record");
         goto out;
     }
@@ -319,12 +361,12 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
         if (!journal_insert(j, st, queue_id, digest, &entries[i], now,
                             dsn_sent, error))
             goto out;
-    sqlite3_finalize(st);
+    journal_stmt_done(st);
     st = NULL;
     /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
     ok = sqldb_commit(&j->sql, error);
 out:
-    sqlite3_finalize(st);
+    journal_stmt_done(st);
     if (!ok && begun)
         sqldb_rollback(&j->sql);
     g_mutex_unlock(&j->lock);
@@ -342,7 +384,7 @@ journal_flight_step(Journal *j, const char *sql, const char *queue_id,
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
 
-    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
+    if ((st = journal_stmt(j, sql)) == NULL)
         goto out;
     sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
@@ -352,7 +394,7 @@ journal_flight_step(Journal *j, const char *sql, const char *queue_id,
 out:
     if (!ok)
         sqldb_error(&j->sql, error, "cannot record in-flight state");
-    sqlite3_finalize(st);
+    journal_stmt_done(st);
     return ok;
 }
 
@@ -491,13 +533,13 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
             sqlite3_stmt *st = NULL;
 
             again[i] = FALSE;
-            if (sqlite3_prepare_v2(j->db, find, -1, &st, NULL) == SQLITE_OK) {
+            if ((st = journal_stmt(j, find)) != NULL) {
                 sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
                 sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
                 sqlite3_bind_text(st, 3, recipients[i], -1, SQLITE_STATIC);
                 again[i] = sqlite3_step(st) == SQLITE_ROW;
             }
-            sqlite3_finalize(st);
+            journal_stmt_done(st);
         }
         if (!journal_flight_step(j, !undo ? mark
                                     : again[i] ? back_once : back_none,
