@@ -86,10 +86,10 @@ store_get(Store *s, const char *where, GError **error)
 static char *
 fleet_where(const AgentConf *c)
 {
-    return g_strdup_printf("%s\n%s\n%u\n%u\n%s", c->state_redis,
+    return g_strdup_printf("%s\n%s\n%u\n%u\n%s\n%s", c->state_redis,
                            c->state_prefix, c->state_timeout_ms,
                            c->state_lease_time * 1000,
-                           c->state_password_file);
+                           c->state_password_file, c->helo_name);
 }
 
 /* fleet_trouble - the fleet store failed (ERR): the host's store for
@@ -398,6 +398,8 @@ sched_list(const AgentConf *c, GError **error)
         char *colon = strrchr(addr, ':');
         Target t = {.host = s->host, .addr = addr};
 
+        s->source = st == &sched_fleet ? "fleet" : "local";
+
         if (colon != NULL) {
             *colon = '\0';
             t.port = (guint16)g_ascii_strtoull(colon + 1, NULL, 10);
@@ -429,6 +431,7 @@ sched_server_free(SchedServer *s)
     g_free(s->key);
     g_free(s->host);
     g_free(s->reason);
+    g_free(s->learned_by);
     g_free(s);
 }
 

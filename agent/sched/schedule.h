@@ -72,6 +72,14 @@ typedef struct {
     gboolean probing;   /* a probe session is out */
     char *reason;       /* why it is (was last) down, or NULL */
     guint64 sessions, failures; /* totals since the state was made */
+    const char *source; /* whose state this is: "local" (this host's
+                           file) or "fleet" (Redis, DESIGN §12) */
+    /* the fleet's learned limits of the server (DESIGN §6, §12): who
+     * learned them (a relay's helo_name) and when (epoch s, 0 = none) */
+    guint learned_limit;
+    gboolean learned_one_domain;
+    gint64 learned_time;
+    char *learned_by;
 } SchedServer;
 
 /* sched_list - every server of the state, by key (SchedServer*); NULL +
