@@ -20,6 +20,7 @@ typedef struct {
     char *relay;          /* "[host]:port", "" = route per domain */
     char *journal;        /* SQLite database path */
     guint journal_expire; /* seconds an entry is kept */
+    gboolean journal_sync; /* outcomes synced before they are reported */
     guint deadline;       /* seconds; below pipe(8)'s time limit */
     char *spool_dir;      /* "" = $TMPDIR or /tmp */
     guint max_rounds;     /* transactions per group and run */

@@ -23,6 +23,9 @@
 #      (bench/lmtp_bench.py)
 #  (i) destination scheduling's state per session, and the same loop with
 #      scheduling off (bench/sched_bench.c)
+#  (j) CPU per message to Postfix's smtp-sink, three ways: smtp(8), LMTP
+#      mode (journal synced and not), and the ceiling of any LMTP-mode
+#      agent, lmtp(8) to smtp-sink -L (bench/cpu_bench.py)
 # Prints a table and writes bench/results/bench-TIME.{csv,json}. Root.
 import csv
 import json
@@ -50,11 +53,12 @@ import milter_bench                                    # noqa: E402
 import tlsca                                           # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lmtp_bench                                      # noqa: E402
+import cpu_bench                                       # noqa: E402
 from postfix import Receiver, Sender                   # noqa: E402
 
 ROWS = []
 QUICK = os.environ.get("RR_BENCH_QUICK") == "1"
-PARTS = os.environ.get("RR_BENCH_PARTS", "abcdefghi")  # e.g. "bf": some only
+PARTS = os.environ.get("RR_BENCH_PARTS", "abcdefghij")  # e.g. "bf": some only
 
 
 def say(msg=""):
@@ -601,7 +605,9 @@ def table():
              "g": "(g) many agents at once on one journal",
              "h": "(h) LMTP mode (left) / smtp(8) (right), delivery alone",
              "i": "(i) destination state: on (left) / scheduling off "
-                  "(right)"}
+                  "(right)",
+             "j": "(j) CPU per message: each case (left) / smtp(8) of the "
+                  "same round (right)"}
     fmt = "  %-25s %-27s %10s %8s %6s  %-5s %s"
     say()
     say(fmt % ("case", "metric", "rapidretry", "Postfix", "ratio", "unit",
@@ -642,7 +648,8 @@ def main():
     for part, fn in (("a", part_a), ("b", part_b), ("c", part_c),
                      ("d", part_d), ("f", part_f), ("g", part_g),
                      ("h", lambda: lmtp_bench.part_h(row, say)),
-                     ("i", part_i)):
+                     ("i", part_i),
+                     ("j", lambda: cpu_bench.part_j(row, say))):
         if part not in PARTS:
             continue
         try:

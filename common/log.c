@@ -29,7 +29,16 @@ log_file_line(const char *text)
     static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May",
                                        "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"};
-    g_autoptr(GDateTime) now = g_date_time_new_now_local();
+    /* the zone looked up once: a resident agent writes many lines */
+    static GTimeZone *zone;
+    static gsize zone_set;
+    g_autoptr(GDateTime) now = NULL;
+
+    if (g_once_init_enter(&zone_set)) {
+        zone = g_time_zone_new_local();
+        g_once_init_leave(&zone_set, 1);
+    }
+    now = g_date_time_new_now(zone);
     g_autofree char *line = g_strdup_printf(
         "%s %2d %02d:%02d:%02d %s %s[%d]: %s\n",
         months[(g_date_time_get_month(now) - 1) % 12],

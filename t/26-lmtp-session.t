@@ -7,7 +7,8 @@
 # no second copy); bad input as Postfix's smtpd answers it; a client
 # that goes away in DATA gets nothing delivered; the idle timeout; the
 # age limit (421 to MAIL); only LMTP replies ever reach the socket; a
-# server's 5xx greeting: 451 4.x.x per recipient.
+# server's 5xx greeting: 451 4.x.x per recipient; messages of falling
+# size in one session arrive whole, each logged.
 import os
 import re
 import signal
@@ -259,4 +260,84 @@ ok(all(re.match(r"^451 4\.7\.1 <g\d@d\d\.test>: host \S+ refused to "
                 r"talk to me: 554 5\.7\.1 mx\.test", l) for l in final),
    "greeting 554: each 451 4.7.1 with the server's text: %r" % final[:1])
 is_(refuser.delivered(), [], "greeting 554: nothing delivered")
+# --- 12. one session, messages of falling size: each arrives whole --------
+# (the session reuses one spool file and one delivery log handle for all
+# its messages: a short message after a long one must not carry its tail,
+# and every message's rows reach the delivery log)
+import sqlite3
+vsink = SmtpSink({"ehlo": ["PIPELINING", "8BITMIME"]})
+vport = vsink.start()
+rrtest.at_cleanup(vsink.stop)
+vagent = rrtest.Agent(name="sizes", relay="[127.0.0.1]:%d" % vport,
+                      extra_text=CACHE)
+s = LmtpAgent(vagent)
+s.reply()
+s.cmd("LHLO p.test")
+bodies = [rrtest.sample_message("s@src.test", ["v"], subject="m%d" % i,
+                                body="".join("line %d of %d\n" % (k, i)
+                                             for k in range(n)))
+          for i, n in enumerate((20000, 300, 1, 0, 5000))]
+finals = []
+for i, b in enumerate(bodies):
+    finals += s.transaction("s@src.test", ["v%d@d1.test" % i], b,
+                            ident="SZ%05X" % i)[3]
+ok(all(f.startswith("250 ") for f in finals) and len(finals) == 5,
+   "five messages in one session: 250 each: %r" % finals[:2])
+is_([m["body"] for m in vsink.messages()], bodies,
+    "each arrives byte for byte, the short ones without the long one's "
+    "tail")
+s.cmd("QUIT")
+s.wait()
+db = sqlite3.connect(vagent.journal[:-3] + "-log.db")
+is_(sorted(r[0] for r in db.execute("SELECT recipient FROM attempts")),
+    ["v%d@d1.test" % i for i in range(5)],
+    "the delivery log has each message's row (one handle for the session)")
+db.close()
+# --- 13. [agent] journal_sync = no: the journal still stops a second copy --
+nsink = SmtpSink({"ehlo": ["PIPELINING"]})
+nport = nsink.start()
+rrtest.at_cleanup(nsink.stop)
+nagent = rrtest.Agent(name="nosync", relay="[127.0.0.1]:%d" % nport,
+                      agent_extra={"journal_sync": "no"})
+for attempt in (1, 2):
+    s = LmtpAgent(nagent)
+    s.reply()
+    s.cmd("LHLO p.test")
+    final = s.transaction("s@src.test", ["n1@d1.test", "n2@d2.test"], MSG,
+                          ident="NOSYNC1")[3]
+    is_([f[:4] for f in final], ["250 "] * 2,
+        "journal_sync = no, attempt %d: 250 per recipient" % attempt)
+    s.cmd("QUIT")
+    s.wait()
+is_(nsink.delivered(), ["n1@d1.test", "n2@d2.test"],
+    "journal_sync = no: the retry delivers nothing again")
+# --- 14. two servers per message, sessions kept: rows of the right run ----
+# (each message's two lanes run on worker threads that outlive it; a
+# lane on a kept session begins no new connection, and its rows must not
+# reach back to the connection of an earlier message, long freed)
+wa, wb = SmtpSink({"ehlo": ["PIPELINING"]}), SmtpSink({"ehlo": ["PIPELINING"]})
+pa, pb = wa.start(), wb.start()
+rrtest.at_cleanup(wa.stop)
+rrtest.at_cleanup(wb.stop)
+wagent = rrtest.Agent(name="lanes", relay="", extra_text=CACHE + (
+    "[routes]\nd1.test = relay:[127.0.0.1]:%d\n"
+    "d2.test = relay:[127.0.0.1]:%d\n" % (pa, pb)))
+s = LmtpAgent(wagent)
+s.reply()
+s.cmd("LHLO p.test")
+finals = []
+for i in range(6):
+    finals += s.transaction("s@src.test", ["w%da@d1.test" % i,
+                                           "w%db@d2.test" % i], MSG,
+                            ident="LN%05X" % i)[3]
+is_([f[:4] for f in finals], ["250 "] * 12, "six messages over two kept "
+    "sessions: 250 per recipient")
+is_((wa.connections(), wb.connections()), (1, 1),
+    "one connection per server for all six")
+s.cmd("QUIT")
+is_(s.wait(), 0, "the agent ends the session cleanly")
+db = sqlite3.connect(wagent.journal[:-3] + "-log.db")
+is_(db.execute("SELECT count(*) FROM attempts WHERE status = 'sent'")
+    .fetchone()[0], 12, "the delivery log has the 12 rows")
+db.close()
 done()

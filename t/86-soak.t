@@ -2,7 +2,9 @@
 # 86-soak.t - one resident rapidretry-agent --lmtp serving 2,000 messages
 # over one kept LMTP session (t/lib/soak.py; `make soak N=100000` for the
 # long one): every message answered per recipient by its class, every
-# good recipient taken exactly once, none of the refused ones; the
+# good recipient taken exactly once, none of the refused ones; one
+# server of the two offers STARTTLS and the agent's sessions to it use
+# TLS; the
 # agent's descriptors constant and its RSS flat over the second half
 # (growth under 1 MB; the journal's and delivery log's SQLite page caches
 # fill in the first 2,500 or so).
@@ -30,13 +32,19 @@ is_(res["fail"], [], "%d messages, %d good recipients, %d transactions: "
 c = res["curve"]
 for p in c:
     diag("%(messages)6d messages: RSS %(rss_kib)6d KiB, %(fds)d fds, "
-         "%(server_sessions)d server sessions, %(seconds)ss" % p)
+         "%(server_sessions)d server sessions, %(tls_handshakes)d TLS "
+         "handshakes, %(seconds)ss" % p)
 ok(len(c) >= 4, "sampled %d times" % len(c))
+ok(res["tls_handshakes"] > 0, "%d sessions to the STARTTLS server used "
+   "TLS" % res["tls_handshakes"])
 base = c[len(c) // 2 - 1]  # the caches are warm by then
-is_(sorted(set(p["fds"] for p in c[1:])).__len__() <= 2 and
-    max(p["fds"] for p in c) - min(p["fds"] for p in c) <= 1, True,
-    "descriptors constant (%s)" % sorted(set(p["fds"] for p in c)))
+# two servers: a sample may fall while either session is being replaced
+is_(max(p["fds"] for p in c) - min(p["fds"] for p in c) <= 2, True,
+    "descriptors bounded (%s)" % sorted(set(p["fds"] for p in c)))
 growth = c[-1]["rss_kib"] - base["rss_kib"]
-ok(growth < 1024, "RSS over the second half grows %d KiB (< 1 MB) "
-   "over %d messages" % (growth, c[-1]["messages"] - base["messages"]))
+# under ASan freed memory waits in its quarantine (256 MB) before reuse:
+# the bound is for the allocator's churn there, not for the agent
+cap = 8192 if rrtest.ASAN else 1024
+ok(growth < cap, "RSS over the second half grows %d KiB (< %d KiB) "
+   "over %d messages" % (growth, cap, c[-1]["messages"] - base["messages"]))
 done()

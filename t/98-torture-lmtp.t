@@ -2,10 +2,13 @@
 # 98-torture-lmtp.t - the LMTP-mode fault campaign (t/lib/torture_lmtp.py):
 # 300 scenarios of resident agents driven through 2-4 messages per LMTP
 # session with server faults, the client vanishing before, during or
-# after DATA, and SIGKILL/SIGTERM of the agent inside a message, each
-# message handed over again as Postfix would: every accepted RCPT answered
-# once, every 2xx true and every 5xx too, none lost, none taken twice
-# outside the end-of-data window.
+# after DATA, SIGKILL/SIGTERM of the agent inside a message, spawn(8)'s
+# time limit, the same message to a second agent while the first still
+# delivers it, and messages without a queue id (the journal keyed by
+# digest), each message handed over again as Postfix would: every
+# accepted RCPT answered once, every 2xx true and every 5xx too, none
+# lost, none taken twice outside the end-of-data window, the time-limit
+# margin kept.
 # RR_TORTURE_SEED, RR_TORTURE_N and RR_TORTURE_J change the campaign.
 import os
 import sys

@@ -61,8 +61,10 @@ batch_journal_open(const AgentConf *conf, const char **dsn, GError **error)
     GError *err = NULL;
     Journal *j = journal_open(conf->journal, conf->journal_expire, &err);
 
-    if (j != NULL)
+    if (j != NULL && (conf->journal_sync
+                      || journal_set_sync(j, FALSE, &err)))
         return j;
+    journal_close(j);
     /* a journal of a newer release: our configuration, not the mail */
     *dsn = g_error_matches(err, JOURNAL_ERROR, JOURNAL_ERROR_NEWER)
                ? "4.3.5" : "4.3.0";
@@ -104,10 +106,12 @@ batch_open(const BatchParams *p, const char **dsn, GError **error)
             goto fail;
         d->own_journal = TRUE;
     }
+    if ((d->claim = journal_claim_new(d->journal, error)) == NULL)
+        goto fail;
     /* the delivery log is best effort: it never stops a delivery */
-    d->dblog = dblog_new(conf->log_database, p->queue_id, p->sender,
-                         conf->transcript_mode, conf->log_max_size,
-                         conf->log_retention);
+    d->dblog = dblog_new(p->dblog, conf->log_database, p->queue_id,
+                         p->sender, conf->transcript_mode,
+                         conf->log_max_size, conf->log_retention);
     return d;
 fail:
     batch_free(d);
@@ -127,6 +131,7 @@ batch_free(Delivery *d)
     if (d == NULL)
         return;
     dblog_free(d->dblog);
+    journal_claim_free(d->claim);
     if (d->own_journal)
         journal_close(d->journal);
     address_free(d->sender_addr);
@@ -147,7 +152,8 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
     for (guint i = 0; i < n; i++) {
         Rcpt *r = rcpt_new(args[i], i);
         GError *err = NULL;
-        JournalState js;
+        JournalState js = JOURNAL_NONE;
+        gboolean ours;
 
         g_ptr_array_add(rcpts, r);
         r->addr = address_parse(r->arg, FALSE, &err);
@@ -157,14 +163,25 @@ batch_recipients(Delivery *d, const char *const *args, guint n)
             g_error_free(err);
             continue;
         }
-        js = journal_lookup(d->journal, d->queue_id, spool_digest(d->spool),
-                            r->arg, &err);
+        /* claimed before the lookup: what another run still delivers is
+         * not in the journal yet, or only in flight, which reads as
+         * nothing (DESIGN §9: the same message on a second connection) */
+        ours = journal_claim(d->claim, d->queue_id, spool_digest(d->spool),
+                             r->arg, &err);
+        if (err == NULL)
+            js = journal_lookup(d->journal, d->queue_id,
+                                spool_digest(d->spool), r->arg, &err);
         if (err != NULL) {
             g_autofree char *why = g_strdup_printf(
                 "cannot read journal: %s", err->message);
 
             report_rcpt(d, r, RCPT_DEFERRED, "4.3.0", NULL, why, NULL);
             g_error_free(err);
+        } else if (js == JOURNAL_NONE && !ours) {
+            report_rcpt(d, r, RCPT_DEFERRED, "4.3.0", NULL,
+                        "another delivery of this message to this "
+                        "recipient is still running; not sent twice",
+                        NULL);
         } else if (js != JOURNAL_NONE) {
             r->done = TRUE;
             r->status = RCPT_EARLIER;

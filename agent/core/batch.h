@@ -14,6 +14,7 @@
 #include <glib.h>
 #include "conf.h"
 #include "deliver.h"
+#include "dblog.h"
 #include "journal.h"
 #include "rcpt.h"
 #include "spool.h"
@@ -29,6 +30,8 @@ typedef struct {
     SmtpTranscriptFn transcript; /* -v: the conversation; NULL = the log */
     Journal *journal;         /* borrowed (LMTP: one per session); NULL =
                                  the configured one, opened and owned */
+    DbLogFile *dblog;         /* the delivery log, borrowed likewise; NULL
+                                 = [log] database opened for this run */
     struct ConnCache *cache;  /* sessions kept between messages (LMTP);
                                  NULL = closed at the end */
     const char *dsn_ret;      /* RET= and ENVID= (xtext) for servers that */
@@ -68,8 +71,9 @@ void batch_log_flush(Delivery *d);
 
 /* batch_recipients - Rcpt* for the N envelope recipients ARGS, in order:
  * a malformed one is bounced (5.1.3), one final in an earlier run is
- * done as RCPT_EARLIER (journal), one the journal cannot tell about is
- * deferred (4.3.0); the others pending */
+ * done as RCPT_EARLIER (journal), one the journal cannot tell about or
+ * another running delivery holds (journal_claim) is deferred (4.3.0);
+ * the others pending, claimed for D until batch_free */
 GPtrArray *batch_recipients(Delivery *d, const char *const *args, guint n);
 
 /* batch_deliver - route the pending recipients of RCPTS (NEXTHOP as

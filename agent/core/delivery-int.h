@@ -33,6 +33,8 @@ struct Delivery {
     Spool *spool;
     Journal *journal;
     gboolean own_journal;     /* opened by batch_open, closed with it */
+    JournalClaim *claim;      /* the recipients this run may send to,
+                                 held against a concurrent run (§9) */
     DbLog *dblog;             /* delivery log and stored limits; never
                                  NULL once set up (may be unusable) */
     gint64 start;             /* g_get_monotonic_time() at start */

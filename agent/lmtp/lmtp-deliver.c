@@ -207,7 +207,8 @@ fault_drop(GPtrArray *rcpts)
 }
 
 /* delivery_open - the core's run for the message in SP, with the
- * session's journal (opened at the first message) and outbound cache;
+ * session's journal and delivery log (opened at the first message) and
+ * outbound cache;
  * NULL + *DSN + *WHY */
 static Delivery *
 delivery_open(LmtpSession *s, Spool *sp, const char *queue_id,
@@ -219,12 +220,20 @@ delivery_open(LmtpSession *s, Spool *sp, const char *queue_id,
 
     if (s->journal == NULL)
         s->journal = batch_journal_open(c, dsn, &err);
+    if (s->dblog == NULL) {
+        GError *e = NULL;
+
+        /* kept for the session: opening it costs more than a message's
+         * rows; when it fails, batch_open tries again and says why */
+        s->dblog = dblog_file_open(c->log_database, &e);
+        g_clear_error(&e);
+    }
     if (s->journal != NULL) {
         const BatchParams p = {
             .conf = c, .queue_id = queue_id, .sender = s->proto.sender,
             .spool = sp, .deadline = c->lmtp_deadline,
             .transcript = lmtp_transcript, .journal = s->journal,
-            .cache = s->cache, .dsn_ret = s->proto.ret,
+            .dblog = s->dblog, .cache = s->cache, .dsn_ret = s->proto.ret,
             .dsn_envid = s->proto.envid};
 
         if ((d = batch_open(&p, dsn, &err)) != NULL)
@@ -299,6 +308,10 @@ deliver_message(LmtpSession *s, Spool *sp)
              info.rapid_rounds, reused);
     if (n[RCPT_DEFERRED] + n[RCPT_BOUNCED] == 0)
         s->proto.errors = 0;
+    /* the replies first: the journal has the outcomes, and the delivery
+     * log (best effort) need not hold Postfix up; a client gone now is
+     * found at the next read */
+    (void)io_flush(s);
     delivery_close(d);
     return TRUE;
 }

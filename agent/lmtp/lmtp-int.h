@@ -11,6 +11,7 @@
 
 #include <glib.h>
 #include "conncache.h"
+#include "dblog.h"
 #include "deliver.h"
 #include "lmtp-proto.h"
 
@@ -23,10 +24,18 @@ typedef struct {
     GString *wbuf;       /* replies not written yet */
     gint64 start;        /* monotonic, microseconds */
     Journal *journal;    /* opened at the first message */
+    DbLogFile *dblog;    /* the delivery log, likewise (NULL: none, or
+                            each message tries and says why) */
     ConnCache *cache;    /* outbound sessions kept between messages */
+    Spool *spare;        /* the last message's spool, its file reused */
     LmtpProto proto;
     gboolean eof;
 } LmtpSession;
+
+/* lmtp.c */
+
+/* io_flush - write the pending replies; FALSE when the client is gone */
+gboolean io_flush(LmtpSession *s);
 
 /* lmtp-deliver.c */
 

@@ -25,8 +25,7 @@
 
 static volatile sig_atomic_t lmtp_term; /* SIGTERM seen */
 
-/* io_flush - write the pending replies; FALSE when the client is gone */
-static gboolean
+gboolean
 io_flush(LmtpSession *s)
 {
     gsize off = 0;
@@ -147,9 +146,10 @@ read_data(LmtpSession *s, gboolean *too_big, char **why)
     LmtpData dd = {0};
     g_autoptr(GString) out = g_string_sized_new(LMTP_READ_CHUNK + 16);
     GError *err = NULL;
-    Spool *sp = spool_begin(s->conf->spool_dir, &err);
+    Spool *sp = spool_begin_again(s->spare, s->conf->spool_dir, &err);
     guint64 limit = s->conf->lmtp_size_limit;
 
+    s->spare = NULL;
     *too_big = FALSE;
     if (sp == NULL) {
         *why = g_strdup(err->message);
@@ -201,7 +201,7 @@ after_data(LmtpSession *s)
         reply_all(s, "451 4.3.0 Error: queue file write error (%s)", why);
     } else
         go_on = deliver_message(s, sp);
-    spool_free(sp);
+    s->spare = sp;
     lmtp_proto_reset(&s->proto);
     return go_on;
 }
@@ -357,6 +357,8 @@ lmtp_main(int argc, char **argv)
     lmtp_proto_clear(&s.proto);
     conn_cache_free(s.cache); /* QUIT to the servers still kept */
     journal_close(s.journal);
+    dblog_file_close(s.dblog);
+    spool_free(s.spare);
     g_byte_array_unref(s.buf);
     g_string_free(s.wbuf, TRUE);
     return 0;

@@ -41,11 +41,23 @@ typedef struct {
     gboolean one_domain;
 } Limit;
 
-struct DbLog {
-    sqlite3 *db;        /* NULL = not usable */
+/* The open file, for one run or (LMTP mode) for every message of a
+ * session: opening it is the dearest part of a message's log. */
+struct DbLogFile {
+    sqlite3 *db;
     SqlDb sql;          /* db, "delivery log", path: sqldb.h's calls */
     char *path;
+    SqlWait wait;
+};
+
+struct DbLog {
+    sqlite3 *db;        /* NULL = not usable; the file's */
+    SqlDb sql;          /* the file's */
+    const char *path;   /* the file's */
+    DbLogFile *file;    /* NULL when not usable */
+    gboolean own_file;  /* opened for this run, closed with it */
     char *queue_id, *sender, *run;
+    guint serial;       /* this run's number in the process, from 1 */
     AgentTranscript mode;
     guint64 max_size;
     guint retention;
@@ -53,7 +65,6 @@ struct DbLog {
     GPtrArray *conns;   /* DbLogConn* */
     GPtrArray *rows;    /* Row* */
     GPtrArray *limits;  /* Limit* */
-    SqlWait wait;
 };
 
 /* dblog_prune - retention by age, then by size (dblog-prune.c); inside

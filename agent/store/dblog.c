@@ -19,8 +19,15 @@
 #define DBLOG_TEXT_CAP (256 * 1024) /* bytes kept per transcript */
 
 
+/* The calling thread's current connection, and the run it belongs to:
+ * a worker thread outlives the run (GLib keeps idle threads for the next
+ * message of an LMTP session), and a session kept from an earlier
+ * message begins no new connection, so a row takes the connection only
+ * when both are of its run. */
 static __thread DbLogConn *dblog_cur_conn;
+static __thread guint dblog_cur_run;
 static __thread guint dblog_cur_tx;
+static guint dblog_runs; /* serial numbers of runs, atomic */
 
 /*
  * Schema migrations by PRAGMA user_version, as in journal.c: step N
@@ -86,61 +93,90 @@ dblog_error_quark(void)
 /* dblog_migrate - create or update the schema; only writes when the
  * version is behind, so a current database costs one read */
 static gboolean
-dblog_migrate(DbLog *l, GError **error)
+dblog_migrate(const SqlDb *sql, GError **error)
 {
     int want = (int)G_N_ELEMENTS(dblog_schema);
 
-    if (sqldb_int(&l->sql, "PRAGMA user_version") == want)
+    if (sqldb_int(sql, "PRAGMA user_version") == want)
         return TRUE;
     /* another agent may migrate at the same time: the version is read
      * again inside the write transaction */
-    if (!sqldb_exec(&l->sql, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (!sqldb_exec(sql, "BEGIN IMMEDIATE", "cannot begin", error))
         return FALSE;
-    if (sqldb_migrate(&l->sql, dblog_schema, want, FALSE, 0, "", error)
-        && sqldb_exec(&l->sql, "COMMIT", "cannot commit", error))
+    if (sqldb_migrate(sql, dblog_schema, want, FALSE, 0, "", error)
+        && sqldb_exec(sql, "COMMIT", "cannot commit", error))
         return TRUE;
-    sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_exec(sql->db, "ROLLBACK", NULL, NULL, NULL);
     return FALSE;
 }
 
-/* dblog_open_db - open and prepare the file; FALSE + error */
+/* dblog_file_prepare - PRAGMAs and schema of the open file F; FALSE +
+ * error */
 static gboolean
-dblog_open_db(DbLog *l, GError **error)
+dblog_file_prepare(DbLogFile *f, GError **error)
 {
-    int rc = sqlite3_open_v2(l->path, &l->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-                                 | SQLITE_OPEN_FULLMUTEX, NULL);
-
-    l->sql = (SqlDb){l->db, "delivery log", l->path, dblog_error_quark()};
-    if (rc != SQLITE_OK) {
-        g_set_error(error, dblog_error_quark(), rc, "delivery log %s: "
-                    "cannot open: %s", l->path,
-                    l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
-        return FALSE;
-    }
-    if (sqlite3_db_readonly(l->db, "main") == 1) {
+    if (sqlite3_db_readonly(f->db, "main") == 1) {
         g_set_error(error, dblog_error_quark(), SQLITE_READONLY,
                     "delivery log %s: cannot open: file is read-only",
-                    l->path);
+                    f->path);
         return FALSE;
     }
-    sqlwait_install(l->db, &l->wait, DBLOG_BUSY_MS, DBLOG_WAL_PAGES);
+    sqlwait_install(f->db, &f->wait, DBLOG_BUSY_MS, DBLOG_WAL_PAGES);
     /* auto_vacuum only takes effect before the first table exists, and
      * setting it is a write: only for a new file */
-    return sqldb_exec(&l->sql, "PRAGMA synchronous = NORMAL", "cannot set "
+    return sqldb_exec(&f->sql, "PRAGMA synchronous = NORMAL", "cannot set "
                       "synchronous", error)
-           && (sqldb_int(&l->sql, "PRAGMA page_count") > 0
-               || sqldb_exec(&l->sql, "PRAGMA auto_vacuum = INCREMENTAL",
+           && (sqldb_int(&f->sql, "PRAGMA page_count") > 0
+               || sqldb_exec(&f->sql, "PRAGMA auto_vacuum = INCREMENTAL",
                              "cannot set auto_vacuum", error))
-           && (sqlwait_wal_mode(l->db, &l->wait) == SQLITE_OK
-               || sqldb_exec(&l->sql, "PRAGMA journal_mode = WAL", "cannot set "
+           && (sqlwait_wal_mode(f->db, &f->wait) == SQLITE_OK
+               || sqldb_exec(&f->sql, "PRAGMA journal_mode = WAL", "cannot set "
                              "WAL mode", error))
-           && dblog_migrate(l, error);
+           && dblog_migrate(&f->sql, error);
+}
+
+DbLogFile *
+dblog_file_open(const char *path, GError **error)
+{
+    DbLogFile *f;
+    int rc;
+
+    if (path == NULL || path[0] == '\0' || strcmp(path, "none") == 0)
+        return NULL;
+    f = g_new0(DbLogFile, 1);
+    f->path = g_strdup(path);
+    rc = sqlite3_open_v2(f->path, &f->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                             | SQLITE_OPEN_FULLMUTEX, NULL);
+    f->sql = (SqlDb){f->db, "delivery log", f->path, dblog_error_quark()};
+    if (rc != SQLITE_OK) {
+        g_set_error(error, dblog_error_quark(), rc, "delivery log %s: "
+                    "cannot open: %s", f->path,
+                    f->db ? sqlite3_errmsg(f->db) : sqlite3_errstr(rc));
+        dblog_file_close(f);
+        return NULL;
+    }
+    if (!dblog_file_prepare(f, error)) {
+        dblog_file_close(f);
+        return NULL;
+    }
+    return f;
+}
+
+void
+dblog_file_close(DbLogFile *f)
+{
+    if (f == NULL)
+        return;
+    sqlite3_close_v2(f->db);
+    g_free(f->path);
+    g_free(f);
 }
 
 DbLog *
-dblog_new(const char *path, const char *queue_id, const char *sender,
-          AgentTranscript mode, guint64 max_size, guint retention)
+dblog_new(DbLogFile *file, const char *path, const char *queue_id,
+          const char *sender, AgentTranscript mode, guint64 max_size,
+          guint retention)
 {
     DbLog *l = g_new0(DbLog, 1);
     GError *err = NULL;
@@ -156,17 +192,23 @@ dblog_new(const char *path, const char *queue_id, const char *sender,
     l->conns = g_ptr_array_new_with_free_func((GDestroyNotify)conn_free);
     l->rows = g_ptr_array_new_with_free_func((GDestroyNotify)row_free);
     l->limits = g_ptr_array_new_with_free_func((GDestroyNotify)limit_free);
+    l->serial = (guint)g_atomic_int_add((gint *)&dblog_runs, 1) + 1;
     dblog_cur_conn = NULL;
     dblog_cur_tx = 0;
-    if (path == NULL || path[0] == '\0' || strcmp(path, "none") == 0)
-        return l;
-    l->path = g_strdup(path);
-    if (!dblog_open_db(l, &err)) {
+    if (file == NULL) {
+        file = dblog_file_open(path, &err);
+        l->own_file = TRUE;
+    }
+    if (err != NULL) {
         log_warning("%s: %s; delivering without the delivery log",
                     queue_id, err->message);
         g_error_free(err);
-        sqlite3_close_v2(l->db);
-        l->db = NULL;
+    }
+    if (file != NULL) {
+        l->file = file;
+        l->db = file->db;
+        l->sql = file->sql;
+        l->path = file->path;
     }
     return l;
 }
@@ -176,12 +218,12 @@ dblog_free(DbLog *l)
 {
     if (l == NULL)
         return;
-    sqlite3_close_v2(l->db);
+    if (l->own_file)
+        dblog_file_close(l->file);
     g_ptr_array_unref(l->rows);
     g_ptr_array_unref(l->conns);
     g_ptr_array_unref(l->limits);
     g_mutex_clear(&l->lock);
-    g_free(l->path);
     g_free(l->queue_id);
     g_free(l->sender);
     g_free(l->run);
@@ -210,6 +252,7 @@ dblog_conn_begin(DbLog *l, SmtpTranscriptFn chain, gpointer chain_ctx)
     c->number = l->conns->len;
     g_mutex_unlock(&l->lock);
     dblog_cur_conn = c;
+    dblog_cur_run = l->serial;
     dblog_cur_tx = 0;
     return c->text != NULL || chain != NULL ? c : NULL;
 }
@@ -269,7 +312,7 @@ dblog_attempt(DbLog *l, const DbLogAttempt *a)
     r->delay = a->delay;
     r->time = g_get_real_time() / 1e6;
     r->tx = dblog_cur_tx;
-    r->conn = dblog_cur_conn;
+    r->conn = dblog_cur_run == l->serial ? dblog_cur_conn : NULL;
     g_mutex_lock(&l->lock);
     if (r->conn != NULL) {
         r->conn->rows++;

@@ -19,6 +19,7 @@ typedef enum {
 #include "smtpopt.h"
 
 typedef struct DbLog DbLog;
+typedef struct DbLogFile DbLogFile;
 typedef struct DbLogConn DbLogConn;
 
 typedef struct {
@@ -30,11 +31,19 @@ typedef struct {
     double delay;        /* seconds since the agent started */
 } DbLogAttempt;
 
-/* dblog_new - the log of one run; PATH "none" or NULL disables it. The
- * database is opened here (WAL, short busy timeout); when that fails the
- * reason is logged once and the run goes on without it. */
-DbLog *dblog_new(const char *path, const char *queue_id, const char *sender,
-                 AgentTranscript mode, guint64 max_size, guint retention);
+/* dblog_file_open - the database PATH opened and prepared (WAL, short
+ * busy timeout, schema), for the runs of many messages (LMTP mode: one
+ * per session); NULL + error, also for PATH "none" or NULL (error NULL) */
+DbLogFile *dblog_file_open(const char *path, GError **error);
+void dblog_file_close(DbLogFile *f);
+
+/* dblog_new - the log of one run, written into FILE (borrowed: it stays
+ * open after dblog_free) or, when FILE is NULL, into PATH opened for this
+ * run alone; PATH "none" or NULL disables it. When the database cannot
+ * be opened the reason is logged once and the run goes on without it. */
+DbLog *dblog_new(DbLogFile *file, const char *path, const char *queue_id,
+                 const char *sender, AgentTranscript mode, guint64 max_size,
+                 guint retention);
 void dblog_free(DbLog *l);
 /* dblog_usable - the database is open */
 gboolean dblog_usable(const DbLog *l);

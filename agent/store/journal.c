@@ -5,8 +5,12 @@
  */
 #include "journal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "sqldb.h"
 #include "sqlwait.h"
@@ -36,6 +40,11 @@
  * - every JOURNAL_WAL_PAGES pages (about 16 runs) the committing run
  *   checkpoints: WAL synced, pages copied, database file synced, then the
  *   WAL truncated. No sync can go without giving up exactly-once.
+ * - [agent] journal_sync = no (journal_set_sync): the outcomes commit
+ *   with synchronous=NORMAL too, so no sync per message: the journal
+ *   then survives a crash of the agent, as Postfix's queue file marks a
+ *   recipient done (write, no fsync), but not a power cut: a retry after
+ *   one may deliver again what the lost commits held (DESIGN §7).
  */
 
 struct Journal {
@@ -44,7 +53,11 @@ struct Journal {
     char *path;
     GMutex lock; /* one transaction at a time on this handle */
     SqlWait wait;
+    const char *settle; /* the synchronous level outcomes commit with */
 };
+
+#define JOURNAL_SYNC_FULL "PRAGMA synchronous = FULL"
+#define JOURNAL_SYNC_NORMAL "PRAGMA synchronous = NORMAL"
 
 /* journal_error_quark - the error domain of this module */
 GQuark
@@ -134,8 +147,8 @@ out:
     if (!ok)
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     /* every outcome from here on is synced before it is reported */
-    return sqldb_exec(&j->sql, "PRAGMA synchronous = FULL",
-                        "cannot set synchronous", ok ? error : NULL)
+    return sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
+                      ok ? error : NULL)
            && ok;
 }
 
@@ -148,6 +161,7 @@ journal_open(const char *path, guint expire, GError **error)
 
     g_mutex_init(&j->lock);
     j->path = g_strdup(path);
+    j->settle = JOURNAL_SYNC_FULL;
     rc = sqlite3_open_v2(path, &j->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX,
@@ -184,6 +198,18 @@ out:
         j = NULL;
     }
     return j;
+}
+
+gboolean
+journal_set_sync(Journal *j, gboolean sync, GError **error)
+{
+    gboolean ok;
+
+    g_mutex_lock(&j->lock);
+    j->settle = sync ? JOURNAL_SYNC_FULL : JOURNAL_SYNC_NORMAL;
+    ok = sqldb_exec(&j->sql, j->settle, "cannot set synchronous", error);
+    g_mutex_unlock(&j->lock);
+    return ok;
 }
 
 void
@@ -482,8 +508,8 @@ out:
         sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 sync:
     /* every outcome is synced before it is reported */
-    if (!sqldb_exec(&j->sql, "PRAGMA synchronous = FULL",
-                      "cannot set synchronous", ok ? error : NULL))
+    if (!sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
+                    ok ? error : NULL))
         ok = FALSE;
 unlock:
     g_mutex_unlock(&j->lock);
@@ -537,4 +563,93 @@ journal_inflight_undo(Journal *j, const char *queue_id, const char *digest,
 {
     return journal_flight(j, queue_id, digest, recipients, n,
                           (gboolean *)again, TRUE, error);
+}
+
+/*
+ * Claims are byte-range locks on one file beside the journal, one byte
+ * per (queue id, digest, recipient) at an offset from its SHA-256 (62
+ * bits: a collision defers a recipient, it never sends one twice). Open
+ * file description locks (Linux 3.15): each claim set is its own owner,
+ * in one process too, and closing its descriptor releases all of it.
+ */
+#define JOURNAL_CLAIM_SUFFIX "-claim"
+#define JOURNAL_CLAIM_BITS G_GUINT64_CONSTANT(0x3FFFFFFFFFFFFFFF)
+#ifdef F_OFD_SETLK
+#define JOURNAL_SETLK F_OFD_SETLK
+#else
+#define JOURNAL_SETLK F_SETLK /* per process: enough, one run each */
+#endif
+
+struct JournalClaim {
+    int fd;
+    char *path;
+};
+
+JournalClaim *
+journal_claim_new(Journal *j, GError **error)
+{
+    g_autofree char *path = g_strconcat(j->path, JOURNAL_CLAIM_SUFFIX, NULL);
+    struct stat st;
+    mode_t mode = 0600;
+    JournalClaim *c;
+    int fd;
+
+    /* the journal's own permissions, as SQLite gives its -wal and -shm */
+    if (stat(j->path, &st) == 0)
+        mode = st.st_mode & 0666;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+    if (fd < 0) {
+        g_set_error(error, journal_error_quark(), errno,
+                    "journal lock file %s: cannot open: %s", path,
+                    g_strerror(errno));
+        return NULL;
+    }
+    c = g_new0(JournalClaim, 1);
+    c->fd = fd;
+    c->path = g_steal_pointer(&path);
+    return c;
+}
+
+gboolean
+journal_claim(JournalClaim *c, const char *queue_id, const char *digest,
+              const char *recipient, GError **error)
+{
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    guint8 h[32];
+    gsize len = sizeof h;
+    guint64 off = 0;
+    struct flock fl = {0};
+
+    g_checksum_update(sum, (const guchar *)queue_id,
+                      (gssize)strlen(queue_id) + 1); /* with the NULs */
+    g_checksum_update(sum, (const guchar *)digest, (gssize)strlen(digest) + 1);
+    g_checksum_update(sum, (const guchar *)recipient, -1);
+    g_checksum_get_digest(sum, h, &len);
+    for (int i = 0; i < 8; i++)
+        off = off << 8 | h[i];
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)(off & JOURNAL_CLAIM_BITS);
+    fl.l_len = 1;
+    while (fcntl(c->fd, JOURNAL_SETLK, &fl) != 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EACCES)
+            return FALSE; /* another delivery holds it */
+        g_set_error(error, journal_error_quark(), errno,
+                    "journal lock file %s: cannot lock: %s", c->path,
+                    g_strerror(errno));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+void
+journal_claim_free(JournalClaim *c)
+{
+    if (c == NULL)
+        return;
+    close(c->fd); /* the kernel releases every claim of it */
+    g_free(c->path);
+    g_free(c);
 }

@@ -45,6 +45,10 @@ int journal_schema_version(void);
  * are removed. Any failure is an error: the caller defers the batch. */
 Journal *journal_open(const char *path, guint expire, GError **error);
 void journal_close(Journal *j);
+/* journal_set_sync - SYNC TRUE (the default): each outcome synced to
+ * disk before it is reported; FALSE: written, not synced (survives a
+ * crash of the process, not of the machine); FALSE + error */
+gboolean journal_set_sync(Journal *j, gboolean sync, GError **error);
 
 /* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST; a
  * JOURNAL_INFLIGHT row reads as JOURNAL_NONE, JOURNAL_INFLIGHT_AGAIN as
@@ -80,5 +84,31 @@ gboolean journal_inflight_undo(Journal *j, const char *queue_id,
                                const char *digest,
                                const char *const *recipients, gsize n,
                                const gboolean *again, GError **error);
+
+/*
+ * A claim: while one delivery runs, the recipients it may send to are
+ * held for its process, so that another agent handed the same message
+ * at the same time (Postfix retrying on a second LMTP connection while
+ * the first agent still delivers: DESIGN §7, §9) defers them instead of
+ * sending them again. An in-flight row tells a rerun nothing about
+ * whether its writer still runs; the claim does: the kernel drops it
+ * when the process ends, however it ends. A claim lives in a lock file
+ * beside the journal and goes with journal_claim_free.
+ */
+typedef struct JournalClaim JournalClaim;
+
+/* journal_claim_new - a claim set for one delivery; NULL + error when the
+ * lock file cannot be opened (the delivery defers, as for a journal) */
+JournalClaim *journal_claim_new(Journal *j, GError **error);
+
+/* journal_claim - hold RECIPIENT of QUEUE_ID + DIGEST: TRUE when it is
+ * ours now (or was already), FALSE with *ERROR unset when another
+ * running delivery holds it, FALSE + error when the lock failed */
+gboolean journal_claim(JournalClaim *c, const char *queue_id,
+                       const char *digest, const char *recipient,
+                       GError **error);
+
+/* journal_claim_free - every claim of C released */
+void journal_claim_free(JournalClaim *c);
 
 #endif

@@ -210,6 +210,24 @@ spool_begin(const char *dir, GError **error)
     return sp;
 }
 
+Spool *
+spool_begin_again(Spool *old, const char *dir, GError **error)
+{
+    if (old == NULL)
+        return spool_begin(dir, error);
+    /* the same unlinked file for the next message: a new one costs the
+     * file system an inode each time */
+    if (ftruncate(old->fd, 0) < 0 || lseek(old->fd, 0, SEEK_SET) < 0) {
+        spool_free(old);
+        return spool_begin(dir, error);
+    }
+    if (old->sum != NULL)
+        g_checksum_free(old->sum);
+    g_free(old->digest);
+    *old = (Spool){.fd = old->fd, .sum = g_checksum_new(G_CHECKSUM_SHA256)};
+    return old;
+}
+
 gboolean
 spool_append(Spool *sp, const char *buf, gsize len, GError **error)
 {

@@ -23,6 +23,10 @@ Spool *spool_new(int fd, const char *dir, GError **error);
  * (LMTP's DATA, already without dot-stuffing); the spool is usable only
  * after spool_end(). NULL + error when no file can be made. */
 Spool *spool_begin(const char *dir, GError **error);
+/* spool_begin_again - spool_begin() reusing OLD's file (emptied; OLD is
+ * the result, or freed when its file cannot be emptied); OLD NULL =
+ * spool_begin() */
+Spool *spool_begin_again(Spool *old, const char *dir, GError **error);
 gboolean spool_append(Spool *sp, const char *buf, gsize len,
                       GError **error);
 void spool_end(Spool *sp);

@@ -14,6 +14,9 @@ Script keys:
   greeting    "220 sink.test ESMTP smtpsink" (or a rule dict for CONNECT)
   ehlo        extension lines, default PIPELINING SIZE 8BITMIME
               ENHANCEDSTATUSCODES; e.g. "LIMITS RCPTMAX=2 RCPTDOMAINMAX=1"
+  tls         {"cert": PEM, "key": PEM}: STARTTLS offered (in the EHLO
+              lines, before the others) and carried out with Python's ssl;
+              tls_sessions counts the handshakes
   rcpt_max    accept at most K recipients per transaction, then
               "452 4.5.3 Error: too many recipients"
   mail_lenient  true: a refused MAIL still opens the transaction (RCPTs
@@ -64,6 +67,12 @@ sent in full (a drop, stall or garbage at DOT makes a taken message
 unclean: the client cannot know). With record=FILE every
 event and every taken message is appended as a JSON line.
 
+Concurrency, counted at the socket: max_active() is the most client
+connections open at once; max_busy() the most sessions at once that were
+not idle, a session being idle from the reply that ends a transaction
+(DOT, RSET) to its next MAIL and from QUIT on: an idle kept connection
+is not a session in use.
+
 Records: transcript() -> [{"conn", "dir": "c"|"s", "line", "t"}],
 messages() -> [{"conn", "txn", "mail_from", "rcpts", "body"}] (body with
 LF line ends, dot-stuffing undone).
@@ -75,6 +84,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -134,8 +144,17 @@ class SmtpSink:
         self.nconn = 0
         self.ntxn = 0
         self.nactive = 0        # sessions still running
+        self.most_active = 0    # the most connections open at once
+        self.nbusy = 0          # sessions not idle (see the header)
+        self.most_busy = 0
         self.record = open(record, "a") if record else None
         self.lean = bool(self.script.get("lean"))
+        self.tls_sessions = 0
+        self.tls_ctx = None
+        if self.script.get("tls"):
+            t = self.script["tls"]
+            self.tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls_ctx.load_cert_chain(t["cert"], t["key"])
         self.taken = collections.Counter()  # lean: recipient -> times taken
         self.ntaken = 0
         self.sock = None
@@ -223,6 +242,16 @@ class SmtpSink:
         with self.lock:
             return self.nactive
 
+    def max_active(self):
+        """max_active - the most connections open at once."""
+        with self.lock:
+            return self.most_active
+
+    def max_busy(self):
+        """max_busy - the most sessions in use (not idle) at once."""
+        with self.lock:
+            return self.most_busy
+
     def set_script(self, script):
         """set_script - replace the script (rules restart their counts);
         sessions already open keep their state."""
@@ -281,6 +310,7 @@ class SmtpSink:
             with self.lock:
                 self.nconn += 1
                 self.nactive += 1
+                self.most_active = max(self.most_active, self.nactive)
                 n = self.nconn
             self.conns.append(c)
             t = threading.Thread(target=Session(self, c, n).run, daemon=True)
@@ -331,6 +361,20 @@ class Session:
         self.nrcpt = 0
         self.prdr = False
         self.announced = set()
+        self.tls = False
+        self.busy = False
+        self._set_busy(True)
+
+    def _set_busy(self, on):
+        """_set_busy - the session is in use (ON) or idle, for max_busy"""
+        s = self.sink
+        with s.lock:
+            if on and not self.busy:
+                s.nbusy += 1
+                s.most_busy = max(s.most_busy, s.nbusy)
+            elif not on and self.busy:
+                s.nbusy -= 1
+            self.busy = on
 
     def run(self):
         try:
@@ -342,6 +386,7 @@ class Session:
                 self.sock.close()
             except OSError:
                 pass
+            self._set_busy(False)
             with self.sink.lock:
                 self.sink.nactive -= 1
 
@@ -460,6 +505,8 @@ class Session:
     def _cmd_EHLO(self, arg):
         s = self.sink
         ext = s.script.get("ehlo", DEFAULT_EHLO)
+        if s.tls_ctx is not None and not self.tls:
+            ext = ["STARTTLS"] + list(ext)
         self.announced = {e.split(" ")[0].upper() for e in ext}
         rule = s.match("EHLO", self.n, self.txn, self.ctxn, 0, None)
         if ext:
@@ -491,6 +538,7 @@ class Session:
             self.txn = s.ntxn
         self.ctxn += 1
         self.nrcpt = 0
+        self._set_busy(True)
         addr = _addr(arg)
         rule = s.match("MAIL", self.n, self.txn, self.ctxn, 0, addr)
         if self.in_txn:
@@ -582,6 +630,7 @@ class Session:
             s._rec_msg(msg)     # queued before the reply goes out
         self._reset()
         self._act(rule, default)
+        self._set_busy(False)   # this thread reads the next MAIL itself
 
     def _prdr(self):
         """_prdr - after the dot of a PRDR transaction: the 353 and one
@@ -613,6 +662,22 @@ class Session:
         rule = self.sink.match("RSET", self.n, self.txn, self.ctxn, 0, None)
         self._reset()
         self._act(rule, "250 2.0.0 Ok")
+        self._set_busy(False)
+
+    def _cmd_STARTTLS(self, arg):
+        s = self.sink
+        rule = s.match("STARTTLS", self.n, self.txn, self.ctxn, 0, None)
+        if s.tls_ctx is None or self.tls or rule is not None:
+            self._act(rule, "502 5.5.2 Error: command not recognized")
+            return
+        self._send(["220 2.0.0 Ready to start TLS"])
+        # RFC 3207 §4.2: whatever came with STARTTLS is not kept
+        self.buf = b""
+        self.sock = s.tls_ctx.wrap_socket(self.sock, server_side=True)
+        self.tls = True
+        self.announced = set()
+        with s.lock:
+            s.tls_sessions += 1
 
     def _cmd_NOOP(self, arg):
         rule = self.sink.match("NOOP", self.n, self.txn, self.ctxn, 0, None)
@@ -620,6 +685,7 @@ class Session:
 
     def _cmd_QUIT(self, arg):
         rule = self.sink.match("QUIT", self.n, self.txn, self.ctxn, 0, None)
+        self._set_busy(False)
         if self._act(rule, "221 2.0.0 Bye"):
             self.closed = True
 

@@ -4,7 +4,10 @@ kept LMTP session (DESIGN §9), as Postfix's lmtp client would hand them
 over, to a scripted server in lean mode: 1-5 recipients per message over
 3 domains, at most 3 per transaction (RapidRetry on the same
 connection), some refused 550 (bounced) or 450 (deferred), outbound
-sessions reused under the connection cache's limits.
+sessions reused under the connection cache's limits. Domains d0 and d1
+route to a plain server, d2 to one that offers STARTTLS (the agent's
+default security_level = may takes it): TLS on for a third of the
+recipients and most messages' second session.
 
 Every message checks its LMTP replies (one per accepted RCPT, each of the
 class its recipient's script gives); at the end every good recipient was
@@ -25,6 +28,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rrtest                                   # noqa: E402
+import tlsca                                    # noqa: E402
 from lmtpclient import LmtpAgent                # noqa: E402
 from smtpsink import SmtpSink                   # noqa: E402
 
@@ -50,9 +54,19 @@ def soak(n, every, seed=1, progress=None):
     sink = SmtpSink(SCRIPT)
     port = sink.start()
     rrtest.at_cleanup(sink.stop)
-    agent = rrtest.Agent(name="soak", relay="[127.0.0.1]:%d" % port,
+    cert, key = tlsca.CA("soak").server("tls", ["tls.soak.test"])
+    tsink = SmtpSink(dict(SCRIPT, hostname="tls.soak.test",
+                          tls={"cert": cert, "key": key}))
+    tport = tsink.start()
+    rrtest.at_cleanup(tsink.stop)
+    agent = rrtest.Agent(name="soak", relay="",
                          extra_text="\n[lmtp]\ntime_limit = 30d\n"
-                                    "connection_cache_time_limit = 5s\n")
+                                    "connection_cache_time_limit = 5s\n"
+                                    "[routes]\n"
+                                    "d0.test = relay:[127.0.0.1]:%d\n"
+                                    "d1.test = relay:[127.0.0.1]:%d\n"
+                                    "d2.test = relay:[127.0.0.1]:%d\n"
+                                    % (port, port, tport))
     s = LmtpAgent(agent, timeout=60)
     s.reply()
     s.cmd("LHLO soak.test")
@@ -81,17 +95,20 @@ def soak(n, every, seed=1, progress=None):
         if i % every == 0 or i == n:
             rss, fds = sample(s.proc.pid)
             curve.append({"messages": i, "rss_kib": rss, "fds": fds,
-                          "server_sessions": sink.active(),
+                          "server_sessions": sink.active() + tsink.active(),
+                          "tls_handshakes": tsink.tls_sessions,
                           "seconds": round(time.monotonic() - t0, 1)})
             if progress:
                 progress(curve[-1])
     s.cmd("QUIT")
     s.wait()
-    rrtest.wait_until(lambda: sink.active() == 0, 10)
-    taken = sink.taken
+    rrtest.wait_until(lambda: sink.active() + tsink.active() == 0, 10)
+    taken = sink.taken + tsink.taken
     twice = [r for r in good if taken[r] > 1]
     missing = [r for r in good if taken[r] == 0]
     wrong = [r for r in taken if not r.startswith("m")]
+    if tsink.tls_sessions == 0:
+        fail.append("no session to the STARTTLS server used TLS")
     if twice:
         fail.append("%d taken twice, e.g. %s" % (len(twice), twice[:3]))
     if missing:
@@ -100,7 +117,8 @@ def soak(n, every, seed=1, progress=None):
         fail.append("refused ones taken: %s" % wrong[:3])
     return {"messages": n, "recipients": len(good), "curve": curve,
             "fail": fail, "elapsed": round(time.monotonic() - t0, 1),
-            "transactions": sink.ntaken}
+            "transactions": sink.ntaken + tsink.ntaken,
+            "tls_handshakes": tsink.tls_sessions}
 
 
 def main():
@@ -111,10 +129,10 @@ def main():
     a = ap.parse_args()
     res = soak(a.n, a.every, progress=lambda c: print(json.dumps(c),
                                                       flush=True))
-    print("%d messages, %d good recipients, %d transactions, %.0fs; "
-          "failures: %d" % (res["messages"], res["recipients"],
-                            res["transactions"], res["elapsed"],
-                            len(res["fail"])))
+    print("%d messages, %d good recipients, %d transactions, %d TLS "
+          "handshakes, %.0fs; failures: %d" % (
+              res["messages"], res["recipients"], res["transactions"],
+              res["tls_handshakes"], res["elapsed"], len(res["fail"])))
     for f in res["fail"]:
         print("FAIL " + f)
     if a.json:

@@ -1,24 +1,37 @@
 #!/usr/bin/env python3
 """torture_lmtp - the fault campaign for LMTP mode (DESIGN §9): a
 resident rapidretry-agent --lmtp driven as Postfix's lmtp client drives
-it, 2-4 messages per LMTP session (XFORWARD IDENT, pipelined RCPTs), with
-the server faults of t/lib/torture.py (drop, stall, garbage, 452/250
-mixes) and LMTP-side faults: the client vanishing before, during or right
-after DATA, and SIGKILL or SIGTERM of the agent in the middle of a
-message. After the first session every message whose recipients did not
-all get a final answer (2xx or 5xx) is handed over again in a new session
-with the same queue id, as Postfix retries it, to the server now
-well-behaved, at most 5 times.
+it, 2-4 messages per LMTP session (pipelined RCPTs), with the server
+faults of t/lib/torture.py (drop, stall, garbage, 452/250 mixes) and
+LMTP-side faults: the client vanishing before, during or right after
+DATA; SIGKILL or SIGTERM of the agent in the middle of a message;
+spawn(8)'s time limit (family spawn: the agent's own limit 71s with a
+10s deadline, so it stops taking mail after 1s, and SIGKILL from the
+harness at a random moment up to 1.5s, as spawn kills at its limit); and
+the same message handed to a second agent over a second connection
+while the first still delivers it to a server that stalls for the first
+(family concurrent, both agents on one journal). In every family about
+three messages in ten carry no queue id (no XFORWARD, or IDENT
+[UNAVAILABLE], as for local submissions), so the journal keys them by
+sender and digest. After the first session every message whose
+recipients did not all get a final answer (2xx or 5xx) is handed over
+again in a new session with the same bytes and queue id, as Postfix
+retries it, to the server now well-behaved, at most 5 times.
 
 Invariants:
-  answered    in a session that ran to its end, every accepted RCPT of
-              every message got exactly one reply after the DATA
+  answered    every accepted RCPT of every message a session handed over
+              in full got exactly one reply after the DATA, naming it
   consistent  a 2xx reply: the server has the recipient (in this or an
               earlier attempt); a 5xx: it never took it
   lost        every recipient ends taken or refused with 5xx
   duplicate   nothing taken twice, except in the window no client can
               close (a SIGKILL or the client gone between the final dot and
-              the journal, a dot reply lost): counted as "window"
+              the journal, a dot reply lost): counted as "window"; in
+              family concurrent the second agent must defer (4xx) what
+              the first is delivering, never send it again
+  margin      family spawn: MAIL before the agent's margin gets 250, MAIL
+              well after it never does (421, or the agent hung up), and
+              an agent that said 421 ends by itself
 
 Usage: torture_lmtp.py [--seed S] [-n N] [-j J]    (make torture-lmtp)
 """
@@ -28,8 +41,10 @@ import collections
 import multiprocessing
 import os
 import random
+import re
 import signal
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -39,8 +54,14 @@ import torture                                  # noqa: E402
 from lmtpclient import LmtpAgent, stuff         # noqa: E402
 from smtpsink import SmtpSink                   # noqa: E402
 
-FAMILIES = ("server", "vanish", "kill", "mix")
+FAMILIES = ("server", "vanish", "kill", "mix", "spawn", "concurrent")
 RERUNS = 5
+LMTP_CONF = ("\n[lmtp]\ndeadline = 10s\nidle_timeout = 5s\n"
+             "[schedule]\nfailure_cohort = 0\n")
+# spawn: time_limit - deadline - 60s (LMTP_AGE_MARGIN) = 1s of taking mail
+SPAWN_LIMIT = 71
+SPAWN_OPEN = SPAWN_LIMIT - 10 - 60
+SENDER = "s@src.test"
 
 
 class Scenario:
@@ -55,8 +76,16 @@ class Scenario:
                 "qid": "L%07X%d" % (seed % 0xFFFFFFF, m),
                 "rcpts": ["s%dm%dr%d@%s" % (seed, m, i, rng.choice(doms))
                           for i in range(rng.randint(1, 10))]})
+        # the queue id or none, from a stream of its own: the draws of
+        # the other faults stay what they were for a given seed
+        irng = random.Random("ident:%d" % seed)
+        for x in self.msgs:
+            k = irng.random()
+            x["ident"] = x["qid"] if k < 0.7 else \
+                None if k < 0.85 else "[UNAVAILABLE]"
         self.script = {"rules": []}
         self.fault = None   # (kind, message index, detail)
+        self.time_limit = None
         n = max(len(x["rcpts"]) for x in self.msgs)
         f = self.family
         if f in ("server", "mix"):
@@ -86,6 +115,28 @@ class Scenario:
                            rng.uniform(0.0, 0.3)))
             self.script["rules"].append({"cmd": "DOT",
                                          "delay": rng.uniform(0.05, 0.3)})
+        if f == "spawn":
+            # the agent's margin, in every attempt; spawn's SIGKILL in the
+            # first, before, at or after the agent stopped taking mail
+            self.time_limit = SPAWN_LIMIT
+            self.fault = ("spawn", None, rng.uniform(0.1, SPAWN_OPEN + 0.5))
+            self.script["rules"].append({"cmd": "DOT",
+                                         "delay": rng.uniform(0.05, 0.4)})
+        if f == "concurrent":
+            # the first agent's transaction of message C stalls at one
+            # step (the server is fine otherwise, so it is transaction
+            # C + 1); meanwhile a second agent gets the same message (same
+            # bytes, same key); the first agent's client stays or is gone
+            c = rng.randrange(len(self.msgs))
+            step = rng.choice(("MAIL", "RCPT", "DATA", "DOT", "DOT"))
+            r = {"cmd": step, "txn": c + 1, "times": 1,
+                 "delay": rng.uniform(0.3, 1.0) if step == "DOT"
+                 else rng.uniform(0.3, 1.5)}
+            if step == "RCPT":
+                r["rcpt"] = 1
+            self.script["rules"].append(r)
+            self.fault = ("concurrent", c,
+                          (rng.uniform(0.05, 0.3), rng.random() < 0.3))
 
     def message(self, m):
         """message - message M, the same bytes in every attempt (as
@@ -93,9 +144,187 @@ class Scenario:
         x = self.msgs[m]
         if "text" not in x:
             x["text"] = rrtest.sample_message(
-                "s@src.test", x["rcpts"], subject="lmtp torture %d"
-                % self.seed)
+                SENDER, x["rcpts"], subject="lmtp torture %d" % self.seed)
         return x["text"]
+
+    def head(self, m, rcpts, data=True):
+        """head - the commands of message M's transaction up to DATA"""
+        ident = self.msgs[m]["ident"]
+        cmds = ["XFORWARD IDENT=%s" % ident] if ident else []
+        cmds += ["MAIL FROM:<%s>" % SENDER]
+        cmds += ["RCPT TO:<%s>" % r for r in rcpts]
+        return cmds + (["DATA"] if data else [])
+
+
+class Session:
+    """Session - one LMTP connection to a fresh agent, as spawn(8) starts
+    it for Postfix's lmtp client; what came back is gathered per message"""
+
+    def __init__(self, worker):
+        self.s = LmtpAgent(worker.agent, timeout=25)
+        self.t0 = time.monotonic()
+        self.replies = {}       # (m, rcpt) -> reply; ("error", m) -> text
+        self.full = []          # [(m, rcpts)] handed over in full
+        self.hazard = set()
+        self.mails = []         # [(seconds since start, MAIL reply)]
+        self.killed_at = None
+        self.busy = {}          # m -> (start, end or None)
+        self.timer = None
+        self.closed_421 = False
+        self.kills = 0          # signals sent to the agent
+
+    def open(self):
+        s = self.s
+        try:
+            return bool(s.reply()) and \
+                s.cmd("LHLO postfix.test").startswith("250")
+        except OSError:
+            return False
+
+    def kill_at(self, t):
+        """kill_at - SIGKILL T seconds after the start, as spawn(8) does
+        at its time limit (it kills the process group; the agent alone
+        is in it here: no DSN submissions in this campaign)"""
+        def fire():
+            self.killed_at = time.monotonic() - self.t0
+            self.kills += 1
+            try:
+                self.s.proc.kill()
+            except OSError:
+                pass
+        self.timer = threading.Timer(max(0.0, t - (time.monotonic() -
+                                                   self.t0)), fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def send_head(self, sc, m, rcpts):
+        """send_head - the pipelined commands and the message with its
+        dot, without reading; FALSE when the agent is gone already"""
+        try:
+            self.s.send("".join(c + "\r\n" for c in sc.head(m, rcpts)))
+            time.sleep(0.02)
+            self.s.send(stuff(sc.message(m)) + ".\r\n")
+        except OSError:
+            return False
+        return True
+
+    def read_transaction(self, sc, m, rcpts, t_mail):
+        """read_transaction - the replies to a pipelined transaction of
+        message M; FALSE when the session cannot go on"""
+        s = self.s
+        if sc.msgs[m]["ident"]:
+            x = "\n".join(s.reply())
+            if not x.startswith("250"):
+                self.mails.append((t_mail, x))
+                self.closed_421 |= x.startswith("421")
+                return False
+        mail = "\n".join(s.reply())
+        self.mails.append((t_mail, mail))
+        if not mail.startswith("250"):
+            # 421 near the time limit: the session ends, nothing taken
+            self.closed_421 |= mail.startswith("421")
+            return False
+        rr = ["\n".join(s.reply()) for _ in rcpts]
+        data = "\n".join(s.reply())
+        acc = [r for r, x in zip(rcpts, rr) if x.startswith("2")]
+        for r, x in zip(rcpts, rr):
+            if not x.startswith("2"):
+                self.replies[(m, r)] = x
+        final = s.replies(len(acc), timeout=s.timeout + 30) \
+            if data.startswith("354") else []
+        for r, line in zip(acc, final):  # in RCPT order
+            self.replies[(m, r)] = line
+        if self.killed_at is not None:
+            return False
+        if data.startswith("354") and len(final) != len(acc):
+            self.replies[("error", m)] = "%d replies for %d accepted" % (
+                len(final), len(acc))
+        if "" in rr or data == "":
+            self.replies[("error", m)] = "a command without a reply"
+        self.full.append((m, rcpts))
+        return True
+
+    def transaction(self, sc, m, rcpts):
+        """transaction - message M to RCPTS, all pipelined as Postfix's
+        lmtp client does with PIPELINING; FALSE when the session ended"""
+        t_mail = time.monotonic() - self.t0
+        self.busy[m] = (t_mail, None)
+        try:
+            if not self.send_head(sc, m, rcpts):
+                return False
+            return self.read_transaction(sc, m, rcpts, t_mail)
+        finally:
+            self.busy[m] = (t_mail, time.monotonic() - self.t0)
+
+    def vanish(self, sc, m, rcpts, detail):
+        """vanish - the client goes away before, in or right after DATA;
+        the agent ends by itself (its delivery, if any, finishes and is
+        journaled) before Postfix would try again"""
+        s = self.s
+        cmds = sc.head(m, rcpts, data=detail != "before_data")
+        s.send("".join(c + "\r\n" for c in cmds))
+        msg = sc.message(m)
+        if detail == "in_data":
+            time.sleep(0.05)
+            s.send(stuff(msg)[:len(msg) // 2])
+        elif detail == "after_data":
+            time.sleep(0.05)
+            s.send(stuff(msg) + ".\r\n")
+            time.sleep(random.uniform(0, 0.3))
+        s.sock.close()
+        if s.wait(40) is None:
+            self.replies[("error", m)] = "agent still running 40s after " \
+                                         "its client left"
+
+    def signal(self, sc, m, rcpts, detail):
+        """signal - SIGKILL or SIGTERM after the final dot"""
+        s = self.s
+        sig, delay = detail
+        s.send("".join(c + "\r\n" for c in sc.head(m, rcpts)))
+        time.sleep(0.05)
+        s.send(stuff(sc.message(m)) + ".\r\n")
+        time.sleep(delay)
+        s.proc.send_signal(sig)
+        self.kills += 1
+        self.hazard.add(m)
+        if sig == signal.SIGTERM:   # it answers, then ends
+            if sc.msgs[m]["ident"]:
+                s.reply(5)          # XFORWARD
+            s.reply(5)              # MAIL
+            rr = ["\n".join(s.reply(5)) for _ in rcpts]
+            data = "\n".join(s.reply(5))
+            acc = [r for r, x in zip(rcpts, rr) if x.startswith("2")]
+            for r, x in zip(rcpts, rr):
+                if not x.startswith("2"):
+                    self.replies[(m, r)] = x
+            final = s.replies(len(acc), timeout=15) \
+                if data.startswith("354") else []
+            for r, line in zip(acc, final):  # in RCPT order
+                self.replies[(m, r)] = line
+            s.wait(15)
+
+    def end(self, quit=True):
+        s = self.s
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer.join()
+        if self.killed_at is not None:
+            for m, (t1, t2) in self.busy.items():
+                if t1 <= self.killed_at and (t2 is None or
+                                             t2 >= self.killed_at):
+                    self.hazard.add(m)
+        elif self.closed_421:
+            # near its time limit the agent says 421 and ends by itself
+            if s.wait(10) is None:
+                self.replies[("error", -1)] = "agent still running 10s " \
+                                              "after its 421"
+        elif quit:
+            try:
+                s.cmd("QUIT")
+            except OSError:
+                pass
+            s.wait(10)
+        s.kill()
 
 
 class Worker:
@@ -103,129 +332,139 @@ class Worker:
         self.agent = rrtest.Agent(
             name="ltorture-w%d" % wid, deadline="10s",
             timeouts=torture.TIMEOUTS, smtp_extra={"starttls_timeout": "1s"},
-            extra_text="\n[lmtp]\ndeadline = 10s\nidle_timeout = 5s\n"
-                       "[schedule]\nfailure_cohort = 0\n")
+            extra_text=LMTP_CONF)
 
     def _session(self, sc, todo, fault):
-        """_session - one LMTP session handing over TODO [(m, rcpts)];
-        returns ({(m, rcpt): reply}, ended normally, window-hazard set)."""
-        s = LmtpAgent(self.agent, timeout=25)
-        replies, hazard = {}, set()
-        if not s.reply() or not s.cmd("LHLO postfix.test").startswith("250"):
-            s.kill()
-            return replies, False, hazard
+        """_session - one LMTP session handing over TODO [(m, rcpts)],
+        with FAULT in it (attempt 0) or none; returns its Sessions"""
+        s = Session(self)
+        others = []
+        if not s.open():
+            s.end(quit=False)
+            return [s]
+        if fault is not None and fault[0] == "spawn":
+            s.kill_at(fault[2])
         for m, rcpts in todo:
-            msg = sc.message(m)
             if fault is not None and fault[1] == m:
                 kind, _, detail = fault
                 if kind == "vanish":
-                    cmds = ["XFORWARD IDENT=%s" % sc.msgs[m]["qid"],
-                            "MAIL FROM:<s@src.test>"] + \
-                           ["RCPT TO:<%s>" % r for r in rcpts]
-                    if detail != "before_data":
-                        cmds.append("DATA")
-                    s.send("".join(c + "\r\n" for c in cmds))
-                    if detail == "in_data":
-                        time.sleep(0.05)
-                        s.send(stuff(msg)[:len(msg) // 2])
-                    elif detail == "after_data":
-                        time.sleep(0.05)
-                        s.send(stuff(msg) + ".\r\n")
-                        time.sleep(random.uniform(0, 0.3))
-                    # the client goes away; the agent ends by itself (its
-                    # delivery, if any, finishes and is journaled) before
-                    # Postfix would try again
-                    s.sock.close()
-                    if s.wait(40) is None:
-                        replies[("error", m)] = "agent still running 40s " \
-                                                "after its client left"
-                    s.kill()
-                    return replies, False, hazard
-                sig, delay = detail
-                cmds = ["XFORWARD IDENT=%s" % sc.msgs[m]["qid"],
-                        "MAIL FROM:<s@src.test>"] + \
-                       ["RCPT TO:<%s>" % r for r in rcpts] + ["DATA"]
-                s.send("".join(c + "\r\n" for c in cmds))
-                time.sleep(0.05)
-                s.send(stuff(msg) + ".\r\n")
-                time.sleep(delay)
-                s.proc.send_signal(sig)
-                hazard.add(m)
-                if sig == signal.SIGTERM:   # it answers, then ends
-                    s.reply(5)              # XFORWARD
-                    s.reply(5)              # MAIL
-                    rr = ["\n".join(s.reply(5)) for _ in rcpts]
-                    data = "\n".join(s.reply(5))
-                    acc = [r for r, x in zip(rcpts, rr) if x.startswith("2")]
-                    for r, x in zip(rcpts, rr):
-                        if not x.startswith("2"):
-                            replies[(m, r)] = x
-                    final = s.replies(len(acc), timeout=15) \
-                        if data.startswith("354") else []
-                    for r, line in zip(acc, final):  # in RCPT order
-                        replies[(m, r)] = line
-                    s.wait(15)
-                s.kill()
-                return replies, False, hazard
-            mail, rr, data, final = s.transaction(
-                "s@src.test", rcpts, msg, ident=sc.msgs[m]["qid"])
-            acc = [r for r, x in zip(rcpts, rr) if x.startswith("2")]
-            for r, x in zip(rcpts, rr):
-                if not x.startswith("2"):
-                    replies[(m, r)] = x
-            if data.startswith("354") and len(final) != len(acc):
-                replies[("error", m)] = "%d replies for %d accepted" % (
-                    len(final), len(acc))
-            for r, line in zip(acc, final):
-                replies[(m, r)] = line
-        s.cmd("QUIT")
-        s.wait(10)
-        s.kill()
-        return replies, True, hazard
+                    s.vanish(sc, m, rcpts, detail)
+                    s.end(quit=False)
+                    return [s]
+                if kind == "kill":
+                    s.signal(sc, m, rcpts, detail)
+                    s.end(quit=False)
+                    return [s]
+                if kind == "concurrent":
+                    other, stays = self._concurrent(sc, s, m, rcpts, detail)
+                    if not stays or not s.read_transaction(
+                            sc, m, rcpts, s.busy[m][0]):
+                        s.end(quit=False)
+                        return [s] + other
+                    others = other
+                    continue
+            if not s.transaction(sc, m, rcpts):
+                s.end(quit=False)
+                return [s] + others
+        s.end()
+        return [s] + others
+
+    def _concurrent(self, sc, s, m, rcpts, detail):
+        """_concurrent - message M to the first agent (its server
+        connection stalls), then after a moment the same message to a
+        second agent over a second connection, to its end: the retry of
+        a Postfix whose first lmtp client gave up. The first session is
+        left to read its replies, or (GONE) its client is gone. Returns
+        ([the second Session], whether the first one goes on)."""
+        pause, gone = detail
+        s.busy[m] = (time.monotonic() - s.t0, None)
+        if not s.send_head(sc, m, rcpts):
+            return [], False
+        if gone:
+            time.sleep(0.05)
+            s.s.sock.close()
+        time.sleep(pause)
+        b = Session(self)
+        if b.open():
+            b.transaction(sc, m, rcpts)
+        b.end()
+        if gone:
+            if s.s.wait(40) is None:
+                s.replies[("error", m)] = "first agent still running 40s " \
+                                          "after its client left"
+        return [b], not gone
+
+    def _check(self, sc, res, sessions, final, taken_now, todo):
+        for sess in sessions:
+            for key, line in sess.replies.items():
+                if key[0] == "error":
+                    res["fail"].append(("answered", sc.family, line))
+                    continue
+                m, r = key
+                if "<" in line and "<%s>" % r.lower() not in line.lower():
+                    res["fail"].append(("answered", sc.family, "%s got "
+                                        "another's reply: %s"
+                                        % (r, line[:120])))
+                if line.startswith("2"):
+                    final[key] = "2"
+                    if r.lower() not in taken_now:
+                        res["fail"].append((
+                            "consistent", sc.family, "%s: %s but the "
+                            "server does not have it" % (r, line)))
+                elif line.startswith("5"):
+                    final[key] = "5"
+            for m, rcpts in sess.full:
+                if any((m, r) not in sess.replies for r in rcpts):
+                    res["fail"].append(("answered", sc.family,
+                                        "a recipient without a reply"))
+            if sc.time_limit:
+                self._check_margin(sc, res, sess)
+
+    def _check_margin(self, sc, res, sess):
+        """_check_margin - MAIL before the margin (the agent's age, from
+        a later start than ours, is below ours) got 250; MAIL well past
+        it did not"""
+        for t, mail in sess.mails:
+            if sess.killed_at is not None and t >= sess.killed_at - 0.05:
+                continue
+            if t < SPAWN_OPEN - 0.3 and not mail.startswith("250"):
+                res["fail"].append(("margin", sc.family, "MAIL at %.2fs "
+                                    "got %r" % (t, mail[:80])))
+            if t > SPAWN_OPEN + 1.0 and mail.startswith("250"):
+                res["fail"].append(("margin", sc.family, "MAIL at %.2fs "
+                                    "past the margin got 250" % t))
 
     def scenario(self, seed):
         sc = Scenario(seed)
         sink = SmtpSink(sc.script)
         port = sink.start()
-        self.agent.write_conf(relay="[127.0.0.1]:%d" % port)
+        extra = LMTP_CONF
+        if sc.time_limit:
+            extra += "\n[lmtp]\ntime_limit = %ds\n" % sc.time_limit
+        self.agent.write_conf(relay="[127.0.0.1]:%d" % port,
+                              extra_text=extra)
         res = {"seed": seed, "family": sc.family, "fail": [], "window": 0,
-               "runs": 0, "n": sum(len(x["rcpts"]) for x in sc.msgs)}
+               "runs": 0, "kills": 0,
+               "n": sum(len(x["rcpts"]) for x in sc.msgs)}
         final = {}                      # (m, rcpt) -> "2" or "5"
         hazards = set()
         try:
             todo = [(m, list(x["rcpts"])) for m, x in enumerate(sc.msgs)]
             for attempt in range(RERUNS + 1):
-                before = len(sink.messages())
-                replies, ended, hz = self._session(
+                sessions = self._session(
                     sc, todo, sc.fault if attempt == 0 else None)
-                hazards |= hz
-                res["runs"] += 1
+                for sess in sessions:
+                    hazards |= sess.hazard
+                    res["kills"] += sess.kills
+                res["runs"] += len(sessions)
                 rrtest.wait_until(lambda: sink.active() == 0, timeout=10)
                 taken_now = set()
                 for msg in sink.messages():
                     for r in msg["rcpts"]:
                         taken_now.add(r.lower())
-                for key, line in replies.items():
-                    if key[0] == "error":
-                        res["fail"].append(("answered", sc.family, line))
-                        continue
-                    m, r = key
-                    if "<" in line and "<%s>" % r.lower() not in line.lower():
-                        res["fail"].append(("answered", sc.family, "%s got "
-                                            "another's reply: %s"
-                                            % (r, line[:120])))
-                    if line.startswith("2"):
-                        final[key] = "2"
-                        if r.lower() not in taken_now:
-                            res["fail"].append((
-                                "consistent", sc.family, "%s: %s but the "
-                                "server does not have it" % (r, line)))
-                    elif line.startswith("5"):
-                        final[key] = "5"
-                if ended and any(k not in replies for m, rc in todo
-                                 for k in [(m, r) for r in rc]):
-                    res["fail"].append(("answered", sc.family,
-                                        "a recipient without a reply"))
+                self._check(sc, res, sessions, final, taken_now, todo)
+                if sc.family == "concurrent" and attempt == 0:
+                    hazards |= self._dot_lost(sc, sessions)
                 if attempt == 0:
                     sink.set_script({})
                 todo = [(m, [r for r in rc if (m, r) not in final])
@@ -256,6 +495,21 @@ class Worker:
             sink.stop()
         return res
 
+    @staticmethod
+    def _dot_lost(sc, sessions):
+        """_dot_lost - family concurrent: a first agent that timed out
+        waiting for the dot's reply (a loaded machine can stretch the
+        stall past data_done_timeout) left the window open itself"""
+        m = sc.fault[1]
+        lost = set()
+        for sess in sessions:
+            for (k, r), line in sess.replies.items():
+                if k == m and line.startswith("4") and \
+                        re.search(r"end of DATA", line) and \
+                        re.search(r"tim", line, re.I):
+                    lost.add(m)
+        return lost
+
 
 _worker = None
 
@@ -271,7 +525,7 @@ def _one(seed):
     except Exception:
         import traceback
         return {"seed": seed, "family": Scenario(seed).family, "n": 0,
-                "runs": 0, "window": 0,
+                "runs": 0, "window": 0, "kills": 0,
                 "fail": [("harness", "exception",
                           traceback.format_exc()[-600:])]}
 
@@ -294,6 +548,7 @@ def campaign(seed, n, jobs=1, progress=None):
         c["scenarios"] += 1
         c["recipients"] += r["n"]
         c["sessions"] += r["runs"]
+        c["kills"] += r["kills"]
         c["window"] += r["window"]
         if r["fail"]:
             c["failed"] += 1
@@ -313,14 +568,16 @@ def campaign(seed, n, jobs=1, progress=None):
 
 
 def table(summary):
-    cols = ("scenarios", "recipients", "sessions", "window", "failed")
-    lines = ["%-8s " % "family" + " ".join("%10s" % c for c in cols)]
+    cols = ("scenarios", "recipients", "sessions", "kills", "window",
+            "failed")
+    lines = ["%-10s " % "family" + " ".join("%10s" % c for c in cols)]
     tot = collections.Counter()
     for f in FAMILIES:
         c = summary["stats"][f]
         tot.update(c)
-        lines.append("%-8s " % f + " ".join("%10d" % c[x] for x in cols))
-    lines.append("%-8s " % "total" + " ".join("%10d" % tot[x] for x in cols))
+        lines.append("%-10s " % f + " ".join("%10d" % c[x] for x in cols))
+    lines.append("%-10s " % "total" + " ".join("%10d" % tot[x]
+                                               for x in cols))
     return "\n".join(lines)
 
 

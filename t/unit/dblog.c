@@ -79,7 +79,7 @@ rm_db(const char *path, const char *dir)
 static void
 one_run(const char *path, const char *qid, AgentTranscript mode)
 {
-    DbLog *l = dblog_new(path, qid, "s@x.test", mode, 0, 3600);
+    DbLog *l = dblog_new(NULL, path, qid, "s@x.test", mode, 0, 3600);
     DbLogAttempt sent = {"a@d.test", "mx[192.0.2.1]:25", "2.0.0", "sent",
                          "250 ok", 0.5};
     DbLogAttempt bounced = {"b@d.test", "mx[192.0.2.1]:25", "5.1.1",
@@ -152,7 +152,7 @@ test_limits(void)
 {
     char *dir = g_dir_make_tmp("dblog-XXXXXX", NULL);
     char *path = g_build_filename(dir, "log.db", NULL);
-    DbLog *l = dblog_new(path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
+    DbLog *l = dblog_new(NULL, path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
     guint lim = 0;
     gboolean one = FALSE;
 
@@ -161,7 +161,7 @@ test_limits(void)
     dblog_limits_put(l, "192.0.2.2:25", 0, TRUE);
     g_assert_true(dblog_flush(l, NULL));
     dblog_free(l);
-    l = dblog_new(path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
+    l = dblog_new(NULL, path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
     g_assert_true(dblog_limits_get(l, "192.0.2.1:25", 3600, &lim, &one));
     g_assert_cmpuint(lim, ==, 3);
     g_assert_false(one);
@@ -176,7 +176,7 @@ test_limits(void)
                      NULL);
         sqlite3_close(db);
     }
-    l = dblog_new(path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
+    l = dblog_new(NULL, path, "Q", "", AGENT_TRANSCRIPT_NO, 0, 86400);
     g_assert_false(dblog_limits_get(l, "192.0.2.1:25", 3600, &lim, &one));
     dblog_free(l);
     rm_db(path, dir);
@@ -251,7 +251,7 @@ test_unusable(void)
     g_assert_true(g_file_set_contents(garbage, "not a database, no no no "
                                       "not at all, really not\n", -1, NULL));
     for (gsize i = 0; i < G_N_ELEMENTS(paths); i++) {
-        DbLog *l = dblog_new(paths[i], "Q", "", AGENT_TRANSCRIPT_YES, 0, 60);
+        DbLog *l = dblog_new(NULL, paths[i], "Q", "", AGENT_TRANSCRIPT_YES, 0, 60);
         guint lim = 0;
         gboolean one = FALSE;
         GError *error = NULL;
