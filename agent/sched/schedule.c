@@ -42,6 +42,13 @@ static Store sched_local = {.ops = &sched_local_ops};
 static Store sched_fleet = {.ops = &sched_redis_ops};
 static gint64 fleet_off_until; /* monotonic s: the fleet store is skipped */
 static gint64 fleet_logged;    /* when its trouble was last logged */
+static SchedFallbacks fleet_fallbacks; /* not yet taken; under sched_lock */
+
+const char *const sched_fallback_names[SCHED_FALLBACK_N] = {
+    [SCHED_FALLBACK_REFUSED] = "refused", [SCHED_FALLBACK_TIMEOUT] = "timeout",
+    [SCHED_FALLBACK_ERROR] = "error", [SCHED_FALLBACK_GARBAGE] = "garbage",
+    [SCHED_FALLBACK_CLOSED] = "closed",
+};
 
 char *
 sched_state_path(const AgentConf *c)
@@ -101,9 +108,17 @@ fleet_trouble(GError *err)
 {
     gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
     gboolean log = fleet_logged == 0 || now - fleet_logged >= 60;
+    SchedFallbackReason why = SCHED_FALLBACK_ERROR;
 
+    if (err != NULL && err->domain == SCHED_FLEET_ERROR &&
+        err->code >= 0 && err->code < SCHED_FALLBACK_N)
+        why = (SchedFallbackReason)err->code;
     fleet_off_until = now + SCHED_FLEET_OFF_S;
     g_mutex_lock(&sched_lock);
+    fleet_fallbacks.count[why]++;
+    fleet_fallbacks.last = g_get_real_time() / G_USEC_PER_SEC;
+    g_free(fleet_fallbacks.text);
+    fleet_fallbacks.text = g_strdup(err != NULL ? err->message : "failed");
     if (sched_local.st != NULL)
         sched_local.ops->fleet_mark(sched_local.st, sched_now(),
                                     SCHED_FLEET_OFF_S, &log);
@@ -115,6 +130,20 @@ fleet_trouble(GError *err)
                     SCHED_FLEET_OFF_S);
     }
     g_clear_error(&err);
+}
+
+gboolean
+sched_fallbacks_take(SchedFallbacks *out)
+{
+    gboolean any = FALSE;
+
+    g_mutex_lock(&sched_lock);
+    *out = fleet_fallbacks;
+    memset(&fleet_fallbacks, 0, sizeof fleet_fallbacks);
+    g_mutex_unlock(&sched_lock);
+    for (int i = 0; i < SCHED_FALLBACK_N; i++)
+        any = any || out->count[i] > 0;
+    return any;
 }
 
 /* sched_get - the store for CONF: the fleet's when [state] backend =

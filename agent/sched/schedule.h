@@ -101,6 +101,32 @@ gboolean sched_limits_get(const AgentConf *conf, const char *key,
 void sched_limits_put(const AgentConf *conf, const char *key,
                       guint rcpt_limit, gboolean one_domain);
 
+/* Why the fleet's Redis failed and the host's own state took over
+ * (DESIGN §12), as the delivery log counts it. */
+typedef enum {
+    SCHED_FALLBACK_REFUSED, /* no connection: refused, no socket, AUTH */
+    SCHED_FALLBACK_TIMEOUT, /* connect or reply not within timeout_ms */
+    SCHED_FALLBACK_ERROR,   /* an error reply (out of memory, a script
+                               gone, busy) or an unusable address */
+    SCHED_FALLBACK_GARBAGE, /* a reply that is not RESP or not ours */
+    SCHED_FALLBACK_CLOSED,  /* the connection closed or reset */
+    SCHED_FALLBACK_N
+} SchedFallbackReason;
+
+/* the names the delivery log and rapidretry-log use, by reason */
+extern const char *const sched_fallback_names[SCHED_FALLBACK_N];
+
+/* The fallbacks of this process not yet taken (sched_fallbacks_take). */
+typedef struct {
+    guint count[SCHED_FALLBACK_N];
+    gint64 last;        /* epoch s of the last one */
+    char *text;         /* what the last one said */
+} SchedFallbacks;
+
+/* sched_fallbacks_take - the fallbacks to the host's state since the
+ * last call, into OUT (its TEXT is the caller's); FALSE when none */
+gboolean sched_fallbacks_take(SchedFallbacks *out);
+
 /* sched_state_path - the state file CONF names ("" = beside the
  * journal), NULL when scheduling is off */
 char *sched_state_path(const AgentConf *conf);
