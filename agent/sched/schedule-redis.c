@@ -68,7 +68,8 @@ typedef struct {
     char *relay;           /* this relay's name: who learned a limit */
     char *sha[RS_NSCRIPTS];
     GHashTable *seen;      /* KEY -> RsSeen */
-    GMutex held_lock;
+    GMutex held_lock;      /* guards held, stop; wake signals a stop */
+    GCond wake;
     GHashTable *held;      /* "KEY\nLEASE-NAME" -> NULL: to renew */
     GThread *thread;
     gboolean stop;
@@ -447,53 +448,74 @@ rs_name(const Redis *r, gint64 h)
     return g_strdup_printf("%s:%" G_GINT64_FORMAT, r->me, h);
 }
 
+/* rs_renewer_wait - sleep STEP (us) or until R stops: FALSE to stop */
+static gboolean
+rs_renewer_wait(Redis *r, gint64 step)
+{
+    gint64 end = g_get_monotonic_time() + step;
+    gboolean go;
+
+    g_mutex_lock(&r->held_lock);
+    while (!r->stop && g_cond_wait_until(&r->wake, &r->held_lock, end))
+        ;
+    go = !r->stop;
+    g_mutex_unlock(&r->held_lock);
+    return go;
+}
+
+/* rs_renew_round - every lease this process holds renewed, on the
+ * thread's own connection */
+static void
+rs_renew_round(Redis *r)
+{
+    g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer k;
+
+    g_mutex_lock(&r->held_lock);
+    g_hash_table_iter_init(&it, r->held);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        g_ptr_array_add(list, g_strdup(k));
+    g_mutex_unlock(&r->held_lock);
+    for (guint i = 0; i < list->len; i++) {
+        char *key = g_ptr_array_index(list, i);
+        char *name = strchr(key, '\n');
+        g_autofree char *until = g_strdup_printf(
+            "%" G_GINT64_FORMAT, now_ms() + r->lease_ms);
+        g_autofree char *keep = g_strdup_printf("%" G_GINT64_FORMAT,
+                                                RS_KEEP_MS);
+        const char *argv[3];
+        GError *err = NULL;
+        redisReply *rep;
+
+        *name++ = '\0';
+        argv[0] = name;
+        argv[1] = until;
+        argv[2] = keep;
+        rep = rs_eval(r, &r->renew, RS_RENEW, key, argv, 3, &err);
+        freeReplyObject(rep);
+        /* the leases may lapse (fail open); with Redis away the rest
+         * wait for the next round, so a close never waits for more than
+         * one timeout */
+        if (err != NULL || g_atomic_int_get(&r->stop)) {
+            g_clear_error(&err);
+            break;
+        }
+    }
+}
+
+/* rs_renewer - the renewal thread: a round every third of lease_time.
+ * Nothing is allocated before the first round, so a run shorter than
+ * that costs no memory arena of the thread's own. */
 static gpointer
 rs_renewer(gpointer data)
 {
     Redis *r = data;
-    guint step = MAX(r->lease_ms / 3, 100);
+    gint64 step = (gint64)MAX(r->lease_ms / 3, 100) * 1000;
 
-    for (;;) {
-        g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(g_free);
-        GHashTableIter it;
-        gpointer k;
-
-        for (guint slept = 0; slept < step; slept += 50) {
-            if (r->stop)
-                return NULL;
-            g_usleep(50 * 1000);
-        }
-        g_mutex_lock(&r->held_lock);
-        g_hash_table_iter_init(&it, r->held);
-        while (g_hash_table_iter_next(&it, &k, NULL))
-            g_ptr_array_add(list, g_strdup(k));
-        g_mutex_unlock(&r->held_lock);
-        for (guint i = 0; i < list->len; i++) {
-            char *key = g_ptr_array_index(list, i);
-            char *name = strchr(key, '\n');
-            g_autofree char *until = g_strdup_printf(
-                "%" G_GINT64_FORMAT, now_ms() + r->lease_ms);
-            g_autofree char *keep = g_strdup_printf("%" G_GINT64_FORMAT,
-                                                    RS_KEEP_MS);
-            const char *argv[3];
-            GError *err = NULL;
-            redisReply *rep;
-
-            *name++ = '\0';
-            argv[0] = name;
-            argv[1] = until;
-            argv[2] = keep;
-            rep = rs_eval(r, &r->renew, RS_RENEW, key, argv, 3, &err);
-            freeReplyObject(rep);
-            /* the leases may lapse (fail open); with Redis away the
-             * rest wait for the next round, so a close never waits for
-             * more than one timeout */
-            if (err != NULL || r->stop) {
-                g_clear_error(&err);
-                break;
-            }
-        }
-    }
+    while (rs_renewer_wait(r, step))
+        rs_renew_round(r);
+    return NULL;
 }
 
 static void
@@ -519,6 +541,7 @@ rs_free(Redis *r)
     g_hash_table_destroy(r->seen);
     g_mutex_clear(&r->lock);
     g_mutex_clear(&r->held_lock);
+    g_cond_clear(&r->wake);
     g_free(r->addr);
     g_free(r->prefix);
     if (r->password != NULL)
@@ -546,6 +569,7 @@ rs_open(const char *where, GError **error)
     r = g_new0(Redis, 1);
     g_mutex_init(&r->lock);
     g_mutex_init(&r->held_lock);
+    g_cond_init(&r->wake);
     r->held = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r->seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     r->addr = g_strdup(f[0]);
@@ -585,7 +609,10 @@ rs_close(gpointer st)
 
     if (r == NULL)
         return;
-    r->stop = TRUE;
+    g_mutex_lock(&r->held_lock);
+    g_atomic_int_set(&r->stop, TRUE);
+    g_cond_signal(&r->wake);
+    g_mutex_unlock(&r->held_lock);
     g_thread_join(r->thread);
     /* what is owed was sent already: Redis runs it after we hang up */
     rs_free(r);
