@@ -13,7 +13,10 @@
 #      after [state] lease_time (3 s here), not before; then B gets it;
 #   4. Redis paused (SIGSTOP) and stopped: deliveries go on with the
 #      host's own state, each within the command timeout, all delivered;
-#      the log says so once; --destinations shows the fleet's view.
+#      the log says so once; --destinations shows the fleet's view;
+#   5. rapidretry-log --stats and --prometheus count each fallback by
+#      reason (timeout, refused; an error reply: error).
+import json
 import os
 import shutil
 import signal
@@ -194,4 +197,44 @@ is_(sorted(r for m in good.messages() for r in m["rcpts"]),
     "each exactly once")
 is_(len([l for l in B.log_lines() if "fleet state:" in l]), 1,
     "relay B logged the trouble once")
+
+# --- 5. the fallbacks counted in the delivery log ----------------------------------------
+LOGCLI = os.path.join(os.path.dirname(rrtest.agent_binary()), "rapidretry-log")
+
+
+def logcli(agent, *args):
+    return subprocess.run([LOGCLI, "-c", agent.conf] + list(args),
+                          capture_output=True, text=True)
+
+
+like(logcli(A, "--stats").stdout, r"(?m)^fleet fallbacks: 1 \(timeout 1\), "
+     r"the last at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: redis unix:",
+     "relay A's --stats: one fallback, Redis paused: timeout")
+like(logcli(B, "--stats").stdout, r"(?m)^fleet fallbacks: 1 \(refused 1\), ",
+     "relay B's --stats: one fallback, Redis stopped: refused (the other "
+     "runs obeyed the host's mark and did not try)")
+prom = logcli(B, "--prometheus").stdout.splitlines()
+ok("# TYPE rapidretry_fleet_fallbacks_total counter" in prom and
+   'rapidretry_fleet_fallbacks_total{reason="refused"} 1' in prom and
+   'rapidretry_fleet_fallbacks_total{reason="timeout"} 0' in prom,
+   "relay B's --prometheus: the counter by reason: %r"
+   % [l for l in prom if "fallbacks" in l])
+st = json.loads(logcli(B, "--stats", "--json").stdout)["fleet_fallbacks"]
+is_((st["total"], st["refused"], st["timeout"]), (1, 1, 0),
+    "--stats --json: fleet_fallbacks")
+ok("fleet fallbacks:" not in logcli(A2, "--stats").stdout,
+   "a relay that never fell back shows no fallback line")
+
+# Redis answering an error (here: the scripts not permitted; out of memory
+# does the same to the scripts that write before anything else)
+os.unlink(SOCK)
+redis = redis_start()
+C = relay("relayC", SCHED)
+p = subprocess.run(["redis-cli", "-s", SOCK, "ACL", "SETUSER", "default",
+                    "-evalsha"], capture_output=True, text=True)
+is_(p.stdout.strip(), "OK", "EVALSHA refused by Redis's ACL")
+r = run(C, pgood, "noperm@dest.test")
+like(r.out, r"^2\.0\.0", "Redis answers errors: delivered")
+like(logcli(C, "--stats").stdout, r"(?m)^fleet fallbacks: 1 \(error 1\), .*"
+     r"NOPERM", "and counted as an error reply, with Redis's words")
 done()

@@ -116,9 +116,10 @@ fleet_trouble(GError *err)
     fleet_off_until = now + SCHED_FLEET_OFF_S;
     g_mutex_lock(&sched_lock);
     fleet_fallbacks.count[why]++;
-    fleet_fallbacks.last = g_get_real_time() / G_USEC_PER_SEC;
-    g_free(fleet_fallbacks.text);
-    fleet_fallbacks.text = g_strdup(err != NULL ? err->message : "failed");
+    fleet_fallbacks.last[why] = g_get_real_time() / G_USEC_PER_SEC;
+    g_free(fleet_fallbacks.text[why]);
+    fleet_fallbacks.text[why] = g_strdup(err != NULL ? err->message
+                                                     : "failed");
     if (sched_local.st != NULL)
         sched_local.ops->fleet_mark(sched_local.st, sched_now(),
                                     SCHED_FLEET_OFF_S, &log);
@@ -144,6 +145,14 @@ sched_fallbacks_take(SchedFallbacks *out)
     for (int i = 0; i < SCHED_FALLBACK_N; i++)
         any = any || out->count[i] > 0;
     return any;
+}
+
+void
+sched_fallbacks_clear(SchedFallbacks *f)
+{
+    for (int i = 0; i < SCHED_FALLBACK_N; i++)
+        g_free(f->text[i]);
+    memset(f, 0, sizeof *f);
 }
 
 /* sched_get - the store for CONF: the fleet's when [state] backend =

@@ -119,13 +119,15 @@ extern const char *const sched_fallback_names[SCHED_FALLBACK_N];
 /* The fallbacks of this process not yet taken (sched_fallbacks_take). */
 typedef struct {
     guint count[SCHED_FALLBACK_N];
-    gint64 last;        /* epoch s of the last one */
-    char *text;         /* what the last one said */
+    gint64 last[SCHED_FALLBACK_N]; /* epoch s of the last one */
+    char *text[SCHED_FALLBACK_N];  /* what the last one said */
 } SchedFallbacks;
 
 /* sched_fallbacks_take - the fallbacks to the host's state since the
- * last call, into OUT (its TEXT is the caller's); FALSE when none */
+ * last call, into OUT (release with sched_fallbacks_clear); FALSE when
+ * none */
 gboolean sched_fallbacks_take(SchedFallbacks *out);
+void sched_fallbacks_clear(SchedFallbacks *f);
 
 /* sched_state_path - the state file CONF names ("" = beside the
  * journal), NULL when scheduling is off */
