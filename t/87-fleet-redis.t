@@ -7,6 +7,8 @@
 #      the fleet; relay B defers at once, without a connection;
 #   1b. relay A learns limit 3 from a limit-3 server; relay B's first
 #      session to it sends at most 3 RCPTs per transaction, none refused;
+#      -q and --destinations on each relay say where each number comes
+#      from (local, fleet, learned by which relay's name and when);
 #   2. a fleet-wide cap: a tarpit, cap 2, three agents on each relay at
 #      once: never more than 2 sessions on it, counted at the socket;
 #   3. a relay that dies (SIGKILL of the slot holder): its slot lapses
@@ -58,6 +60,7 @@ FLEET = ("\n[state]\nbackend = redis\nredis = unix:%s\nlease_time = 3s\n"
 
 def relay(name, sched=""):
     a = rrtest.Agent(name=name, relay="[127.0.0.1]:25", deadline="60s",
+                     helo_name=name + ".test",
                      timeouts={"connect_timeout": "3s",
                                "helo_timeout": "6s"})
     a.write_conf(extra_text="\n[schedule]\n" + sched + FLEET)
@@ -119,6 +122,58 @@ is_([e["line"][:3] for e in b_conn if e["dir"] == "s"
      and e["line"].startswith("452")], [], "and none is refused")
 ok([l for l in B.log_lines() if "limit 3 the fleet learned" in l],
    "relay B's log says where the limit came from")
+
+
+# where each number comes from: -q and --destinations on both relays
+def probe_conf(agent, port):
+    """probe_conf - AGENT's configuration with relay = the server PORT
+    (-q shows the route a delivery takes, here the static relay)"""
+    text = rrtest.read_file(agent.conf).replace(
+        "relay = [127.0.0.1]:25", "relay = [127.0.0.1]:%d" % port)
+    return rrtest.write_file(agent.conf + ".probe", text)
+
+
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+qb = subprocess.run([B.binary, "-q", "dest.test", "-c", probe_conf(B, plim)],
+                    capture_output=True, text=True).stdout
+like(qb, r"(?m)^      learned limit: 3 recipients, \d+s ago\n        from: "
+     r"fleet, learned by relayA\.test at %s$" % ISO, "relay B's -q: the "
+     "limit is the fleet's, learned by relay A (its name), when")
+like(qb, r"(?m)^      state: sessions 0/\d+ \(cap \d+\), up\n        from: "
+     r"fleet \(Redis: the sessions and marks of every relay\); cap: "
+     r"\[schedule\] concurrency$", "relay B's -q: the sessions and marks "
+     "are the fleet's, the cap [schedule]'s")
+ok("from: local" not in qb, "relay B has no limit of its own")
+qa = subprocess.run([A.binary, "-q", "dest.test", "-c", probe_conf(A, plim)],
+                    capture_output=True, text=True).stdout
+like(qa, r"(?m)^      learned limit: 3 recipients, \d+s ago\n        from: "
+     r"local \(this host's delivery log\)\n      learned limit: 3 "
+     r"recipients, \d+s ago \(not used: this host's own comes first\)\n"
+     r"        from: fleet, learned by relayA\.test at %s$" % ISO,
+     "relay A's -q: its own limit (local) used, the fleet's beside it")
+qj = json.loads(subprocess.run([B.binary, "-q", "dest.test", "--json", "-c",
+                                probe_conf(B, plim)], capture_output=True,
+                               text=True).stdout)
+srv = qj["groups"][0]["servers"][0]
+lf = srv.get("learned_fleet") or {}
+is_((srv.get("learned"), lf.get("rcpt_limit"), lf.get("by"), lf.get("used"),
+     (srv.get("state") or {}).get("source")),
+    (None, 3, "relayA.test", True, "fleet"), "relay B's -q --json: the same")
+like(lf.get("time", ""), "^%s$" % ISO, "... and when, in ISO 8601")
+p = subprocess.run([B.binary, "--destinations", "-c", B.conf],
+                   capture_output=True, text=True)
+like(p.stdout, r"(?m)^127\.0\.0\.1:%d 127\.0\.0\.1 \[fleet\] sessions 0/\d+ "
+     r"\(cap \d+\), limit 3 learned by relayA\.test at %s, up$" % (plim, ISO),
+     "relay B's --destinations: the fleet's numbers, who learned the limit, "
+     "when")
+rows = {r["server"]: r for r in json.loads(subprocess.run(
+    [B.binary, "--destinations", "--json", "-c", B.conf],
+    capture_output=True, text=True).stdout)}
+row = rows.get("127.0.0.1:%d" % plim, {})
+is_((row.get("source"), row.get("cap_from"),
+     (row.get("fleet_learned") or {}).get("by")),
+    ("fleet", "[schedule] concurrency", "relayA.test"),
+    "--destinations --json: source, cap_from, fleet_learned")
 
 # --- 2. a fleet-wide cap ---------------------------------------------------------------
 CAP = "concurrency = 2\ninitial_concurrency = 2\nslot_wait = 20s\n" \

@@ -210,10 +210,10 @@ sched_trouble(GError *err)
     g_clear_error(&err);
 }
 
-/* sched_cap - [concurrency] for T (name, address or addr:port), else
- * [schedule] concurrency */
+/* sched_cap_from - [concurrency] for T (name, address or addr:port),
+ * else [schedule] concurrency; *FROM (may be NULL): which line says it */
 static guint
-sched_cap(const AgentConf *c, const Target *t)
+sched_cap_from(const AgentConf *c, const Target *t, char **from)
 {
     g_autofree char *key = g_strdup_printf("%s:%u", t->addr, t->port);
 
@@ -221,10 +221,22 @@ sched_cap(const AgentConf *c, const Target *t)
         const ConfigEntry *e = g_ptr_array_index(c->sched_caps, i);
 
         if (g_ascii_strcasecmp(e->key, t->host) == 0 ||
-            strcmp(e->key, t->addr) == 0 || strcmp(e->key, key) == 0)
+            strcmp(e->key, t->addr) == 0 || strcmp(e->key, key) == 0) {
+            if (from != NULL)
+                *from = g_strdup_printf("[concurrency] %s", e->key);
             return (guint)g_ascii_strtoull(e->value, NULL, 10);
+        }
     }
+    if (from != NULL)
+        *from = g_strdup("[schedule] concurrency");
     return c->sched_concurrency;
+}
+
+/* sched_cap - the cap of T */
+static guint
+sched_cap(const AgentConf *c, const Target *t)
+{
+    return sched_cap_from(c, t, NULL);
 }
 
 static void
@@ -442,7 +454,7 @@ sched_list(const AgentConf *c, GError **error)
             *colon = '\0';
             t.port = (guint16)g_ascii_strtoull(colon + 1, NULL, 10);
         }
-        s->cap = sched_cap(c, &t);
+        s->cap = sched_cap_from(c, &t, &s->cap_from);
     }
     return out;
 }
@@ -470,6 +482,7 @@ sched_server_free(SchedServer *s)
     g_free(s->host);
     g_free(s->reason);
     g_free(s->learned_by);
+    g_free(s->cap_from);
     g_free(s);
 }
 

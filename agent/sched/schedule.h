@@ -67,6 +67,8 @@ typedef struct {
     guint active;       /* live sessions now */
     guint window;       /* slow-start window now */
     guint cap;          /* its concurrency cap */
+    char *cap_from;     /* the line that sets it: "[schedule] concurrency"
+                           or "[concurrency] NAME" */
     guint fails;        /* failures in a row */
     gint64 down_until;  /* epoch s, 0 = up */
     gboolean probing;   /* a probe session is out */
@@ -75,7 +77,8 @@ typedef struct {
     const char *source; /* whose state this is: "local" (this host's
                            file) or "fleet" (Redis, DESIGN §12) */
     /* the fleet's learned limits of the server (DESIGN §6, §12): who
-     * learned them (a relay's helo_name) and when (epoch s, 0 = none) */
+     * learned them (a relay's [smtp] helo_name) and when (epoch s, 0 =
+     * none); a host's own state has none */
     guint learned_limit;
     gboolean learned_one_domain;
     gint64 learned_time;
