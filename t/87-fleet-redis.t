@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # 87-fleet-redis.t - destination state shared by a fleet of relays in
 # Redis (DESIGN §12): a real redis-server on a unix socket of the test's
-# own, two relays (two agent configurations with their own journals and
-# host state, [state] backend = redis):
+# own (configured by the shipped redis.conf.example), two relays (two
+# agent configurations with their own journals, host state and names,
+# [state] backend = redis):
 #   1. a server that greets 421: relay A's two failures mark it down for
 #      the fleet; relay B defers at once, without a connection;
 #   1b. relay A learns limit 3 from a limit-3 server; relay B's first
@@ -43,10 +44,17 @@ rdir = rrtest.subdir("redis", owner=rrtest.TEST_USER)
 SOCK = os.path.join(rdir, "redis.sock")
 
 
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the shipped redis.conf.example, only the socket's path and mode (the
+# test's user is no member of a redis group) and the folder replaced
+EXAMPLE = rrtest.read_file(os.path.join(TOP, "redis.conf.example"))
+RCONF = rrtest.write_file(os.path.join(rdir, "redis.conf"), EXAMPLE.replace(
+    "unixsocket /run/redis/redis-server.sock", "unixsocket " + SOCK).replace(
+    "unixsocketperm 770", "unixsocketperm 777") + "dir %s\n" % rdir)
+
+
 def redis_start():
-    p = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", SOCK,
-                          "--unixsocketperm", "777", "--save", "",
-                          "--appendonly", "no", "--dir", rdir],
+    p = subprocess.Popen(["redis-server", RCONF],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rrtest.at_cleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
     rrtest.wait_until(lambda: os.path.exists(SOCK), 10, what="redis socket")
@@ -54,6 +62,12 @@ def redis_start():
 
 
 redis = redis_start()
+conf_get = subprocess.run(["redis-cli", "-s", SOCK, "CONFIG", "GET", "*"],
+                          capture_output=True, text=True).stdout.split("\n")
+got = dict(zip(conf_get[0::2], conf_get[1::2]))
+is_([got.get(k) for k in ("port", "maxmemory-policy", "save", "appendonly")],
+    ["0", "volatile-ttl", "", "no"], "redis-server runs with "
+    "redis.conf.example: no TCP port, volatile-ttl, no persistence")
 FLEET = ("\n[state]\nbackend = redis\nredis = unix:%s\nlease_time = 3s\n"
          "timeout_ms = 200\n" % SOCK)
 
