@@ -75,12 +75,14 @@ sqlgate_map(const char *db_path)
         goto out;
     if (sb.st_size == 0) {
         /* a command run as root makes it the agents' */
-        if (geteuid() == 0 && sb.st_uid != db.st_uid)
-            (void)fchown(fd, db.st_uid, db.st_gid);
+        if (geteuid() == 0 && sb.st_uid != db.st_uid &&
+            fchown(fd, db.st_uid, db.st_gid) != 0)
+            goto out; /* the agents could not open it: no gate at all */
         /* every block on the disk: a full disk is an error here, not
          * SIGBUS at the first write to the page */
         if (posix_fallocate(fd, 0, SQLGATE_SIZE) != 0) {
-            (void)ftruncate(fd, 0);
+            if (ftruncate(fd, 0) != 0) /* part of it: the next one tries */
+                (void)unlink(path);
             goto out;
         }
     } else if (sb.st_size != SQLGATE_SIZE)

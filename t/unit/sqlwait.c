@@ -123,7 +123,8 @@ test_handover(void)
         Db b;
 
         db_open(&b, path, 30000);
-        (void)write(ready[1], "x", 1);
+        if (write(ready[1], "x", 1) != 1)
+            _exit(5);
         sqlwait_enter(&b.w); /* waits for the parent's leave */
         _exit(b.w.held ? 0 : 1);
     }
@@ -188,7 +189,8 @@ test_timeout(void)
 
         db_open(&b, path, 200);
         sqlwait_enter(&b.w);
-        (void)write(ready[1], b.w.held ? "y" : "n", 1);
+        if (write(ready[1], b.w.held ? "y" : "n", 1) != 1)
+            _exit(5);
         pause();
         _exit(0);
     }
@@ -239,7 +241,8 @@ test_slot_wake(void)
                                      (double)g_get_real_time() / 1e6, &b,
                                      NULL) || b.verdict != STORE_BUSY)
             _exit(2);
-        (void)write(ready[1], "x", 1);
+        if (write(ready[1], "x", 1) != 1)
+            _exit(5);
         t0 = g_get_monotonic_time();
         sched_local_ops.wait(cst, b.wake, 30000);
         if (g_get_monotonic_time() - t0 > 15 * G_USEC_PER_SEC)
