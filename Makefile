@@ -68,6 +68,11 @@ CFLAGS  += -fsanitize=address,undefined,float-cast-overflow \
            -fno-sanitize-recover=undefined,float-cast-overflow
 LDFLAGS += -fsanitize=address,undefined,float-cast-overflow
 endif
+ifeq ($(VARIANT),default)
+# as Debian's package builds it (dpkg-buildflags): unchecked results of
+# write(2), fchown(2) ... are errors here too, not only in `make deb`
+CPPFLAGS += -D_FORTIFY_SOURCE=2
+endif
 ifeq ($(VARIANT),fuzz)
 # gcc's build is the warning gate; clang's own extra warnings stay warnings
 WARN    := $(filter-out -Werror,$(WARN))
