@@ -67,7 +67,8 @@ class RedisServer:
             ["redis-server", "--port", "0", "--unixsocket", self.sock,
              "--unixsocketperm", "777", "--save", "", "--appendonly", "no",
              "--dir", self.dir] + self.extra,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
         rrtest.at_cleanup(self.stop)
         rrtest.wait_until(lambda: self.ping(), 10, what="redis-server")
         return self.sock
@@ -93,6 +94,13 @@ class RedisServer:
 
     def ping(self):
         return self.command("PING") == "PONG"
+
+
+def _die_with_parent():
+    """_die_with_parent - the server killed when the test process ends
+    (a campaign's pool workers end without their cleanups)"""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, 9)       # PR_SET_PDEATHSIG, SIGKILL
 
 
 def encode_command(args):
