@@ -16,7 +16,12 @@
 #     run without the fault;
 #   - the fault was injected; when the agent waited for the faulty
 #     reply, the log says once that the host's own state is used;
-# and the next run, Redis well again, delivers too.
+# and the next run, Redis well again, delivers too. In LMTP mode (one
+# resident agent, four messages in one LMTP session): a later message's
+# acquire stalled, dropped or refused NOSCRIPT, an owed reply bad, every
+# reply stalled from the 8th on, Redis refusing or silent from the second
+# message on: every recipient answered 250 once and taken once, no
+# message slower than the bound, the fallback logged once.
 import os
 import re
 import shutil
@@ -239,4 +244,83 @@ for k, (name, kind, rules, waited) in enumerate(CASES, 1):
     sink.stop()
     rrtest.wait_until(lambda: not proxy.conns or all(c.closed for c in
                                                      proxy.conns), 5)
+
+# --- LMTP mode: one resident agent, four messages in one LMTP session ------
+# The fault at a later message's look at Redis, or the replies one
+# message's session left owed read with the next one's; Redis refusing
+# or silent from the second message on. Every recipient of every message
+# answered 250 once, taken once, no message slower than the bound.
+LMTP_CASES = [
+    ("stall at the second acquire", [reply(2, "stall", "acquire",
+                                           ms=STALL)]),
+    ("OOM for the first opened, owed to the next look", [
+        cmd(1, "error", "opened", error="oom")]),
+    ("garbage for the first release", [reply(1, "garbage", "release")]),
+    ("drop in the middle of the second acquire's reply", [
+        reply(2, "drop", "acquire", cut=5)]),
+    ("NOSCRIPT for the second acquire", [cmd(2, "error", "acquire",
+                                             error="noscript")]),
+    ("every reply from the 8th on stalled", [
+        dict(on="reply", n=8, kind="stall", ms=STALL, times=50)]),
+    ("Redis refusing from the second message on", "refuse"),
+    ("Redis silent from the second message on", "blackhole"),
+]
+from lmtpclient import LmtpAgent
+
+for k, (name, rules) in enumerate(LMTP_CASES, 1):
+    sink = SmtpSink({})
+    port = sink.start()
+    a = rrtest.Agent(name="lmtp%02d" % k, deadline="30s",
+                     relay="[127.0.0.1]:%d" % port,
+                     extra_text=FLEET + "[lmtp]\ndeadline = 30s\n"
+                     "idle_timeout = 10s\n")
+    redis.command("FLUSHALL")
+    proxy.set_script(rules if isinstance(rules, list) else [])
+    s = LmtpAgent(a, timeout=20)
+    answers, slow, want = [], [], []
+    ok(s.reply() and s.cmd("LHLO postfix.test").startswith("250"),
+       "LMTP %s: greeting" % name)
+    for m in range(4):
+        if m == 1 and rules == "refuse":
+            proxy.hangup()
+            proxy.refuse()
+        elif m == 1 and rules == "blackhole":
+            proxy.blackhole()
+            proxy.hangup()
+        rc = ["m%dr%d@d%d.test" % (m, i, i % 2 + 1) for i in range(3)]
+        want += rc
+        t0 = time.monotonic()
+        mail, rr, data, final = s.transaction(
+            "s@src.test", rc, rrtest.sample_message("s@src.test", rc),
+            ident="89L%02d%d" % (k, m))
+        el = time.monotonic() - t0
+        answers += [x[:3] for x in final]
+        if el > 0.5 + BOUND:
+            slow.append((m, round(el, 2)))
+        if len(final) != len(rc):
+            diag("message %d: %r %r %r" % (m, rr, data, final))
+    s.cmd("QUIT")
+    s.wait(10)
+    s.kill()
+    fired = proxy.fired()
+    labels = proxy.labels()
+    proxy.set_script([])
+    proxy.accept()
+    proxy.blackhole(False)
+    proxy.hangup()
+    got = sorted(x for m in sink.messages() for x in m["rcpts"])
+    st, warn = outcome(a, 0)
+    is_(answers, ["250"] * 12, "LMTP %s: each recipient answered 250 once"
+        % name)
+    is_(got, sorted(want), "LMTP %s: each taken once" % name)
+    ok(all(v == ["sent"] for v in st.values()) and len(st) == 12,
+       "LMTP %s: each logged sent once" % name, st)
+    is_(slow, [], "LMTP %s: no message slower than %.1fs" % (name,
+                                                             0.5 + BOUND))
+    if isinstance(rules, list):
+        ok(fired, "LMTP %s: the fault was injected" % name,
+           "commands seen: %r" % labels)
+    is_(len(warn), 1, "LMTP %s: the log says once that the host's own "
+        "state is used" % name)
+    sink.stop()
 done()
