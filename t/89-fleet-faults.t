@@ -4,8 +4,9 @@
 # t/lib/resp_proxy.py, a fault proxy in front of a redis-server of the
 # test's own, each fault kind (stall, drop before a command and in the
 # middle of a reply, garbage, a wrong type, a truncated bulk, OOM,
-# NOSCRIPT, BUSY, LOADING, a refusing and a silent listener, a real OOM
-# from maxmemory) at the points of a session: the connection's first
+# NOSCRIPT, BUSY, LOADING, a refusing and a silent listener, a connect
+# that hangs (on 127.0.0.1), a real OOM from maxmemory) at the points of
+# a session: the connection's first
 # look (the scripts loaded), the slot acquired, the session noted as
 # open, a limit learned, the slot given back, the lease renewed, and the
 # replies owed from one session read with the next one's acquire. For
@@ -190,20 +191,23 @@ def baseline(kind):
     return baselines[kind]
 
 
-for k, (name, kind, rules, waited) in enumerate(CASES, 1):
+def pipe_case(k, name, kind, rules, waited, proxy=proxy, fleet=FLEET):
+    """pipe_case - case K: one run with the fault, one after it"""
     base, base_el = baseline(kind)
     sink = SmtpSink(SERVERS[kind])
     port = sink.start()
     # an agent of its own: a fresh host state (the fleet's trouble is
     # marked in it for a minute)
     a = rrtest.Agent(name="case%02d" % k, deadline="30s",
-                     relay="[127.0.0.1]:%d" % port, extra_text=FLEET)
+                     relay="[127.0.0.1]:%d" % port, extra_text=fleet)
     redis.command("FLUSHALL")
     proxy.set_script(rules if isinstance(rules, list) else [])
     if rules == "refuse":
         proxy.refuse()
     elif rules == "blackhole":
         proxy.blackhole()
+    elif rules == "hang":
+        proxy.hang()
     elif rules == "maxmemory":
         redis.command("CONFIG", "SET", "maxmemory", "1")
     t0 = time.monotonic()
@@ -244,6 +248,21 @@ for k, (name, kind, rules, waited) in enumerate(CASES, 1):
     sink.stop()
     rrtest.wait_until(lambda: not proxy.conns or all(c.closed for c in
                                                      proxy.conns), 5)
+
+
+for k, case in enumerate(CASES, 1):
+    pipe_case(k, *case)
+
+# on 127.0.0.1: a connect that hangs (the listener's queue full), a stall
+tcp = RespProxy(redis.sock, ("127.0.0.1", 0))
+TCP_FLEET = FLEET.replace(proxy.addr, tcp.start())
+for k, case in enumerate([
+        ("TCP: the connect hangs", "one", "hang", True),
+        ("TCP: stall at acquire", "one",
+         [reply(1, "stall", "acquire", ms=STALL)], True),
+        ("TCP: drop before acquire", "one", [cmd(1, "drop", "acquire")],
+         True)], len(CASES) + 1):
+    pipe_case(k, *case, proxy=tcp, fleet=TCP_FLEET)
 
 # --- LMTP mode: one resident agent, four messages in one LMTP session ------
 # The fault at a later message's look at Redis, or the replies one

@@ -27,7 +27,8 @@ fire. Kinds:
 On "cmd" every kind applies to that command's reply (for error the
 command never reaches Redis, as when Redis refuses it).
 refuse() closes the listener (connections refused) until accept();
-blackhole() keeps accepting but answers nothing.
+blackhole() keeps accepting but answers nothing; hang() (on 127.0.0.x)
+leaves the listener's queue full, so a connect waits for its timeout.
 
 events lists what happened: (conn, "cmd", n, label) and (conn,
 "fault", kind, label); labels() the command labels in order."""
@@ -207,6 +208,7 @@ class RespProxy:
         self.black = False
         self.stopping = False
         self.addr = None
+        self.fillers = []
 
     # --- control -------------------------------------------------------
 
@@ -250,9 +252,29 @@ class RespProxy:
             self.thread.join(2)
 
     def accept(self):
-        """accept - listening again after refuse()"""
+        """accept - listening again after refuse() or hang()"""
+        for f in self.fillers:
+            f.close()
+        self.fillers = []
         if self.sock is None and not self.stopping:
             self._listen()
+
+    def hang(self):
+        """hang - TCP only: a listener that never accepts, its queue
+        filled, so that a new connection's SYN goes unanswered"""
+        assert not isinstance(self.listen, str)
+        self.refuse()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(self.listen)
+        s.listen(0)
+        self.fillers = [s]
+        for _ in range(4):
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex(self.listen)
+            self.fillers.append(f)
+        time.sleep(0.1)
 
     def blackhole(self, on=True):
         """blackhole - new connections accepted, never answered"""
