@@ -186,7 +186,7 @@ INSTALL    ?= install
 MAN1 = $(wildcard man/*.1)
 MAN5 = $(wildcard man/*.5)
 MAN8 = $(wildcard man/*.8)
-DOCS = README.md LICENSE master.cf.example main.cf.example
+DOCS = README.md LICENSE master.cf.example main.cf.example redis.conf.example
 UNIT = milter/rapidretry-milter.service
 # Installed files hold the install paths, not /usr/local.
 FIXPATHS = sed -e 's|/usr/local/libexec/rapidretry|$(LIBEXECDIR)|g' \

@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 # 87-fleet-redis.t - destination state shared by a fleet of relays in
 # Redis (DESIGN §12): a real redis-server on a unix socket of the test's
-# own, two relays (two agent configurations with their own journals and
-# host state, [state] backend = redis):
+# own (configured by the shipped redis.conf.example), two relays (two
+# agent configurations with their own journals, host state and names,
+# [state] backend = redis):
 #   1. a server that greets 421: relay A's two failures mark it down for
 #      the fleet; relay B defers at once, without a connection;
 #   1b. relay A learns limit 3 from a limit-3 server; relay B's first
 #      session to it sends at most 3 RCPTs per transaction, none refused;
+#      -q and --destinations on each relay say where each number comes
+#      from (local, fleet, learned by which relay's name and when);
 #   2. a fleet-wide cap: a tarpit, cap 2, three agents on each relay at
 #      once: never more than 2 sessions on it, counted at the socket;
 #   3. a relay that dies (SIGKILL of the slot holder): its slot lapses
 #      after [state] lease_time (3 s here), not before; then B gets it;
 #   4. Redis paused (SIGSTOP) and stopped: deliveries go on with the
 #      host's own state, each within the command timeout, all delivered;
-#      the log says so once; --destinations shows the fleet's view.
+#      the log says so once; --destinations shows the fleet's view;
+#   5. rapidretry-log --stats and --prometheus count each fallback by
+#      reason (timeout, refused; an error reply: error).
+import json
 import os
 import shutil
 import signal
@@ -38,10 +44,17 @@ rdir = rrtest.subdir("redis", owner=rrtest.TEST_USER)
 SOCK = os.path.join(rdir, "redis.sock")
 
 
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the shipped redis.conf.example, only the socket's path and mode (the
+# test's user is no member of a redis group) and the folder replaced
+EXAMPLE = rrtest.read_file(os.path.join(TOP, "redis.conf.example"))
+RCONF = rrtest.write_file(os.path.join(rdir, "redis.conf"), EXAMPLE.replace(
+    "unixsocket /run/redis/redis-server.sock", "unixsocket " + SOCK).replace(
+    "unixsocketperm 770", "unixsocketperm 777") + "dir %s\n" % rdir)
+
+
 def redis_start():
-    p = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", SOCK,
-                          "--unixsocketperm", "777", "--save", "",
-                          "--appendonly", "no", "--dir", rdir],
+    p = subprocess.Popen(["redis-server", RCONF],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rrtest.at_cleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
     rrtest.wait_until(lambda: os.path.exists(SOCK), 10, what="redis socket")
@@ -49,12 +62,19 @@ def redis_start():
 
 
 redis = redis_start()
+conf_get = subprocess.run(["redis-cli", "-s", SOCK, "CONFIG", "GET", "*"],
+                          capture_output=True, text=True).stdout.split("\n")
+got = dict(zip(conf_get[0::2], conf_get[1::2]))
+is_([got.get(k) for k in ("port", "maxmemory-policy", "save", "appendonly")],
+    ["0", "volatile-ttl", "", "no"], "redis-server runs with "
+    "redis.conf.example: no TCP port, volatile-ttl, no persistence")
 FLEET = ("\n[state]\nbackend = redis\nredis = unix:%s\nlease_time = 3s\n"
          "timeout_ms = 200\n" % SOCK)
 
 
 def relay(name, sched=""):
     a = rrtest.Agent(name=name, relay="[127.0.0.1]:25", deadline="60s",
+                     helo_name=name + ".test",
                      timeouts={"connect_timeout": "3s",
                                "helo_timeout": "6s"})
     a.write_conf(extra_text="\n[schedule]\n" + sched + FLEET)
@@ -116,6 +136,58 @@ is_([e["line"][:3] for e in b_conn if e["dir"] == "s"
      and e["line"].startswith("452")], [], "and none is refused")
 ok([l for l in B.log_lines() if "limit 3 the fleet learned" in l],
    "relay B's log says where the limit came from")
+
+
+# where each number comes from: -q and --destinations on both relays
+def probe_conf(agent, port):
+    """probe_conf - AGENT's configuration with relay = the server PORT
+    (-q shows the route a delivery takes, here the static relay)"""
+    text = rrtest.read_file(agent.conf).replace(
+        "relay = [127.0.0.1]:25", "relay = [127.0.0.1]:%d" % port)
+    return rrtest.write_file(agent.conf + ".probe", text)
+
+
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+qb = subprocess.run([B.binary, "-q", "dest.test", "-c", probe_conf(B, plim)],
+                    capture_output=True, text=True).stdout
+like(qb, r"(?m)^      learned limit: 3 recipients, \d+s ago\n        from: "
+     r"fleet, learned by relayA\.test at %s$" % ISO, "relay B's -q: the "
+     "limit is the fleet's, learned by relay A (its name), when")
+like(qb, r"(?m)^      state: sessions 0/\d+ \(cap \d+\), up\n        from: "
+     r"fleet \(Redis: the sessions and marks of every relay\); cap: "
+     r"\[schedule\] concurrency$", "relay B's -q: the sessions and marks "
+     "are the fleet's, the cap [schedule]'s")
+ok("from: local" not in qb, "relay B has no limit of its own")
+qa = subprocess.run([A.binary, "-q", "dest.test", "-c", probe_conf(A, plim)],
+                    capture_output=True, text=True).stdout
+like(qa, r"(?m)^      learned limit: 3 recipients, \d+s ago\n        from: "
+     r"local \(this host's delivery log\)\n      learned limit: 3 "
+     r"recipients, \d+s ago \(not used: this host's own comes first\)\n"
+     r"        from: fleet, learned by relayA\.test at %s$" % ISO,
+     "relay A's -q: its own limit (local) used, the fleet's beside it")
+qj = json.loads(subprocess.run([B.binary, "-q", "dest.test", "--json", "-c",
+                                probe_conf(B, plim)], capture_output=True,
+                               text=True).stdout)
+srv = qj["groups"][0]["servers"][0]
+lf = srv.get("learned_fleet") or {}
+is_((srv.get("learned"), lf.get("rcpt_limit"), lf.get("by"), lf.get("used"),
+     (srv.get("state") or {}).get("source")),
+    (None, 3, "relayA.test", True, "fleet"), "relay B's -q --json: the same")
+like(lf.get("time", ""), "^%s$" % ISO, "... and when, in ISO 8601")
+p = subprocess.run([B.binary, "--destinations", "-c", B.conf],
+                   capture_output=True, text=True)
+like(p.stdout, r"(?m)^127\.0\.0\.1:%d 127\.0\.0\.1 \[fleet\] sessions 0/\d+ "
+     r"\(cap \d+\), limit 3 learned by relayA\.test at %s, up$" % (plim, ISO),
+     "relay B's --destinations: the fleet's numbers, who learned the limit, "
+     "when")
+rows = {r["server"]: r for r in json.loads(subprocess.run(
+    [B.binary, "--destinations", "--json", "-c", B.conf],
+    capture_output=True, text=True).stdout)}
+row = rows.get("127.0.0.1:%d" % plim, {})
+is_((row.get("source"), row.get("cap_from"),
+     (row.get("fleet_learned") or {}).get("by")),
+    ("fleet", "[schedule] concurrency", "relayA.test"),
+    "--destinations --json: source, cap_from, fleet_learned")
 
 # --- 2. a fleet-wide cap ---------------------------------------------------------------
 CAP = "concurrency = 2\ninitial_concurrency = 2\nslot_wait = 20s\n" \
@@ -194,4 +266,44 @@ is_(sorted(r for m in good.messages() for r in m["rcpts"]),
     "each exactly once")
 is_(len([l for l in B.log_lines() if "fleet state:" in l]), 1,
     "relay B logged the trouble once")
+
+# --- 5. the fallbacks counted in the delivery log ----------------------------------------
+LOGCLI = os.path.join(os.path.dirname(rrtest.agent_binary()), "rapidretry-log")
+
+
+def logcli(agent, *args):
+    return subprocess.run([LOGCLI, "-c", agent.conf] + list(args),
+                          capture_output=True, text=True)
+
+
+like(logcli(A, "--stats").stdout, r"(?m)^fleet fallbacks: 1 \(timeout 1\), "
+     r"the last at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: redis unix:",
+     "relay A's --stats: one fallback, Redis paused: timeout")
+like(logcli(B, "--stats").stdout, r"(?m)^fleet fallbacks: 1 \(refused 1\), ",
+     "relay B's --stats: one fallback, Redis stopped: refused (the other "
+     "runs obeyed the host's mark and did not try)")
+prom = logcli(B, "--prometheus").stdout.splitlines()
+ok("# TYPE rapidretry_fleet_fallbacks_total counter" in prom and
+   'rapidretry_fleet_fallbacks_total{reason="refused"} 1' in prom and
+   'rapidretry_fleet_fallbacks_total{reason="timeout"} 0' in prom,
+   "relay B's --prometheus: the counter by reason: %r"
+   % [l for l in prom if "fallbacks" in l])
+st = json.loads(logcli(B, "--stats", "--json").stdout)["fleet_fallbacks"]
+is_((st["total"], st["refused"], st["timeout"]), (1, 1, 0),
+    "--stats --json: fleet_fallbacks")
+ok("fleet fallbacks:" not in logcli(A2, "--stats").stdout,
+   "a relay that never fell back shows no fallback line")
+
+# Redis answering an error (here: the scripts not permitted; out of memory
+# does the same to the scripts that write before anything else)
+os.unlink(SOCK)
+redis = redis_start()
+C = relay("relayC", SCHED)
+p = subprocess.run(["redis-cli", "-s", SOCK, "ACL", "SETUSER", "default",
+                    "-evalsha"], capture_output=True, text=True)
+is_(p.stdout.strip(), "OK", "EVALSHA refused by Redis's ACL")
+r = run(C, pgood, "noperm@dest.test")
+like(r.out, r"^2\.0\.0", "Redis answers errors: delivered")
+like(logcli(C, "--stats").stdout, r"(?m)^fleet fallbacks: 1 \(error 1\), .*"
+     r"NOPERM", "and counted as an error reply, with Redis's words")
 done()

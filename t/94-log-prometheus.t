@@ -72,8 +72,17 @@ def parse(text):
 
 s, typed, bad = parse(text)
 is_(bad, [], "every line is valid exposition format after its TYPE")
-ok(typed and set(typed.values()) == {"gauge"},
+ok(typed and {t for n, t in typed.items()
+              if n != "rapidretry_fleet_fallbacks_total"} == {"gauge"},
    "gauges (the log prunes old rows: never a counter that goes down)")
+is_(typed.get("rapidretry_fleet_fallbacks_total"), "counter",
+    "the fleet's fallbacks: a counter (kept apart from the rows, never "
+    "pruned)")
+is_([l for l in text.splitlines()
+     if l.startswith("rapidretry_fleet_fallbacks_total")],
+    ['rapidretry_fleet_fallbacks_total{reason="%s"} 0' % r for r in
+     ("refused", "timeout", "error", "garbage", "closed")],
+    "no fallbacks: every reason present, as 0")
 relay = [l for (n, l) in s if n == "rapidretry_transactions"]
 is_(len(relay), 1, "one relay")
 rl = relay[0] if relay else ""
@@ -137,4 +146,24 @@ is_((p5.returncode, p5.stderr, bad5), (0, "", []),
 age5 = s5.get(("rapidretry_learned_limit_age_seconds",
                'server="h[1.2.3.4]:25"'), -1)
 ok(age5 > 1.7e9, "... its age counts from 1970 (%s)" % age5)
+
+# the fleet's fallbacks as the agent counts them (t/87 makes real ones)
+db = sqlite3.connect(DB)
+db.execute("INSERT INTO fleet_fallbacks (reason, count, time, text)"
+           " VALUES ('timeout', 2, 1796630000, 'redis unix:/x: timed out'),"
+           " ('refused', 1, 1796630100, 'redis unix:/x: refused')")
+db.commit()
+db.close()
+p6 = prom()
+lines6 = p6.stdout.splitlines()
+ok('rapidretry_fleet_fallbacks_total{reason="timeout"} 2' in lines6 and
+   'rapidretry_fleet_fallbacks_total{reason="refused"} 1' in lines6 and
+   'rapidretry_fleet_fallbacks_total{reason="error"} 0' in lines6,
+   "the counter by reason, exact lines")
+p7 = subprocess.run([LOG, "-d", DB, "--stats"], capture_output=True,
+                    text=True)
+like(p7.stdout, r"(?m)^fleet fallbacks: 3 \(timeout 2, refused 1\), the "
+     r"last at 2026-12-07T07:55:00Z: redis unix:/x: refused$",
+     "--stats: the fallbacks, the most frequent reason first, the last one's "
+     "time and words")
 done()

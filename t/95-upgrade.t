@@ -9,7 +9,8 @@
 #    agents started at the same moment on the same file, its entries kept;
 #  - a journal of a newer schema (a downgrade): every run defers 4.3.5 and
 #    says why; the file is not touched and nothing is sent;
-#  - a delivery log of a newer schema never blocks a delivery.
+#  - a delivery log of a newer schema never blocks a delivery;
+#  - rapidretry-log reads a schema 1 log without the fleet's fallbacks.
 import os
 import shutil
 import sqlite3
@@ -94,6 +95,24 @@ is_(query(LOGDB, "PRAGMA user_version"), [(LOG_NOW,)],
     "the delivery log: schema 1 -> %d in place" % LOG_NOW)
 is_(query(LOGDB, "SELECT count(*) FROM attempts")[0][0], logrows[0][0] + 1,
     "the delivery log keeps its rows and adds this run's")
+is_(query(LOGDB, "SELECT count(*) FROM fleet_fallbacks"), [(0,)],
+    "the delivery log's upgrade adds the fleet's fallback counters")
+
+# rapidretry-log reads a log of schema 1 as it is (read-only): no
+# fallback counters there, every reason 0, the file not touched
+OLDLOG = os.path.join(a.dir, "v1-copy.db")
+shutil.copyfile(os.path.join(FIX, "issue16-log-v1.db"), OLDLOG)
+LOGCLI = os.path.join(os.path.dirname(rrtest.agent_binary()), "rapidretry-log")
+p = subprocess.run([LOGCLI, "-d", OLDLOG, "--stats", "--prometheus"],
+                   capture_output=True, text=True)
+is_((p.returncode, p.stderr), (0, ""), "--prometheus on a schema 1 log")
+ok('rapidretry_fleet_fallbacks_total{reason="timeout"} 0' in
+   p.stdout.splitlines(), "the fallback counter as 0")
+p = subprocess.run([LOGCLI, "-d", OLDLOG, "--stats"], capture_output=True,
+                   text=True)
+is_((p.returncode, "fleet fallbacks" in p.stdout), (0, False),
+    "--stats on it: no fallback line")
+is_(query(OLDLOG, "PRAGMA user_version"), [(1,)], "and it stays schema 1")
 
 # --- an older release's journal, 8 agents at once -----------------------------
 old = fresh("old", "3817fe6-journal-v1.db")

@@ -1,8 +1,9 @@
 /*
  * log-stats.c - rapidretry-log --stats and --prometheus (DESIGN §7):
  * counts per status, transactions and rapid retries per relay, deferrals
- * by reason class (DESIGN §11), and the same numbers with the learned
- * limits in Prometheus' text format. Reads only.
+ * by reason class (DESIGN §11), the fleet store's fallbacks (DESIGN
+ * §12), and the same numbers with the learned limits in Prometheus' text
+ * format. Reads only.
  */
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +48,95 @@ deferral_counts(sqlite3 *db, const Opts *o, int *counts)
             if (strcmp(col(st, 0), reason_classes[i]) == 0)
                 counts[i] = sqlite3_column_int(st, 1);
     sqlite3_finalize(st);
+}
+
+/* The reasons the agent's fleet store failed for (DESIGN §12), as its
+ * delivery log names them (schedule.h's sched_fallback_names). */
+static const char *const fallback_reasons[] = {
+    "refused", "timeout", "error", "garbage", "closed"};
+#define N_FALLBACK G_N_ELEMENTS(fallback_reasons)
+
+/* fallback_counts - the fleet store's fallbacks per reason
+ * (fallback_reasons order), the time and text of the last one; counters
+ * since the log was made, not filtered (a log without the table: 0) */
+static int
+fallback_counts(sqlite3 *db, int *counts, gint64 *last, char **text)
+{
+    sqlite3_stmt *st = NULL;
+    int total = 0;
+
+    memset(counts, 0, sizeof(int) * N_FALLBACK);
+    *last = 0;
+    *text = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT reason, count, time, text FROM"
+                           " fleet_fallbacks ORDER BY time", -1, &st,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return 0; /* a log made before the fleet's fallbacks were kept */
+    }
+    while (sqlite3_step(st) == SQLITE_ROW)
+        for (guint i = 0; i < N_FALLBACK; i++)
+            if (strcmp(col(st, 0), fallback_reasons[i]) == 0) {
+                counts[i] = sqlite3_column_int(st, 1);
+                total += counts[i];
+                *last = sqlite3_column_int64(st, 2);
+                g_free(*text);
+                *text = g_strdup(col(st, 3));
+            }
+    sqlite3_finalize(st);
+    return total;
+}
+
+/* stats_fallbacks - --stats' line of the fleet's fallbacks (none: no
+ * line), or its JSON member */
+static void
+stats_fallbacks(sqlite3 *db, const Opts *o, GString *json)
+{
+    int counts[N_FALLBACK];
+    gint64 last;
+    g_autofree char *text = NULL;
+    int total = fallback_counts(db, counts, &last, &text);
+    g_autoptr(GString) by = g_string_new(NULL);
+
+    if (o->json) {
+        g_string_append_printf(json, ", \"fleet_fallbacks\": {\"total\": %d",
+                               total);
+        for (guint r = 0; r < N_FALLBACK; r++)
+            g_string_append_printf(json, ", \"%s\": %d", fallback_reasons[r],
+                                   counts[r]);
+        g_string_append(json, ", \"last\": ");
+        if (last > 0)
+            g_string_append_printf(json, "%" G_GINT64_FORMAT, last);
+        else
+            g_string_append(json, "null");
+        g_string_append(json, ", \"last_text\": ");
+        json_str(json, text);
+        g_string_append(json, "}");
+        return;
+    }
+    if (total == 0)
+        return;
+    /* the most frequent first, as an administrator reads them */
+    for (int done = 0; done < total;) {
+        guint best = 0;
+
+        for (guint r = 1; r < N_FALLBACK; r++)
+            if (counts[r] > counts[best])
+                best = r;
+        g_string_append_printf(by, "%s%s %d", by->len ? ", " : "",
+                               fallback_reasons[best], counts[best]);
+        done += counts[best];
+        counts[best] = 0;
+    }
+    {
+        g_autoptr(GDateTime) t = g_date_time_new_from_unix_utc(last);
+        g_autofree char *iso = t != NULL
+                                   ? g_date_time_format(t, "%FT%TZ")
+                                   : g_strdup("?");
+
+        printf("\nfleet fallbacks: %d (%s), the last at %s: %s\n", total,
+               by->str, iso, text != NULL ? text : "");
+    }
 }
 
 /* stats - counts per status, transactions and rapid retries per relay
@@ -117,8 +207,10 @@ stats(sqlite3 *db, const Opts *o)
                 printf("%-12s %8d\n", reason_classes[r], counts[r]);
         }
     }
+    g_string_append(json, "}");
+    stats_fallbacks(db, o, json);
     if (o->json)
-        printf("%s}}\n", json->str);
+        printf("%s}\n", json->str);
     return total;
 }
 
@@ -139,12 +231,40 @@ prom_label(GString *out, const char *name, const char *value)
     g_string_append_c(out, '"');
 }
 
-/* prom_head - HELP and TYPE of one metric family */
+/* prom_head_type - HELP and TYPE of one metric family */
+static void
+prom_head_type(GString *out, const char *name, const char *help,
+               const char *type)
+{
+    g_string_append_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name,
+                           help, name, type);
+}
+
+/* prom_head - HELP and TYPE of a gauge */
 static void
 prom_head(GString *out, const char *name, const char *help)
 {
-    g_string_append_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name,
-                           help, name);
+    prom_head_type(out, name, help, "gauge");
+}
+
+/* prom_fallbacks - the fleet store's fallbacks: a counter (the log
+ * keeps them apart from the rows, retention never lowers them), every
+ * reason always present */
+static void
+prom_fallbacks(sqlite3 *db, GString *out)
+{
+    int counts[N_FALLBACK];
+    gint64 last;
+    g_autofree char *text = NULL;
+
+    fallback_counts(db, counts, &last, &text);
+    prom_head_type(out, "rapidretry_fleet_fallbacks_total",
+                   "Times the fleet's Redis failed and this host's own "
+                   "destination state took over, by reason.", "counter");
+    for (guint r = 0; r < N_FALLBACK; r++)
+        g_string_append_printf(out, "rapidretry_fleet_fallbacks_total{reason="
+                               "\"%s\"} %d\n", fallback_reasons[r],
+                               counts[r]);
 }
 
 /* prom_limits - the learned limits, as the agent keeps them */
@@ -250,6 +370,7 @@ prometheus(sqlite3 *db, const Opts *o)
                                    " %d\n", reason_classes[r], counts[r]);
     }
     prom_limits(db, out);
+    prom_fallbacks(db, out);
     fputs(out->str, stdout);
     return 1; /* no rows is no error here: the numbers are 0 */
 }

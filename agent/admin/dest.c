@@ -48,6 +48,25 @@ dest_state_text(const SchedServer *s, gint64 now)
     return g_strdup("up");
 }
 
+char *
+dest_iso(gint64 t)
+{
+    g_autoptr(GDateTime) d = g_date_time_new_from_unix_utc(MAX(t, 0));
+
+    return d != NULL ? g_date_time_format(d, "%FT%TZ") : g_strdup("?");
+}
+
+char *
+dest_source_text(const SchedServer *s)
+{
+    if (g_strcmp0(s->source, "fleet") == 0)
+        return g_strdup_printf("fleet (Redis: the sessions and marks of "
+                               "every relay); cap: %s",
+                               s->cap_from ? s->cap_from : "?");
+    return g_strdup_printf("local (this host's state file); cap: %s",
+                           s->cap_from ? s->cap_from : "?");
+}
+
 void
 dest_json(const SchedServer *s, gint64 now, GString *out)
 {
@@ -64,8 +83,49 @@ dest_json(const SchedServer *s, gint64 now, GString *out)
                            s->probing ? "true" : "false");
     json_str(out, s->down_until > 0 || s->fails > 0 ? s->reason : NULL);
     g_string_append_printf(out, ",\"sessions_total\":%" G_GUINT64_FORMAT
-                           ",\"failures_total\":%" G_GUINT64_FORMAT "}",
+                           ",\"failures_total\":%" G_GUINT64_FORMAT,
                            s->sessions, s->failures);
+    g_string_append(out, ",\"source\":");
+    json_str(out, s->source);
+    g_string_append(out, ",\"cap_from\":");
+    json_str(out, s->cap_from);
+    g_string_append(out, ",\"fleet_learned\":");
+    if (s->learned_time > 0) {
+        g_autofree char *iso = dest_iso(s->learned_time);
+
+        g_string_append_printf(out, "{\"rcpt_limit\":%u,\"one_domain\":%s,"
+                               "\"time\":%" G_GINT64_FORMAT ",\"iso\":",
+                               s->learned_limit,
+                               s->learned_one_domain ? "true" : "false",
+                               s->learned_time);
+        json_str(out, iso);
+        g_string_append(out, ",\"by\":");
+        json_str(out, s->learned_by);
+        g_string_append(out, "}");
+    } else
+        g_string_append(out, "null");
+    g_string_append(out, "}");
+}
+
+/* dest_learned_text - the fleet's learned limit of S: "limit 3 (one
+ * domain) learned by NAME at TIME", or NULL */
+char *
+dest_learned_text(const SchedServer *s)
+{
+    g_autofree char *iso = NULL, *what = NULL;
+
+    if (s->learned_time <= 0)
+        return NULL;
+    iso = dest_iso(s->learned_time);
+    if (s->learned_limit > 0)
+        what = g_strdup_printf("limit %u%s", s->learned_limit,
+                               s->learned_one_domain ? " (one domain per "
+                               "transaction)" : "");
+    else
+        what = g_strdup("one domain per transaction");
+    return g_strdup_printf("%s learned by %s at %s", what,
+                           s->learned_by != NULL && *s->learned_by
+                               ? s->learned_by : "?", iso);
 }
 
 /* dest_list - --destinations */
@@ -93,9 +153,14 @@ dest_list(const AgentConf *c, gboolean json)
             dest_json(s, now, out);
             continue;
         }
-        g_string_append_printf(out, "%s %s sessions %u/%u (cap %u), %s\n",
-                               s->key, s->host, s->active, s->window,
-                               s->cap, state);
+        g_autofree char *learned = dest_learned_text(s);
+
+        /* where the numbers come from before them: the state last */
+        g_string_append_printf(out, "%s %s [%s] sessions %u/%u (cap %u), "
+                               "%s%s%s\n", s->key, s->host,
+                               s->source ? s->source : "?", s->active,
+                               s->window, s->cap, learned ? learned : "",
+                               learned ? ", " : "", state);
     }
     if (json)
         g_string_append(out, "]\n");

@@ -19,6 +19,14 @@ int dest_main(int argc, char **argv);
 gboolean dest_state_exists(const AgentConf *c);
 /* dest_state_text - "up", "down for 40s more: REASON", ... */
 char *dest_state_text(const SchedServer *s, gint64 now);
+/* dest_iso - epoch second T as ISO 8601 UTC, "2026-12-07T10:00:00Z" */
+char *dest_iso(gint64 t);
+/* dest_source_text - where S's numbers come from: "local (...); cap:
+ * [schedule] concurrency" or "fleet (...); cap: ..." */
+char *dest_source_text(const SchedServer *s);
+/* dest_learned_text - "limit 3 learned by RELAY at TIME": the fleet's
+ * learned limit of S, NULL when it has none */
+char *dest_learned_text(const SchedServer *s);
 /* dest_json - S as one JSON object, appended to OUT */
 void dest_json(const SchedServer *s, gint64 now, GString *out);
 

@@ -3,7 +3,9 @@
  * these domains, without sending mail (DESIGN §5, §6): the route rule,
  * the servers and addresses in the order they would be tried, the groups
  * the domains would share, the TLS level and names, SASL, and the
- * recipient limit each server taught an earlier run (delivery log).
+ * recipient limit each server taught an earlier run (delivery log) or
+ * another relay of the fleet (DESIGN §12), and where each number of a
+ * server comes from.
  */
 #include <stdio.h>
 #include <string.h>
@@ -87,6 +89,13 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
                     && l.age <= (gint64)c->limits_expire;
     SchedServer *live = dest_state_exists(c) ? sched_server(c, key) : NULL;
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    /* the fleet's learned limit: a delivery takes it only when this
+     * host's delivery log has none in use (limits.c) */
+    gboolean fleet = live != NULL && live->learned_time > 0;
+    gint64 fleet_age = fleet ? now - live->learned_time : 0;
+    gboolean fleet_used = fleet && !used && c->state_fleet
+                          && c->limits_expire > 0
+                          && fleet_age <= (gint64)c->limits_expire;
 
     if (json) {
         g_string_append(out, "{\"host\":");
@@ -114,6 +123,22 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
                                    used ? "true" : "false");
         else
             g_string_append(out, ",\"learned\":null");
+        if (fleet) {
+            g_autofree char *iso = dest_iso(live->learned_time);
+
+            g_string_append_printf(out, ",\"learned_fleet\":{\"rcpt_limit\":"
+                                   "%u,\"one_domain\":%s,\"age\":%"
+                                   G_GINT64_FORMAT ",\"used\":%s,\"time\":",
+                                   live->learned_limit,
+                                   live->learned_one_domain ? "true"
+                                                            : "false",
+                                   fleet_age, fleet_used ? "true" : "false");
+            json_str(out, iso);
+            g_string_append(out, ",\"by\":");
+            json_str(out, live->learned_by);
+            g_string_append(out, "}");
+        } else
+            g_string_append(out, ",\"learned_fleet\":null");
         g_string_append(out, ",\"state\":");
         if (live != NULL)
             dest_json(live, now, out);
@@ -141,18 +166,37 @@ probe_server(const AgentConf *c, sqlite3 *db, const Target *t,
         g_string_append(out, "\n      sasl: no");
     if (l.found)
         g_string_append_printf(out, "\n      learned limit: %u recipients%s,"
-                               " %" G_GINT64_FORMAT "s ago%s\n",
-                               l.rcpt_limit, l.one_domain
+                               " %" G_GINT64_FORMAT "s ago%s\n"
+                               "        from: local (this host's delivery "
+                               "log)\n", l.rcpt_limit, l.one_domain
                                ? ", one domain per transaction" : "", l.age,
                                used ? "" : " (expired: not used)");
-    else
+    else if (!fleet)
         g_string_append(out, "\n      learned limit: none\n");
+    else
+        g_string_append(out, "\n");
+    if (fleet) {
+        g_autofree char *iso = dest_iso(live->learned_time);
+
+        g_string_append_printf(out, "      learned limit: %u recipients%s, %"
+                               G_GINT64_FORMAT "s ago%s\n        from: fleet,"
+                               " learned by %s at %s\n", live->learned_limit,
+                               live->learned_one_domain
+                               ? ", one domain per transaction" : "",
+                               fleet_age, fleet_used ? ""
+                               : used ? " (not used: this host's own comes "
+                                        "first)"
+                               : " (expired: not used)",
+                               live->learned_by != NULL && *live->learned_by
+                                   ? live->learned_by : "?", iso);
+    }
     if (live != NULL) {
         g_autofree char *state = dest_state_text(live, now);
+        g_autofree char *from = dest_source_text(live);
 
         g_string_append_printf(out, "      state: sessions %u/%u (cap %u), "
-                               "%s\n", live->active, live->window, live->cap,
-                               state);
+                               "%s\n        from: %s\n", live->active,
+                               live->window, live->cap, state, from);
     } else {
         g_autofree char *state = sched_state_path(c);
 

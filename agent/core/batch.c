@@ -504,7 +504,16 @@ void
 batch_log_flush(Delivery *d)
 {
     GError *err = NULL;
+    SchedFallbacks fb;
 
+    /* the process's fallbacks from Redis so far go with this run's rows */
+    if (sched_fallbacks_take(&fb)) {
+        for (int i = 0; i < SCHED_FALLBACK_N; i++)
+            if (fb.count[i] > 0)
+                dblog_fleet_fallback(d->dblog, sched_fallback_names[i],
+                                     fb.count[i], fb.last[i], fb.text[i]);
+        sched_fallbacks_clear(&fb);
+    }
     if (!dblog_flush(d->dblog, &err)) {
         log_warning("%s: %s; delivery not affected", d->queue_id,
                     err->message);

@@ -79,6 +79,10 @@ typedef struct {
                        gboolean *log);
 } SchedStoreOps;
 
+/* The fleet store's errors: the code is a SchedFallbackReason. */
+#define SCHED_FLEET_ERROR (sched_fleet_error_quark())
+GQuark sched_fleet_error_quark(void);
+
 extern const SchedStoreOps sched_local_ops;
 extern const SchedStoreOps sched_redis_ops;
 

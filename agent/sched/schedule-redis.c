@@ -68,7 +68,8 @@ typedef struct {
     char *relay;           /* this relay's name: who learned a limit */
     char *sha[RS_NSCRIPTS];
     GHashTable *seen;      /* KEY -> RsSeen */
-    GMutex held_lock;
+    GMutex held_lock;      /* guards held, stop; wake signals a stop */
+    GCond wake;
     GHashTable *held;      /* "KEY\nLEASE-NAME" -> NULL: to renew */
     GThread *thread;
     gboolean stop;
@@ -170,15 +171,20 @@ static const char renew_lua[] =
     "return 'ok'\n";
 
 /* a limit learned: the smaller one and one domain, learned anywhere,
- * win, as in one relay's own learning; by whom and when */
+ * win, as in one relay's own learning; by whom and when: the relay whose
+ * learning the hash holds now (one that learned a larger limit changes
+ * neither) */
 static const char limits_lua[] =
     "local old = tonumber(redis.call('HGET', KEYS[4], 'rcpt_limit')) or 0\n"
-    "local k = tonumber(ARGV[1])\n"
-    "if k > 0 and (old == 0 or k < old) then old = k end\n"
-    "local one = redis.call('HGET', KEYS[4], 'one_domain') == '1'"
-    " or ARGV[2] == '1'\n"
-    "redis.call('HSET', KEYS[4], 'rcpt_limit', old, 'one_domain',"
-    " one and '1' or '0', 'time', ARGV[3], 'by', ARGV[4])\n"
+    "local was = redis.call('HGET', KEYS[4], 'one_domain') == '1'\n"
+    "local k, lim = tonumber(ARGV[1]), old\n"
+    "if k > 0 and (old == 0 or k < old) then lim = k end\n"
+    "local one = was or ARGV[2] == '1'\n"
+    "redis.call('HSET', KEYS[4], 'rcpt_limit', lim, 'one_domain',"
+    " one and '1' or '0')\n"
+    "if lim ~= old or one ~= was or (k > 0 and k == old) or"
+    " not redis.call('HGET', KEYS[4], 'time') then\n"
+    "  redis.call('HSET', KEYS[4], 'time', ARGV[3], 'by', ARGV[4]) end\n"
     "redis.call('EXPIRE', KEYS[4], ARGV[5])\n"
     "return 'ok'\n";
 
@@ -194,14 +200,34 @@ now_ms(void)
     return g_get_real_time() / 1000;
 }
 
+G_DEFINE_QUARK(sched-fleet-error-quark, sched_fleet_error)
+
+/* rs_io_reason - the fallback reason of hiredis error ERR with errno ENO;
+ * CONNECTING: before the connection stood (a failure then is a refusal
+ * unless it timed out) */
+static SchedFallbackReason
+rs_io_reason(int err, int eno, gboolean connecting)
+{
+    if (err == REDIS_ERR_PROTOCOL)
+        return SCHED_FALLBACK_GARBAGE;
+    if (err == REDIS_ERR_OOM)
+        return SCHED_FALLBACK_ERROR;
+    if (err == REDIS_ERR_IO && (eno == EAGAIN || eno == EWOULDBLOCK ||
+                                eno == ETIMEDOUT || eno == EINPROGRESS))
+        return SCHED_FALLBACK_TIMEOUT;
+    return connecting ? SCHED_FALLBACK_REFUSED : SCHED_FALLBACK_CLOSED;
+}
+
 /* rs_connect - a connection to ADDR ("unix:/path" or "host:port") with
- * the timeouts, authenticated; NULL + *WHY */
+ * the timeouts, authenticated; NULL + ERROR */
 static redisContext *
-rs_connect(const Redis *r, char **why)
+rs_connect(const Redis *r, GError **error)
 {
     struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
     redisContext *c;
+    int eno;
 
+    errno = 0;
     if (g_str_has_prefix(r->addr, "unix:"))
         c = redisConnectUnixWithTimeout(r->addr + 5, tv);
     else {
@@ -215,9 +241,13 @@ rs_connect(const Redis *r, char **why)
         }
         c = redisConnectWithTimeout(host, port, tv);
     }
+    eno = errno;
     if (c == NULL || c->err) {
-        *why = g_strdup_printf("redis %s: %s", r->addr,
-                               c ? c->errstr : "cannot connect");
+        g_set_error(error, SCHED_FLEET_ERROR,
+                    c ? rs_io_reason(c->err, eno, TRUE)
+                      : SCHED_FALLBACK_ERROR,
+                    "redis %s: %s", r->addr,
+                    c ? c->errstr : "cannot connect");
         redisFree(c);
         return NULL;
     }
@@ -226,9 +256,15 @@ rs_connect(const Redis *r, char **why)
         redisReply *rep = redisCommand(c, "AUTH %s", r->password);
         gboolean ok = rep != NULL && rep->type == REDIS_REPLY_STATUS;
 
+        eno = errno;
+        if (!ok)
+            g_set_error(error, SCHED_FLEET_ERROR,
+                        rep != NULL ? SCHED_FALLBACK_ERROR
+                                    : rs_io_reason(c->err, eno, FALSE),
+                        "redis %s: AUTH %s", r->addr,
+                        rep != NULL ? "refused" : c->errstr);
         freeReplyObject(rep);
         if (!ok) {
-            *why = g_strdup_printf("redis %s: AUTH refused", r->addr);
             redisFree(c);
             return NULL;
         }
@@ -236,16 +272,27 @@ rs_connect(const Redis *r, char **why)
     return c;
 }
 
-/* rs_drop - forget connection C (made again at the next call), with
- * ERROR saying why */
+/* rs_drop - forget connection C (made again by the next operation that
+ * waits for a reply), with ERROR saying why (REASON) */
 static void
-rs_drop(const Redis *r, RsConn *c, const char *why, GError **error)
+rs_drop(const Redis *r, RsConn *c, SchedFallbackReason reason,
+        const char *why, GError **error)
 {
-    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "redis %s: %s",
-                r->addr, why);
+    g_set_error(error, SCHED_FLEET_ERROR, reason, "redis %s: %s", r->addr,
+                why);
     redisFree(c->c);
     c->c = NULL;
     c->owed = 0;
+}
+
+/* rs_drop_io - rs_drop for C's own I/O error (errno ENO) */
+static void
+rs_drop_io(const Redis *r, RsConn *c, int eno, const char *what,
+           GError **error)
+{
+    g_autofree char *why = g_strdup(c->c->errstr[0] ? c->c->errstr : what);
+
+    rs_drop(r, c, rs_io_reason(c->c->err, eno, FALSE), why, error);
 }
 
 /* rs_ready - C connected; a new connection gets the scripts loaded,
@@ -253,15 +300,10 @@ rs_drop(const Redis *r, RsConn *c, const char *why, GError **error)
 static gboolean
 rs_ready(Redis *r, RsConn *c, GError **error)
 {
-    char *why = NULL;
-
     if (c->c != NULL)
         return TRUE;
-    if ((c->c = rs_connect(r, &why)) == NULL) {
-        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s", why);
-        g_free(why);
+    if ((c->c = rs_connect(r, error)) == NULL)
         return FALSE;
-    }
     c->owed = 0;
     for (int i = 0; i < RS_NSCRIPTS; i++) {
         const char *argv[] = {"SCRIPT", "LOAD", rs_script_text[i]};
@@ -281,8 +323,7 @@ rs_push(Redis *r, RsConn *c, guint n, GError **error)
 
     while (!done)
         if (redisBufferWrite(c->c, &done) != REDIS_OK) {
-            rs_drop(r, c, c->c->errstr[0] ? c->c->errstr : "cannot send",
-                    error);
+            rs_drop_io(r, c, errno, "cannot send", error);
             return FALSE;
         }
     c->owed += n;
@@ -304,11 +345,13 @@ rs_collect(Redis *r, RsConn *c, guint n, redisReply **out, GError **error)
         void *v = NULL;
         redisReply *rep;
 
+        errno = 0;
         if (redisGetReply(c->c, &v) != REDIS_OK || v == NULL) {
+            int eno = errno;
+
             for (guint k = skip; k < i; k++)
                 freeReplyObject(out[k - skip]);
-            rs_drop(r, c, c->c->errstr[0] ? c->c->errstr : "no reply",
-                    error);
+            rs_drop_io(r, c, eno, "no reply", error);
             return FALSE;
         }
         rep = v;
@@ -323,17 +366,21 @@ rs_collect(Redis *r, RsConn *c, guint n, redisReply **out, GError **error)
     if (bad != NULL) {
         for (guint k = 0; k < n; k++)
             freeReplyObject(out[k]);
-        rs_drop(r, c, bad, error);
+        rs_drop(r, c, SCHED_FALLBACK_ERROR, bad, error);
         return FALSE;
     }
     return TRUE;
 }
 
 /* rs_send - SCRIPT with the four keys of server KEY and ARGV (N
- * strings) sent on C, its reply owed; FALSE + ERROR */
+ * strings) sent on C, its reply owed; FALSE + ERROR. Without DIAL a
+ * connection that is gone is not made again: what decides nothing is
+ * dropped (a slot not given back lapses, a note is lost), so no run
+ * waits for a connect while Redis is away (the failure that dropped
+ * it was reported already). */
 static gboolean
 rs_send(Redis *r, RsConn *c, RsScript script, const char *key,
-        const char **argv, int n, GError **error)
+        const char **argv, int n, gboolean dial, GError **error)
 {
     const char *args[32];
     g_autofree char *k1 = g_strconcat(r->prefix, "s:", key, NULL);
@@ -342,6 +389,8 @@ rs_send(Redis *r, RsConn *c, RsScript script, const char *key,
     g_autofree char *k4 = g_strconcat(r->prefix, "m:", key, NULL);
     int m = 0;
 
+    if (c->c == NULL && !dial)
+        return TRUE;
     if (!rs_ready(r, c, error))
         return FALSE;
     /* EVALSHA: the script was loaded when the connection was made */
@@ -365,7 +414,7 @@ rs_eval(Redis *r, RsConn *c, RsScript script, const char *key,
 {
     redisReply *rep = NULL;
 
-    if (!rs_send(r, c, script, key, argv, n, error) ||
+    if (!rs_send(r, c, script, key, argv, n, TRUE, error) ||
         !rs_collect(r, c, 1, &rep, error))
         return NULL;
     return rep;
@@ -399,47 +448,74 @@ rs_name(const Redis *r, gint64 h)
     return g_strdup_printf("%s:%" G_GINT64_FORMAT, r->me, h);
 }
 
+/* rs_renewer_wait - sleep STEP (us) or until R stops: FALSE to stop */
+static gboolean
+rs_renewer_wait(Redis *r, gint64 step)
+{
+    gint64 end = g_get_monotonic_time() + step;
+    gboolean go;
+
+    g_mutex_lock(&r->held_lock);
+    while (!r->stop && g_cond_wait_until(&r->wake, &r->held_lock, end))
+        ;
+    go = !r->stop;
+    g_mutex_unlock(&r->held_lock);
+    return go;
+}
+
+/* rs_renew_round - every lease this process holds renewed, on the
+ * thread's own connection */
+static void
+rs_renew_round(Redis *r)
+{
+    g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer k;
+
+    g_mutex_lock(&r->held_lock);
+    g_hash_table_iter_init(&it, r->held);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        g_ptr_array_add(list, g_strdup(k));
+    g_mutex_unlock(&r->held_lock);
+    for (guint i = 0; i < list->len; i++) {
+        char *key = g_ptr_array_index(list, i);
+        char *name = strchr(key, '\n');
+        g_autofree char *until = g_strdup_printf(
+            "%" G_GINT64_FORMAT, now_ms() + r->lease_ms);
+        g_autofree char *keep = g_strdup_printf("%" G_GINT64_FORMAT,
+                                                RS_KEEP_MS);
+        const char *argv[3];
+        GError *err = NULL;
+        redisReply *rep;
+
+        *name++ = '\0';
+        argv[0] = name;
+        argv[1] = until;
+        argv[2] = keep;
+        rep = rs_eval(r, &r->renew, RS_RENEW, key, argv, 3, &err);
+        freeReplyObject(rep);
+        /* the leases may lapse (fail open); with Redis away the rest
+         * wait for the next round, so a close never waits for more than
+         * one timeout */
+        if (err != NULL || g_atomic_int_get(&r->stop)) {
+            g_clear_error(&err);
+            break;
+        }
+    }
+}
+
+/* rs_renewer - the renewal thread: a round every third of lease_time.
+ * Nothing is allocated before the first round, so a run shorter than
+ * that costs no memory arena of the thread's own. */
 static gpointer
 rs_renewer(gpointer data)
 {
     Redis *r = data;
-    guint step = MAX(r->lease_ms / 3, 100);
+    gint64 step = (gint64)MAX(r->lease_ms / 3, 100) * 1000;
 
-    for (;;) {
-        g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(g_free);
-        GHashTableIter it;
-        gpointer k;
-
-        for (guint slept = 0; slept < step; slept += 50) {
-            if (r->stop)
-                return NULL;
-            g_usleep(50 * 1000);
-        }
-        g_mutex_lock(&r->held_lock);
-        g_hash_table_iter_init(&it, r->held);
-        while (g_hash_table_iter_next(&it, &k, NULL))
-            g_ptr_array_add(list, g_strdup(k));
-        g_mutex_unlock(&r->held_lock);
-        for (guint i = 0; i < list->len; i++) {
-            char *key = g_ptr_array_index(list, i);
-            char *name = strchr(key, '\n');
-            g_autofree char *until = g_strdup_printf(
-                "%" G_GINT64_FORMAT, now_ms() + r->lease_ms);
-            g_autofree char *keep = g_strdup_printf("%" G_GINT64_FORMAT,
-                                                    RS_KEEP_MS);
-            const char *argv[3];
-            GError *err = NULL;
-            redisReply *rep;
-
-            *name++ = '\0';
-            argv[0] = name;
-            argv[1] = until;
-            argv[2] = keep;
-            rep = rs_eval(r, &r->renew, RS_RENEW, key, argv, 3, &err);
-            freeReplyObject(rep);
-            g_clear_error(&err); /* the lease may lapse: fail open */
-        }
-    }
+    while (rs_renewer_wait(r, step))
+        rs_renew_round(r);
+    return NULL;
 }
 
 static void
@@ -465,6 +541,7 @@ rs_free(Redis *r)
     g_hash_table_destroy(r->seen);
     g_mutex_clear(&r->lock);
     g_mutex_clear(&r->held_lock);
+    g_cond_clear(&r->wake);
     g_free(r->addr);
     g_free(r->prefix);
     if (r->password != NULL)
@@ -485,13 +562,14 @@ rs_open(const char *where, GError **error)
     Redis *r;
 
     if (g_strv_length(f) < 6) {
-        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+        g_set_error(error, SCHED_FLEET_ERROR, SCHED_FALLBACK_ERROR,
                     "redis: bad address");
         return NULL;
     }
     r = g_new0(Redis, 1);
     g_mutex_init(&r->lock);
     g_mutex_init(&r->held_lock);
+    g_cond_init(&r->wake);
     r->held = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r->seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     r->addr = g_strdup(f[0]);
@@ -507,7 +585,7 @@ rs_open(const char *where, GError **error)
         gchar *pw = NULL;
 
         if (!g_file_get_contents(f[4], &pw, NULL, NULL)) {
-            g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+            g_set_error(error, SCHED_FLEET_ERROR, SCHED_FALLBACK_ERROR,
                         "redis: cannot read the password file %s", f[4]);
             rs_free(r);
             return NULL;
@@ -531,7 +609,10 @@ rs_close(gpointer st)
 
     if (r == NULL)
         return;
-    r->stop = TRUE;
+    g_mutex_lock(&r->held_lock);
+    g_atomic_int_set(&r->stop, TRUE);
+    g_cond_signal(&r->wake);
+    g_mutex_unlock(&r->held_lock);
     g_thread_join(r->thread);
     /* what is owed was sent already: Redis runs it after we hang up */
     rs_free(r);
@@ -610,7 +691,7 @@ rs_acquire(gpointer st, const char *key, const char *host,
         out->verdict = STORE_RATE;
         out->wait_ms = (guint)atoi(rs_str(rep, 1));
     } else {
-        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+        g_set_error(error, SCHED_FLEET_ERROR, SCHED_FALLBACK_GARBAGE,
                     "redis %s: unexpected reply to acquire", r->addr);
         freeReplyObject(rep);
         return FALSE;
@@ -645,7 +726,8 @@ rs_opened(gpointer st, const char *key, gint64 lease, gboolean probe,
         rs_hold(r, key, name, FALSE);
     /* decides nothing here: sent, not waited for */
     g_mutex_lock(&r->lock);
-    ok = rs_send(r, &r->c, RS_OPENED, key, argv, G_N_ELEMENTS(argv), error);
+    ok = rs_send(r, &r->c, RS_OPENED, key, argv, G_N_ELEMENTS(argv), FALSE,
+                 error);
     g_mutex_unlock(&r->lock);
     return ok;
 }
@@ -661,7 +743,7 @@ rs_release(gpointer st, const char *key, gint64 lease, GError **error)
     rs_hold(r, key, name, FALSE);
     /* sent, not waited for: a slot that is not given back lapses */
     g_mutex_lock(&r->lock);
-    ok = rs_send(r, &r->c, RS_RELEASE, key, argv, 1, error);
+    ok = rs_send(r, &r->c, RS_RELEASE, key, argv, 1, FALSE, error);
     g_mutex_unlock(&r->lock);
     return ok;
 }
@@ -684,7 +766,7 @@ rs_keys(Redis *r, GError **error)
             rep->element[0]->type != REDIS_REPLY_STRING ||
             rep->element[1]->type != REDIS_REPLY_ARRAY) {
             if (rep != NULL)
-                g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                g_set_error(error, SCHED_FLEET_ERROR, SCHED_FALLBACK_GARBAGE,
                             "redis %s: unexpected reply to SCAN", r->addr);
             freeReplyObject(rep);
             g_ptr_array_unref(keys);
@@ -855,7 +937,8 @@ rs_limits_put(gpointer st, const char *key, guint limit, gboolean one_domain,
     /* sent, not waited for; this relay's own learning is local already */
     g_mutex_lock(&r->lock);
     g_hash_table_remove(r->seen, key); /* the next look asks the fleet */
-    ok = rs_send(r, &r->c, RS_LIMITS, key, argv, G_N_ELEMENTS(argv), error);
+    ok = rs_send(r, &r->c, RS_LIMITS, key, argv, G_N_ELEMENTS(argv), FALSE,
+                 error);
     g_mutex_unlock(&r->lock);
     return ok;
 }

@@ -42,6 +42,13 @@ static Store sched_local = {.ops = &sched_local_ops};
 static Store sched_fleet = {.ops = &sched_redis_ops};
 static gint64 fleet_off_until; /* monotonic s: the fleet store is skipped */
 static gint64 fleet_logged;    /* when its trouble was last logged */
+static SchedFallbacks fleet_fallbacks; /* not yet taken; under sched_lock */
+
+const char *const sched_fallback_names[SCHED_FALLBACK_N] = {
+    [SCHED_FALLBACK_REFUSED] = "refused", [SCHED_FALLBACK_TIMEOUT] = "timeout",
+    [SCHED_FALLBACK_ERROR] = "error", [SCHED_FALLBACK_GARBAGE] = "garbage",
+    [SCHED_FALLBACK_CLOSED] = "closed",
+};
 
 char *
 sched_state_path(const AgentConf *c)
@@ -101,9 +108,18 @@ fleet_trouble(GError *err)
 {
     gint64 now = g_get_monotonic_time() / G_USEC_PER_SEC;
     gboolean log = fleet_logged == 0 || now - fleet_logged >= 60;
+    SchedFallbackReason why = SCHED_FALLBACK_ERROR;
 
+    if (err != NULL && err->domain == SCHED_FLEET_ERROR &&
+        err->code >= 0 && err->code < SCHED_FALLBACK_N)
+        why = (SchedFallbackReason)err->code;
     fleet_off_until = now + SCHED_FLEET_OFF_S;
     g_mutex_lock(&sched_lock);
+    fleet_fallbacks.count[why]++;
+    fleet_fallbacks.last[why] = g_get_real_time() / G_USEC_PER_SEC;
+    g_free(fleet_fallbacks.text[why]);
+    fleet_fallbacks.text[why] = g_strdup(err != NULL ? err->message
+                                                     : "failed");
     if (sched_local.st != NULL)
         sched_local.ops->fleet_mark(sched_local.st, sched_now(),
                                     SCHED_FLEET_OFF_S, &log);
@@ -115,6 +131,28 @@ fleet_trouble(GError *err)
                     SCHED_FLEET_OFF_S);
     }
     g_clear_error(&err);
+}
+
+gboolean
+sched_fallbacks_take(SchedFallbacks *out)
+{
+    gboolean any = FALSE;
+
+    g_mutex_lock(&sched_lock);
+    *out = fleet_fallbacks;
+    memset(&fleet_fallbacks, 0, sizeof fleet_fallbacks);
+    g_mutex_unlock(&sched_lock);
+    for (int i = 0; i < SCHED_FALLBACK_N; i++)
+        any = any || out->count[i] > 0;
+    return any;
+}
+
+void
+sched_fallbacks_clear(SchedFallbacks *f)
+{
+    for (int i = 0; i < SCHED_FALLBACK_N; i++)
+        g_free(f->text[i]);
+    memset(f, 0, sizeof *f);
 }
 
 /* sched_get - the store for CONF: the fleet's when [state] backend =
@@ -172,10 +210,10 @@ sched_trouble(GError *err)
     g_clear_error(&err);
 }
 
-/* sched_cap - [concurrency] for T (name, address or addr:port), else
- * [schedule] concurrency */
+/* sched_cap_from - [concurrency] for T (name, address or addr:port),
+ * else [schedule] concurrency; *FROM (may be NULL): which line says it */
 static guint
-sched_cap(const AgentConf *c, const Target *t)
+sched_cap_from(const AgentConf *c, const Target *t, char **from)
 {
     g_autofree char *key = g_strdup_printf("%s:%u", t->addr, t->port);
 
@@ -183,10 +221,22 @@ sched_cap(const AgentConf *c, const Target *t)
         const ConfigEntry *e = g_ptr_array_index(c->sched_caps, i);
 
         if (g_ascii_strcasecmp(e->key, t->host) == 0 ||
-            strcmp(e->key, t->addr) == 0 || strcmp(e->key, key) == 0)
+            strcmp(e->key, t->addr) == 0 || strcmp(e->key, key) == 0) {
+            if (from != NULL)
+                *from = g_strdup_printf("[concurrency] %s", e->key);
             return (guint)g_ascii_strtoull(e->value, NULL, 10);
+        }
     }
+    if (from != NULL)
+        *from = g_strdup("[schedule] concurrency");
     return c->sched_concurrency;
+}
+
+/* sched_cap - the cap of T */
+static guint
+sched_cap(const AgentConf *c, const Target *t)
+{
+    return sched_cap_from(c, t, NULL);
 }
 
 static void
@@ -404,7 +454,7 @@ sched_list(const AgentConf *c, GError **error)
             *colon = '\0';
             t.port = (guint16)g_ascii_strtoull(colon + 1, NULL, 10);
         }
-        s->cap = sched_cap(c, &t);
+        s->cap = sched_cap_from(c, &t, &s->cap_from);
     }
     return out;
 }
@@ -432,6 +482,7 @@ sched_server_free(SchedServer *s)
     g_free(s->host);
     g_free(s->reason);
     g_free(s->learned_by);
+    g_free(s->cap_from);
     g_free(s);
 }
 

@@ -67,6 +67,8 @@ typedef struct {
     guint active;       /* live sessions now */
     guint window;       /* slow-start window now */
     guint cap;          /* its concurrency cap */
+    char *cap_from;     /* the line that sets it: "[schedule] concurrency"
+                           or "[concurrency] NAME" */
     guint fails;        /* failures in a row */
     gint64 down_until;  /* epoch s, 0 = up */
     gboolean probing;   /* a probe session is out */
@@ -75,7 +77,8 @@ typedef struct {
     const char *source; /* whose state this is: "local" (this host's
                            file) or "fleet" (Redis, DESIGN §12) */
     /* the fleet's learned limits of the server (DESIGN §6, §12): who
-     * learned them (a relay's helo_name) and when (epoch s, 0 = none) */
+     * learned them (a relay's [smtp] helo_name) and when (epoch s, 0 =
+     * none); a host's own state has none */
     guint learned_limit;
     gboolean learned_one_domain;
     gint64 learned_time;
@@ -100,6 +103,34 @@ gboolean sched_limits_get(const AgentConf *conf, const char *key,
 /* sched_limits_put - tell the fleet what this run learned of KEY */
 void sched_limits_put(const AgentConf *conf, const char *key,
                       guint rcpt_limit, gboolean one_domain);
+
+/* Why the fleet's Redis failed and the host's own state took over
+ * (DESIGN §12), as the delivery log counts it. */
+typedef enum {
+    SCHED_FALLBACK_REFUSED, /* no connection: refused, no socket, AUTH */
+    SCHED_FALLBACK_TIMEOUT, /* connect or reply not within timeout_ms */
+    SCHED_FALLBACK_ERROR,   /* an error reply (out of memory, a script
+                               gone, busy) or an unusable address */
+    SCHED_FALLBACK_GARBAGE, /* a reply that is not RESP or not ours */
+    SCHED_FALLBACK_CLOSED,  /* the connection closed or reset */
+    SCHED_FALLBACK_N
+} SchedFallbackReason;
+
+/* the names the delivery log and rapidretry-log use, by reason */
+extern const char *const sched_fallback_names[SCHED_FALLBACK_N];
+
+/* The fallbacks of this process not yet taken (sched_fallbacks_take). */
+typedef struct {
+    guint count[SCHED_FALLBACK_N];
+    gint64 last[SCHED_FALLBACK_N]; /* epoch s of the last one */
+    char *text[SCHED_FALLBACK_N];  /* what the last one said */
+} SchedFallbacks;
+
+/* sched_fallbacks_take - the fallbacks to the host's state since the
+ * last call, into OUT (release with sched_fallbacks_clear); FALSE when
+ * none */
+gboolean sched_fallbacks_take(SchedFallbacks *out);
+void sched_fallbacks_clear(SchedFallbacks *f);
 
 /* sched_state_path - the state file CONF names ("" = beside the
  * journal), NULL when scheduling is off */

@@ -41,6 +41,12 @@ typedef struct {
     gboolean one_domain;
 } Limit;
 
+typedef struct {
+    char *reason, *text;
+    guint count;
+    gint64 time;
+} Fallback;
+
 /* The open file, for one run or (LMTP mode) for every message of a
  * session: opening it is the dearest part of a message's log. */
 struct DbLogFile {
@@ -65,6 +71,7 @@ struct DbLog {
     GPtrArray *conns;   /* DbLogConn* */
     GPtrArray *rows;    /* Row* */
     GPtrArray *limits;  /* Limit* */
+    GPtrArray *fallbacks; /* Fallback*: the fleet store's (DESIGN §12) */
 };
 
 /* dblog_prune - retention by age, then by size (dblog-prune.c); inside

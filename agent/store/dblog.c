@@ -51,6 +51,11 @@ static const char *const dblog_schema[] = {
     "CREATE TABLE IF NOT EXISTS limits ("
     " server TEXT PRIMARY KEY, rcpt_limit INTEGER NOT NULL,"
     " one_domain INTEGER NOT NULL, time INTEGER NOT NULL);",
+    /* 2: the fleet store's fallbacks (DESIGN §12), counters per reason
+     * that retention leaves alone */
+    "CREATE TABLE IF NOT EXISTS fleet_fallbacks ("
+    " reason TEXT PRIMARY KEY, count INTEGER NOT NULL,"
+    " time INTEGER NOT NULL, text TEXT);",
 };
 
 /* row_free - one buffered row */
@@ -73,6 +78,15 @@ conn_free(DbLogConn *c)
     if (c->text != NULL)
         g_string_free(c->text, TRUE);
     g_free(c);
+}
+
+/* fallback_free - one reason's fallbacks */
+static void
+fallback_free(Fallback *f)
+{
+    g_free(f->reason);
+    g_free(f->text);
+    g_free(f);
 }
 
 /* limit_free - one learned limit */
@@ -192,6 +206,8 @@ dblog_new(DbLogFile *file, const char *path, const char *queue_id,
     l->conns = g_ptr_array_new_with_free_func((GDestroyNotify)conn_free);
     l->rows = g_ptr_array_new_with_free_func((GDestroyNotify)row_free);
     l->limits = g_ptr_array_new_with_free_func((GDestroyNotify)limit_free);
+    l->fallbacks =
+        g_ptr_array_new_with_free_func((GDestroyNotify)fallback_free);
     l->serial = (guint)g_atomic_int_add((gint *)&dblog_runs, 1) + 1;
     dblog_cur_conn = NULL;
     dblog_cur_tx = 0;
@@ -223,6 +239,7 @@ dblog_free(DbLog *l)
     g_ptr_array_unref(l->rows);
     g_ptr_array_unref(l->conns);
     g_ptr_array_unref(l->limits);
+    g_ptr_array_unref(l->fallbacks);
     g_mutex_clear(&l->lock);
     g_free(l->queue_id);
     g_free(l->sender);
@@ -500,6 +517,52 @@ flush_rows(DbLog *l, GError **error)
     return ok;
 }
 
+void
+dblog_fleet_fallback(DbLog *l, const char *reason, guint count, gint64 time,
+                     const char *text)
+{
+    Fallback *f = g_new0(Fallback, 1);
+
+    f->reason = g_strdup(reason);
+    f->count = count;
+    f->time = time;
+    f->text = g_strdup(text);
+    g_mutex_lock(&l->lock);
+    g_ptr_array_add(l->fallbacks, f);
+    g_mutex_unlock(&l->lock);
+}
+
+/* flush_fallbacks - the fleet store's fallbacks of this run added to
+ * the counters */
+static gboolean
+flush_fallbacks(DbLog *l, GError **error)
+{
+    static const char sql[] =
+        "INSERT INTO fleet_fallbacks (reason, count, time, text)"
+        " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (reason) DO UPDATE SET"
+        " count = count + ?2, time = max(time, ?3), text = ?4";
+    sqlite3_stmt *st = NULL;
+    gboolean ok;
+
+    if (l->fallbacks->len == 0)
+        return TRUE;
+    ok = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) == SQLITE_OK;
+    for (guint i = 0; i < l->fallbacks->len && ok; i++) {
+        const Fallback *f = g_ptr_array_index(l->fallbacks, i);
+
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, f->reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, f->count);
+        sqlite3_bind_int64(st, 3, f->time);
+        sqlite3_bind_text(st, 4, f->text, -1, SQLITE_STATIC);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+    }
+    if (!ok)
+        sqldb_error(&l->sql, error, "cannot write fleet fallbacks");
+    sqlite3_finalize(st);
+    return ok;
+}
+
 /* flush_limits - upsert the limits learned in this run */
 static gboolean
 flush_limits(DbLog *l, gint64 now, GError **error)
@@ -541,7 +604,7 @@ dblog_flush(DbLog *l, GError **error)
     if (!sqldb_exec(&l->sql, "BEGIN IMMEDIATE", "cannot begin", error))
         goto out;
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
-         && flush_limits(l, now, error);
+         && flush_limits(l, now, error) && flush_fallbacks(l, error);
     maint = ok && sqldb_maint_claim(&l->sql, "prune", now,
                                     DBLOG_MAINT_INTERVAL, NULL) == 1;
     ok = ok && sqldb_exec(&l->sql, "COMMIT", "cannot commit", error);

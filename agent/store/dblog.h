@@ -72,6 +72,12 @@ gboolean dblog_limits_get(DbLog *l, const char *server, guint max_age,
 void dblog_limits_put(DbLog *l, const char *server, guint rcpt_limit,
                       gboolean one_domain);
 
+/* dblog_fleet_fallback - COUNT fallbacks from the fleet's Redis to the
+ * host's own state for REASON, the last at TIME (epoch s) saying TEXT
+ * (added to the counters by dblog_flush, DESIGN §12) */
+void dblog_fleet_fallback(DbLog *l, const char *reason, guint count,
+                          gint64 time, const char *text);
+
 /* dblog_flush - write everything in one transaction, then enforce
  * retention and size with a bounded amount of work; FALSE + error when
  * the rows could not be written (the caller logs it and goes on) */

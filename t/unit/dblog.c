@@ -140,7 +140,7 @@ test_flush(void)
         one_run(path, "Q2", cases[i].mode); /* schema exists: appends */
         g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts"),
                         ==, 4);
-        g_assert_cmpint(query_int(path, "PRAGMA user_version"), ==, 1);
+        g_assert_cmpint(query_int(path, "PRAGMA user_version"), ==, 2);
         rm_db(path, dir);
         g_free(path);
         g_free(dir);
