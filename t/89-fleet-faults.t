@@ -33,7 +33,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "lib"))
 import rrtest
-from rrtest import ok, is_, like, diag, done
+from rrtest import ok, is_, diag, done
 from resp_proxy import RedisServer, RespProxy
 from smtpsink import SmtpSink
 
