@@ -27,8 +27,18 @@ Invariants checked after every scenario (DESIGN §3, §7):
   connected-while-down  a run deferred "delivery temporarily suspended"
               made no connection (family "dead": a server that fails its
               first 1-4 connections, marked down after 2, DESIGN §11)
+  redis       family "redis": the fleet state ([state] backend = redis,
+              DESIGN §12) behind t/lib/resp_proxy.py with a random fault
+              (stall, drop, garbage, a wrong type, a truncated bulk, OOM,
+              NOSCRIPT, BUSY, LOADING, a refusing or silent listener) at
+              a random command or reply, in the first run or in all; a
+              third with a server fault too (without redis-server
+              installed: no Redis fault). The invariants above, and
+              with a well-behaved server the first run delivers (exit 0)
+              within 5 x timeout_ms + 2 s: Redis defers nothing
 
 Usage: torture.py [--seed S] [-n N] [-j J] [--json FILE] [--show]
+                  [--family F]
 Scenario K of a campaign has seed S+K; a failure prints its seed and the
 command that replays it alone.
 """
@@ -41,6 +51,7 @@ import multiprocessing
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,9 +61,10 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rrtest                                   # noqa: E402
 from smtpsink import SmtpSink                   # noqa: E402
+import resp_proxy                               # noqa: E402
 
 FAMILIES = ("drop", "stall", "garbage", "mix", "kill", "disk", "mailrefused",
-            "dead")
+            "dead", "redis")
 # destination scheduling (DESIGN §11) in every family: slots and leases;
 # a server is marked down only in "dead", where the reruns wait out the
 # down time as Postfix's retry would
@@ -63,6 +75,11 @@ SLACK = 5               # a run must end before deadline + SLACK
 RERUNS = 5
 TIMEOUTS = {k: "1s" for k in rrtest.TIMEOUT_KEYS}
 TIMEOUTS["data_done_timeout"] = "2s"
+REDIS_TIMEOUT_MS = 200
+FLEET = ("\n[state]\nbackend = redis\nredis = %s\nlease_time = 3s\n"
+         "timeout_ms = %d\n")
+REDIS_KINDS = ("stall", "drop", "drop", "garbage", "wrongtype", "truncated",
+               "error", "error", "refuse", "blackhole")
 
 STEPS = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA",
          "BODY", "DOT")
@@ -160,6 +177,9 @@ class Scenario:
         self.script = {"rules": []}
         self.kill = None            # (signal, seconds)
         self.disk = None            # ("full", free KiB, warm) / ("ro", warm)
+        self.redis = None           # resp_proxy rules, "refuse", "blackhole"
+        self.redis_persist = False  # the Redis fault in every run
+        self.redis_clean = True     # no server fault besides
         rules = self.script["rules"]
         f = self.family
         if f == "drop":
@@ -215,6 +235,8 @@ class Scenario:
             else:
                 r["action"] = how
             rules.append(r)             # alone: the script stays as it is
+        elif f == "redis":
+            self._redis(rng, n)
         elif f == "mailrefused":
             rep = rng.choice(("452 4.5.3 Error: too many recipients",
                               "451 4.3.0 try later", "550 5.7.1 go away",
@@ -235,13 +257,67 @@ class Scenario:
             self.script["ehlo"] = ["PIPELINING", "STARTTLS", "SIZE 1000000",
                                    "ENHANCEDSTATUSCODES"]
         # a second, independent fault now and then
-        if f not in ("mix", "dead") and rng.random() < 0.25:
+        if f not in ("mix", "dead", "redis") and rng.random() < 0.25:
             r = step_rule(rng, n)
             r["reply"] = rng.choice(REPLIES)[1]
             if r["cmd"] in ("CONNECT", "BODY", "DOT", "STARTTLS"):
                 r = {"cmd": "RCPT", "rcpt": rng.randint(1, 4),
                      "reply": r["reply"], "times": 2}
             rules.append(r)
+
+    def _redis(self, rng, n):
+        """_redis - a fault of the fleet's Redis (resp_proxy rules, or
+        "refuse" / "blackhole") at a point the session reaches: the
+        server one session long, slow (the lease renewed meanwhile),
+        limited (a limit learned, written to Redis), two sessions long (a
+        421: the first one's owed replies read with the second acquire),
+        or with a server fault as well"""
+        mode = rng.choice(("one", "slow", "limit", "two", "fault", "fault"))
+        points = [None, "load:acquire", "load:limits", "acquire", "acquire",
+                  "opened", "release"]
+        if mode == "slow":
+            # once: a dot slow in every transaction of a long batch
+            # would spend the deadline, not Redis
+            self.script["rules"].append({"cmd": "DOT", "delay": 1.2,
+                                         "times": 1})
+            points += ["renew"] * 3
+        elif mode == "limit":
+            self.script["rcpt_max"] = rng.randint(1, 4)
+            points += ["limits"] * 3
+        elif mode == "two":
+            self.script["rules"].append(
+                {"cmd": "RCPT", "conn": 1, "rcpt": rng.randint(2, 3),
+                 "reply": "421 4.7.0 sink.test closing", "close": True})
+        elif mode == "fault":
+            r = step_rule(rng, n)
+            if rng.random() < 0.5:
+                r["raw"] = garbage(rng)
+            else:
+                r["action"] = rng.choice(("drop", "silent"))
+            self.script["rules"].append(r)
+            self.redis_clean = False
+        kind = rng.choice(REDIS_KINDS)
+        self.redis_persist = rng.random() < 0.3
+        if kind in ("refuse", "blackhole"):
+            self.redis = kind
+            return
+        point = rng.choice(points)
+        r = {"kind": kind, "match": point, "on": rng.choice(("cmd", "reply")),
+             "n": rng.randint(1, 10) if point is None else
+             rng.randint(1, 2) if mode == "two" else 1,
+             "times": rng.choice((1, 1, 2, 5))}
+        if kind == "stall":
+            r["ms"] = rng.choice((100, 300, 1500))
+        elif kind == "error":
+            r["error"] = rng.choice(sorted(resp_proxy.ERRORS))
+        elif kind == "drop" and r["on"] == "reply":
+            r["cut"] = rng.randint(0, 12)
+        elif kind == "wrongtype" and rng.random() < 0.5:
+            r["bytes"] = rng.choice((b"*2\r\n:1\r\n:2\r\n", b"$-1\r\n",
+                                     b"*-1\r\n", b"+OK\r\n"))
+        elif kind == "truncated":
+            r["silent"] = rng.random() < 0.5
+        self.redis = [r]
 
     def _mix(self, rng, n):
         rules = self.script["rules"]
@@ -284,6 +360,40 @@ class Worker:
                                   smtp_extra={"starttls_timeout": "1s"},
                                   extra_text=SCHED)
         self.asan_dir = os.path.join(rrtest.tmpdir(), "asan")
+        self.redis = self.proxy = None
+
+    # --- the fleet's Redis, behind the fault proxy -------------------------
+
+    def _redis_conf(self, conf):
+        """_redis_conf - CONF with the fleet state behind the proxy; Redis
+        emptied and the host's state new (its mark that Redis failed is
+        the previous scenario's)"""
+        if self.redis is None:
+            d = rrtest.subdir("redis-w%d" % self.wid, owner=rrtest.TEST_USER)
+            self.redis = resp_proxy.RedisServer(d)
+            self.redis.start()
+            self.proxy = resp_proxy.RespProxy(
+                self.redis.sock, os.path.join(d, "proxy.sock"))
+            self.proxy.start()
+        self.redis.command("FLUSHALL")
+        for f in glob.glob(os.path.join(self.agent.journal_dir,
+                                        "destinations.state*")):
+            os.unlink(f)
+        out = os.path.join(self.agent.dir, "redis.conf")
+        rrtest.write_file(out, rrtest.read_file(conf) + FLEET % (
+            self.proxy.addr, REDIS_TIMEOUT_MS), owner=rrtest.TEST_USER)
+        return out
+
+    def _redis_fault(self, sc, on):
+        p = self.proxy
+        p.set_script(sc.redis if on and isinstance(sc.redis, list) else [])
+        if on and sc.redis == "refuse":
+            p.refuse()
+        else:
+            p.accept()
+        p.blackhole(on and sc.redis == "blackhole")
+        if not on:
+            p.hangup()
 
     # --- disk faults -----------------------------------------------------
 
@@ -360,6 +470,10 @@ class Worker:
                 conf = os.path.join(a.dir, "dead.conf")
                 rrtest.write_file(conf, rrtest.read_file(a.conf).replace(
                     SCHED, SCHED_DEAD), owner=rrtest.TEST_USER)
+            if sc.redis is not None and shutil.which("redis-server"):
+                conf = self._redis_conf(conf)
+            else:
+                sc.redis = None
             if sc.disk:
                 mnt = self._mount(sc)
                 text = rrtest.read_file(conf).replace(
@@ -401,7 +515,12 @@ class Worker:
             if sc.family == "dead" and i > 0:
                 time.sleep(1.1)                 # the down time is over
             conns = sink.connections()
+            if sc.redis is not None:
+                self._redis_fault(sc, i == 0 or sc.redis_persist)
             r = self._run(sc, conf, port, sc.kill if i == 0 else None)
+            if sc.redis is not None:
+                r["redis"] = len(self.proxy.fired()) + (
+                    0 if isinstance(sc.redis, list) else 1)
             rrtest.wait_until(lambda: sink.active() == 0, timeout=10)
             r["conns"] = sink.connections() - conns
             lines = a.log_lines()[before:]
@@ -424,10 +543,13 @@ class Worker:
                                     mnt], check=True)
             if r["rc"] in (0, 69):            # pipe(8): done
                 break
+        if sc.redis is not None:
+            self._redis_fault(sc, False)
         check(sc, res, self.asan_dir)
 
 
 STATUS_RX = re.compile(r": to=<([^>]*)>,.*dsn=(\S+), status=(\w+)")
+DELAY_RX = re.compile(r", delay=([\d.]+), .*status=sent")
 SKIP_RX = re.compile(r": to=<([^>]*)>, skipped: (\w+)")
 
 
@@ -514,6 +636,20 @@ def check(sc, res, asan_dir):
             fail.append(("connected-while-down", cause_of(sc, r),
                          "run %d: suspended, yet %d connection(s)"
                          % (i, r["conns"])))
+    if sc.redis is not None and sc.redis_clean and res["runs"]:
+        r = res["runs"][0]
+        if r["rc"] != 0 and r["killed"] is None:
+            fail.append(("redis", "deferred", "run 0 with a well-behaved "
+                         "server: exit %r %r" % (r["rc"], r["out"][:200])))
+        # the first transaction's delay: Redis may cost it timeout_ms,
+        # not every transaction of a long batch each
+        lim = 5 * REDIS_TIMEOUT_MS / 1000.0 + 2 + (
+            1.2 if any(x.get("delay") for x in sc.script["rules"]) else 0)
+        delays = [float(m.group(1)) for m in
+                  (DELAY_RX.search(l) for l in r["log"]) if m]
+        if delays and min(delays) > lim:
+            fail.append(("redis", "slow", "run 0: the first delivery "
+                         "after %.1fs (%s)" % (min(delays), sc.redis)))
     for x in rcpts:
         if x not in first_take and x not in bounced:
             fail.append(("lost", cause_of(sc, res["runs"][0]),
@@ -604,17 +740,23 @@ def _one(seed):
         r = {"seed": seed, "family": Scenario(seed).family, "fail": [
             ("harness", "exception", traceback.format_exc()[-800:])],
             "window": 0, "runs": []}
+    r["redis_faults"] = sum(run.get("redis", 0) for run in r["runs"])
     for run in r["runs"]:                     # keep results small
         run.pop("log", None)
         run["takes"] = len(run["takes"])
     return r
 
 
-def campaign(seed, n, jobs=1, progress=None):
-    """campaign - run scenarios SEED .. SEED+N-1; returns the summary."""
+def campaign(seed, n, jobs=1, progress=None, family=None):
+    """campaign - run scenarios SEED .. SEED+N-1 (or the first N seeds
+    from SEED on of FAMILY); returns the summary."""
     rrtest.ensure_user()
     rrtest.tmpdir()
     seeds = list(range(seed, seed + n))
+    if family is not None:
+        k = FAMILIES.index(family)
+        first = seed + (k - seed) % len(FAMILIES)
+        seeds = list(range(first, first + n * len(FAMILIES), len(FAMILIES)))
     stats = {f: collections.Counter() for f in FAMILIES}
     failures = []
     t0 = time.monotonic()
@@ -631,6 +773,7 @@ def campaign(seed, n, jobs=1, progress=None):
         c["runs"] += len(r["runs"])
         c["window"] += r["window"]
         c["kills"] += 1 if r["runs"] and r["runs"][0]["killed"] else 0
+        c["redis_faults"] += r.get("redis_faults", 0)
         for kind, cause, detail in r["fail"]:
             c["fail:" + kind] += 1
         if r["fail"]:
@@ -680,6 +823,8 @@ def table(summary):
     rows.append("%-12s %9d %10d %5d %6d %6d %6d" % (
         "total", tot["scenarios"], tot["recipients"], tot["runs"],
         tot["kills"], tot["window"], tot["failed"]))
+    if tot["redis_faults"]:
+        rows.append("redis faults injected: %d" % tot["redis_faults"])
     for (kind, cause), k in sorted(by_cause(summary).items()):
         rows.append("failures %s/%s: %d" % (kind, cause, k))
     return "\n".join(rows)
@@ -691,6 +836,8 @@ def main():
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("-j", type=int, default=1)
     ap.add_argument("--json", help="write the summary here")
+    ap.add_argument("--family", choices=FAMILIES,
+                    help="only N scenarios of this family")
     ap.add_argument("--show", action="store_true",
                     help="print each scenario's script (replays)")
     a = ap.parse_args()
@@ -704,7 +851,8 @@ def main():
                               "rcpts": len(sc.rcpts), "kill": sc.kill,
                               "disk": sc.disk, "script": sc.script})[:4000])
     summary = campaign(a.seed, a.n, a.j,
-                       progress=lambda m: print(m, flush=True))
+                       progress=lambda m: print(m, flush=True),
+                       family=a.family)
     print(table(summary), flush=True)
     print("elapsed %.0fs" % summary["elapsed"], flush=True)
     if a.json:
