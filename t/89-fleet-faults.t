@@ -75,6 +75,18 @@ def reply(n, kind, match=None, **kw):
 
 
 STALL = 5 * TIMEOUT_MS + 500    # longer than the agent waits
+
+
+def fired_now(proxy, rules):
+    """fired_now - the faults injected; a command the agent sends without
+    waiting (release) may reach the proxy after the agent's exit, so
+    for a scripted fault give it up to 3 s to arrive"""
+    end = time.monotonic() + 3
+    fired = proxy.fired()
+    while isinstance(rules, list) and not fired and time.monotonic() < end:
+        time.sleep(0.02)
+        fired = proxy.fired()
+    return fired
 # (name, server, rules or a special, the agent waited for it: True,
 # False, None = either)
 CASES = [
@@ -213,7 +225,7 @@ def pipe_case(k, name, kind, rules, waited, proxy=proxy, fleet=FLEET):
     t0 = time.monotonic()
     r = a.run(RCPTS, queue_id="89F%02d" % k)
     el = time.monotonic() - t0
-    fired = proxy.fired()
+    fired = fired_now(proxy, rules)
     proxy.set_script([])
     proxy.accept()
     proxy.blackhole(False)
@@ -321,7 +333,7 @@ for k, (name, rules) in enumerate(LMTP_CASES, 1):
     s.cmd("QUIT")
     s.wait(10)
     s.kill()
-    fired = proxy.fired()
+    fired = fired_now(proxy, rules)
     labels = proxy.labels()
     proxy.set_script([])
     proxy.accept()
