@@ -14,6 +14,7 @@
 
 #define DBLOG_BUSY_MS 2000       /* maxproc agents share the file */
 #define DBLOG_MAINT_INTERVAL 300 /* seconds between retention runs */
+#define DBLOG_MAINT_ASK_S 60     /* a resident agent asks this seldom */
 #define DBLOG_WAL_PAGES 128      /* WAL length that starts a checkpoint */
 #define DBLOG_LINE_CAP 1000      /* bytes kept per transcript line */
 #define DBLOG_TEXT_CAP (256 * 1024) /* bytes kept per transcript */
@@ -608,13 +609,14 @@ dblog_flush(DbLog *l, GError **error)
     ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
          && flush_limits(l, now, error) && flush_fallbacks(l, error);
     /* a resident agent flushes per message: it asks for the retention
-     * run (two statements) at most once a minute */
+     * run (two statements) at most every DBLOG_MAINT_ASK_S */
     maint = ok && (l->file == NULL ||
                    g_get_monotonic_time() >=
                        __atomic_load_n(&l->file->maint_next, __ATOMIC_RELAXED));
     if (maint && l->file != NULL)
         __atomic_store_n(&l->file->maint_next,
-                         g_get_monotonic_time() + 60 * G_USEC_PER_SEC,
+                         g_get_monotonic_time() +
+                             DBLOG_MAINT_ASK_S * G_USEC_PER_SEC,
                          __ATOMIC_RELAXED);
     maint = maint && sqldb_maint_claim(&l->sql, "prune", now,
                                        DBLOG_MAINT_INTERVAL, NULL) == 1;
