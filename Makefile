@@ -308,7 +308,7 @@ SEED ?= 1
 N    ?= 300
 J    ?= 1
 # one resident LMTP-mode agent, N messages over one kept session: the RSS
-# and descriptor curve every 10,000 (t/lib/soak.py; make check runs 4,000)
+# and descriptor curve every 10,000 (t/lib/soak.py; make check runs 6,000)
 N_SOAK = $(if $(filter soak,$(MAKECMDGOALS)),$(or $(N),100000),100000)
 soak: all
 	RR_BUILD=$(CURDIR)/$(B) python3 t/lib/soak.py -n $(N_SOAK) --every 10000

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +15,29 @@
 
 static gboolean log_to_stderr;
 static int log_fd = -1;
+static pid_t log_pid; /* getpid() is a system call: once per process */
+
+/* log_forked - a child of fork() asks again */
+static void
+log_forked(void)
+{
+    log_pid = 0;
+}
+
+int
+log_getpid(void)
+{
+    if (log_pid == 0) {
+        static gsize atfork_set;
+
+        if (g_once_init_enter(&atfork_set)) {
+            pthread_atfork(NULL, NULL, log_forked);
+            g_once_init_leave(&atfork_set, 1);
+        }
+        log_pid = getpid();
+    }
+    return (int)log_pid;
+}
 static char *log_ident;
 static gboolean log_is_verbose;
 
@@ -44,7 +68,7 @@ log_file_line(const char *text)
         months[(g_date_time_get_month(now) - 1) % 12],
         g_date_time_get_day_of_month(now), g_date_time_get_hour(now),
         g_date_time_get_minute(now), g_date_time_get_second(now),
-        g_get_host_name(), log_ident, (int)getpid(), text);
+        g_get_host_name(), log_ident, log_getpid(), text);
     ssize_t n = write(log_fd, line, strlen(line));
 
     (void)n; /* nowhere left to report a failed log write */

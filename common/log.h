@@ -19,6 +19,9 @@ void log_init(const char *ident, gboolean to_stderr);
  * hosts without a syslog daemon (Postfix's maillog_file does the same) */
 gboolean log_open_file(const char *path, GError **error);
 void log_set_verbose(gboolean verbose);
+/* log_getpid - this process's id, asked of the kernel once (again in a
+ * child after fork) */
+int log_getpid(void);
 gboolean log_verbose(void);
 
 void log_info(const char *fmt, ...) G_GNUC_PRINTF(1, 2);

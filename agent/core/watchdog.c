@@ -54,13 +54,19 @@ on_alarm(int sig)
 void
 watchdog_arm(guint seconds, int fd, const char *text, gsize len, int code)
 {
-    alarm(0);
+    static gboolean handler_set;
+
+    if (wd_text != NULL)
+        alarm(0); /* armed: no alarm while the text changes */
     g_free(wd_text);
     wd_text = g_memdup2(text, len);
     wd_len = len;
     wd_fd = fd;
     wd_code = code;
-    signal(SIGALRM, on_alarm);
+    if (!handler_set) { /* once: a resident agent arms per message */
+        signal(SIGALRM, on_alarm);
+        handler_set = TRUE;
+    }
     alarm(seconds);
 }
 

@@ -218,8 +218,11 @@ delivery_open(LmtpSession *s, Spool *sp, const char *queue_id,
     GError *err = NULL;
     Delivery *d;
 
-    if (s->journal == NULL)
+    if (s->journal == NULL) {
         s->journal = batch_journal_open(c, dsn, &err);
+        if (s->journal != NULL)
+            journal_set_resident(s->journal);
+    }
     if (s->dblog == NULL) {
         GError *e = NULL;
 
@@ -227,6 +230,8 @@ delivery_open(LmtpSession *s, Spool *sp, const char *queue_id,
          * rows; when it fails, batch_open tries again and says why */
         s->dblog = dblog_file_open(c->log_database, &e);
         g_clear_error(&e);
+        /* a message's rows wait for the next ones' (DESIGN §7) */
+        dblog_file_batch(s->dblog);
     }
     if (s->journal != NULL) {
         const BatchParams p = {

@@ -68,7 +68,9 @@ io_fill(LmtpSession *s)
     if (!io_flush(s))
         return 0;
     for (;;) {
-        gint64 left = end - g_get_monotonic_time();
+        gint64 now = g_get_monotonic_time();
+        gint64 left = end - now;
+        gint64 due = dblog_file_due(s->dblog);
         ssize_t n;
         int rc;
 
@@ -76,6 +78,13 @@ io_fill(LmtpSession *s)
             return -1;
         if (lmtp_term)
             return -2;
+        if (due > 0 && due <= now) {
+            /* quiet: the delivery log rows held so far are written */
+            dblog_file_write(s->dblog);
+            continue;
+        }
+        if (due > 0)
+            left = MIN(left, due - now);
         rc = poll(&pfd, 1, (int)MIN(left / 1000 + 1, G_MAXINT));
         if (rc < 0 && errno == EINTR)
             continue;

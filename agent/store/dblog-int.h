@@ -42,6 +42,13 @@ typedef struct {
 } Limit;
 
 typedef struct {
+    gboolean found;
+    guint rcpt_limit;
+    gboolean one_domain;
+    gint64 at;          /* monotonic us of the read */
+} LimitSeen;
+
+typedef struct {
     char *reason, *text;
     guint count;
     gint64 time;
@@ -56,6 +63,17 @@ struct DbLogFile {
     SqlWait wait;
     gint64 maint_next;  /* monotonic us: before it, no need to ask for
                          * the retention run (another agent has it) */
+    /* a resident agent's runs, flushed and held to be written together
+     * (dblog_file_batch, DESIGN §7); their own lock */
+    gboolean batch;
+    GMutex lock;
+    GPtrArray *held;    /* DbLog*, each taken from a flushed run */
+    guint held_rows;
+    gint64 held_since;  /* monotonic us: the oldest held run's flush */
+    gint64 held_last;   /* the newest one's */
+    /* the learned limits read, per server, kept DBLOG_LIMITS_KEEP_US */
+    GHashTable *limits_seen; /* server -> LimitSeen* */
+    sqlite3_stmt *limits_stmt;
 };
 
 struct DbLog {

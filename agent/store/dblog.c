@@ -18,6 +18,16 @@
 #define DBLOG_WAL_PAGES 128      /* WAL length that starts a checkpoint */
 #define DBLOG_LINE_CAP 1000      /* bytes kept per transcript line */
 #define DBLOG_TEXT_CAP (256 * 1024) /* bytes kept per transcript */
+/* a resident agent's runs written together (DESIGN §7): at the flush
+ * that holds this many rows, or that finds the oldest held one this
+ * old; the session writes them when it is quiet this long, and at its
+ * end */
+#define DBLOG_HOLD_ROWS 64
+#define DBLOG_HOLD_US (1 * G_USEC_PER_SEC)
+#define DBLOG_QUIET_US (50 * 1000)
+/* a learned limit read is used again for this long (another agent's new
+ * one is seen that much later; this process's own at once) */
+#define DBLOG_LIMITS_KEEP_US (1 * G_USEC_PER_SEC)
 
 
 /* The calling thread's current connection, and the run it belongs to:
@@ -160,6 +170,10 @@ dblog_file_open(const char *path, GError **error)
         return NULL;
     f = g_new0(DbLogFile, 1);
     f->path = g_strdup(path);
+    g_mutex_init(&f->lock);
+    f->held = g_ptr_array_new_with_free_func((GDestroyNotify)dblog_free);
+    f->limits_seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                           g_free);
     rc = sqlite3_open_v2(f->path, &f->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX, NULL);
@@ -184,10 +198,41 @@ dblog_file_close(DbLogFile *f)
 {
     if (f == NULL)
         return;
+    dblog_file_write(f);
+    g_ptr_array_unref(f->held);
+    g_hash_table_unref(f->limits_seen);
+    sqlite3_finalize(f->limits_stmt);
     sqlwait_uninstall(&f->wait);
     sqlite3_close_v2(f->db);
+    g_mutex_clear(&f->lock);
     g_free(f->path);
     g_free(f);
+}
+
+void
+dblog_file_batch(DbLogFile *f)
+{
+    int rc;
+
+    if (f == NULL)
+        return;
+    f->batch = TRUE;
+    (void)sqlwait_keep_wal(f->db, &f->wait, &rc); /* else as before */
+}
+
+gint64
+dblog_file_due(DbLogFile *f)
+{
+    gint64 due = 0;
+
+    if (f == NULL)
+        return 0;
+    g_mutex_lock(&f->lock);
+    if (f->held->len > 0)
+        due = MIN(f->held_last + DBLOG_QUIET_US,
+                  f->held_since + DBLOG_HOLD_US);
+    g_mutex_unlock(&f->lock);
+    return due;
 }
 
 DbLog *
@@ -202,7 +247,7 @@ dblog_new(DbLogFile *file, const char *path, const char *queue_id,
     l->queue_id = g_strdup(queue_id);
     l->sender = g_strdup(sender);
     l->run = g_strdup_printf("%" G_GINT64_FORMAT ".%d",
-                             g_get_real_time(), (int)getpid());
+                             g_get_real_time(), log_getpid());
     l->mode = mode;
     l->max_size = max_size;
     l->retention = retention;
@@ -364,31 +409,52 @@ dblog_limits_get(DbLog *l, const char *server, guint max_age,
 {
     static const char sql[] = "SELECT rcpt_limit, one_domain FROM limits"
                               " WHERE server = ? AND time >= ?";
-    sqlite3_stmt *st = NULL;
-    gboolean found = FALSE;
+    DbLogFile *f = l->file;
+    gint64 now = g_get_monotonic_time();
+    LimitSeen *seen;
+    gboolean found;
     int rc;
 
     if (l->db == NULL)
         return FALSE;
-    g_mutex_lock(&l->lock);
-    if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    g_mutex_lock(&f->lock);
+    seen = g_hash_table_lookup(f->limits_seen, server);
+    if (seen == NULL) {
+        seen = g_new0(LimitSeen, 1);
+        g_hash_table_insert(f->limits_seen, g_strdup(server), seen);
+    } else if (now - seen->at < DBLOG_LIMITS_KEEP_US)
+        goto out;
+    seen->found = FALSE;
+    seen->at = now;
+    if (f->limits_stmt == NULL &&
+        sqlite3_prepare_v2(l->db, sql, -1, &f->limits_stmt, NULL)
+            != SQLITE_OK) {
         log_warning("%s: delivery log %s: cannot read limits: %s",
                     l->queue_id, l->path, sqlite3_errmsg(l->db));
+        seen->at = 0; /* not kept: the next look reads again */
         goto out;
     }
-    sqlite3_bind_text(st, 1, server, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, g_get_real_time() / G_USEC_PER_SEC - max_age);
-    rc = sqlite3_step(st);
+    sqlite3_bind_text(f->limits_stmt, 1, server, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(f->limits_stmt, 2,
+                       g_get_real_time() / G_USEC_PER_SEC - max_age);
+    rc = sqlite3_step(f->limits_stmt);
     if (rc == SQLITE_ROW) {
-        *rcpt_limit = (guint)sqlite3_column_int(st, 0);
-        *one_domain = sqlite3_column_int(st, 1) != 0;
-        found = TRUE;
-    } else if (rc != SQLITE_DONE)
+        seen->rcpt_limit = (guint)sqlite3_column_int(f->limits_stmt, 0);
+        seen->one_domain = sqlite3_column_int(f->limits_stmt, 1) != 0;
+        seen->found = TRUE;
+    } else if (rc != SQLITE_DONE) {
         log_warning("%s: delivery log %s: cannot read limits: %s",
                     l->queue_id, l->path, sqlite3_errmsg(l->db));
+        seen->at = 0;
+    }
+    sqlite3_reset(f->limits_stmt);
 out:
-    sqlite3_finalize(st);
-    g_mutex_unlock(&l->lock);
+    found = seen->found;
+    if (found) {
+        *rcpt_limit = seen->rcpt_limit;
+        *one_domain = seen->one_domain;
+    }
+    g_mutex_unlock(&f->lock);
     return found;
 }
 
@@ -595,21 +661,28 @@ flush_limits(DbLog *l, gint64 now, GError **error)
     return ok;
 }
 
-gboolean
-dblog_flush(DbLog *l, GError **error)
+/* dblog_write - the rows, transcripts, limits and fallbacks of the N
+ * runs LOGS in one transaction, then the retention run when it is due;
+ * their file's lock held; FALSE + error */
+static gboolean
+dblog_write(DbLog *const *logs, guint n, GError **error)
 {
+    DbLog *l = logs[n - 1]; /* the file and the retention settings */
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
-    gboolean ok = FALSE, maint;
+    gboolean ok = FALSE, maint, limits = FALSE;
 
-    if (l->db == NULL)
-        return TRUE; /* already logged at open */
-    g_mutex_lock(&l->lock);
     if (!sqldb_begin(&l->sql, error))
-        goto out;
-    ok = flush_transcripts(l, (double)now, error) && flush_rows(l, error)
-         && flush_limits(l, now, error) && flush_fallbacks(l, error);
-    /* a resident agent flushes per message: it asks for the retention
-     * run (two statements) at most every DBLOG_MAINT_ASK_S */
+        return FALSE;
+    ok = TRUE;
+    for (guint i = 0; i < n && ok; i++) {
+        ok = flush_transcripts(logs[i], (double)now, error) &&
+             flush_rows(logs[i], error) &&
+             flush_limits(logs[i], now, error) &&
+             flush_fallbacks(logs[i], error);
+        limits |= logs[i]->limits->len > 0;
+    }
+    /* a resident agent writes often: it asks for the retention run (two
+     * statements) at most every DBLOG_MAINT_ASK_S */
     maint = ok && (l->file == NULL ||
                    g_get_monotonic_time() >=
                        __atomic_load_n(&l->file->maint_next, __ATOMIC_RELAXED));
@@ -625,7 +698,87 @@ dblog_flush(DbLog *l, GError **error)
         sqldb_rollback(&l->sql);
     else if (maint)
         dblog_prune(l, now);
-out:
-    g_mutex_unlock(&l->lock);
+    if (ok && limits) /* the next look reads them */
+        g_hash_table_remove_all(l->file->limits_seen);
     return ok;
+}
+
+/* dblog_take - what run L holds, moved into a new DbLog that the file
+ * keeps; L goes on empty, under a new serial number (a worker thread's
+ * current connection, now the taken run's, is not L's any more) */
+static DbLog *
+dblog_take(DbLog *l)
+{
+    DbLog *h = g_new0(DbLog, 1);
+
+    *h = *l;
+    g_mutex_init(&h->lock);
+    h->own_file = FALSE;
+    l->queue_id = g_strdup(h->queue_id);
+    l->sender = g_strdup(h->sender);
+    l->run = g_strdup(h->run);
+    l->serial = (guint)g_atomic_int_add((gint *)&dblog_runs, 1) + 1;
+    l->conns = g_ptr_array_new_with_free_func((GDestroyNotify)conn_free);
+    l->rows = g_ptr_array_new_with_free_func((GDestroyNotify)row_free);
+    l->limits = g_ptr_array_new_with_free_func((GDestroyNotify)limit_free);
+    l->fallbacks =
+        g_ptr_array_new_with_free_func((GDestroyNotify)fallback_free);
+    return h;
+}
+
+void
+dblog_file_write(DbLogFile *f)
+{
+    GError *err = NULL;
+    guint n;
+
+    if (f == NULL)
+        return;
+    g_mutex_lock(&f->lock);
+    n = f->held->len;
+    if (n > 0 && !dblog_write((DbLog *const *)f->held->pdata, n, &err)) {
+        log_warning("delivery log %s: %u messages' rows not written: %s;"
+                    " delivery not affected", f->path, n, err->message);
+        g_error_free(err);
+    }
+    g_ptr_array_set_size(f->held, 0);
+    f->held_rows = 0;
+    g_mutex_unlock(&f->lock);
+}
+
+gboolean
+dblog_flush(DbLog *l, GError **error)
+{
+    DbLogFile *f = l->file;
+    gboolean ok, now_too;
+    gint64 t;
+
+    if (l->db == NULL)
+        return TRUE; /* already logged at open */
+    if (!f->batch || l->own_file) {
+        g_mutex_lock(&l->lock);
+        g_mutex_lock(&f->lock);
+        ok = dblog_write(&l, 1, error);
+        g_mutex_unlock(&f->lock);
+        g_mutex_unlock(&l->lock);
+        return ok;
+    }
+    /* held for the next write; a learned limit or a fallback at once:
+     * other agents read them */
+    t = g_get_monotonic_time();
+    g_mutex_lock(&l->lock);
+    now_too = l->limits->len > 0 || l->fallbacks->len > 0;
+    g_mutex_lock(&f->lock);
+    if (f->held->len == 0)
+        f->held_since = t;
+    f->held_last = t;
+    f->held_rows += l->rows->len + 1;
+    g_ptr_array_add(f->held, dblog_take(l));
+    now_too = now_too || f->held_rows >= DBLOG_HOLD_ROWS ||
+              t - f->held_since >= DBLOG_HOLD_US;
+    g_mutex_unlock(&f->lock);
+    g_mutex_unlock(&l->lock);
+    if (now_too)
+        dblog_file_write(f);
+    return TRUE;
 }

@@ -3,7 +3,8 @@
  * conversation of each connection when configured, and the per-server
  * limits learned by earlier runs (DESIGN §7). Its own SQLite file, apart
  * from the journal: nothing here may block or fail a delivery. Rows are
- * kept in memory during the run and written once at its end.
+ * kept in memory during the run and written once at its end (a resident
+ * agent's: with later runs', dblog_file_batch).
  */
 #ifndef RR_DBLOG_H
 #define RR_DBLOG_H
@@ -35,7 +36,21 @@ typedef struct {
  * busy timeout, schema), for the runs of many messages (LMTP mode: one
  * per session); NULL + error, also for PATH "none" or NULL (error NULL) */
 DbLogFile *dblog_file_open(const char *path, GError **error);
+/* dblog_file_close - also writes what dblog_file_batch held */
 void dblog_file_close(DbLogFile *f);
+/* dblog_file_batch - from now on the runs flushed into F are held and
+ * written together (a resident agent, DESIGN §7): at the flush that
+ * finds enough rows or the oldest held one old enough, at once for a run
+ * that learned a limit or fell back from the fleet, by
+ * dblog_file_write when dblog_file_due says so, and at the close. A
+ * process killed loses what is held: at most about a second of rows. */
+void dblog_file_batch(DbLogFile *f);
+/* dblog_file_due - monotonic us when what F holds is to be written (the
+ * session has been quiet long enough, or the oldest is old enough); 0
+ * when nothing is held */
+gint64 dblog_file_due(DbLogFile *f);
+/* dblog_file_write - write what F holds now (a failure is logged) */
+void dblog_file_write(DbLogFile *f);
 
 /* dblog_new - the log of one run, written into FILE (borrowed: it stays
  * open after dblog_free) or, when FILE is NULL, into PATH opened for this
@@ -80,7 +95,8 @@ void dblog_fleet_fallback(DbLog *l, const char *reason, guint count,
 
 /* dblog_flush - write everything in one transaction, then enforce
  * retention and size with a bounded amount of work; FALSE + error when
- * the rows could not be written (the caller logs it and goes on) */
+ * the rows could not be written (the caller logs it and goes on). With
+ * dblog_file_batch: the run's rows are held (TRUE), L goes on empty. */
 gboolean dblog_flush(DbLog *l, GError **error);
 
 /* dblog_mask - LINE as it may be stored: AUTH arguments and the answers

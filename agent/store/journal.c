@@ -19,13 +19,15 @@
 #define JOURNAL_MAINT_INTERVAL 300 /* seconds between expiry runs */
 #define JOURNAL_EXPIRE_ROWS 2000   /* entries expired per run, at most */
 #define JOURNAL_WAL_PAGES 64     /* WAL length that starts a checkpoint */
+#define JOURNAL_CLAIM_SPARES 4   /* claim descriptors kept for reuse */
 
 /*
- * What reaches the disk in a run, and what each sync guards (WAL mode,
- * synchronous=FULL after journal_open):
+ * What reaches the disk in a run, and what each sync guards (WAL mode;
+ * every commit with synchronous=NORMAL, the outcomes' WAL synced after
+ * their COMMIT by journal_wal_sync):
  * - journal_open: one write transaction (schema, the writability proof,
- *   expiry when due) committed with synchronous=NORMAL, so not synced:
- *   losing it to a power cut loses nothing (the proof was for this run).
+ *   expiry when due), not synced: losing it to a power cut loses nothing
+ *   (the proof was for this run).
  * - the in-flight mark before a final dot (journal_inflight) and its
  *   undo: written to the WAL (so a full disk is found before the dot) but
  *   not synced. A process that dies leaves it in the page cache; a power
@@ -34,17 +36,20 @@
  *   next synced commit (the outcomes) syncs it with them.
  * - the outcomes after the final reply (journal_record): one WAL
  *   fdatasync before the exit status reaches Postfix; without it a retry
- *   after a power cut would deliver again.
+ *   after a power cut would deliver again. A checkpoint another process
+ *   runs in between syncs the WAL first, so the frames are safe either
+ *   way.
  * - SQLite also syncs the directory with the first WAL sync of a run (it
  *   opened the WAL with O_CREAT): the WAL's name survives a crash.
- * - every JOURNAL_WAL_PAGES pages (about 16 runs) the committing run
+ * - every JOURNAL_WAL_PAGES pages (about 16 messages) the committing run
  *   checkpoints: WAL synced, pages copied, database file synced, then the
- *   WAL truncated. No sync can go without giving up exactly-once.
- * - [agent] journal_sync = no (journal_set_sync): the outcomes commit
- *   with synchronous=NORMAL too, so no sync per message: the journal
- *   then survives a crash of the agent, as Postfix's queue file marks a
- *   recipient done (write, no fsync), but not a power cut: a retry after
- *   one may deliver again what the lost commits held (DESIGN §7).
+ *   WAL truncated (a resident agent's: started over in place,
+ *   sqlwait_keep_wal). No sync can go without giving up exactly-once.
+ * - [agent] journal_sync = no (journal_set_sync): no sync after the
+ *   outcomes either: the journal then survives a crash of the agent, as
+ *   Postfix's queue file marks a recipient done (write, no fsync), but
+ *   not a power cut: a retry after one may deliver again what the lost
+ *   commits held (DESIGN §7).
  */
 
 struct Journal {
@@ -53,8 +58,12 @@ struct Journal {
     char *path;
     GMutex lock; /* one transaction at a time on this handle */
     SqlWait wait;
-    const char *settle; /* the synchronous level outcomes commit with */
+    gboolean sync;      /* outcomes synced before they are reported */
     GHashTable *stmts;  /* SQL text -> its statement, prepared once */
+    /* claim files of ended claim sets, every lock released, for the
+     * next ones (JournalClaim below); under LOCK */
+    int claim_spare[JOURNAL_CLAIM_SPARES];
+    guint claim_spares;
 };
 
 static void
@@ -63,8 +72,6 @@ stmt_free(gpointer st)
     sqlite3_finalize(st);
 }
 
-#define JOURNAL_SYNC_FULL "PRAGMA synchronous = FULL"
-#define JOURNAL_SYNC_NORMAL "PRAGMA synchronous = NORMAL"
 
 /* journal_error_quark - the error domain of this module */
 GQuark
@@ -153,10 +160,7 @@ journal_migrate(Journal *j, guint expire, GError **error)
 out:
     if (!ok)
         sqldb_rollback(&j->sql);
-    /* every outcome from here on is synced before it is reported */
-    return sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
-                      ok ? error : NULL)
-           && ok;
+    return ok;
 }
 
 Journal *
@@ -170,7 +174,7 @@ journal_open(const char *path, guint expire, GError **error)
     j->stmts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                      stmt_free);
     j->path = g_strdup(path);
-    j->settle = JOURNAL_SYNC_FULL;
+    j->sync = TRUE;
     rc = sqlite3_open_v2(path, &j->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX,
@@ -213,13 +217,11 @@ out:
 gboolean
 journal_set_sync(Journal *j, gboolean sync, GError **error)
 {
-    gboolean ok;
-
+    (void)error;
     g_mutex_lock(&j->lock);
-    j->settle = sync ? JOURNAL_SYNC_FULL : JOURNAL_SYNC_NORMAL;
-    ok = sqldb_exec(&j->sql, j->settle, "cannot set synchronous", error);
+    j->sync = sync;
     g_mutex_unlock(&j->lock);
-    return ok;
+    return TRUE;
 }
 
 void
@@ -228,6 +230,8 @@ journal_close(Journal *j)
     if (j == NULL)
         return;
     sqlwait_uninstall(&j->wait);
+    while (j->claim_spares > 0)
+        close(j->claim_spare[--j->claim_spares]);
     if (j->stmts != NULL) /* every statement finalized */
         g_hash_table_destroy(j->stmts);
     sqlite3_close_v2(j->db); /* NULL is a harmless no-op */
@@ -265,6 +269,40 @@ journal_stmt_done(sqlite3_stmt *st)
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
     }
+}
+
+/* journal_wal_sync - after an outcome's COMMIT: its frames in the WAL
+ * synced (SQLite's synchronous=FULL does the same inside COMMIT, but
+ * switching the level costs two statements per message, and a PRAGMA
+ * is prepared anew each time); the directory too when SQLite still owes
+ * it. FALSE + error. */
+static gboolean
+journal_wal_sync(Journal *j, GError **error)
+{
+    sqlite3_file *wal = NULL;
+    int rc;
+
+    if (sqlite3_file_control(j->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+                             &wal) != SQLITE_OK || wal == NULL ||
+        wal->pMethods == NULL)
+        return TRUE; /* no WAL open: the commit wrote none */
+    rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    if (rc == SQLITE_OK)
+        return TRUE;
+    g_set_error(error, journal_error_quark(), rc,
+                "journal %s: cannot sync the write-ahead log: %s", j->path,
+                sqlite3_errstr(rc));
+    return FALSE;
+}
+
+void
+journal_set_resident(Journal *j)
+{
+    int rc;
+
+    g_mutex_lock(&j->lock);
+    (void)sqlwait_keep_wal(j->db, &j->wait, &rc); /* else as before */
+    g_mutex_unlock(&j->lock);
 }
 
 JournalState
@@ -338,10 +376,17 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
                    const JournalEntry *entries, gsize n, gboolean dsn_sent,
                    GError **error)
 {
+    /* a row there already (the in-flight mark) is changed in place and
+     * keeps its time: neither index is touched, so the commit writes the
+     * row's page alone instead of both indexes' and the free list's */
     static const char sql[] =
-        "INSERT OR REPLACE INTO journal"
+        "INSERT INTO journal"
         " (queue_id, digest, recipient, state, time, relay, dsn, reply,"
-        " dsn_sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        " dsn_sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (queue_id, digest, recipient) DO UPDATE SET"
+        " state = excluded.state, relay = excluded.relay,"
+        " dsn = excluded.dsn, reply = excluded.reply,"
+        " dsn_sent = excluded.dsn_sent";
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
@@ -363,8 +408,8 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
             goto out;
     journal_stmt_done(st);
     st = NULL;
-    /* synchronous=FULL: in WAL mode COMMIT syncs the WAL before returning */
-    ok = sqldb_commit(&j->sql, error);
+    ok = sqldb_commit(&j->sql, error) &&
+         (!j->sync || journal_wal_sync(j, error));
 out:
     journal_stmt_done(st);
     if (!ok && begun)
@@ -506,11 +551,8 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
         return TRUE;
     g_mutex_lock(&j->lock);
     /* not synced: see the comment at the top */
-    if (!sqldb_exec(&j->sql, "PRAGMA synchronous = NORMAL",
-                      "cannot set synchronous", error))
-        goto unlock;
     if (!sqldb_begin(&j->sql, error))
-        goto sync;
+        goto unlock;
     /* the mark's frames and the outcome's, or no mark (see above) */
     if (!undo && !journal_reserve(j, journal_bytes(queue_id, digest,
                                                    recipients, n),
@@ -550,11 +592,6 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
 out:
     if (!ok)
         sqldb_rollback(&j->sql);
-sync:
-    /* every outcome is synced before it is reported */
-    if (!sqldb_exec(&j->sql, j->settle, "cannot set synchronous",
-                    ok ? error : NULL))
-        ok = FALSE;
 unlock:
     g_mutex_unlock(&j->lock);
     return ok;
@@ -627,6 +664,7 @@ journal_inflight_undo(Journal *j, const char *queue_id, const char *digest,
 struct JournalClaim {
     int fd;
     char *path;
+    Journal *j;
 };
 
 JournalClaim *
@@ -636,12 +674,25 @@ journal_claim_new(Journal *j, GError **error)
     struct stat st;
     mode_t mode = 0600;
     JournalClaim *c;
-    int fd;
+    int fd = -1;
 
-    /* the journal's own permissions, as SQLite gives its -wal and -shm */
-    if (stat(j->path, &st) == 0)
-        mode = st.st_mode & 0666;
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+    /* an ended claim set's descriptor: an open file description of its
+     * own still, with no lock left (journal_claim_free) */
+    g_mutex_lock(&j->lock);
+    if (j->claim_spares > 0)
+        fd = j->claim_spare[--j->claim_spares];
+    g_mutex_unlock(&j->lock);
+    /* a lock file removed meanwhile is one no other agent locks */
+    if (fd >= 0 && (fstat(fd, &st) != 0 || st.st_nlink == 0)) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) {
+        /* the journal's own permissions, as SQLite gives its -wal, -shm */
+        if (stat(j->path, &st) == 0)
+            mode = st.st_mode & 0666;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+    }
     if (fd < 0) {
         g_set_error(error, journal_error_quark(), errno,
                     "journal lock file %s: cannot open: %s", path,
@@ -651,6 +702,7 @@ journal_claim_new(Journal *j, GError **error)
     c = g_new0(JournalClaim, 1);
     c->fd = fd;
     c->path = g_steal_pointer(&path);
+    c->j = j;
     return c;
 }
 
@@ -691,9 +743,31 @@ journal_claim(JournalClaim *c, const char *queue_id, const char *digest,
 void
 journal_claim_free(JournalClaim *c)
 {
+    gboolean kept = FALSE;
+
     if (c == NULL)
         return;
-    close(c->fd); /* the kernel releases every claim of it */
+#ifdef F_OFD_SETLK
+    {
+        /* every claim of this description at once (the whole file);
+         * then the descriptor serves the next claim set. (Per-process
+         * locks cannot be released for one claim set alone: there the
+         * descriptor is closed, which releases all.) */
+        struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET};
+        Journal *j = c->j;
+
+        if (fcntl(c->fd, F_OFD_SETLK, &fl) == 0) {
+            g_mutex_lock(&j->lock);
+            if (j->claim_spares < JOURNAL_CLAIM_SPARES) {
+                j->claim_spare[j->claim_spares++] = c->fd;
+                kept = TRUE;
+            }
+            g_mutex_unlock(&j->lock);
+        }
+    }
+#endif
+    if (!kept)
+        close(c->fd); /* the kernel releases every claim of it */
     g_free(c->path);
     g_free(c);
 }

@@ -50,6 +50,10 @@ void journal_close(Journal *j);
  * crash of the process, not of the machine); FALSE + error */
 gboolean journal_set_sync(Journal *j, gboolean sync, GError **error);
 
+/* journal_set_resident - J serves a resident process (LMTP mode): its
+ * checkpoints keep the WAL's length (sqlwait_keep_wal, DESIGN §7) */
+void journal_set_resident(Journal *j);
+
 /* journal_lookup - what is final for RECIPIENT of QUEUE_ID + DIGEST; a
  * JOURNAL_INFLIGHT row reads as JOURNAL_NONE, JOURNAL_INFLIGHT_AGAIN as
  * JOURNAL_DELIVERED */

@@ -1,6 +1,7 @@
 /*
- * spool.c - the message from stdin, copied once into an unlinked temporary
- * file and streamed per transaction in DATA form: CRLF line ends,
+ * spool.c - the message from stdin, copied once into memory while it fits
+ * in SPOOL_MEM, else into an unlinked temporary file, and streamed per
+ * transaction in DATA form: CRLF line ends,
  * dot-stuffing and the final "." (RFC 5321 §4.5.2; DESIGN §3).
  */
 #include "spool.h"
@@ -16,9 +17,15 @@
 #include <glib/gstdio.h>
 
 #define SPOOL_CHUNK (64 * 1024) /* read and output buffer size */
+#define SPOOL_MEM (64 * 1024)   /* a message this big stays in memory */
 
 struct Spool {
     int fd;            /* the unlinked file, O_RDWR */
+    char *mem;         /* the message while it fits in SPOOL_MEM */
+    gsize mem_len;
+    gboolean in_file;  /* it did not: all of it is in the file */
+    gboolean dirty;    /* the file holds bytes (of this or an earlier
+                        * message of spool_begin_again) */
     guint64 raw_size;  /* bytes of input, as stored */
     guint64 size;      /* octets in DATA form before dot-stuffing */
     gboolean has_8bit; /* some byte >= 0x80 */
@@ -118,14 +125,47 @@ spool_read(int fd, char *buf, gsize len)
     }
 }
 
-/* spool_pread - one pread(2) at OFF with EINTR retried */
+/* spool_store - LEN bytes more of the message: in memory while it fits,
+ * else all of it into the file from then on (memory stays bounded) */
+static gboolean
+spool_store(Spool *sp, const char *buf, gsize len, GError **error)
+{
+    if (!sp->in_file) {
+        if (sp->mem_len + len <= SPOOL_MEM) {
+            if (sp->mem == NULL)
+                sp->mem = g_malloc(SPOOL_MEM);
+            memcpy(sp->mem + sp->mem_len, buf, len);
+            sp->mem_len += len;
+            return TRUE;
+        }
+        if (sp->dirty &&
+            (ftruncate(sp->fd, 0) < 0 || lseek(sp->fd, 0, SEEK_SET) < 0)) {
+            spool_set_errno(error, errno, "cannot empty message spool");
+            return FALSE;
+        }
+        sp->in_file = sp->dirty = TRUE;
+        if (!spool_write_all(sp->fd, sp->mem, sp->mem_len, error))
+            return FALSE;
+    }
+    return spool_write_all(sp->fd, buf, len, error);
+}
+
+/* spool_pread - up to LEN bytes of the message at OFF: from memory, or
+ * one pread(2) with EINTR retried */
 static ssize_t
-spool_pread(int fd, char *buf, gsize len, guint64 off)
+spool_pread(const Spool *sp, char *buf, gsize len, guint64 off)
 {
     ssize_t n;
 
+    if (!sp->in_file) {
+        gsize k = off >= sp->mem_len ? 0 : MIN(len, sp->mem_len - off);
+
+        if (k > 0)
+            memcpy(buf, sp->mem + off, k);
+        return (ssize_t)k;
+    }
     do
-        n = pread(fd, buf, len, (off_t)off);
+        n = pread(sp->fd, buf, len, (off_t)off);
     while (n < 0 && errno == EINTR);
     return n;
 }
@@ -174,7 +214,7 @@ spool_new(int fd, const char *dir, GError **error)
         }
         if (n == 0)
             break;
-        if (!spool_write_all(sp->fd, buf, (gsize)n, error))
+        if (!spool_store(sp, buf, (gsize)n, error))
             goto out;
         g_checksum_update(sum, (const guchar *)buf, n);
         spool_account(sp, buf, (gsize)n);
@@ -215,16 +255,14 @@ spool_begin_again(Spool *old, const char *dir, GError **error)
 {
     if (old == NULL)
         return spool_begin(dir, error);
-    /* the same unlinked file for the next message: a new one costs the
-     * file system an inode each time */
-    if (ftruncate(old->fd, 0) < 0 || lseek(old->fd, 0, SEEK_SET) < 0) {
-        spool_free(old);
-        return spool_begin(dir, error);
-    }
+    /* the same unlinked file and buffer for the next message: a new file
+     * costs the file system an inode each time; it is emptied only when
+     * a message needs it */
     if (old->sum != NULL)
         g_checksum_free(old->sum);
     g_free(old->digest);
-    *old = (Spool){.fd = old->fd, .sum = g_checksum_new(G_CHECKSUM_SHA256)};
+    *old = (Spool){.fd = old->fd, .mem = old->mem, .dirty = old->dirty,
+                   .sum = g_checksum_new(G_CHECKSUM_SHA256)};
     return old;
 }
 
@@ -234,7 +272,7 @@ spool_append(Spool *sp, const char *buf, gsize len, GError **error)
     g_assert(sp->sum != NULL);
     if (len == 0)
         return TRUE;
-    if (!spool_write_all(sp->fd, buf, len, error))
+    if (!spool_store(sp, buf, len, error))
         return FALSE;
     g_checksum_update(sp->sum, (const guchar *)buf, (gssize)len);
     spool_account(sp, buf, len);
@@ -259,6 +297,7 @@ spool_free(Spool *sp)
         return;
     if (sp->fd >= 0)
         close(sp->fd);
+    g_free(sp->mem);
     if (sp->sum != NULL)
         g_checksum_free(sp->sum);
     g_free(sp->digest);
@@ -361,7 +400,7 @@ spool_send(Spool *sp, SpoolSink sink, gpointer ctx, GError **error)
 
     while (off < sp->raw_size) {
         gsize want = (gsize)MIN((guint64)SPOOL_CHUNK, sp->raw_size - off);
-        ssize_t n = spool_pread(sp->fd, in, want, off);
+        ssize_t n = spool_pread(sp, in, want, off);
 
         if (n < 0) {
             spool_set_errno(error, errno, "cannot read message spool");
@@ -413,7 +452,7 @@ spool_headers(Spool *sp, gsize max, GError **error)
     /* whole lines only, so a cut never leaves half a header field */
     while (!done && off < sp->raw_size) {
         gsize want = (gsize)MIN((guint64)SPOOL_CHUNK, sp->raw_size - off);
-        ssize_t n = spool_pread(sp->fd, in, want, off);
+        ssize_t n = spool_pread(sp, in, want, off);
 
         if (n <= 0) {
             spool_set_errno(error, n < 0 ? errno : EIO,

@@ -1,7 +1,8 @@
 /*
- * spool.h - the message: read from stdin once into an unlinked temporary
- * file, then streamed per transaction in DATA form (CRLF line ends,
- * dot-stuffing, the final ".") without holding it in memory (DESIGN §3).
+ * spool.h - the message: read from stdin once, into memory up to 64 KiB
+ * and into an unlinked temporary file beyond, then streamed per
+ * transaction in DATA form (CRLF line ends, dot-stuffing, the final ".")
+ * with memory bounded whatever the size (DESIGN §3).
  */
 #ifndef RR_SPOOL_H
 #define RR_SPOOL_H
@@ -14,10 +15,12 @@ typedef struct Spool Spool;
 typedef gboolean (*SpoolSink)(gpointer ctx, const char *buf, gsize len,
                               GError **error);
 
-/* spool_new - copy FD to EOF into an unlinked file under DIR (NULL =
- * $TMPDIR or /tmp). Input lines may end in LF or CRLF; a lone CR stays.
- * Counts the size in DATA form, notes 8-bit bytes, computes a SHA-256
- * digest of the input. Memory use does not depend on the message size. */
+/* spool_new - copy FD to EOF into memory or, past 64 KiB, an unlinked
+ * file under DIR (NULL = $TMPDIR or /tmp; made first in any case, so a
+ * DIR that cannot take one fails every message alike). Input lines may
+ * end in LF or CRLF; a lone CR stays. Counts the size in DATA form,
+ * notes 8-bit bytes, computes a SHA-256 digest of the input. Memory use
+ * is bounded (64 KiB), whatever the message size. */
 Spool *spool_new(int fd, const char *dir, GError **error);
 /* spool_begin, spool_append, spool_end - the same built piece by piece
  * (LMTP's DATA, already without dot-stuffing); the spool is usable only

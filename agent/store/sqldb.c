@@ -22,12 +22,37 @@ sqldb_exec(const SqlDb *s, const char *sql, const char *what,
     return FALSE;
 }
 
+/* The transaction statements, prepared once per connection when it has
+ * a SqlWait (each message's two or three commits parsed them again). */
+enum { SQLDB_BEGIN, SQLDB_COMMIT, SQLDB_ROLLBACK };
+static const char *const sqldb_tx_sql[] = {"BEGIN IMMEDIATE", "COMMIT",
+                                           "ROLLBACK"};
+
+/* sqldb_tx - run transaction statement K; FALSE + error naming WHAT */
+static gboolean
+sqldb_tx(const SqlDb *s, int k, const char *what, GError **error)
+{
+    sqlite3_stmt **st = s->wait != NULL ? &s->wait->tx[k] : NULL;
+    int rc;
+
+    if (st == NULL || (*st == NULL &&
+                       sqlite3_prepare_v3(s->db, sqldb_tx_sql[k], -1,
+                                          SQLITE_PREPARE_PERSISTENT, st,
+                                          NULL) != SQLITE_OK))
+        return sqldb_exec(s, sqldb_tx_sql[k], what, error);
+    rc = sqlite3_step(*st);
+    if (rc != SQLITE_DONE)
+        sqldb_error(s, error, what); /* before the reset: its message */
+    sqlite3_reset(*st);
+    return rc == SQLITE_DONE;
+}
+
 gboolean
 sqldb_begin(const SqlDb *s, GError **error)
 {
     if (s->wait != NULL)
         sqlwait_enter(s->wait);
-    if (sqldb_exec(s, "BEGIN IMMEDIATE", "cannot begin", error))
+    if (sqldb_tx(s, SQLDB_BEGIN, "cannot begin", error))
         return TRUE;
     if (s->wait != NULL)
         sqlwait_leave(s->wait);
@@ -37,7 +62,7 @@ sqldb_begin(const SqlDb *s, GError **error)
 gboolean
 sqldb_commit(const SqlDb *s, GError **error)
 {
-    gboolean ok = sqldb_exec(s, "COMMIT", "cannot commit", error);
+    gboolean ok = sqldb_tx(s, SQLDB_COMMIT, "cannot commit", error);
 
     /* a failed COMMIT may leave the transaction open: the gate is left
      * at the caller's ROLLBACK then */
@@ -50,7 +75,7 @@ void
 sqldb_rollback(const SqlDb *s)
 {
     if (!sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        sqldb_tx(s, SQLDB_ROLLBACK, "cannot roll back", NULL);
     if (s->wait != NULL)
         sqlwait_leave(s->wait);
 }

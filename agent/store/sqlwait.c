@@ -146,6 +146,10 @@ sqlwait_uninstall(SqlWait *w)
     if (w->gate != NULL)
         munmap(w->gate, SQLGATE_SIZE);
     w->gate = NULL;
+    for (gsize i = 0; i < G_N_ELEMENTS(w->tx); i++) {
+        sqlite3_finalize(w->tx[i]);
+        w->tx[i] = NULL;
+    }
 }
 
 /*
@@ -181,7 +185,18 @@ sqlwait_busy(void *data, int count)
  * truncates it, without waiting: when another run is reading or writing,
  * the checkpoint copies what it can and a later commit tries again (the
  * index is shared then, and the WAL restarts the usual way).
+ *
+ * A resident process (LMTP mode) keeps its connection, and agents of
+ * other sessions theirs, so the index stays intact: there the checkpoint
+ * leaves the file as long as it is and the next writer starts it over
+ * from its first frame (SQLITE_CHECKPOINT_RESTART). Frames then land in
+ * blocks the file has already, so the commit's fdatasync writes the
+ * frames alone, where a truncated WAL grows again block by block (and
+ * SQLite's room-making for the journal, SQLITE_FCNTL_SIZE_HINT, writes a
+ * byte per block) and each sync also writes the file's new extent.
  */
+#define SQLWAIT_WAL_LIMIT "4194304" /* bytes a kept WAL is cut back to */
+
 static int
 sqlwait_wal(void *data, sqlite3 *db, const char *name, int pages)
 {
@@ -190,10 +205,23 @@ sqlwait_wal(void *data, sqlite3 *db, const char *name, int pages)
     if (pages < w->wal_pages)
         return SQLITE_OK;
     sqlite3_busy_handler(db, NULL, NULL);
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL,
-                              NULL);
+    sqlite3_wal_checkpoint_v2(db, name, w->keep_wal
+                                            ? SQLITE_CHECKPOINT_RESTART
+                                            : SQLITE_CHECKPOINT_TRUNCATE,
+                              NULL, NULL);
     sqlite3_busy_handler(db, sqlwait_busy, w);
     return SQLITE_OK; /* a busy checkpoint is no failure of the commit */
+}
+
+gboolean
+sqlwait_keep_wal(sqlite3 *db, SqlWait *w, int *rc)
+{
+    *rc = sqlite3_exec(db, "PRAGMA journal_size_limit = " SQLWAIT_WAL_LIMIT,
+                       NULL, NULL, NULL);
+    if (*rc != SQLITE_OK)
+        return FALSE;
+    w->keep_wal = TRUE;
+    return TRUE;
 }
 
 void
@@ -204,6 +232,8 @@ sqlwait_install(sqlite3 *db, SqlWait *w, guint timeout_ms, int wal_pages)
     w->since = 0;
     w->began = 0;
     w->held = FALSE;
+    w->keep_wal = FALSE;
+    memset(w->tx, 0, sizeof w->tx);
     w->gate = sqlgate_map(sqlite3_db_filename(db, "main"));
     sqlite3_busy_handler(db, sqlwait_busy, w);
     sqlite3_wal_hook(db, sqlwait_wal, w);

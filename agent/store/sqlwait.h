@@ -22,6 +22,9 @@ typedef struct {
                          * busy handler's wait counts from there */
     SqlGateMap *gate;   /* NULL: no gate, SQLite's lock alone */
     gboolean held;
+    gboolean keep_wal;  /* sqlwait_keep_wal */
+    /* BEGIN IMMEDIATE, COMMIT, ROLLBACK prepared once (sqldb.c) */
+    sqlite3_stmt *tx[3];
 } SqlWait;
 
 /* sqlwait_install - W (which must outlive DB) becomes DB's busy handler
@@ -30,6 +33,11 @@ typedef struct {
 void sqlwait_install(sqlite3 *db, SqlWait *w, guint timeout_ms,
                      int wal_pages);
 
+/* sqlwait_keep_wal - a resident process's DB: its checkpoints start the
+ * WAL over in place instead of truncating it (sqlwait.c), and a WAL
+ * that grew past SQLWAIT_WAL_LIMIT is cut back to it; FALSE + *RC */
+gboolean sqlwait_keep_wal(sqlite3 *db, SqlWait *w, int *rc);
+
 /* sqlwait_enter - before a write transaction: wait at the gate, at most
  * the timeout (then, or without a gate, SQLite's lock decides alone) */
 void sqlwait_enter(SqlWait *w);
@@ -37,7 +45,8 @@ void sqlwait_enter(SqlWait *w);
 /* sqlwait_leave - after its COMMIT or ROLLBACK (again: nothing) */
 void sqlwait_leave(SqlWait *w);
 
-/* sqlwait_uninstall - the gate unmapped; before DB is closed */
+/* sqlwait_uninstall - the gate unmapped, the statements finalized;
+ * before DB is closed */
 void sqlwait_uninstall(SqlWait *w);
 
 /* sqlwait_wal_mode - "PRAGMA journal_mode = WAL", waiting as the busy

@@ -270,6 +270,77 @@ test_unusable(void)
     g_free(dir);
 }
 
+/* batch_run - one message's run into the resident agent's FILE: one row
+ * for RCPT, and a learned limit when LIMIT */
+static void
+batch_run(DbLogFile *f, const char *qid, const char *rcpt, gboolean limit)
+{
+    DbLog *l = dblog_new(f, NULL, qid, "s@x.test", AGENT_TRANSCRIPT_NO, 0,
+                         3600);
+    DbLogAttempt a = {rcpt, "mx[192.0.2.1]:25", "2.0.0", "sent", "250 ok",
+                      0.1};
+
+    dblog_attempt(l, &a);
+    if (limit)
+        dblog_limits_put(l, "192.0.2.9:25", 2, FALSE);
+    g_assert_true(dblog_flush(l, NULL));
+    dblog_free(l);
+}
+
+/* a resident agent's runs are held and written together: not at each
+ * flush; at dblog_file_write (when dblog_file_due says), at once for a
+ * run that learned a limit (other agents read it), and at the close */
+static void
+test_batch(void)
+{
+    char *dir = g_dir_make_tmp("dblog-XXXXXX", NULL);
+    char *path = g_build_filename(dir, "log.db", NULL);
+    const char *rows = "SELECT count(*) FROM attempts";
+    DbLogFile *f = dblog_file_open(path, NULL);
+    guint lim = 0;
+    gboolean one = FALSE;
+    gint64 due;
+
+    g_assert_nonnull(f);
+    dblog_file_batch(f);
+    g_assert_cmpint(dblog_file_due(f), ==, 0);
+    batch_run(f, "Q1", "a@d.test", FALSE);
+    batch_run(f, "Q2", "b@d.test", FALSE);
+    g_assert_cmpint(query_int(path, rows), ==, 0);
+    due = dblog_file_due(f);
+    g_assert_cmpint(due, >, g_get_monotonic_time() - G_USEC_PER_SEC);
+    g_assert_cmpint(due, <=, g_get_monotonic_time() + G_USEC_PER_SEC);
+    dblog_file_write(f);
+    g_assert_cmpint(query_int(path, rows), ==, 2);
+    g_assert_cmpint(query_int(path, "SELECT count(DISTINCT run) FROM"
+                                    " attempts WHERE queue_id IN"
+                                    " ('Q1', 'Q2')"), ==, 2);
+    g_assert_cmpint(dblog_file_due(f), ==, 0);
+    batch_run(f, "Q3", "c@d.test", FALSE);
+    batch_run(f, "Q4", "d@d.test", TRUE); /* and Q3's with it */
+    g_assert_cmpint(query_int(path, rows), ==, 4);
+    g_assert_cmpint(query_int(path, "SELECT rcpt_limit FROM limits"), ==, 2);
+    {
+        DbLog *l = dblog_new(f, NULL, "Q5", "", AGENT_TRANSCRIPT_NO, 0,
+                             3600);
+
+        g_assert_true(dblog_limits_get(l, "192.0.2.9:25", 3600, &lim,
+                                       &one));
+        g_assert_cmpuint(lim, ==, 2);
+        dblog_free(l);
+    }
+    batch_run(f, "Q6", "e@d.test", FALSE);
+    g_assert_cmpint(query_int(path, rows), ==, 4);
+    dblog_file_close(f);
+    g_assert_cmpint(query_int(path, rows), ==, 5);
+    g_assert_cmpint(query_int(path, "SELECT count(*) FROM attempts WHERE"
+                                    " queue_id = 'Q6' AND recipient ="
+                                    " 'e@d.test'"), ==, 1);
+    rm_db(path, dir);
+    g_free(path);
+    g_free(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -277,6 +348,7 @@ main(int argc, char **argv)
     g_test_add_func("/dblog/mask", test_mask);
     g_test_add_func("/dblog/flush", test_flush);
     g_test_add_func("/dblog/limits", test_limits);
+    g_test_add_func("/dblog/batch", test_batch);
     g_test_add_func("/dblog/retention", test_retention);
     g_test_add_func("/dblog/unusable", test_unusable);
     return g_test_run();

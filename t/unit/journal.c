@@ -727,6 +727,78 @@ test_inflight_duplicate(void)
     tmpdir_remove(dir);
 }
 
+/* an ended claim set's descriptor serves the next one with none of its
+ * locks: a third set (its own descriptor) gets what the first held,
+ * not what the second holds */
+static void
+test_claim_reuse(void)
+{
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    Journal *j = open_ok(path, 3600);
+    GError *error = NULL;
+    JournalClaim *a, *b, *c;
+
+    a = journal_claim_new(j, &error);
+    g_assert_no_error(error);
+    g_assert_true(journal_claim(a, "Q1", DIGEST_A, "r1@d.test", &error));
+    journal_claim_free(a);
+    b = journal_claim_new(j, &error); /* a's descriptor */
+    g_assert_true(journal_claim(b, "Q1", DIGEST_A, "r2@d.test", &error));
+    c = journal_claim_new(j, &error);
+    g_assert_no_error(error);
+    g_assert_true(journal_claim(c, "Q1", DIGEST_A, "r1@d.test", &error));
+    g_assert_false(journal_claim(c, "Q1", DIGEST_A, "r2@d.test", &error));
+    g_assert_no_error(error);
+    journal_claim_free(b);
+    journal_claim_free(c);
+    journal_close(j);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
+/* a resident agent's journal: checkpoints start the WAL over in place,
+ * so the file is never cut to nothing between commits, and it stays
+ * bounded; every row is there after a reopen */
+static void
+test_resident_wal(void)
+{
+    char *dir = tmpdir_new();
+    char *path = g_build_filename(dir, "journal.db", NULL);
+    char *wal = g_strconcat(path, "-wal", NULL);
+    Journal *j = open_ok(path, 3600);
+    gint64 top = 0;
+    GStatBuf st;
+
+    journal_set_resident(j);
+    for (int i = 0; i < 400; i++) {
+        g_autofree char *qid = g_strdup_printf("Q%d", i);
+        const char *r = "r@example.org";
+        JournalEntry e = {r, JOURNAL_DELIVERED, "mx[192.0.2.1]:25",
+                          "2.0.0", "250 ok"};
+        gboolean again = FALSE;
+
+        g_assert_true(journal_inflight(j, qid, DIGEST_A, &r, 1, &again,
+                                       NULL));
+        g_assert_true(journal_record(j, qid, DIGEST_A, &e, 1, NULL));
+        g_assert_cmpint(g_stat(wal, &st), ==, 0);
+        if (i >= 100)
+            g_assert_cmpint(st.st_size, >=, top);
+        top = MAX(top, (gint64)st.st_size);
+    }
+    g_assert_cmpint(top, >, 0);
+    g_assert_cmpint(top, <, 200 * 4120);
+    journal_close(j);
+    g_assert_cmpint(count_rows(path), ==, 400);
+    j = open_ok(path, 3600);
+    g_assert_cmpint(lookup(j, "Q399", DIGEST_A, "r@example.org"), ==,
+                    JOURNAL_DELIVERED);
+    journal_close(j);
+    g_free(wal);
+    g_free(path);
+    tmpdir_remove(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -738,6 +810,8 @@ main(int argc, char **argv)
     g_test_add_func("/journal/expiry", test_expiry);
     g_test_add_func("/journal/expiry-chunks", test_expiry_chunks);
     g_test_add_func("/journal/wal-bounded", test_wal_bounded);
+    g_test_add_func("/journal/resident-wal", test_resident_wal);
+    g_test_add_func("/journal/claim-reuse", test_claim_reuse);
     g_test_add_func("/journal/schema", test_schema);
     g_test_add_func("/journal/migrate-dsn-sent", test_migrate_dsn_sent);
     g_test_add_func("/journal/open/errors", test_open_errors);

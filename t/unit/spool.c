@@ -596,7 +596,9 @@ test_errors(void)
 }
 
 /* a write that fails (file size limit: EFBIG, like ENOSPC) is an error
- * with a clear message; run in a child so the limit stays there */
+ * with a clear message; a message small enough to stay in memory never
+ * writes, so it spools all the same; run in a child so the limit stays
+ * there */
 static void
 test_write_error(void)
 {
@@ -604,13 +606,22 @@ test_write_error(void)
         struct rlimit rl = { 1000, 1000 };
         GError *error = NULL;
         GString *in = g_string_new(NULL);
-        int fd;
+        Spool *sp;
+        int fd, small;
 
         signal(SIGXFSZ, SIG_IGN);
         while (in->len < 10000)
             g_string_append(in, "0123456789\n");
-        fd = fd_from_file(in->str, in->len); /* before the limit */
+        small = fd_from_file(in->str, in->len); /* before the limit */
+        while (in->len < 100000)
+            g_string_append(in, "0123456789\n");
+        fd = fd_from_file(in->str, in->len);
         g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &rl), ==, 0);
+        sp = spool_new(small, NULL, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(spool_size(sp), ==, 10010 + 910);
+        spool_free(sp);
+        close(small);
         g_assert_null(spool_new(fd, NULL, &error));
         g_assert_nonnull(error);
         g_assert_cmpstr(error->message, ==,
