@@ -683,6 +683,52 @@ test_arrival(void)
     g_assert_cmpint(spool_arrival_time("Received: id ; x\n", ""), ==, -1);
 }
 
+/* one spool reused for message after message (LMTP mode): big ones go
+ * through the file, small ones stay in memory, and none carries another's
+ * bytes; a small one after a big one leaves the file as it was, the next
+ * big one empties it first */
+static void
+test_reuse(void)
+{
+    static const gsize sizes[] = {200000, 300, 1, 0, 70000, 65536, 65537,
+                                  10};
+    Spool *sp = NULL;
+
+    for (gsize i = 0; i < G_N_ELEMENTS(sizes); i++) {
+        GString *in = g_string_new(NULL);
+        GString *want = g_string_new(NULL);
+        GString *got;
+        GError *error = NULL;
+
+        while (in->len < sizes[i])
+            g_string_append_printf(in, "m%" G_GSIZE_FORMAT " line %u\n", i,
+                                   (unsigned)in->len);
+        g_string_truncate(in, sizes[i]);
+        sp = spool_begin_again(sp, NULL, &error);
+        g_assert_no_error(error);
+        /* in pieces, as LMTP's DATA arrives */
+        for (gsize off = 0; off < in->len; off += 7000)
+            g_assert_true(spool_append(sp, in->str + off,
+                                       MIN(7000, in->len - off), &error));
+        spool_end(sp);
+        for (gsize k = 0; k < in->len; k++) {
+            if (in->str[k] == '\n')
+                g_string_append_c(want, '\r');
+            g_string_append_c(want, in->str[k]);
+        }
+        if (in->len > 0 && in->str[in->len - 1] != '\n')
+            g_string_append(want, "\r\n");
+        g_string_append(want, ".\r\n");
+        got = data_of(sp);
+        g_assert_cmpuint(got->len, ==, want->len);
+        g_assert_true(memcmp(got->str, want->str, want->len) == 0);
+        g_string_free(got, TRUE);
+        g_string_free(want, TRUE);
+        g_string_free(in, TRUE);
+    }
+    spool_free(sp);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -694,6 +740,7 @@ main(int argc, char **argv)
     g_test_add_func("/spool/data/repeated", test_repeated_send);
     g_test_add_func("/spool/data/sink-fails", test_sink_fails);
     g_test_add_func("/spool/data/big", test_big);
+    g_test_add_func("/spool/data/reuse", test_reuse);
     g_test_add_func("/spool/meta/table", test_meta);
     g_test_add_func("/spool/meta/digest-raw", test_digest_raw);
     g_test_add_func("/spool/headers/table", test_headers);
