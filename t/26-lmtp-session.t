@@ -286,6 +286,23 @@ ok(all(f.startswith("250 ") for f in finals) and len(finals) == 5,
 is_([m["body"] for m in vsink.messages()], bodies,
     "each arrives byte for byte, the short ones without the long one's "
     "tail")
+
+
+def logged_rows(path):
+    try:
+        c = sqlite3.connect(path)
+        try:
+            return c.execute("SELECT count(*) FROM attempts").fetchone()[0]
+        finally:
+            c.close()
+    except sqlite3.Error:
+        return -1
+
+
+# the session still open and quiet: the held rows are written (50 ms)
+ok(rrtest.wait_until(lambda: logged_rows(vagent.journal[:-3] + "-log.db")
+                     == 5, 3, what="the held rows"),
+   "a quiet session writes the delivery log rows it holds before it ends")
 s.cmd("QUIT")
 s.wait()
 db = sqlite3.connect(vagent.journal[:-3] + "-log.db")
