@@ -74,6 +74,8 @@ struct DbLogFile {
     /* the learned limits read, per server, kept DBLOG_LIMITS_KEEP_US */
     GHashTable *limits_seen; /* server -> LimitSeen* */
     sqlite3_stmt *limits_stmt;
+    /* the inserts, prepared at the first write (a batch writes many runs) */
+    sqlite3_stmt *rows_stmt, *transcripts_stmt;
 };
 
 struct DbLog {

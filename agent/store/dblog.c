@@ -202,6 +202,8 @@ dblog_file_close(DbLogFile *f)
     g_ptr_array_unref(f->held);
     g_hash_table_unref(f->limits_seen);
     sqlite3_finalize(f->limits_stmt);
+    sqlite3_finalize(f->rows_stmt);
+    sqlite3_finalize(f->transcripts_stmt);
     sqlwait_uninstall(&f->wait);
     sqlite3_close_v2(f->db);
     g_mutex_clear(&f->lock);
@@ -505,6 +507,21 @@ conn_relay(const DbLog *l, const DbLogConn *c)
     return NULL;
 }
 
+/* file_stmt - the statement SQL kept in *SLOT of L's open file,
+ * prepared at its first use (SQLite prepares it again itself after a
+ * schema change); NULL when it cannot be prepared */
+static sqlite3_stmt *
+file_stmt(DbLog *l, sqlite3_stmt **slot, const char *sql)
+{
+    if (*slot == NULL &&
+        sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(*slot);
+        *slot = NULL;
+    }
+    return *slot;
+}
+
 /* flush_transcripts - insert the kept transcripts, noting their ids */
 static gboolean
 flush_transcripts(DbLog *l, double now, GError **error)
@@ -520,8 +537,8 @@ flush_transcripts(DbLog *l, double now, GError **error)
         c->rowid = 0;
         if (!conn_kept(l, c))
             continue;
-        if (st == NULL
-            && sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        if (st == NULL &&
+            (st = file_stmt(l, &l->file->transcripts_stmt, sql)) == NULL) {
             ok = FALSE;
             break;
         }
@@ -536,7 +553,8 @@ flush_transcripts(DbLog *l, double now, GError **error)
     }
     if (!ok)
         sqldb_error(&l->sql, error, "cannot write transcripts");
-    sqlite3_finalize(st);
+    if (st != NULL)
+        sqlite3_reset(st);
     return ok;
 }
 
@@ -548,8 +566,10 @@ flush_rows(DbLog *l, GError **error)
         "INSERT INTO attempts (time, run, queue_id, sender, recipient,"
         " relay, conn, tx, dsn, status, reply, delay, note, transcript)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    sqlite3_stmt *st = NULL;
-    gboolean ok = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) == SQLITE_OK;
+    sqlite3_stmt *st = l->rows->len > 0 ? file_stmt(l, &l->file->rows_stmt,
+                                                    sql)
+                                         : NULL;
+    gboolean ok = l->rows->len == 0 || st != NULL;
 
     for (guint i = 0; i < l->rows->len && ok; i++) {
         const Row *r = g_ptr_array_index(l->rows, i);
@@ -582,7 +602,8 @@ flush_rows(DbLog *l, GError **error)
     }
     if (!ok)
         sqldb_error(&l->sql, error, "cannot write rows");
-    sqlite3_finalize(st);
+    if (st != NULL)
+        sqlite3_reset(st);
     return ok;
 }
 

@@ -196,6 +196,9 @@ sqlwait_busy(void *data, int count)
  * byte per block) and each sync also writes the file's new extent.
  */
 #define SQLWAIT_WAL_LIMIT "4194304" /* bytes a kept WAL is cut back to */
+/* pages a kept WAL holds before a checkpoint: it stays below the limit
+ * above (4,120 bytes a frame), so the file is never cut and grown again */
+#define SQLWAIT_KEPT_WAL_PAGES 960
 
 static int
 sqlwait_wal(void *data, sqlite3 *db, const char *name, int pages)
@@ -221,6 +224,7 @@ sqlwait_keep_wal(sqlite3 *db, SqlWait *w, int *rc)
     if (*rc != SQLITE_OK)
         return FALSE;
     w->keep_wal = TRUE;
+    w->wal_pages = MAX(w->wal_pages, SQLWAIT_KEPT_WAL_PAGES);
     return TRUE;
 }
 
