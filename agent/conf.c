@@ -19,9 +19,9 @@ static const ConfSpec agent_spec[] = {
      A(journal), "SQLite journal of final outcomes"},
     {"agent", "journal_expire", CONF_TIME, "5d", A(journal_expire),
      "how long journal entries are kept"},
-    {"agent", "journal_sync", CONF_BOOL, "yes", A(journal_sync),
-     "sync each outcome to disk before it is reported; no = it survives a "
-     "crash of the agent, not of the machine"},
+    {"agent", "journal_sync", CONF_BOOL, "no", A(journal_sync),
+     "yes = sync each outcome to disk before it is reported (it then "
+     "survives a power cut too); no = it survives a crash of the agent"},
     {"agent", "deadline", CONF_TIME, "900s", A(deadline),
      "stop and defer the rest after this time"},
     {"agent", "spool_dir", CONF_STRING, "", A(spool_dir),

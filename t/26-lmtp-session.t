@@ -310,24 +310,24 @@ is_(sorted(r[0] for r in db.execute("SELECT recipient FROM attempts")),
     ["v%d@d1.test" % i for i in range(5)],
     "the delivery log has each message's row (one handle for the session)")
 db.close()
-# --- 13. [agent] journal_sync = no: the journal still stops a second copy --
+# --- 13. [agent] journal_sync = yes: the journal stops a second copy too --
 nsink = SmtpSink({"ehlo": ["PIPELINING"]})
 nport = nsink.start()
 rrtest.at_cleanup(nsink.stop)
-nagent = rrtest.Agent(name="nosync", relay="[127.0.0.1]:%d" % nport,
-                      agent_extra={"journal_sync": "no"})
+nagent = rrtest.Agent(name="sync", relay="[127.0.0.1]:%d" % nport,
+                      agent_extra={"journal_sync": "yes"})
 for attempt in (1, 2):
     s = LmtpAgent(nagent)
     s.reply()
     s.cmd("LHLO p.test")
     final = s.transaction("s@src.test", ["n1@d1.test", "n2@d2.test"], MSG,
-                          ident="NOSYNC1")[3]
+                          ident="SYNC1")[3]
     is_([f[:4] for f in final], ["250 "] * 2,
-        "journal_sync = no, attempt %d: 250 per recipient" % attempt)
+        "journal_sync = yes, attempt %d: 250 per recipient" % attempt)
     s.cmd("QUIT")
     s.wait()
 is_(nsink.delivered(), ["n1@d1.test", "n2@d2.test"],
-    "journal_sync = no: the retry delivers nothing again")
+    "journal_sync = yes: the retry delivers nothing again")
 # --- 14. two servers per message, sessions kept: rows of the right run ----
 # (each message's two lanes run on worker threads that outlive it; a
 # lane on a kept session begins no new connection, and its rows must not

@@ -34,22 +34,22 @@
  *   cut may lose it, and then the retry finds no row and sends again,
  *   which is what an in-flight row asks for as well (RFC 5321 §6.1). The
  *   next synced commit (the outcomes) syncs it with them.
- * - the outcomes after the final reply (journal_record): one WAL
- *   fdatasync before the exit status reaches Postfix; without it a retry
- *   after a power cut would deliver again. A checkpoint another process
+ * - the outcomes after the final reply (journal_record): with [agent]
+ *   journal_sync = yes one WAL fdatasync before the exit status reaches
+ *   Postfix; without it a retry after a power cut may deliver again. A checkpoint another process
  *   runs in between syncs the WAL first, so the frames are safe either
  *   way.
  * - SQLite also syncs the directory with the first WAL sync of a run (it
  *   opened the WAL with O_CREAT): the WAL's name survives a crash.
- * - every JOURNAL_WAL_PAGES pages (about 16 messages) the committing run
- *   checkpoints: WAL synced, pages copied, database file synced, then the
- *   WAL truncated (a resident agent's: started over in place,
- *   sqlwait_keep_wal). No sync can go without giving up exactly-once.
- * - [agent] journal_sync = no (journal_set_sync): no sync after the
- *   outcomes either: the journal then survives a crash of the agent, as
+ * - every JOURNAL_WAL_PAGES pages (about 16 messages; a resident agent's
+ *   every 960, sqlwait_keep_wal) the committing run checkpoints: WAL
+ *   synced, pages copied, database file synced, then the WAL truncated
+ *   (a resident agent's: started over in place).
+ * - [agent] journal_sync = no, the default (journal_set_sync): no sync
+ *   after the outcomes: the journal survives a crash of the agent, as
  *   Postfix's queue file marks a recipient done (write, no fsync), but
  *   not a power cut: a retry after one may deliver again what the lost
- *   commits held (DESIGN §7).
+ *   commits held, never less (DESIGN §7).
  */
 
 struct Journal {
@@ -96,6 +96,11 @@ static const char *const journal_schema[] = {
     /* 1 -> 2: bounced ones record whether our DSN was sent (DESIGN §7);
      * the delivery log lives in its own database (dblog.c) */
     "ALTER TABLE journal ADD COLUMN dsn_sent INTEGER NOT NULL DEFAULT 0;",
+    /* 2 -> 3: no time index. A row keeps the time of its first insert and
+     * rowids grow with it, so expiry reads the table from its first rowid
+     * (journal_expire); the index had been one more page in every mark's
+     * commit. A schema-2 agent still running expires by a scan. */
+    "DROP INDEX IF EXISTS journal_time;",
 };
 
 int
@@ -104,9 +109,14 @@ journal_schema_version(void)
     return (int)G_N_ELEMENTS(journal_schema);
 }
 
-/* journal_expire - delete at most JOURNAL_EXPIRE_ROWS entries older than
- * EXPIRE seconds; when that many went, the stamp goes back to 0 so that
- * the next run takes the next chunk: no run pays for a backlog at once */
+/* journal_expire - of the JOURNAL_EXPIRE_ROWS oldest entries (the first
+ * rowids: a row keeps the time it was first written with, and a new row
+ * gets a rowid above every other), delete those older than EXPIRE
+ * seconds, and those stamped more than a day ahead (written under a clock
+ * set forward: kept, they would hold up every row behind them). When any
+ * went, the stamp goes back to 0 so that the next run looks at the next
+ * chunk: no run pays for a backlog at once, none reads more than a chunk,
+ * and a backlog drains run by run. */
 static gboolean
 journal_expire(Journal *j, gint64 now, guint expire, GError **error)
 {
@@ -114,13 +124,15 @@ journal_expire(Journal *j, gint64 now, guint expire, GError **error)
     gboolean ok = FALSE;
 
     if (sqlite3_prepare_v2(j->db, "DELETE FROM journal WHERE rowid IN"
-                           " (SELECT rowid FROM journal WHERE time < ?"
-                           " LIMIT " G_STRINGIFY(JOURNAL_EXPIRE_ROWS) ")",
+                           " (SELECT rowid FROM journal ORDER BY rowid"
+                           " LIMIT " G_STRINGIFY(JOURNAL_EXPIRE_ROWS) ")"
+                           " AND (time < ?1 OR time > ?2)",
                            -1, &st, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_int64(st, 1, now - (gint64)expire);
+    sqlite3_bind_int64(st, 2, now + 86400);
     ok = sqlite3_step(st) == SQLITE_DONE;
-    if (ok && sqlite3_changes(j->db) >= JOURNAL_EXPIRE_ROWS)
+    if (ok && sqlite3_changes(j->db) > 0)
         ok = sqldb_maint_again(&j->sql, "expire", NULL);
 out:
     if (!ok)
@@ -460,7 +472,8 @@ out:
 #define JOURNAL_SHM_PGSZ 14      /* wal-index header: szPage (u16) */
 
 /* journal_bytes - what the rows of the N RECIPIENTS take in the table
- * and the key index (twice the key, some overhead) and the time index */
+ * and the key index (twice the key, some overhead; more than enough
+ * since the time index went, schema 3) */
 static sqlite3_int64
 journal_bytes(const char *queue_id, const char *digest,
               const char *const *recipients, gsize n)
@@ -529,13 +542,15 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
                const char *const *recipients, gsize n, gboolean *again,
                gboolean undo, GError **error)
 {
-    /* INSERT: a row in flight already becomes INFLIGHT_AGAIN */
+    /* INSERT: a row in flight already becomes INFLIGHT_AGAIN; a row keeps
+     * its first time (journal_expire; the first mark came after Postfix
+     * queued the message, so the row outlives the message's queue life
+     * with journal_expire >= maximal_queue_lifetime) */
     static const char mark[] =
         "INSERT INTO journal (queue_id, digest, recipient, state, time)"
         " VALUES (?1, ?2, ?3, 3, ?4)"
         " ON CONFLICT (queue_id, digest, recipient) DO UPDATE SET"
-        " state = CASE WHEN state IN (3, 4) THEN 4 ELSE 3 END,"
-        " time = ?4";
+        " state = CASE WHEN state IN (3, 4) THEN 4 ELSE 3 END";
     static const char find[] =
         "SELECT state FROM journal WHERE queue_id = ?1 AND digest = ?2"
         " AND recipient = ?3 AND state IN (3, 4)";
