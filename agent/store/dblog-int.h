@@ -73,9 +73,9 @@ struct DbLogFile {
     gint64 held_last;   /* the newest one's */
     /* the learned limits read, per server, kept DBLOG_LIMITS_KEEP_US */
     GHashTable *limits_seen; /* server -> LimitSeen* */
-    sqlite3_stmt *limits_stmt;
-    /* the inserts, prepared at the first write (a batch writes many runs) */
-    sqlite3_stmt *rows_stmt, *transcripts_stmt;
+    /* statements prepared once (sqldb_stmt): a batch writes many runs;
+     * under the file's writes (dblog_write) or LOCK (the limits' read) */
+    GHashTable *stmts;
 };
 
 struct DbLog {

@@ -174,6 +174,7 @@ dblog_file_open(const char *path, GError **error)
     f->held = g_ptr_array_new_with_free_func((GDestroyNotify)dblog_free);
     f->limits_seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                            g_free);
+    f->stmts = sqldb_stmts_new();
     rc = sqlite3_open_v2(f->path, &f->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_FULLMUTEX, NULL);
@@ -201,9 +202,7 @@ dblog_file_close(DbLogFile *f)
     dblog_file_write(f);
     g_ptr_array_unref(f->held);
     g_hash_table_unref(f->limits_seen);
-    sqlite3_finalize(f->limits_stmt);
-    sqlite3_finalize(f->rows_stmt);
-    sqlite3_finalize(f->transcripts_stmt);
+    g_hash_table_destroy(f->stmts); /* every statement finalized */
     sqlwait_uninstall(&f->wait);
     sqlite3_close_v2(f->db);
     g_mutex_clear(&f->lock);
@@ -413,6 +412,7 @@ dblog_limits_get(DbLog *l, const char *server, guint max_age,
                               " WHERE server = ? AND time >= ?";
     DbLogFile *f = l->file;
     gint64 now = g_get_monotonic_time();
+    sqlite3_stmt *st;
     LimitSeen *seen;
     gboolean found;
     int rc;
@@ -428,28 +428,25 @@ dblog_limits_get(DbLog *l, const char *server, guint max_age,
         goto out;
     seen->found = FALSE;
     seen->at = now;
-    if (f->limits_stmt == NULL &&
-        sqlite3_prepare_v2(l->db, sql, -1, &f->limits_stmt, NULL)
-            != SQLITE_OK) {
+    if ((st = sqldb_stmt(f->stmts, l->db, sql)) == NULL) {
         log_warning("%s: delivery log %s: cannot read limits: %s",
                     l->queue_id, l->path, sqlite3_errmsg(l->db));
         seen->at = 0; /* not kept: the next look reads again */
         goto out;
     }
-    sqlite3_bind_text(f->limits_stmt, 1, server, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(f->limits_stmt, 2,
-                       g_get_real_time() / G_USEC_PER_SEC - max_age);
-    rc = sqlite3_step(f->limits_stmt);
+    sqlite3_bind_text(st, 1, server, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, g_get_real_time() / G_USEC_PER_SEC - max_age);
+    rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        seen->rcpt_limit = (guint)sqlite3_column_int(f->limits_stmt, 0);
-        seen->one_domain = sqlite3_column_int(f->limits_stmt, 1) != 0;
+        seen->rcpt_limit = (guint)sqlite3_column_int(st, 0);
+        seen->one_domain = sqlite3_column_int(st, 1) != 0;
         seen->found = TRUE;
     } else if (rc != SQLITE_DONE) {
         log_warning("%s: delivery log %s: cannot read limits: %s",
                     l->queue_id, l->path, sqlite3_errmsg(l->db));
         seen->at = 0;
     }
-    sqlite3_reset(f->limits_stmt);
+    sqldb_stmt_done(st);
 out:
     found = seen->found;
     if (found) {
@@ -507,21 +504,6 @@ conn_relay(const DbLog *l, const DbLogConn *c)
     return NULL;
 }
 
-/* file_stmt - the statement SQL kept in *SLOT of L's open file,
- * prepared at its first use (SQLite prepares it again itself after a
- * schema change); NULL when it cannot be prepared */
-static sqlite3_stmt *
-file_stmt(DbLog *l, sqlite3_stmt **slot, const char *sql)
-{
-    if (*slot == NULL &&
-        sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot,
-                           NULL) != SQLITE_OK) {
-        sqlite3_finalize(*slot);
-        *slot = NULL;
-    }
-    return *slot;
-}
-
 /* flush_transcripts - insert the kept transcripts, noting their ids */
 static gboolean
 flush_transcripts(DbLog *l, double now, GError **error)
@@ -538,7 +520,7 @@ flush_transcripts(DbLog *l, double now, GError **error)
         if (!conn_kept(l, c))
             continue;
         if (st == NULL &&
-            (st = file_stmt(l, &l->file->transcripts_stmt, sql)) == NULL) {
+            (st = sqldb_stmt(l->file->stmts, l->db, sql)) == NULL) {
             ok = FALSE;
             break;
         }
@@ -553,8 +535,7 @@ flush_transcripts(DbLog *l, double now, GError **error)
     }
     if (!ok)
         sqldb_error(&l->sql, error, "cannot write transcripts");
-    if (st != NULL)
-        sqlite3_reset(st);
+    sqldb_stmt_done(st);
     return ok;
 }
 
@@ -566,7 +547,7 @@ flush_rows(DbLog *l, GError **error)
         "INSERT INTO attempts (time, run, queue_id, sender, recipient,"
         " relay, conn, tx, dsn, status, reply, delay, note, transcript)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    sqlite3_stmt *st = l->rows->len > 0 ? file_stmt(l, &l->file->rows_stmt,
+    sqlite3_stmt *st = l->rows->len > 0 ? sqldb_stmt(l->file->stmts, l->db,
                                                     sql)
                                          : NULL;
     gboolean ok = l->rows->len == 0 || st != NULL;
@@ -602,8 +583,7 @@ flush_rows(DbLog *l, GError **error)
     }
     if (!ok)
         sqldb_error(&l->sql, error, "cannot write rows");
-    if (st != NULL)
-        sqlite3_reset(st);
+    sqldb_stmt_done(st);
     return ok;
 }
 

@@ -18,6 +18,7 @@
 #define JOURNAL_BUSY_MS 10000
 #define JOURNAL_MAINT_INTERVAL 300 /* seconds between expiry runs */
 #define JOURNAL_EXPIRE_ROWS 2000   /* entries expired per run, at most */
+#define JOURNAL_AHEAD_S 86400      /* a time further ahead: a wrong clock's */
 #define JOURNAL_WAL_PAGES 64     /* WAL length that starts a checkpoint */
 #define JOURNAL_CLAIM_SPARES 4   /* claim descriptors kept for reuse */
 
@@ -36,9 +37,9 @@
  *   next synced commit (the outcomes) syncs it with them.
  * - the outcomes after the final reply (journal_record): with [agent]
  *   journal_sync = yes one WAL fdatasync before the exit status reaches
- *   Postfix; without it a retry after a power cut may deliver again. A checkpoint another process
- *   runs in between syncs the WAL first, so the frames are safe either
- *   way.
+ *   Postfix; without it a retry after a power cut may deliver again. A
+ *   checkpoint another process runs in between syncs the WAL first, so
+ *   the frames are safe either way.
  * - SQLite also syncs the directory with the first WAL sync of a run (it
  *   opened the WAL with O_CREAT): the WAL's name survives a crash.
  * - every JOURNAL_WAL_PAGES pages (about 16 messages; a resident agent's
@@ -59,18 +60,12 @@ struct Journal {
     GMutex lock; /* one transaction at a time on this handle */
     SqlWait wait;
     gboolean sync;      /* outcomes synced before they are reported */
-    GHashTable *stmts;  /* SQL text -> its statement, prepared once */
+    GHashTable *stmts;  /* prepared once (sqldb_stmt), under LOCK */
     /* claim files of ended claim sets, every lock released, for the
      * next ones (JournalClaim below); under LOCK */
     int claim_spare[JOURNAL_CLAIM_SPARES];
     guint claim_spares;
 };
-
-static void
-stmt_free(gpointer st)
-{
-    sqlite3_finalize(st);
-}
 
 
 /* journal_error_quark - the error domain of this module */
@@ -130,7 +125,7 @@ journal_expire(Journal *j, gint64 now, guint expire, GError **error)
                            -1, &st, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_int64(st, 1, now - (gint64)expire);
-    sqlite3_bind_int64(st, 2, now + 86400);
+    sqlite3_bind_int64(st, 2, now + JOURNAL_AHEAD_S);
     ok = sqlite3_step(st) == SQLITE_DONE;
     if (ok && sqlite3_changes(j->db) > 0)
         ok = sqldb_maint_again(&j->sql, "expire", NULL);
@@ -183,8 +178,7 @@ journal_open(const char *path, guint expire, GError **error)
     int rc;
 
     g_mutex_init(&j->lock);
-    j->stmts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                     stmt_free);
+    j->stmts = sqldb_stmts_new();
     j->path = g_strdup(path);
     j->sync = TRUE;
     rc = sqlite3_open_v2(path, &j->db,
@@ -252,37 +246,6 @@ journal_close(Journal *j)
     g_free(j);
 }
 
-/* journal_stmt - SQL prepared once per handle (under J's lock) and
- * reset for this use: most of a message's journal work was preparing
- * the same few statements again; NULL when it cannot be prepared (the
- * connection holds the error). Give it back with journal_stmt_done. */
-static sqlite3_stmt *
-journal_stmt(Journal *j, const char *sql)
-{
-    sqlite3_stmt *st = g_hash_table_lookup(j->stmts, sql);
-
-    if (st != NULL)
-        return st;
-    if (sqlite3_prepare_v3(j->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
-                           NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    g_hash_table_insert(j->stmts, g_strdup(sql), st);
-    return st;
-}
-
-/* journal_stmt_done - ST (may be NULL) reset, its bindings cleared: no
- * read left open on the file */
-static void
-journal_stmt_done(sqlite3_stmt *st)
-{
-    if (st != NULL) {
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-    }
-}
-
 /* journal_wal_sync - after an outcome's COMMIT: its frames in the WAL
  * synced (SQLite's synchronous=FULL does the same inside COMMIT, but
  * switching the level costs two statements per message, and a PRAGMA
@@ -329,7 +292,7 @@ journal_lookup(Journal *j, const char *queue_id, const char *digest,
     int rc;
 
     g_mutex_lock(&j->lock);
-    if ((st = journal_stmt(j, sql)) == NULL) {
+    if ((st = sqldb_stmt(j->stmts, j->db, sql)) == NULL) {
         sqldb_error(&j->sql, error, "cannot look up");
         goto out;
     }
@@ -348,7 +311,7 @@ journal_lookup(Journal *j, const char *queue_id, const char *digest,
         sqldb_error(&j->sql, error, "cannot look up");
     }
 out:
-    journal_stmt_done(st);
+    sqldb_stmt_done(st);
     g_mutex_unlock(&j->lock);
     return state;
 }
@@ -410,7 +373,7 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
     if (!sqldb_begin(&j->sql, error))
         goto out;
     begun = TRUE;
-    if ((st = journal_stmt(j, sql)) == NULL) {
+    if ((st = sqldb_stmt(j->stmts, j->db, sql)) == NULL) {
         sqldb_error(&j->sql, error, "cannot record");
         goto out;
     }
@@ -418,12 +381,12 @@ journal_record_dsn(Journal *j, const char *queue_id, const char *digest,
         if (!journal_insert(j, st, queue_id, digest, &entries[i], now,
                             dsn_sent, error))
             goto out;
-    journal_stmt_done(st);
+    sqldb_stmt_done(st);
     st = NULL;
     ok = sqldb_commit(&j->sql, error) &&
          (!j->sync || journal_wal_sync(j, error));
 out:
-    journal_stmt_done(st);
+    sqldb_stmt_done(st);
     if (!ok && begun)
         sqldb_rollback(&j->sql);
     g_mutex_unlock(&j->lock);
@@ -441,7 +404,7 @@ journal_flight_step(Journal *j, const char *sql, const char *queue_id,
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
 
-    if ((st = journal_stmt(j, sql)) == NULL)
+    if ((st = sqldb_stmt(j->stmts, j->db, sql)) == NULL)
         goto out;
     sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
@@ -451,7 +414,7 @@ journal_flight_step(Journal *j, const char *sql, const char *queue_id,
 out:
     if (!ok)
         sqldb_error(&j->sql, error, "cannot record in-flight state");
-    journal_stmt_done(st);
+    sqldb_stmt_done(st);
     return ok;
 }
 
@@ -590,13 +553,13 @@ journal_flight(Journal *j, const char *queue_id, const char *digest,
             sqlite3_stmt *st = NULL;
 
             again[i] = FALSE;
-            if ((st = journal_stmt(j, find)) != NULL) {
+            if ((st = sqldb_stmt(j->stmts, j->db, find)) != NULL) {
                 sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
                 sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
                 sqlite3_bind_text(st, 3, recipients[i], -1, SQLITE_STATIC);
                 again[i] = sqlite3_step(st) == SQLITE_ROW;
             }
-            journal_stmt_done(st);
+            sqldb_stmt_done(st);
         }
         if (!journal_flight_step(j, !undo ? mark
                                     : again[i] ? back_once : back_none,

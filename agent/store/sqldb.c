@@ -22,6 +22,43 @@ sqldb_exec(const SqlDb *s, const char *sql, const char *what,
     return FALSE;
 }
 
+static void
+stmt_free(gpointer st)
+{
+    sqlite3_finalize(st);
+}
+
+GHashTable *
+sqldb_stmts_new(void)
+{
+    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, stmt_free);
+}
+
+sqlite3_stmt *
+sqldb_stmt(GHashTable *stmts, sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = g_hash_table_lookup(stmts, sql);
+
+    if (st != NULL)
+        return st;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    g_hash_table_insert(stmts, g_strdup(sql), st);
+    return st;
+}
+
+void
+sqldb_stmt_done(sqlite3_stmt *st)
+{
+    if (st != NULL) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
 /* The transaction statements, prepared once per connection when it has
  * a SqlWait (each message's two or three commits parsed them again). */
 enum { SQLDB_BEGIN, SQLDB_COMMIT, SQLDB_ROLLBACK };

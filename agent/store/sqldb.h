@@ -1,7 +1,7 @@
 /*
  * sqldb.h - what the journal and the delivery log do alike with their
  * SQLite files (DESIGN §7): statements without rows and their errors in
- * one wording ("LABEL PATH: WHAT: sqlite's message"), one-number
+ * one wording, statements prepared once ("LABEL PATH: WHAT: sqlite's message"), one-number
  * queries, the schema steps by PRAGMA user_version, and the maintenance
  * claim that lets one run at a time do the expiry work. Lock waits and
  * the WAL are sqlwait.h's.
@@ -43,6 +43,22 @@ gboolean sqldb_commit(const SqlDb *s, GError **error);
 /* sqldb_rollback - ROLLBACK (when a transaction is open) and out of the
  * gate */
 void sqldb_rollback(const SqlDb *s);
+
+/* sqldb_stmts_new - a cache of prepared statements, SQL text -> its
+ * statement (sqldb_stmt); destroying it finalizes them, so it goes before
+ * the connection closes */
+GHashTable *sqldb_stmts_new(void);
+
+/* sqldb_stmt - SQL prepared once on DB and kept in STMTS (SQLite prepares
+ * it again itself after a schema change): a resident agent's messages
+ * would otherwise parse the same few statements again and again; NULL
+ * when it cannot be prepared (the connection holds the error). Give it
+ * back with sqldb_stmt_done. Under the caller's lock of DB. */
+sqlite3_stmt *sqldb_stmt(GHashTable *stmts, sqlite3 *db, const char *sql);
+
+/* sqldb_stmt_done - ST (may be NULL) reset, its bindings cleared: no
+ * read left open on the file */
+void sqldb_stmt_done(sqlite3_stmt *st);
 
 /* sqldb_int - the first column of a one-row query, or -1 */
 gint64 sqldb_int(const SqlDb *s, const char *sql);
