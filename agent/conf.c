@@ -113,6 +113,13 @@ static const ConfSpec agent_spec[] = {
      "long at most"},
     {"lmtp", "connection_reuse_count_limit", CONF_UINT, "100",
      A(lmtp_reuse_count), "messages per outbound connection"},
+    {"lmtp", "listen", CONF_STRING,
+     "unix:/var/spool/postfix/private/rapidretry-lmtp", A(lmtp_listen),
+     "--lmtp-daemon: the socket, unix:PATH or inet:HOST:PORT"},
+    {"lmtp", "workers", CONF_UINT, "20", A(lmtp_workers),
+     "--lmtp-daemon: resident processes, each one LMTP session at a time"},
+    {"lmtp", "user", CONF_STRING, "rapidretry", A(lmtp_user),
+     "--lmtp-daemon started as root: the user it runs as after binding"},
     {"schedule", "state", CONF_STRING, "", A(sched_state),
      "destination state shared by the host's agents; \"\" = beside the "
      "journal, none = no scheduling"},
@@ -335,6 +342,11 @@ agent_conf_check(AgentConf *c, const ConfigFile *cf, GError **error)
         g_set_error(error, CONFIG_ERROR, 0, "%s: [lmtp] deadline %us is "
                     "too short or idle_timeout is 0", cf->path,
                     c->lmtp_deadline);
+        return FALSE;
+    }
+    if (c->lmtp_workers < 1 || c->lmtp_workers > 1000) {
+        g_set_error(error, CONFIG_ERROR, 0, "%s: [lmtp] workers %u is not "
+                    "within 1..1000", cf->path, c->lmtp_workers);
         return FALSE;
     }
     if (c->journal[0] == '\0') {

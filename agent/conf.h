@@ -69,6 +69,9 @@ typedef struct {
     guint lmtp_cache_time;   /* an outbound session kept between messages */
     guint lmtp_reuse_time;   /* ... for at most this long in all */
     guint lmtp_reuse_count;  /* ... and this many messages */
+    char *lmtp_listen;       /* --lmtp-daemon: unix:PATH, inet:HOST:PORT */
+    guint lmtp_workers;      /* ... its resident processes */
+    char *lmtp_user;         /* ... who they run as when started as root */
     /* [schedule] (DESIGN §11) */
     char *sched_state;       /* state file, "" = beside the journal, "none" */
     guint sched_concurrency; /* sessions per server, 0 = no cap */

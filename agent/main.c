@@ -110,7 +110,8 @@ args_parse(int argc, char **argv, Args *a)
 /* The modes other than pipe(8)'s, each named by one option that may
  * stand anywhere among the options (before "--"), and the options of
  * any mode that take a value (their value is never a mode's name). */
-static const char *const agent_modes[] = {"--lmtp", "-t", "--test", "-q",
+static const char *const agent_modes[] = {"--lmtp", "--lmtp-daemon", "-t",
+                                          "--test", "-q",
                                           "--query", "--destinations",
                                           "--flush-destination",
                                           "--postconf"};
@@ -179,6 +180,14 @@ main(int argc, char **argv)
     if (g_strcmp0(mode, "--destinations") == 0 ||
         g_strcmp0(mode, "--flush-destination") == 0)
         return dest_main(argc, argv);
+    if (g_strcmp0(mode, "--lmtp-daemon") == 0) { /* DESIGN §9 */
+        /* started by the administrator or systemd: stderr tells them
+         * why it could not start */
+        signal(SIGPIPE, SIG_IGN);
+        umask(027);
+        log_init("rapidretry-lmtp", FALSE);
+        return lmtp_daemon_main(argc, argv);
+    }
     /* pipe(8) reads stderr as our status: nothing may ever reach it */
     null_fd = open("/dev/null", O_WRONLY);
     if (null_fd >= 0 && null_fd != STDERR_FILENO) {

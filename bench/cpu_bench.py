@@ -4,6 +4,8 @@ nearly nothing (Postfix's smtp-sink):
   smtp     Postfix smtp(8) -> smtp-sink
   lmtp     Postfix lmtp(8) -> rapidretry-agent --lmtp -> smtp-sink
   sync     the same with [agent] journal_sync = yes (each outcome synced)
+  daemon   Postfix lmtp(8) -> rapidretry-agent --lmtp-daemon -> smtp-sink
+           (resident workers: no spawn(8), no process per LMTP session)
   ceiling  Postfix lmtp(8) -> smtp-sink -L (an LMTP server that delivers
            nothing: what any LMTP-mode agent can at best reach)
 Every case queues its 1-recipient messages first (defer_transports), then
@@ -133,6 +135,8 @@ def deliver_timed(snd, sink, n, perf=None):
                                 stderr=subprocess.DEVNULL)
         time.sleep(1)
     roots = [snd.master_pid(), sink.proc.pid]
+    if getattr(snd, "daemon", None):
+        roots.append(snd.daemon.proc.pid)
     tree0, agent0 = tree_cpu(roots)
     busy0, t0 = machine_busy(), time.monotonic()
     # postqueue -f in the background: it may take longer than the
@@ -167,13 +171,20 @@ def senders():
         return LmtpSender(name, agent=a, main=dict(
             HELD, rapidretry_destination_concurrency_limit="20")), s
 
+    def daemon():
+        s = Sink()
+        a = rrtest.Agent(name="j-daemon/agent", relay="[127.0.0.1]:%d"
+                         % s.port, deadline="120s")
+        return LmtpSender("j-daemon", agent=a, daemon=True, workers=20,
+                          main=dict(HELD, rapidretry_destination_concurrency_limit="20")), s
+
     def ceiling():
         s = Sink(lmtp=True)
         return Sender("j-ceil", relay_port=s.port, smtp=True, main=dict(
             HELD, default_transport="lmtp:inet:[127.0.0.1]:%d" % s.port,
             relayhost="")), s
     return {"smtp": smtp, "lmtp": lmtp, "sync": lambda: lmtp(True),
-            "ceiling": ceiling}
+            "daemon": daemon, "ceiling": ceiling}
 
 
 def run_case(make, n, perf=None):
@@ -194,11 +205,11 @@ def part_j(row, say, n=None):
         " ...")
     cases = senders()
     res = {k: [] for k in cases}
-    for order in (("smtp", "lmtp", "sync", "ceiling"),
-                  ("ceiling", "sync", "lmtp", "smtp")):
+    for order in (("smtp", "lmtp", "daemon", "sync", "ceiling"),
+                  ("ceiling", "sync", "daemon", "lmtp", "smtp")):
         for k in order:
             res[k].append(run_case(cases[k], n))
-    for k in ("lmtp", "sync", "ceiling", "smtp"):
+    for k in ("lmtp", "daemon", "sync", "ceiling", "smtp"):
         for rnd, r in enumerate(res[k], 1):
             s = res["smtp"][rnd - 1]
             case = "%s, round %d" % (k, rnd)
@@ -212,7 +223,7 @@ def part_j(row, say, n=None):
             row("j", case, "machine CPU per message",
                 round(r["machine"] / n, 2), round(s["machine"] / n, 2),
                 "ms", "every process on the machine over the window")
-            if k in ("lmtp", "sync"):
+            if k in ("lmtp", "daemon", "sync"):
                 row("j", case, "agent CPU per message",
                     round(r["agent"] / n, 2), None, "ms",
                     "rapidretry-agent alone")

@@ -10,6 +10,7 @@
 #define RR_LMTP_INT_H
 
 #include <glib.h>
+#include <signal.h>
 #include "conncache.h"
 #include "dblog.h"
 #include "deliver.h"
@@ -33,6 +34,19 @@ typedef struct {
 } LmtpSession;
 
 /* lmtp.c */
+
+extern volatile sig_atomic_t lmtp_term;  /* SIGTERM: end at the next wait */
+extern volatile sig_atomic_t lmtp_drain; /* end between messages */
+
+/* lmtp_args - "[-c CONF] [-v]" after the mode option in ARGV[1] */
+gboolean lmtp_args(int argc, char **argv, const char **conf,
+                   gboolean *verbose);
+/* lmtp_session_run - one LMTP session on IN/OUT until it ends; S keeps
+ * the journal, the delivery log and the spool file for the next one */
+void lmtp_session_run(LmtpSession *s, const AgentConf *conf, int in,
+                      int out);
+/* lmtp_session_close - what lmtp_session_run kept, closed */
+void lmtp_session_close(LmtpSession *s);
 
 /* io_flush - write the pending replies; FALSE when the client is gone */
 gboolean io_flush(LmtpSession *s);

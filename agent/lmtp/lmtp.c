@@ -23,7 +23,9 @@
 #define LMTP_READ_CHUNK (64 * 1024)
 #define LMTP_AGE_MARGIN 60     /* seconds kept free below time_limit */
 
-static volatile sig_atomic_t lmtp_term; /* SIGTERM seen */
+volatile sig_atomic_t lmtp_term;  /* SIGTERM seen */
+volatile sig_atomic_t lmtp_drain; /* --lmtp-daemon's SIGHUP: end the
+                                     session after the message under way */
 
 gboolean
 io_flush(LmtpSession *s)
@@ -56,7 +58,8 @@ say_421(LmtpSession *s, const char *dsn, const char *text)
 }
 
 /* io_fill - flush the replies, then wait up to the idle timeout for more
- * input: 1 read, 0 EOF or error, -1 timeout, -2 SIGTERM */
+ * input: 1 read, 0 EOF or error, -1 timeout, -2 SIGTERM, -3 SIGHUP of
+ * --lmtp-daemon between messages */
 static int
 io_fill(LmtpSession *s)
 {
@@ -78,6 +81,9 @@ io_fill(LmtpSession *s)
             return -1;
         if (lmtp_term)
             return -2;
+        if (lmtp_drain && s->proto.state == LMTP_PROTO_READY &&
+            s->buf->len == 0)
+            return -3;
         if (due > 0 && due <= now) {
             /* quiet: the delivery log rows held so far are written */
             dblog_file_write(s->dblog);
@@ -85,7 +91,9 @@ io_fill(LmtpSession *s)
         }
         if (due > 0)
             left = MIN(left, due - now);
-        rc = poll(&pfd, 1, (int)MIN(left / 1000 + 1, G_MAXINT));
+        /* at most a second: a signal that came just before the poll
+         * is seen at the next turn */
+        rc = poll(&pfd, 1, (int)MIN(left / 1000 + 1, 1000));
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc < 0)
@@ -103,7 +111,7 @@ io_fill(LmtpSession *s)
 }
 
 /* read_line - the next command line without its line end; FALSE at EOF,
- * timeout or SIGTERM (*WHY -1 or -2). A line over the limit comes back
+ * timeout or a signal (*WHY as io_fill's). A line over the limit comes back
  * cut, with *LONG set, its rest skipped. */
 static gboolean
 read_line(LmtpSession *s, GString *line, int *why, gboolean *lng)
@@ -253,6 +261,9 @@ lmtp_serve(LmtpSession *s)
             if (why == -2) {
                 say_421(s, "4.3.2", "Service shutting down");
                 log_info("SIGTERM: LMTP session ended");
+            } else if (why == -3) {
+                say_421(s, "4.3.2", "Service closing transmission channel");
+                log_info("LMTP session ended: reloading");
             } else if (why == -1) {
                 say_421(s, "4.4.2", "Error: timeout exceeded");
                 log_info("LMTP client silent for %us: session ended",
@@ -280,8 +291,8 @@ lmtp_serve(LmtpSession *s)
     }
 }
 
-/* lmtp_args - "--lmtp [-c CONF] [-v]" */
-static gboolean
+/* lmtp_args - "--lmtp [-c CONF] [-v]" (and --lmtp-daemon's) */
+gboolean
 lmtp_args(int argc, char **argv, const char **conf, gboolean *verbose)
 {
     int ch;
@@ -316,6 +327,50 @@ lmtp_refuse(const char *why)
     return 0;
 }
 
+void
+lmtp_session_run(LmtpSession *s, const AgentConf *conf, int in, int out)
+{
+    s->conf = conf;
+    s->in = in;
+    s->out = out;
+    s->buf = g_byte_array_new();
+    s->wbuf = g_string_new(NULL);
+    s->start = g_get_monotonic_time();
+    s->eof = FALSE;
+    /* a kept session's transcript callback points into the message it
+     * was opened for: with transcripts (delivery log, -v) no reuse */
+    s->cache = NULL;
+    if (conf->lmtp_cache_time > 0 && conf->lmtp_reuse_count > 0 &&
+        conf->transcript_mode == AGENT_TRANSCRIPT_NO && !log_verbose())
+        s->cache = conn_cache_new(conf->lmtp_cache_time,
+                                  conf->lmtp_reuse_time,
+                                  conf->lmtp_reuse_count);
+    lmtp_proto_init(&s->proto, conf->helo_name, conf->lmtp_size_limit);
+    lmtp_serve(s);
+    lmtp_proto_clear(&s->proto);
+    conn_cache_free(s->cache); /* QUIT to the servers still kept */
+    s->cache = NULL;
+    /* the rows held back for a quiet moment: the next session may be
+     * long in coming */
+    if (s->dblog != NULL)
+        dblog_file_write(s->dblog);
+    g_byte_array_unref(s->buf);
+    g_string_free(s->wbuf, TRUE);
+    s->buf = NULL;
+    s->wbuf = NULL;
+}
+
+void
+lmtp_session_close(LmtpSession *s)
+{
+    journal_close(s->journal);
+    dblog_file_close(s->dblog);
+    spool_free(s->spare);
+    s->journal = NULL;
+    s->dblog = NULL;
+    s->spare = NULL;
+}
+
 int
 lmtp_main(int argc, char **argv)
 {
@@ -345,30 +400,10 @@ lmtp_main(int argc, char **argv)
         return lmtp_refuse(why);
     }
     log_set_verbose(conf->verbose || verbose);
-    s.conf = conf;
-    s.in = STDIN_FILENO;
-    s.out = STDOUT_FILENO;
-    s.buf = g_byte_array_new();
-    s.wbuf = g_string_new(NULL);
-    s.start = g_get_monotonic_time();
     /* SIGTERM (postfix stop): the delivery under way stops cleanly and
      * defers the rest, and the session ends at the next wait */
     watchdog_sigterm(&lmtp_term);
-    /* a kept session's transcript callback points into the message it
-     * was opened for: with transcripts (delivery log, -v) no reuse */
-    if (conf->lmtp_cache_time > 0 && conf->lmtp_reuse_count > 0 &&
-        conf->transcript_mode == AGENT_TRANSCRIPT_NO && !log_verbose())
-        s.cache = conn_cache_new(conf->lmtp_cache_time,
-                                 conf->lmtp_reuse_time,
-                                 conf->lmtp_reuse_count);
-    lmtp_proto_init(&s.proto, conf->helo_name, conf->lmtp_size_limit);
-    lmtp_serve(&s);
-    lmtp_proto_clear(&s.proto);
-    conn_cache_free(s.cache); /* QUIT to the servers still kept */
-    journal_close(s.journal);
-    dblog_file_close(s.dblog);
-    spool_free(s.spare);
-    g_byte_array_unref(s.buf);
-    g_string_free(s.wbuf, TRUE);
+    lmtp_session_run(&s, conf, STDIN_FILENO, STDOUT_FILENO);
+    lmtp_session_close(&s);
     return 0;
 }

@@ -13,6 +13,11 @@
  * until QUIT, EOF, the idle timeout or the age limit; the exit status */
 int lmtp_main(int argc, char **argv);
 
+/* lmtp_daemon_main - "--lmtp-daemon [-c CONF] [-v]": listen on [lmtp]
+ * listen itself, [lmtp] workers resident processes each serving one
+ * session at a time (DESIGN §9); runs in the foreground until SIGTERM */
+int lmtp_daemon_main(int argc, char **argv);
+
 /* lmtp_reply_line - the LMTP reply for one recipient's outcome (no line
  * end): "250 2.0.0 <r>: h[a]:25 said: 250 ...", the remote's code and
  * enhanced status on 4xx/5xx, 451 4.x.x for our own failures */
