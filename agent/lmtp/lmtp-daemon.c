@@ -171,17 +171,18 @@ listen_inet(const char *hostport, GString *why)
     return fd;
 }
 
-/* daemon_listen - [lmtp] listen, bound; -1 with *WHY */
+/* daemon_listen - [lmtp] listen, bound; -1 with *WHY. *PATH: a UNIX
+ * socket's path, to remove at the end (NULL for inet:) */
 static int
-daemon_listen(const char *spec, GString *why)
+daemon_listen(const char *spec, GString *why, char **path)
 {
     int fd;
 
-    if (g_str_has_prefix(spec, "unix:"))
-        fd = listen_unix(spec + 5, why);
-    else if (spec[0] == '/')
-        fd = listen_unix(spec, why);
-    else if (g_str_has_prefix(spec, "inet:"))
+    *path = NULL;
+    if (g_str_has_prefix(spec, "unix:") || spec[0] == '/') {
+        *path = g_strdup(spec[0] == '/' ? spec : spec + 5);
+        fd = listen_unix(*path, why);
+    } else if (g_str_has_prefix(spec, "inet:"))
         fd = listen_inet(spec + 5, why);
     else {
         g_string_printf(why, "[lmtp] listen \"%s\": not unix:PATH or "
@@ -407,15 +408,11 @@ lmtp_daemon_main(int argc, char **argv)
         agent_conf_free(conf);
         return rc;
     }
-    lfd = daemon_listen(conf->lmtp_listen, why);
+    lfd = daemon_listen(conf->lmtp_listen, why, &sock_path);
     if (lfd < 0) {
         agent_conf_free(conf);
         return daemon_fail("%s", why->str);
     }
-    if (g_str_has_prefix(conf->lmtp_listen, "unix:"))
-        sock_path = g_strdup(conf->lmtp_listen + 5);
-    else if (conf->lmtp_listen[0] == '/')
-        sock_path = g_strdup(conf->lmtp_listen);
     log_set_verbose(conf->verbose || verbose);
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
