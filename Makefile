@@ -192,7 +192,7 @@ MAN1 = $(wildcard man/*.1)
 MAN5 = $(wildcard man/*.5)
 MAN8 = $(wildcard man/*.8)
 DOCS = README.md LICENSE master.cf.example main.cf.example redis.conf.example
-UNIT = milter/rapidretry-milter.service
+UNIT = milter/rapidretry-milter.service agent/lmtp/rapidretry-lmtp.service
 # Installed files hold the install paths, not /usr/local.
 FIXPATHS = sed -e 's|/usr/local/libexec/rapidretry|$(LIBEXECDIR)|g' \
 	       -e 's|/usr/local/sbin|$(SBINDIR)|g' \
@@ -214,8 +214,9 @@ install: all
 	for f in $(DOCS); do \
 	    $(FIXPATHS) $$f > $(DESTDIR)$(DOCDIR)/$$f && \
 	    chmod 644 $(DESTDIR)$(DOCDIR)/$$f; done
-	$(FIXPATHS) $(UNIT) > $(DESTDIR)$(UNITDIR)/rapidretry-milter.service
-	chmod 644 $(DESTDIR)$(UNITDIR)/rapidretry-milter.service
+	for u in $(UNIT); do \
+	    $(FIXPATHS) $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && \
+	    chmod 644 $(DESTDIR)$(UNITDIR)/$${u##*/}; done
 	@# never overwrite a configuration: the new example goes beside it
 	if [ -e $(DESTDIR)$(CONFDIR)/rapidretry.conf ]; then \
 	    $(INSTALL) -m 644 etc/rapidretry.conf.example \
@@ -235,6 +236,7 @@ uninstall:
 	    $(DESTDIR)$(SBINDIR)/rapidretry-milter \
 	    $(DESTDIR)$(SBINDIR)/rapidretry-log \
 	    $(DESTDIR)$(UNITDIR)/rapidretry-milter.service \
+	    $(DESTDIR)$(UNITDIR)/rapidretry-lmtp.service \
 	    $(DESTDIR)$(CONFDIR)/rapidretry.conf.example
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
 	    $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) \

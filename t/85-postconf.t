@@ -12,7 +12,12 @@
 #      time limits, qmgr's concurrency and slow start) and prints the
 #      postconf command that fixes each finding;
 #   4. --apply pipe: the "rapidretry" service becomes pipe(8), the next
-#      message goes out through pipe mode; a bad mode is a usage error.
+#      message goes out through pipe mode; a bad mode is a usage error;
+#   5. --apply daemon: the spawn service goes (the daemon binds its
+#      socket), the lmtp(8) client sends to [lmtp] listen with qmgr at
+#      [lmtp] workers; -t names the daemon and flags a master.cf service
+#      on its socket; after a reload and the daemon's start a message goes
+#      out through it; applied again, nothing changes.
 import os
 import re
 import subprocess
@@ -24,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 from postfix import Postfix, Receiver, Sender, QID
+from lmtpsender import LmtpDaemon
 
 rrtest.require_root()
 rrtest.agent_binary()
@@ -62,6 +68,19 @@ def deliver(rcpt, relay_re):
     return (st[0] if st else None), (lines[0] if lines else "")
 
 
+def client_and_check(master, n):
+    """client_and_check - the lmtp(8) client in MASTER, qmgr's slow start
+    at N, postfix check clean."""
+    like(master, r"(?m)^rapidretry +unix +- +- +n +- +- +lmtp\n(\s+-o .*\n)*"
+         r"\s+-o lmtp_send_xforward_command=yes", "master.cf: the lmtp(8) "
+         "client with XFORWARD")
+    like(files()[1], r"(?m)^rapidretry_initial_destination_concurrency = %d$"
+         % n, "main.cf: qmgr starts the socket at its %d" % n)
+    c = subprocess.run(["postfix", "-c", snd.etc, "check"],
+                       capture_output=True, text=True)
+    is_((c.returncode, c.stderr.strip()), (0, ""), "postfix check is clean")
+
+
 # --- 1. printed -----------------------------------------------------------------
 before = files()
 p = postconf("lmtp")
@@ -80,14 +99,7 @@ is_(p.returncode, 0, "--postconf lmtp --apply: %s" % (p.stderr.strip()
 master, main = files()
 like(master, r"(?m)^rapidretry-lmtp +unix +- +n +n +- +20 +spawn",
      "master.cf: the spawn(8) service")
-like(master, r"(?m)^rapidretry +unix +- +- +n +- +- +lmtp\n(\s+-o .*\n)*"
-     r"\s+-o lmtp_send_xforward_command=yes", "master.cf: the lmtp(8) "
-     "client with XFORWARD")
-like(main, r"(?m)^rapidretry_initial_destination_concurrency = 20$",
-     "main.cf: qmgr starts the socket at its maxproc")
-c = subprocess.run(["postfix", "-c", snd.etc, "check"], capture_output=True,
-                   text=True)
-is_((c.returncode, c.stderr.strip()), (0, ""), "postfix check is clean")
+client_and_check(master, 20)
 ok(snd.postfix("reload"), "postfix reload")
 st, line = deliver("l1@d1.test", "")
 is_(st[2] if st else None, "sent", "after the reload: sent")
@@ -153,4 +165,67 @@ is_(st[2] if st else None, "sent", "pipe mode: sent")
 like(line, r"relay=rapidretry,", "through pipe(8)")
 p = postconf("smtp")
 is_(p.returncode, 64, "a mode that does not exist: usage error (64)")
+
+# --- 5. LMTP mode without spawn(8): --lmtp-daemon ---------------------------------------
+sock = os.path.join(snd.queue, "private", "rapidretry-lmtp")
+daemon = LmtpDaemon(agent, sock, workers=3)
+p = postconf("daemon")
+like(p.stdout, r"(?m)^postconf -c \S+ -MX 'rapidretry-lmtp/unix'$",
+     "--postconf daemon removes the spawn service")
+like(p.stdout, r"(?m)^postconf -c \S+ -e 'default_transport = rapidretry:"
+     r"unix:private/rapidretry-lmtp'$", "[lmtp] listen in Postfix's "
+     "private/: the short nexthop")
+like(p.stdout, r"(?m)^Then start the LMTP server: systemctl enable --now "
+     r"rapidretry-lmtp \(or \S+ --lmtp-daemon -c \S+\)$",
+     "and says to start the daemon")
+p = postconf("daemon", "--apply")
+is_(p.returncode, 0, "--postconf daemon --apply: %s" % (p.stderr.strip()
+                                                         or p.stdout.strip()))
+master, main = files()
+ok(re.search(r"(?m)^rapidretry-lmtp\s", master) is None, "master.cf: no "
+   "spawn(8) service on the daemon's socket")
+like(main, r"(?m)^rapidretry_destination_concurrency_limit = 3$",
+     "main.cf: qmgr's concurrency at [lmtp] workers")
+client_and_check(master, 3)
+p = postconf("daemon", "--apply")
+is_((p.returncode, files()), (0, (master, main)), "applied again: master.cf "
+    "and main.cf unchanged")
+r = check()
+is_((r.returncode, r.stderr.strip()), (0, ""), "-t on the daemon's "
+    "Postfix: clean")
+like(r.stdout, r"(?m)^# LMTP daemon: listen unix:\S+/private/rapidretry-"
+     r"lmtp, 3 workers, user %s \(main\.cf default_transport sends to "
+     r"unix:private/rapidretry-lmtp\)$" % rrtest.TEST_USER,
+     "-t names the daemon and the transport that reaches it")
+like(r.stdout, r"(?m)^# master\.cf: LMTP client rapidretry \(lmtp\)",
+     "and the lmtp(8) client")
+ok(snd.postfix("reload"), "postfix reload")
+daemon.start()
+st, line = deliver("d1@d1.test", "")
+is_(st[2] if st else None, "sent", "through the daemon: sent")
+like(line, r"relay=\S+\[private/rapidretry-lmtp\]", "by Postfix's lmtp(8)")
+ok("d1@d1.test" in recv.wait_delivered(2), "and in the receiver's Maildir")
+workers = daemon.pids()[1:]
+ok(len(workers) == 3 and any(
+    re.search(r"\[%d\]: \S+: to=<d1@d1\.test>.*status=sent" % w, l)
+    for w in workers for l in agent.log_lines()),
+   "the agent's line for it comes from one of the 3 workers")
+daemon.stop()
+subprocess.run(["postconf", "-c", snd.etc, "-M",
+                "rapidretry-lmtp/unix=rapidretry-lmtp unix - n n - 1 spawn "
+                "user=%s argv=/bin/true" % rrtest.TEST_USER], check=True)
+subprocess.run(["postconf", "-c", snd.etc, "-e",
+                "rapidretry_destination_concurrency_limit = 10"], check=True)
+r = check()
+is_(r.returncode, 78, "-t with a spawn service on the daemon's socket: an "
+    "error (78)")
+like(r.stderr, r"master\.cf service rapidretry-lmtp \(spawn\) listens on "
+     r"private/rapidretry-lmtp too.*postconf -c \S+ -MX 'rapidretry-lmtp/"
+     r"unix'", "it says which service and how to remove it")
+like(r.stderr, r"rapidretry_destination_concurrency_limit = 10 is above "
+     r"\[lmtp\] workers = 3", "qmgr above the workers: warned")
+postconf("daemon", "--apply")
+r = check()
+is_((r.returncode, r.stderr.strip()), (0, ""), "--postconf daemon --apply "
+    "puts it right again: -t clean")
 done()

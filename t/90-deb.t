@@ -131,7 +131,8 @@ ok(p.returncode == 0 and installed(), "apt-get install ./%s"
 files = subprocess.run(["dpkg", "-L", PKG], capture_output=True,
                        text=True).stdout.split()
 for f in (AGENT, "/usr/sbin/rapidretry-milter", "/usr/sbin/rapidretry-log",
-          "/lib/systemd/system/rapidretry-milter.service", CONF,
+          "/lib/systemd/system/rapidretry-milter.service",
+          "/lib/systemd/system/rapidretry-lmtp.service", CONF,
           "/usr/libexec/rapidretry/rapidretry-tls.so",
           "/usr/share/man/man8/rapidretry-agent.8.gz",
           "/usr/share/man/man5/rapidretry.conf.5.gz",
@@ -155,6 +156,16 @@ unit = rrtest.read_file("/lib/systemd/system/rapidretry-milter.service")
 ok(AGENT not in unit and "/usr/local" not in unit
    and "/usr/sbin/rapidretry-milter" in unit,
    "the systemd unit names the installed milter")
+unit = rrtest.read_file("/lib/systemd/system/rapidretry-lmtp.service")
+ok("/usr/local" not in unit and re.search(
+    r"^ExecStart=%s --lmtp-daemon\s*\\\n\s*-c %s$" % (re.escape(AGENT),
+    re.escape(CONF)), unit, re.M) is not None,
+   "the LMTP daemon's unit runs the installed agent with the configuration")
+enabled = subprocess.run(["systemctl", "is-enabled", "rapidretry-lmtp"],
+                         capture_output=True, text=True).stdout.strip()
+ok(enabled in ("disabled", ""), "the LMTP daemon's unit is not enabled "
+   "(%s): no change to a live Postfix without the admin asking"
+   % (enabled or "no systemd"))
 
 # --- mail through the installed agent, as master.cf.example says --------------
 example = rrtest.read_file(DOC + "/master.cf.example")

@@ -24,9 +24,15 @@ gboolean check_same_file(const char *a, const char *b);
 
 /* check_lmtp - the LMTP-mode pair of master.cf and main.cf (PFDIR) that
  * runs CONF, checked against C; *USER gets the spawn service's user= when
- * it is NULL. FALSE when no spawn(8) service runs CONF with --lmtp. */
+ * it is NULL. Without a spawn(8) service that runs CONF with --lmtp, the
+ * pair that sends to C's --lmtp-daemon; FALSE when neither is there. */
 gboolean check_lmtp(const AgentConf *c, const char *pfdir, const char *conf,
                     char **user, GPtrArray *errors, GPtrArray *warnings);
+
+/* check_daemon_nexthop - the lmtp(8) nexthop of [lmtp] listen:
+ * unix:private/NAME under PFDIR's queue_directory, else unix:PATH or
+ * inet:HOST:PORT as it is; g_free() it */
+char *check_daemon_nexthop(const AgentConf *c, const char *pfdir);
 
 /* check_lmtp_user - user= of the spawn(8) service that runs CONF with
  * --lmtp (before the configuration is read as that user), or NULL */

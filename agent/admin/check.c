@@ -425,7 +425,8 @@ check_master(const AgentConf *c, const GPtrArray *svc, gboolean lmtp,
     if (svc->len == 0 && !lmtp)
         check_add(warnings, c, "agent", "journal", "no pipe(8) service in "
                   "Postfix's master.cf runs rapidretry-agent -c %s, nor a "
-                  "spawn(8) service with --lmtp", c->file->path);
+                  "spawn(8) service with --lmtp, nor a main.cf transport to "
+                  "its --lmtp-daemon", c->file->path);
     for (guint i = 0; i < svc->len; i++) {
         const CheckService *s = g_ptr_array_index(svc, i);
 
@@ -516,8 +517,15 @@ check_main(int argc, char **argv)
         user = svc != NULL && svc->len > 0
                    ? g_strdup(((CheckService *)g_ptr_array_index(svc, 0))->user)
                    : check_lmtp_user(pfdir, conf_path);
-    if (user == NULL && geteuid() == 0)
-        user = g_strdup(CHECK_DEFAULT_USER);
+    if (user == NULL && geteuid() == 0) {
+        /* no master.cf service names one: [lmtp] user, who the
+         * --lmtp-daemon's workers run as (read as root, again below) */
+        g_autoptr(AgentConf) peek = agent_conf_load(conf_path, NULL);
+
+        user = g_strdup(peek != NULL && peek->lmtp_user != NULL &&
+                        *peek->lmtp_user ? peek->lmtp_user
+                                         : CHECK_DEFAULT_USER);
+    }
     if (user != NULL && (rc = check_become(user)) != 0)
         return rc;
     conf = agent_conf_load(conf_path, &err);

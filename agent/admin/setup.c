@@ -1,5 +1,6 @@
 /*
- * setup.c - rapidretry-agent --postconf lmtp|pipe [--apply] [-p DIR]: the
+ * setup.c - rapidretry-agent --postconf lmtp|daemon|pipe [--apply]
+ * [-p DIR]: the
  * master.cf services and main.cf lines of one mode (DESIGN §3, §9, §11)
  * as postconf(1) commands, printed, or run with --apply against the
  * Postfix configuration in DIR: postconf -M for the services, -P for
@@ -16,7 +17,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "check-int.h"
 #include "conf.h"
 #include "log.h"
 #include "setup.h"
@@ -59,16 +60,14 @@ step_free(SetupStep *s)
     g_free(s);
 }
 
-/* setup_lmtp - LMTP mode (DESIGN §9): the spawn(8) service, the lmtp(8)
- * client service with XFORWARD, all mail through it; qmgr starts the one
- * destination at the socket's maxproc, the agents schedule per server */
+/* setup_client - the lmtp(8) client service "rapidretry" with XFORWARD
+ * (the journal's key), a data-done timeout above [lmtp] deadline and
+ * cached connections, and all mail sent to it at NEXTHOP; qmgr starts
+ * the one destination at CONCURRENCY (the agents schedule per server) */
 static void
-setup_lmtp(GPtrArray *steps, const AgentConf *c, const char *exe,
-           const char *conf, const char *user, guint maxproc)
+setup_client(GPtrArray *steps, const AgentConf *c, const char *nexthop,
+             guint concurrency)
 {
-    step(steps, "-M", g_strdup_printf(
-        "rapidretry-lmtp/unix=rapidretry-lmtp unix - n n - %u spawn "
-        "user=%s argv=%s --lmtp -c %s", maxproc, user, exe, conf));
     step(steps, "-M", g_strdup("rapidretry/unix=rapidretry unix - - n - - "
                                "lmtp"));
     step(steps, "-P", g_strdup("rapidretry/unix/lmtp_send_xforward_command"
@@ -78,16 +77,44 @@ setup_lmtp(GPtrArray *steps, const AgentConf *c, const char *exe,
                                       MAX(600, c->lmtp_deadline + 100)));
     step(steps, "-P", g_strdup("rapidretry/unix/"
                                "lmtp_connection_cache_on_demand=yes"));
-    step(steps, "-e", g_strdup("default_transport = rapidretry:unix:private/"
-                               "rapidretry-lmtp"));
-    step(steps, "-e", g_strdup_printf("rapidretry-lmtp_time_limit = %us",
-                                      c->lmtp_time_limit));
+    step(steps, "-e", g_strdup_printf("default_transport = rapidretry:%s",
+                                      nexthop));
     step(steps, "-e", g_strdup("rapidretry_destination_recipient_limit = "
                                "50"));
     step(steps, "-e", g_strdup_printf("rapidretry_destination_concurrency_"
-                                      "limit = %u", maxproc));
+                                      "limit = %u", concurrency));
     step(steps, "-e", g_strdup_printf("rapidretry_initial_destination_"
-                                      "concurrency = %u", maxproc));
+                                      "concurrency = %u", concurrency));
+}
+
+/* setup_lmtp - LMTP mode behind spawn(8) (DESIGN §9): the spawn service
+ * that runs one agent per connection, at most MAXPROC */
+static void
+setup_lmtp(GPtrArray *steps, const AgentConf *c, const char *exe,
+           const char *conf, const char *user, guint maxproc)
+{
+    step(steps, "-M", g_strdup_printf(
+        "rapidretry-lmtp/unix=rapidretry-lmtp unix - n n - %u spawn "
+        "user=%s argv=%s --lmtp -c %s", maxproc, user, exe, conf));
+    step(steps, "-e", g_strdup_printf("rapidretry-lmtp_time_limit = %us",
+                                      c->lmtp_time_limit));
+    setup_client(steps, c, "unix:private/rapidretry-lmtp", maxproc);
+    step(steps, "-X", g_strdup("rapidretry_time_limit")); /* pipe mode's */
+}
+
+/* setup_daemon - LMTP mode served by --lmtp-daemon (DESIGN §9, "Without
+ * spawn(8)"): no spawn service (one left by setup_lmtp goes: both would
+ * bind private/rapidretry-lmtp), the client sends to [lmtp] listen, and
+ * qmgr's concurrency is [lmtp] workers, so no connection waits for one */
+static void
+setup_daemon(GPtrArray *steps, const AgentConf *c, const char *pfdir)
+{
+    g_autofree char *nexthop = check_daemon_nexthop(c, pfdir);
+
+    step(steps, "-MX", g_strdup("rapidretry-lmtp/unix"));
+    step(steps, "-X", g_strdup("rapidretry-lmtp_time_limit"));
+    setup_client(steps, c, nexthop, c->lmtp_workers);
+    step(steps, "-X", g_strdup("rapidretry_time_limit")); /* pipe mode's */
 }
 
 /* setup_pipe - pipe(8) mode (DESIGN §3): the pipe service, everything in
@@ -169,7 +196,7 @@ setup_main(int argc, char **argv)
     gint maxproc = 0;
     const GOptionEntry entries[] = {
         {"postconf", 0, 0, G_OPTION_ARG_STRING, &mode,
-         "the Postfix settings of MODE: lmtp or pipe", "MODE"},
+         "the Postfix settings of MODE: lmtp, daemon or pipe", "MODE"},
         {"apply", 0, 0, G_OPTION_ARG_NONE, &apply,
          "run the postconf commands instead of printing them", NULL},
         {"postfix-dir", 'p', 0, G_OPTION_ARG_FILENAME, &dir,
@@ -183,7 +210,8 @@ setup_main(int argc, char **argv)
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     g_autoptr(GOptionContext) ctx =
-        g_option_context_new("--postconf lmtp|pipe - Postfix settings");
+        g_option_context_new("--postconf lmtp|daemon|pipe - Postfix "
+                              "settings");
     g_autoptr(GPtrArray) steps =
         g_ptr_array_new_with_free_func((GDestroyNotify)step_free);
     g_autoptr(AgentConf) conf = NULL;
@@ -194,9 +222,10 @@ setup_main(int argc, char **argv)
     g_option_context_add_main_entries(ctx, entries, NULL);
     if (!g_option_context_parse(ctx, &argc, &argv, &err) || argc > 1 ||
         mode == NULL || (strcmp(mode, "lmtp") != 0 &&
+                         strcmp(mode, "daemon") != 0 &&
                          strcmp(mode, "pipe") != 0) || maxproc < 0) {
         fprintf(stderr, "rapidretry-agent: %s\n", err ? err->message
-                : "usage: --postconf lmtp|pipe [--apply] [-p DIR] "
+                : "usage: --postconf lmtp|daemon|pipe [--apply] [-p DIR] "
                   "[-c CONF] [-u USER] [--maxproc N]");
         g_clear_error(&err);
         return EX_USAGE;
@@ -215,9 +244,12 @@ setup_main(int argc, char **argv)
     lmtp = strcmp(mode, "lmtp") == 0;
     if (maxproc == 0)
         maxproc = lmtp ? 20 : 50;
-    (lmtp ? setup_lmtp : setup_pipe)(steps, conf, exe, conf_abs,
-                                     user ? user : SETUP_USER,
-                                     (guint)maxproc);
+    if (strcmp(mode, "daemon") == 0)
+        setup_daemon(steps, conf, dir);
+    else
+        (lmtp ? setup_lmtp : setup_pipe)(steps, conf, exe, conf_abs,
+                                         user ? user : SETUP_USER,
+                                         (guint)maxproc);
     for (guint i = 0; i < steps->len; i++) {
         const SetupStep *s = g_ptr_array_index(steps, i);
         g_autofree char *why = NULL;
@@ -237,5 +269,9 @@ setup_main(int argc, char **argv)
         printf("Postfix configured for %s mode%s%s; now run: postfix%s%s "
                "reload\n", mode, dir ? " in " : "", dir ? dir : "",
                dir ? " -c " : "", dir ? dir : "");
+    if (strcmp(mode, "daemon") == 0)
+        printf("%s the LMTP server: systemctl enable --now rapidretry-lmtp "
+               "(or %s --lmtp-daemon -c %s)\n", apply ? "Start" : "Then "
+               "start", exe, conf_abs);
     return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }
