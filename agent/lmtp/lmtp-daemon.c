@@ -461,9 +461,11 @@ lmtp_daemon_main(int argc, char **argv)
                     g_clear_error(&err);
                 } else {
                     if (strcmp(fresh->lmtp_listen, conf->lmtp_listen) != 0 ||
-                        strcmp(fresh->lmtp_user, conf->lmtp_user) != 0)
-                        log_warning("LMTP daemon: [lmtp] listen and user "
-                                    "change only with a restart");
+                        strcmp(fresh->lmtp_user, conf->lmtp_user) != 0 ||
+                        strcmp(fresh->log_file, conf->log_file) != 0)
+                        log_warning("LMTP daemon: [lmtp] listen, user and "
+                                    "[agent] log_file change only with a "
+                                    "restart");
                     log_set_verbose(fresh->verbose || verbose);
                     workers_signal(workers, SIGHUP, FALSE, gen);
                     /* old workers read CONF no more: theirs is a copy */
