@@ -4,11 +4,14 @@
 # session with server faults, the client vanishing before, during or
 # after DATA, SIGKILL/SIGTERM of the agent inside a message, spawn(8)'s
 # time limit, the same message to a second agent while the first still
-# delivers it, and messages without a queue id (the journal keyed by
-# digest), each message handed over again as Postfix would: every
-# accepted RCPT answered once, every 2xx true and every 5xx too, none
-# lost, none taken twice outside the end-of-data window, the time-limit
-# margin kept.
+# delivers it, a resident --lmtp-daemon (2 workers) with a worker
+# SIGKILLed, the parent reloaded (SIGHUP) or stopped (SIGTERM, then
+# started again) or the client gone inside a message, and messages
+# without a queue id (the journal keyed by digest), each message handed
+# over again as Postfix would: every accepted RCPT answered once, every
+# 2xx true and every 5xx too, none lost, none taken twice outside the
+# end-of-data window, the time-limit margin kept, the daemon's 421s, exit
+# and replaced workers as documented and none of its processes left.
 # RR_TORTURE_SEED, RR_TORTURE_N and RR_TORTURE_J change the campaign.
 import os
 import sys

@@ -10,7 +10,16 @@ spawn(8)'s time limit (family spawn: the agent's own limit 71s with a
 harness at a random moment up to 1.5s, as spawn kills at its limit); and
 the same message handed to a second agent over a second connection
 while the first still delivers it to a server that stalls for the first
-(family concurrent, both agents on one journal). In every family about
+(family concurrent, both agents on one journal); and (family daemon)
+the same client on the unix socket of a resident rapidretry-agent
+--lmtp-daemon (2 workers, the test user), with the server faults plus,
+inside a message (before DATA, in DATA or after the final dot): SIGKILL
+of the worker serving the session (the parent starts another), SIGHUP
+of the parent (the message completes, then 421 4.3.2; new workers),
+SIGTERM of the parent (421 4.3.2, exit 0, the socket gone, no worker
+left; started again for the retries) or the client vanishing (the worker
+goes back to accept); the daemon is stopped at the end of each scenario
+and none of its processes may be left. In every family about
 three messages in ten carry no queue id (no XFORWARD, or IDENT
 [UNAVAILABLE], as for local submissions), so the journal keys them by
 sender and digest. After the first session every message whose
@@ -32,6 +41,13 @@ Invariants:
   margin      family spawn: MAIL before the agent's margin gets 250, MAIL
               well after it never does (421, or the agent hung up), and
               an agent that said 421 ends by itself
+  daemon      family daemon: after SIGHUP the message under way gets all
+              its replies, then 421 4.3.2 and the end; after SIGTERM the
+              session's last reply is 421 4.3.2 (in DATA the worker hangs
+              up without it, as --lmtp does; a delivery under way answers
+              all its recipients or none), exit 0, socket removed; a
+              killed worker is replaced, a vanished client's worker goes
+              idle; nothing of the daemon left after each scenario
 
 Usage: torture_lmtp.py [--seed S] [-n N] [-j J]    (make torture-lmtp)
 """
@@ -43,6 +59,8 @@ import os
 import random
 import re
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -52,9 +70,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rrtest                                   # noqa: E402
 import torture                                  # noqa: E402
 from lmtpclient import LmtpAgent, stuff         # noqa: E402
+from lmtpsender import LmtpDaemon               # noqa: E402
 from smtpsink import SmtpSink                   # noqa: E402
 
-FAMILIES = ("server", "vanish", "kill", "mix", "spawn", "concurrent")
+FAMILIES = ("server", "vanish", "kill", "mix", "spawn", "concurrent",
+            "daemon")
 RERUNS = 5
 LMTP_CONF = ("\n[lmtp]\ndeadline = 10s\nidle_timeout = 5s\n"
              "[schedule]\nfailure_cohort = 0\n")
@@ -62,6 +82,8 @@ LMTP_CONF = ("\n[lmtp]\ndeadline = 10s\nidle_timeout = 5s\n"
 SPAWN_LIMIT = 71
 SPAWN_OPEN = SPAWN_LIMIT - 10 - 60
 SENDER = "s@src.test"
+DAEMON_WORKERS = 2
+STAGES = ("before_data", "in_data", "after_data")
 
 
 class Scenario:
@@ -88,7 +110,7 @@ class Scenario:
         self.time_limit = None
         n = max(len(x["rcpts"]) for x in self.msgs)
         f = self.family
-        if f in ("server", "mix"):
+        if f in ("server", "mix") or (f == "daemon" and rng.random() < 0.4):
             r = torture.step_rule(rng, n)
             k = rng.random()
             if k < 0.4:
@@ -137,6 +159,17 @@ class Scenario:
             self.script["rules"].append(r)
             self.fault = ("concurrent", c,
                           (rng.uniform(0.05, 0.3), rng.random() < 0.3))
+        if f == "daemon":
+            # a worker killed, the parent reloaded or stopped, the client
+            # gone, inside message D; after the dot while the agent
+            # delivers (the server is slow to answer the dot)
+            stage = rng.choice(STAGES)
+            self.fault = ("daemon", rng.randrange(len(self.msgs)),
+                          (rng.choice(("kill", "hup", "term", "vanish")),
+                           stage, rng.uniform(0.0, 0.3)))
+            if stage == "after_data":
+                self.script["rules"].append(
+                    {"cmd": "DOT", "delay": rng.uniform(0.05, 0.3)})
 
     def message(self, m):
         """message - message M, the same bytes in every attempt (as
@@ -156,12 +189,163 @@ class Scenario:
         return cmds + (["DATA"] if data else [])
 
 
+def sockets(pid):
+    """sockets - the socket inodes PID holds open"""
+    res = set()
+    try:
+        for f in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, f))
+            except OSError:
+                continue
+            if link.startswith("socket:"):
+                res.add(link)
+    except OSError:
+        pass
+    return res
+
+
+def alive(pid):
+    """alive - PID is a rapidretry-agent, not a zombie"""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return b"rapidretry-agent" in cmd and \
+        st.rsplit(") ", 1)[-1][:1] not in ("Z", "X", "")
+
+
+class Daemon(LmtpDaemon):
+    """Daemon - family daemon's --lmtp-daemon: the worker's agent and
+    config, 2 workers as the test user, the socket in the agent's
+    directory; every pid it ever had is kept (seen) so that none is
+    left running"""
+
+    def __init__(self, agent):
+        super().__init__(agent, os.path.join(agent.dir, "lmtp.sock"),
+                         workers=DAEMON_WORKERS)
+        self.seen = set()
+        self.gone = set()       # workers killed or told to end (SIGHUP)
+        self.err = os.path.join(agent.dir, "daemon.err")
+
+    def start(self):
+        """start - run it; TRUE when it answers on the socket"""
+        env = self.agent.env()
+        with open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                [self.agent.binary, "--lmtp-daemon", "-c", self.agent.conf],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err)
+        ok = rrtest.wait_until(self.answers, 20)
+        self.note()
+        return ok
+
+    def note(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.seen.update(self.pids())
+
+    def workers(self):
+        return [p for p in self.pids()[1:] if alive(p)]
+
+    def busy(self):
+        """busy - the workers in an LMTP session: holding a socket
+        besides the listening one (the parent's only socket)"""
+        lsock = sockets(self.proc.pid)
+        return [p for p in self.workers() if sockets(p) - lsock]
+
+    def serving(self):
+        b = self.busy()
+        return b[0] if len(b) == 1 else None
+
+    def left(self):
+        """left - the pids it had that still run"""
+        return sorted(p for p in self.seen if alive(p))
+
+    def stopped(self, why, timeout=30):
+        """stopped - after SIGTERM (WHY): exit 0 within TIMEOUT, the
+        socket removed, none of its processes left (those are killed);
+        what was wrong"""
+        fails = []
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            rc = "none: running %ds" % timeout
+        if rc != 0:
+            fails.append("exit %s after %s" % (rc, why))
+        if os.path.exists(self.sock):
+            fails.append("socket left after %s" % why)
+        if not rrtest.wait_until(lambda: not self.left(), 10):
+            left = self.left()
+            fails.append("pids %s left after %s" % (left, why))
+            for p in left:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        return fails
+
+    def finish(self):
+        """finish - the end of a scenario: the workers killed or reloaded
+        were replaced, then SIGTERM and nothing left; what was wrong"""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        fails = []
+        if self.gone and not rrtest.wait_until(
+                lambda: len(self.workers()) == DAEMON_WORKERS and
+                not self.gone & set(self.workers()), 10):
+            fails.append("workers %r 10s after the end of %r"
+                         % (self.workers(), sorted(self.gone)))
+        self.note()
+        self.signal(signal.SIGTERM)
+        return fails + self.stopped("the final SIGTERM")
+
+
+class DaemonClient(LmtpAgent):
+    """DaemonClient - the LMTP client on a connection to the daemon's
+    socket (no agent process of its own): wait() waits for the worker to
+    hang up"""
+
+    def __init__(self, path, timeout=25):
+        self.agent, self.proc = None, None
+        self.buf = self.raw = b""
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_UNIX)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            pass                # no greeting: the session does not open
+
+    def wait(self, timeout=None):
+        return 0 if self.eof(timeout) else None
+
+    def kill(self):
+        self.sock.close()
+
+    def rest(self, timeout):
+        """rest - every line up to the end of the connection (None:
+        still open after TIMEOUT)"""
+        lines = []
+        end = time.monotonic() + timeout
+        while True:
+            line = self.line(max(0.01, end - time.monotonic()))
+            if line is None:
+                return lines if time.monotonic() < end else None
+            lines.append(line)
+
+
 class Session:
     """Session - one LMTP connection to a fresh agent, as spawn(8) starts
-    it for Postfix's lmtp client; what came back is gathered per message"""
+    it for Postfix's lmtp client (or CLIENT, on the daemon's socket);
+    what came back is gathered per message"""
 
-    def __init__(self, worker):
-        self.s = LmtpAgent(worker.agent, timeout=25)
+    def __init__(self, worker, client=None):
+        self.s = client or LmtpAgent(worker.agent, timeout=25)
         self.t0 = time.monotonic()
         self.replies = {}       # (m, rcpt) -> reply; ("error", m) -> text
         self.full = []          # [(m, rcpts)] handed over in full
@@ -172,6 +356,7 @@ class Session:
         self.timer = None
         self.closed_421 = False
         self.kills = 0          # signals sent to the agent
+        self.fails = []         # [(invariant, text)]
 
     def open(self):
         s = self.s
@@ -303,6 +488,117 @@ class Session:
                 self.replies[(m, r)] = line
             s.wait(15)
 
+    def daemon_fault(self, sc, m, rcpts, detail, daemon):
+        """daemon_fault - family daemon: message M with a worker killed,
+        the parent reloaded or stopped, or the client gone (DETAIL: kind,
+        stage, delay after the dot); the session ends with it"""
+        s = self.s
+        kind, stage, delay = detail
+        pid = rrtest.wait_until(daemon.serving, 2)
+        if not pid:
+            self.fails.append(("daemon", "not one worker in the session: "
+                               "%r" % daemon.busy()))
+            return
+        daemon.note()
+        msg = stuff(sc.message(m))
+        s.send("".join(c + "\r\n" for c in
+                       sc.head(m, rcpts, data=stage != "before_data")))
+        if sc.msgs[m]["ident"]:
+            s.reply()
+        mail = "\n".join(s.reply())
+        rr = ["\n".join(s.reply()) for _ in rcpts]
+        for r, x in zip(rcpts, rr):
+            if not x.startswith("2"):
+                self.replies[(m, r)] = x
+        acc = [r for r, x in zip(rcpts, rr) if x.startswith("2")]
+        if stage != "before_data":
+            data = "\n".join(s.reply())
+            if not mail.startswith("250") or not data.startswith("354"):
+                self.fails.append(("daemon", "MAIL %r, DATA %r" % (
+                    mail[:60], data[:60])))
+                return
+            s.send(msg[:len(msg) // 2])
+            time.sleep(0.02)
+            if stage == "after_data":
+                s.send(msg[len(msg) // 2:] + ".\r\n")
+                time.sleep(delay)
+        if kind == "kill":
+            os.kill(pid, signal.SIGKILL)
+            daemon.gone.add(pid)
+        elif kind == "hup":
+            daemon.gone.update(daemon.workers())
+            daemon.signal(signal.SIGHUP)
+        elif kind == "term":
+            daemon.signal(signal.SIGTERM)
+        else:
+            s.sock.close()
+        self.kills += kind != "vanish"
+        if kind == "vanish":
+            # its delivery, if any, ends and is journaled; it serves on
+            if not rrtest.wait_until(lambda: pid not in daemon.busy(), 40):
+                self.fails.append(("daemon", "worker still in the session "
+                                   "40s after its client left"))
+            elif not alive(pid):
+                self.fails.append(("daemon", "worker gone with its client"))
+            return
+        if kind == "hup":
+            self._hup_rest(sc, m, rcpts, acc, stage, msg, pid)
+            return
+        if stage == "after_data":
+            self.hazard.add(m)
+        lines = s.rest(30)
+        if lines is None:
+            self.fails.append(("daemon", "session open 30s after %s" % kind))
+            lines = []
+        if kind == "term":
+            # in DATA the agent takes SIGTERM as its client gone (read_data):
+            # no 421, nothing delivered; Postfix defers the message alike
+            if lines and lines[-1].startswith("421 4.3.2"):
+                lines = lines[:-1]
+            elif lines or stage != "in_data":
+                self.fails.append(("daemon", "after SIGTERM the session "
+                                   "ended with %r" % lines[-1:]))
+            if len(lines) not in (0, len(acc)) or \
+                    (lines and stage != "after_data"):
+                self.fails.append(("daemon", "%d replies for %d accepted "
+                                   "after SIGTERM %s" % (len(lines), len(acc),
+                                                         stage)))
+            self.fails += [("daemon", x) for x in daemon.stopped("SIGTERM")]
+        for r, line in zip(acc, lines):  # in RCPT order
+            self.replies[(m, r)] = line
+
+    def _hup_rest(self, sc, m, rcpts, acc, stage, msg, pid):
+        """_hup_rest - after SIGHUP the message goes on to its end with
+        every reply, then the worker says 421 4.3.2 and ends"""
+        s = self.s
+        if stage == "before_data":
+            data = s.cmd("DATA")
+            if not data.startswith("354"):
+                self.fails.append(("daemon", "DATA after SIGHUP: %r"
+                                   % data[:80]))
+                return
+            s.send(msg + ".\r\n")
+        elif stage == "in_data":
+            s.send(msg[len(msg) // 2:] + ".\r\n")
+        final = s.replies(len(acc), timeout=s.timeout + 30)
+        for r, line in zip(acc, final):  # in RCPT order
+            self.replies[(m, r)] = line
+            if "<%s>" % r.lower() not in line.lower():
+                self.fails.append(("daemon", "%s after SIGHUP: %r"
+                                   % (r, line[:80])))
+        if len(final) != len(acc):
+            self.fails.append(("daemon", "%d replies for %d accepted after "
+                               "SIGHUP" % (len(final), len(acc))))
+            return
+        self.full.append((m, rcpts))
+        bye = "\n".join(s.reply(5))
+        if not bye.startswith("421 4.3.2") or s.wait(5) is None:
+            self.fails.append(("daemon", "after SIGHUP and the message: "
+                               "%r, no end" % bye[:80]))
+        if not rrtest.wait_until(lambda: not alive(pid), 10):
+            self.fails.append(("daemon", "old worker running 10s after "
+                               "SIGHUP and its 421"))
+
     def end(self, quit=True):
         s = self.s
         if self.timer is not None:
@@ -333,11 +629,13 @@ class Worker:
             name="ltorture-w%d" % wid, deadline="10s",
             timeouts=torture.TIMEOUTS, smtp_extra={"starttls_timeout": "1s"},
             extra_text=LMTP_CONF)
+        self.daemon = None      # family daemon's, started per scenario
 
     def _session(self, sc, todo, fault):
         """_session - one LMTP session handing over TODO [(m, rcpts)],
         with FAULT in it (attempt 0) or none; returns its Sessions"""
-        s = Session(self)
+        s = Session(self, DaemonClient(self.daemon.sock)
+                    if sc.family == "daemon" else None)
         others = []
         if not s.open():
             s.end(quit=False)
@@ -353,6 +651,10 @@ class Worker:
                     return [s]
                 if kind == "kill":
                     s.signal(sc, m, rcpts, detail)
+                    s.end(quit=False)
+                    return [s]
+                if kind == "daemon":
+                    s.daemon_fault(sc, m, rcpts, detail, self.daemon)
                     s.end(quit=False)
                     return [s]
                 if kind == "concurrent":
@@ -396,6 +698,8 @@ class Worker:
 
     def _check(self, sc, res, sessions, final, taken_now, todo):
         for sess in sessions:
+            for inv, text in sess.fails:
+                res["fail"].append((inv, sc.family, text))
             for key, line in sess.replies.items():
                 if key[0] == "error":
                     res["fail"].append(("answered", sc.family, line))
@@ -443,6 +747,12 @@ class Worker:
             extra += "\n[lmtp]\ntime_limit = %ds\n" % sc.time_limit
         self.agent.write_conf(relay="[127.0.0.1]:%d" % port,
                               extra_text=extra)
+        if sc.family == "daemon":
+            if self.daemon is None:
+                self.daemon = Daemon(self.agent)
+                rrtest.at_cleanup(self.daemon.stop)
+            self.daemon.write_conf()
+            self.daemon.seen, self.daemon.gone = set(), set()
         res = {"seed": seed, "family": sc.family, "fail": [], "window": 0,
                "runs": 0, "kills": 0,
                "n": sum(len(x["rcpts"]) for x in sc.msgs)}
@@ -451,6 +761,8 @@ class Worker:
         try:
             todo = [(m, list(x["rcpts"])) for m, x in enumerate(sc.msgs)]
             for attempt in range(RERUNS + 1):
+                if sc.family == "daemon" and not self._daemon_up(res):
+                    break
                 sessions = self._session(
                     sc, todo, sc.fault if attempt == 0 else None)
                 for sess in sessions:
@@ -492,8 +804,28 @@ class Worker:
                             res["fail"].append(("duplicate", sc.family,
                                                 "%s taken %d times" % (r, c)))
         finally:
+            if sc.family == "daemon":
+                res["fail"] += [("daemon", sc.family, x)
+                                for x in self.daemon.finish()]
             sink.stop()
         return res
+
+    def _daemon_up(self, res):
+        """_daemon_up - family daemon: the daemon runs (started at the
+        first attempt, and again after a SIGTERM, as systemd would)"""
+        d = self.daemon
+        if d.proc is not None and d.proc.poll() is None:
+            d.note()
+            return True
+        if d.start():
+            return True
+        res["fail"].append(("daemon", "daemon", "did not start: %r" % (
+            rrtest.read_file(d.err)[-300:])))
+        d.note()
+        if d.proc.poll() is None:
+            d.signal(signal.SIGTERM)
+        d.stopped("a failed start")
+        return False
 
     @staticmethod
     def _dot_lost(sc, sessions):
