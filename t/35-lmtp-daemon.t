@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import rrtest
 from rrtest import ok, is_, like, diag, done
 from postfix import Receiver, QID
-from lmtpsender import LmtpSender
+from lmtpsender import LmtpSender, sockets
 from lmtpclient import LmtpAgent, stuff
 
 rrtest.require_root()
@@ -107,22 +107,6 @@ def uid(pid):
     m = re.search(r"^Uid:\s+(\d+)", rrtest.read_file("/proc/%d/status" % pid),
                   re.M)
     return int(m.group(1)) if m else None
-
-
-def sockets(pid):
-    """sockets - the socket inodes PID holds open."""
-    res = set()
-    try:
-        for f in os.listdir("/proc/%d/fd" % pid):
-            try:
-                link = os.readlink("/proc/%d/fd/%s" % (pid, f))
-            except OSError:
-                continue
-            if link.startswith("socket:"):
-                res.add(link)
-    except OSError:
-        pass
-    return res
 
 
 def idle_workers(snd):

@@ -48,6 +48,22 @@ def without_spawn(master):
     return "\n".join(out) + "\n"
 
 
+def sockets(pid):
+    """sockets - the socket inodes PID holds open."""
+    res = set()
+    try:
+        for f in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, f))
+            except OSError:
+                continue
+            if link.startswith("socket:"):
+                res.add(link)
+    except OSError:
+        pass
+    return res
+
+
 class LmtpDaemon:
     """LmtpDaemon - rapidretry-agent --lmtp-daemon with AGENT's config
     plus [lmtp] listen = unix:SOCK, workers, user = the test user."""

@@ -70,7 +70,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rrtest                                   # noqa: E402
 import torture                                  # noqa: E402
 from lmtpclient import LmtpAgent, stuff         # noqa: E402
-from lmtpsender import LmtpDaemon               # noqa: E402
+from lmtpsender import LmtpDaemon, sockets      # noqa: E402
 from smtpsink import SmtpSink                   # noqa: E402
 
 FAMILIES = ("server", "vanish", "kill", "mix", "spawn", "concurrent",
@@ -187,22 +187,6 @@ class Scenario:
         cmds += ["MAIL FROM:<%s>" % SENDER]
         cmds += ["RCPT TO:<%s>" % r for r in rcpts]
         return cmds + (["DATA"] if data else [])
-
-
-def sockets(pid):
-    """sockets - the socket inodes PID holds open"""
-    res = set()
-    try:
-        for f in os.listdir("/proc/%d/fd" % pid):
-            try:
-                link = os.readlink("/proc/%d/fd/%s" % (pid, f))
-            except OSError:
-                continue
-            if link.startswith("socket:"):
-                res.add(link)
-    except OSError:
-        pass
-    return res
 
 
 def alive(pid):
