@@ -175,6 +175,9 @@ like(p.stdout, r"(?m)^postconf -c \S+ -MX 'rapidretry-lmtp/unix'$",
 like(p.stdout, r"(?m)^postconf -c \S+ -e 'default_transport = rapidretry:"
      r"unix:private/rapidretry-lmtp'$", "[lmtp] listen in Postfix's "
      "private/: the short nexthop")
+like(p.stderr, r"-u and --maxproc are for spawn\(8\) and pipe\(8\); the "
+     r"daemon takes \[lmtp\] user \(%s\) and workers \(3\) from \S+"
+     % rrtest.TEST_USER, "-u with daemon: it says where the user comes from")
 like(p.stdout, r"(?m)^Then start the LMTP server: systemctl enable --now "
      r"rapidretry-lmtp \(or \S+ --lmtp-daemon -c \S+\)$",
      "and says to start the daemon")

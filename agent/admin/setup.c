@@ -1,7 +1,7 @@
 /*
  * setup.c - rapidretry-agent --postconf lmtp|daemon|pipe [--apply]
- * [-p DIR]: the
- * master.cf services and main.cf lines of one mode (DESIGN §3, §9, §11)
+ * [-p DIR]: the master.cf services and main.cf lines of one mode (DESIGN
+ * §3, §9, §11)
  * as postconf(1) commands, printed, or run with --apply against the
  * Postfix configuration in DIR: postconf -M for the services, -P for
  * their -o parameters, -e for main.cf. Running it again changes nothing;
@@ -241,6 +241,11 @@ setup_main(int argc, char **argv)
     conf_abs = g_path_is_absolute(conf_path)
                    ? g_strdup(conf_path)
                    : g_canonicalize_filename(conf_path, NULL);
+    if (strcmp(mode, "daemon") == 0 && (user != NULL || maxproc != 0))
+        fprintf(stderr, "rapidretry-agent: -u and --maxproc are for spawn(8) "
+                "and pipe(8); the daemon takes [lmtp] user (%s) and workers "
+                "(%u) from %s\n", conf->lmtp_user, conf->lmtp_workers,
+                conf_abs);
     lmtp = strcmp(mode, "lmtp") == 0;
     if (maxproc == 0)
         maxproc = lmtp ? 20 : 50;
